@@ -1,0 +1,155 @@
+//! Types shared by the kernel programs (`collector-ebpf`) and the agent (`collector`).
+//!
+//! Everything here is `#[repr(C)]` with explicit padding: the kernel writes these bytes and
+//! the agent reads them back out of maps, so both sides must agree on the layout exactly.
+#![no_std]
+
+pub mod histogram;
+
+/// Target ids as stored in the kernel: `0` means "not a target", so a zeroed map slot is
+/// never mistaken for target 0. The agent converts with [`TargetId::slot`] / [`TargetId::from_slot`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TargetId(pub u32);
+
+impl TargetId {
+    pub const fn slot(self) -> u32 {
+        self.0 + 1
+    }
+
+    pub const fn from_slot(slot: u32) -> Option<Self> {
+        match slot {
+            0 => None,
+            s => Some(TargetId(s - 1)),
+        }
+    }
+}
+
+/// Per-thread state between `sys_enter` and `sys_exit`, one slot per thread id.
+/// `enter_ns == 0` means "not inside a traced syscall".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EntrySlot {
+    pub enter_ns: u64,
+    pub nr: u32,
+    /// [`TargetId::slot`] of the thread's process at entry.
+    pub target: u32,
+}
+
+/// Key of the per-(target, syscall) aggregation maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SyscallKey {
+    /// [`TargetId::slot`].
+    pub target: u32,
+    pub nr: u32,
+}
+
+/// Latency aggregate of one (target, syscall) on one CPU. The call count is the sum of the
+/// buckets, so a histogram's `_count` equals the call counter by construction.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallStats {
+    pub sum_ns: u64,
+    pub buckets: [u64; histogram::BUCKETS],
+}
+
+impl SyscallStats {
+    pub const ZERO: SyscallStats = SyscallStats {
+        sum_ns: 0,
+        buckets: [0; histogram::BUCKETS],
+    };
+}
+
+/// Key of the per-(target, syscall, errno) error counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ErrorKey {
+    /// [`TargetId::slot`].
+    pub target: u32,
+    pub nr: u32,
+    /// Positive errno (the syscall returned `-errno`).
+    pub errno: u32,
+    pub _pad: u32,
+}
+
+/// Byte offsets of the `task_struct` fields the kernel programs read, found by the agent in
+/// the running kernel's BTF (aya has no CO-RE relocations for Rust programs) and handed to
+/// the programs as a read-only global before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TaskOffsets {
+    pub pid: u32,
+    pub tgid: u32,
+}
+
+/// Whether the running kernel's `sched_process_exit` passes `group_dead` (Linux 6.16+);
+/// without it the programs fall back to "the thread-group leader exited".
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KernelFeatures {
+    pub exit_has_group_dead: u32,
+}
+
+/// Index into the `MAP_ERRORS` per-CPU array: which map an update failed on.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapErrorSite {
+    SyscallStats = 0,
+    SyscallErrors = 1,
+    TargetOf = 2,
+}
+
+impl MapErrorSite {
+    pub const ALL: [MapErrorSite; 3] = [
+        MapErrorSite::SyscallStats,
+        MapErrorSite::SyscallErrors,
+        MapErrorSite::TargetOf,
+    ];
+
+    /// The map's name, as used in the `map` label of `collector_bpf_map_errors_total`.
+    pub const fn map_name(self) -> &'static str {
+        match self {
+            MapErrorSite::SyscallStats => "SYSCALL_STATS",
+            MapErrorSite::SyscallErrors => "SYSCALL_ERRORS",
+            MapErrorSite::TargetOf => "TARGET_OF",
+        }
+    }
+}
+
+/// Names and sizes of the maps, shared so the agent sizes and looks them up by the same names
+/// the kernel crate declares.
+pub mod maps {
+    pub const TARGET_OF: &str = "TARGET_OF";
+    pub const ENTRY: &str = "ENTRY";
+    pub const TARGET_PROC_DELTA: &str = "TARGET_PROC_DELTA";
+    pub const SYSCALL_STATS: &str = "SYSCALL_STATS";
+    pub const SYSCALL_ERRORS: &str = "SYSCALL_ERRORS";
+    pub const MAP_ERRORS: &str = "MAP_ERRORS";
+
+    /// Distinct (target, syscall) pairs the kernel aggregates; beyond this, updates fail and
+    /// are counted in `MAP_ERRORS`.
+    pub const SYSCALL_STATS_ENTRIES: u32 = 8192;
+    pub const SYSCALL_ERRORS_ENTRIES: u32 = 8192;
+    /// Most targets the agent can name (`TARGET_PROC_DELTA` is indexed by target id).
+    pub const MAX_TARGETS: u32 = 1024;
+    /// Placeholder size of the arrays indexed by pid/tid; the agent sets them to the host's
+    /// `pid_max` before loading.
+    pub const PID_INDEXED_DEFAULT: u32 = 32768;
+}
+
+/// Names of the read-only globals the agent sets before load.
+pub mod globals {
+    pub const TASK_OFFSETS: &str = "TASK_OFFSETS";
+    pub const KERNEL_FEATURES: &str = "KERNEL_FEATURES";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for EntrySlot {}
+    unsafe impl aya::Pod for SyscallKey {}
+    unsafe impl aya::Pod for SyscallStats {}
+    unsafe impl aya::Pod for ErrorKey {}
+    unsafe impl aya::Pod for TaskOffsets {}
+    unsafe impl aya::Pod for KernelFeatures {}
+}

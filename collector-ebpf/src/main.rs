@@ -1,0 +1,21 @@
+//! Kernel programs of the collector: one module per probe family.
+//!
+//! All programs are raw tracepoints: they need neither tracefs nor kprobes, and their
+//! arguments are the tracepoint's `TP_PROTO` arguments (cited in each module).
+#![no_std]
+#![no_main]
+
+mod maps;
+mod syscalls;
+mod targets;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+// bpf_probe_read_kernel is GPL-only.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

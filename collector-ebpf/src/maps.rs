@@ -1,0 +1,63 @@
+//! Maps shared by the probe families, and the one way failures to update them are counted.
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, PerCpuArray, PerCpuHashMap},
+};
+use collector_common::{
+    EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats,
+    maps::{MAX_TARGETS, PID_INDEXED_DEFAULT, SYSCALL_ERRORS_ENTRIES, SYSCALL_STATS_ENTRIES},
+};
+
+/// Target of each process, indexed by tgid; [`collector_common::TargetId::slot`], 0 = not a
+/// target. An array, not a hash: the lookup every syscall of every process pays is then an
+/// inlined bounds check and load. Resized to the host's `pid_max` by the agent.
+#[map]
+pub static TARGET_OF: Array<u32> = Array::with_max_entries(PID_INDEXED_DEFAULT, 0);
+
+/// Syscall entry state, indexed by thread id (see `syscalls.rs` for why not a hash map).
+/// Resized to `pid_max` by the agent.
+#[map]
+pub static ENTRY: Array<EntrySlot> = Array::with_max_entries(PID_INDEXED_DEFAULT, 0);
+
+/// Processes each target gained (fork) minus lost (exit) since the agent filled
+/// `TARGET_OF`, indexed by target id. Per-CPU so forks on different CPUs need no atomics.
+#[map]
+pub static TARGET_PROC_DELTA: PerCpuArray<i64> = PerCpuArray::with_max_entries(MAX_TARGETS, 0);
+
+#[map]
+pub static SYSCALL_STATS: PerCpuHashMap<SyscallKey, SyscallStats> =
+    PerCpuHashMap::with_max_entries(SYSCALL_STATS_ENTRIES, 0);
+
+#[map]
+pub static SYSCALL_ERRORS: PerCpuHashMap<ErrorKey, u64> = PerCpuHashMap::with_max_entries(SYSCALL_ERRORS_ENTRIES, 0);
+
+/// Failed map updates, indexed by [`MapErrorSite`].
+#[map]
+pub static MAP_ERRORS: PerCpuArray<u64> = PerCpuArray::with_max_entries(MapErrorSite::ALL.len() as u32, 0);
+
+/// Counts a failed update of the map at `site`; the agent exports it as
+/// `collector_bpf_map_errors_total{map}`.
+#[inline(always)]
+pub fn count_map_error(site: MapErrorSite) {
+    if let Some(n) = MAP_ERRORS.get_ptr_mut(site as u32) {
+        unsafe { *n += 1 };
+    }
+}
+
+/// Returns the per-CPU value for `key`, inserting `zero` first when the key is new.
+/// A full map is counted at `site` and yields `None`.
+#[inline(always)]
+pub fn get_or_insert<K, V>(map: &PerCpuHashMap<K, V>, key: &K, zero: &V, site: MapErrorSite) -> Option<*mut V> {
+    if let Some(v) = map.get_ptr_mut(key) {
+        return Some(v);
+    }
+    // BPF_NOEXIST: another CPU may have inserted the key meanwhile; its per-CPU slot for
+    // this CPU is zeroed either way, so losing the race is fine.
+    const BPF_NOEXIST: u64 = 1;
+    let _ = map.insert(key, zero, BPF_NOEXIST);
+    let v = map.get_ptr_mut(key);
+    if v.is_none() {
+        count_map_error(site);
+    }
+    v
+}
