@@ -1,0 +1,231 @@
+//! Start-up, serving and shutdown: the order things happen in, and what each failure says.
+//!
+//! Order matters for exactness:
+//! 1. validate the input and the host (nothing is loaded yet);
+//! 2. load the object and put the named PIDs into `TARGET_OF`;
+//! 3. attach the fork/exec/exit probes, so from here the kernel follows new children;
+//! 4. walk /proc for the descendants that existed before step 3, until a pass finds none
+//!    new (a child forked by a not-yet-known descendant during a pass is found by the next);
+//! 5. attach sys_enter/sys_exit, then serve. Everything counted happened after this point.
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, anyhow};
+use collector_common::TargetId;
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+};
+
+use crate::{
+    btf::KernelLayout,
+    cli::Cli,
+    http,
+    kernel_maps::KernelMaps,
+    probes::{Probes, SYSCALL_PROBES, TARGET_PROBES},
+    state::AgentState,
+    targets::{Targets, descendants},
+};
+
+/// How the agent failed, which decides the exit code.
+#[derive(Debug)]
+pub enum Failure {
+    /// The user's input is wrong (exit code 2).
+    Usage(String),
+    /// The host or the kernel refused (exit code 1).
+    Runtime(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Runtime(e.into())
+    }
+}
+
+/// How long serving may take to wind down after SIGINT/SIGTERM before we stop anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+/// Passes over /proc for pre-existing descendants before giving up on a fixpoint.
+const DESCENDANT_PASSES: usize = 5;
+
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let started = Instant::now();
+    let targets = Targets::from_specs(&cli.pids).map_err(|e| Failure::Usage(e.to_string()))?;
+    for &(pid, _) in targets.pids() {
+        check_process(pid)?;
+    }
+    check_privileges()?;
+    let layout = KernelLayout::read()?;
+    let pid_max = read_pid_max()?;
+    let listener = TcpListener::bind(cli.listen).await.map_err(|e| {
+        anyhow!(
+            "cannot listen on {}: {e}; choose another address with --listen",
+            cli.listen
+        )
+    })?;
+
+    let mut probes = Probes::load(&layout, pid_max)?;
+    start_kernel_log(&mut probes);
+    let mut maps = KernelMaps::take(probes.ebpf_mut())?;
+    let mut initial_processes = vec![0i64; targets.len()];
+    for &(pid, target) in targets.pids() {
+        maps.set_target(pid, Some(target))?;
+        initial_processes[target.0 as usize] += 1;
+    }
+    probes.attach(&TARGET_PROBES)?;
+    follow_existing_descendants(&targets, &mut maps, &mut initial_processes)?;
+    probes.attach(&SYSCALL_PROBES)?;
+
+    let state = Arc::new(AgentState {
+        targets,
+        maps,
+        probes_attached: probes.attached().clone(),
+        initial_processes,
+        started,
+    });
+    tracing::info!(
+        listen = %cli.listen,
+        targets = %state.targets,
+        pid_max,
+        startup_ms = started.elapsed().as_millis() as u64,
+        "collector ready"
+    );
+    serve_until_signal(listener, state).await?;
+    drop(probes); // detaches every link and unloads the programs
+    tracing::info!("stopped; all probes detached");
+    Ok(())
+}
+
+/// A named PID must be a running process, and a process rather than one of its threads
+/// (`TARGET_OF` is indexed by process id).
+fn check_process(pid: u32) -> Result<(), Failure> {
+    let status = procfs::process::Process::new(pid as i32)
+        .and_then(|p| p.status())
+        .map_err(|_| {
+            Failure::Usage(format!(
+                "--pid {pid}: no process with PID {pid} is running; check it with `ps -p {pid}`"
+            ))
+        })?;
+    if status.tgid != pid as i32 {
+        return Err(Failure::Usage(format!(
+            "--pid {pid}: {pid} is a thread of process {}; give the process id (--pid {})",
+            status.tgid, status.tgid
+        )));
+    }
+    Ok(())
+}
+
+/// Loading tracing programs needs CAP_BPF and CAP_PERFMON (Linux 5.8+), or CAP_SYS_ADMIN.
+fn check_privileges() -> Result<(), Failure> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let caps = procfs::process::Process::myself()
+        .and_then(|p| p.status())
+        .context("cannot read this process's capabilities from /proc/self/status")?
+        .capeff;
+    let has = |cap: u32| caps & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        Ok(())
+    } else {
+        Err(Failure::Runtime(anyhow!(
+            "not enough privilege to load eBPF programs: run as root (sudo) or grant CAP_BPF and CAP_PERFMON \
+             (setcap cap_bpf,cap_perfmon+ep collector)"
+        )))
+    }
+}
+
+fn read_pid_max() -> anyhow::Result<u32> {
+    let text = std::fs::read_to_string("/proc/sys/kernel/pid_max").context("cannot read /proc/sys/kernel/pid_max")?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("unexpected /proc/sys/kernel/pid_max: {text:?}"))
+}
+
+/// Relays the kernel programs' aya-log messages into our log.
+fn start_kernel_log(probes: &mut Probes) {
+    match aya_log::EbpfLogger::init(probes.ebpf_mut()) {
+        // SAFETY: the logger owns its ring-buffer fd, which stays open and unchanged for as
+        // long as the AsyncFd (which owns the logger) lives.
+        Ok(logger) => {
+            match unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) } {
+                Ok(mut logger) => {
+                    tokio::spawn(async move {
+                        while let Ok(mut guard) = logger.readable_mut().await {
+                            guard.get_inner_mut().flush();
+                            guard.clear_ready();
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!("kernel program logs unavailable: {e}"),
+            }
+        }
+        Err(e) => tracing::warn!("kernel program logs unavailable: {e}"),
+    }
+}
+
+/// Puts the descendants that existed before the fork probe attached into their target.
+fn follow_existing_descendants(targets: &Targets, maps: &mut KernelMaps, initial: &mut [i64]) -> Result<(), Failure> {
+    let roots: HashMap<u32, TargetId> = targets.pids().iter().copied().collect();
+    for _ in 0..DESCENDANT_PASSES {
+        let mut added = 0;
+        for (pid, target) in descendants(&process_tree()?, &roots) {
+            if maps.target_of(pid)?.is_some() {
+                continue; // already followed by the kernel, or by an earlier pass
+            }
+            maps.set_target(pid, Some(target))?;
+            initial[target.0 as usize] += 1;
+            added += 1;
+            // It may have exited before the entry was written, in which case the exit probe
+            // never saw it as a target: undo, unless the probe did see it and cleared it.
+            if !Path::new(&format!("/proc/{pid}")).exists() && maps.target_of(pid)?.is_some() {
+                maps.set_target(pid, None)?;
+                initial[target.0 as usize] -= 1;
+            }
+        }
+        if added == 0 {
+            return Ok(());
+        }
+        tracing::debug!(added, "followed existing descendants");
+    }
+    tracing::warn!(
+        "processes kept forking while descendants were being discovered; later forks are followed by the kernel"
+    );
+    Ok(())
+}
+
+/// Every (pid, ppid) on the host; processes that vanish while being read are skipped.
+fn process_tree() -> anyhow::Result<Vec<(u32, u32)>> {
+    let all = procfs::process::all_processes().context("cannot list processes in /proc")?;
+    Ok(all
+        .filter_map(|p| p.ok()?.stat().ok())
+        .map(|stat| (stat.pid as u32, stat.ppid as u32))
+        .collect())
+}
+
+async fn serve_until_signal(listener: TcpListener, state: Arc<AgentState>) -> anyhow::Result<()> {
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut server = tokio::spawn(http::serve(listener, state, async {
+        let _ = stop_rx.await;
+    }));
+    let signal = tokio::select! {
+        _ = sigint.recv() => "SIGINT",
+        _ = sigterm.recv() => "SIGTERM",
+        result = &mut server => {
+            result.context("HTTP server task failed")?.context("HTTP server failed")?;
+            return Err(anyhow!("HTTP server stopped unexpectedly"));
+        }
+    };
+    tracing::info!(signal, "stopping");
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
+        tracing::warn!("open HTTP connections did not close in time; stopping anyway");
+    }
+    Ok(())
+}

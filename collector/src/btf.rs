@@ -1,0 +1,99 @@
+//! What the kernel programs need to know about the running kernel, read from its BTF
+//! (/sys/kernel/btf/vmlinux): `task_struct` field offsets, and whether `sched_process_exit`
+//! passes `group_dead`. aya has no CO-RE relocations for Rust programs, so the agent finds
+//! these here and hands them to the programs as read-only globals before load.
+use std::path::Path;
+
+use btfparse::{Readable, TypeInformation, TypeVariant};
+use collector_common::{KernelFeatures, TaskOffsets};
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    /// The kernel exposes no BTF.
+    #[error(
+        "this kernel has no BTF ({VMLINUX_BTF} is missing); run on a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.4+ distribution kernels have it)"
+    )]
+    Missing,
+    /// The BTF file could not be read.
+    #[error("cannot read {VMLINUX_BTF}: {0}")]
+    Read(#[source] std::io::Error),
+    /// The BTF could not be parsed or lacks a type the programs need.
+    #[error("cannot use the kernel's BTF: {0}")]
+    Parse(String),
+}
+
+/// Facts about the running kernel that the programs are loaded with.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelLayout {
+    pub task: TaskOffsets,
+    pub features: KernelFeatures,
+}
+
+impl KernelLayout {
+    pub fn read() -> Result<Self, BtfError> {
+        if !Path::new(VMLINUX_BTF).exists() {
+            return Err(BtfError::Missing);
+        }
+        let bytes = std::fs::read(VMLINUX_BTF).map_err(BtfError::Read)?;
+        Self::parse(&bytes)
+    }
+
+    pub fn parse(btf: &[u8]) -> Result<Self, BtfError> {
+        let types = TypeInformation::new(&Bytes(btf)).map_err(|e| BtfError::Parse(format!("{e:?}")))?;
+        let task_struct = types
+            .id_of("task_struct")
+            .ok_or_else(|| BtfError::Parse("no struct task_struct".into()))?;
+        let offset = |field: &str| -> Result<u32, BtfError> {
+            match types.offset_of(task_struct, field) {
+                Ok((_, btfparse::Offset::ByteOffset(o))) => Ok(o),
+                Ok((_, other)) => Err(BtfError::Parse(format!(
+                    "task_struct.{field} is a bitfield ({other:?})"
+                ))),
+                Err(e) => Err(BtfError::Parse(format!("task_struct.{field}: {e:?}"))),
+            }
+        };
+        let task = TaskOffsets {
+            pid: offset("pid")?,
+            tgid: offset("tgid")?,
+        };
+        let exit_has_group_dead = tracepoint_arity(&types, "sched_process_exit") == Some(2);
+        Ok(KernelLayout {
+            task,
+            features: KernelFeatures {
+                exit_has_group_dead: exit_has_group_dead as u32,
+            },
+        })
+    }
+}
+
+/// Number of `TP_PROTO` arguments of a tracepoint, from the `btf_trace_<name>` typedef the
+/// kernel emits for every tracepoint (a pointer to a function whose first parameter is the
+/// probe's `void *data`).
+fn tracepoint_arity(types: &TypeInformation, name: &str) -> Option<usize> {
+    let typedef = types.id_of(&format!("btf_trace_{name}"))?;
+    let proto = types.pointee_tid(typedef).ok()?;
+    match types.from_id(proto)? {
+        TypeVariant::FuncProto(proto) => Some(proto.parameter_list().len().saturating_sub(1)),
+        _ => None,
+    }
+}
+
+struct Bytes<'a>(&'a [u8]);
+
+impl Readable for Bytes<'_> {
+    fn read(&self, offset: u64, buffer: &mut [u8]) -> btfparse::Result<()> {
+        let start = usize::try_from(offset).ok();
+        match start.and_then(|s| self.0.get(s..s.checked_add(buffer.len())?)) {
+            Some(src) => {
+                buffer.copy_from_slice(src);
+                Ok(())
+            }
+            None => Err(btfparse::Error::new(
+                btfparse::ErrorKind::IOError,
+                "read past the end of the BTF",
+            )),
+        }
+    }
+}

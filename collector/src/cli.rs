@@ -1,0 +1,137 @@
+//! Command-line flags. Every flag can also be set by an environment variable
+//! `COLLECTOR_<FLAG>` (repeatable flags take a comma-separated list there).
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+
+use crate::targets::PidSpec;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "collector",
+    version,
+    about = "Zero-instrumentation telemetry for Linux processes: syscall counts, errors and latency \
+             measured in the kernel with eBPF, served as Prometheus/OpenMetrics.",
+    after_help = "Examples:\n  \
+        collector --pid 1234                       # one process, its threads and children (target \"pid-1234\")\n  \
+        collector --pid web=1234 --pid web=1235    # two worker processes counted together as \"web\"\n  \
+        COLLECTOR_PID=web=1234,db=99 collector     # the same flags from the environment\n  \
+        curl -s localhost:9464/metrics             # then scrape\n\n\
+        Needs root (or CAP_BPF and CAP_PERFMON) and a kernel with BTF (/sys/kernel/btf/vmlinux)."
+)]
+pub struct Cli {
+    /// A process to observe, with its threads and the children it creates: PID or NAME=PID.
+    /// Repeatable; PIDs given the same NAME add up under one target.
+    /// [example: --pid 1234 --pid web=5678]
+    #[arg(
+        long = "pid",
+        value_name = "[NAME=]PID",
+        env = "COLLECTOR_PID",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub pids: Vec<PidSpec>,
+
+    /// Address to serve /metrics and /health on. [example: --listen 0.0.0.0:9464]
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "COLLECTOR_LISTEN",
+        default_value = "127.0.0.1:9464"
+    )]
+    pub listen: SocketAddr,
+
+    /// Log verbosity: error, warn, info, debug or trace, or a tracing filter directive.
+    /// [example: --log-level debug, --log-level collector=debug,aya=warn]
+    #[arg(long, value_name = "LEVEL", env = "COLLECTOR_LOG_LEVEL", default_value = "info", value_parser = parse_log_level)]
+    pub log_level: String,
+
+    /// Log line format: human-readable text, or one JSON object per line. [example: --log-format json]
+    #[arg(long, value_name = "FORMAT", env = "COLLECTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_log_level(s: &str) -> Result<String, String> {
+    tracing_subscriber::EnvFilter::try_new(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| format!("'{s}' is not a log level or filter ({e}); use error, warn, info, debug or trace"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("collector").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn pids_repeat_and_take_names() {
+        let cli = parse(&["--pid", "12", "--pid", "web=13"]).unwrap();
+        assert_eq!(
+            cli.pids,
+            vec![
+                PidSpec { name: None, pid: 12 },
+                PidSpec {
+                    name: Some("web".into()),
+                    pid: 13
+                }
+            ]
+        );
+        assert_eq!(cli.listen, "127.0.0.1:9464".parse().unwrap());
+        assert_eq!(cli.log_format, LogFormat::Text);
+    }
+
+    #[test]
+    fn a_target_is_required() {
+        // Guard against the variable leaking in from the test environment.
+        assert!(std::env::var_os("COLLECTOR_PID").is_none());
+        assert_eq!(parse(&[]).unwrap_err().kind(), ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn malformed_flags_are_usage_errors_that_name_the_problem() {
+        for (args, needle) in [
+            (&["--pid", "abc"][..], "'abc' is not a process id"),
+            (
+                &["--pid", "1", "--listen", "nowhere"][..],
+                "invalid value 'nowhere' for '--listen",
+            ),
+            (
+                &["--pid", "1", "--log-format", "xml"][..],
+                "invalid value 'xml' for '--log-format",
+            ),
+            (&["--pid", "1", "--log-level", "loud=="][..], "is not a log level"),
+            (&["--pid", "1", "--bogus"][..], "unexpected argument '--bogus'"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+            let text = err.to_string();
+            assert!(text.contains(needle), "{args:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn help_has_an_example_for_every_flag() {
+        use clap::CommandFactory;
+        let cmd = Cli::command();
+        for arg in cmd
+            .get_arguments()
+            .filter(|a| a.get_long().is_some_and(|l| l != "help" && l != "version"))
+        {
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(
+                help.contains("example:"),
+                "--{} lacks an example: {help}",
+                arg.get_long().unwrap()
+            );
+        }
+    }
+}

@@ -1,0 +1,115 @@
+//! `/health`: whether the agent can see what it was asked to see.
+//!
+//! `unhealthy` (HTTP 503) when a probe is not attached: metrics would be silently wrong.
+//! `degraded` (HTTP 200) when a target has no live process left: its metrics are complete
+//! but will not grow; that is the target's state, not the agent's failure.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::state::AgentState;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Pass,
+    Warn,
+    Fail,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub status: Status,
+    pub checks: Checks,
+    pub version: &'static str,
+    pub uptime_seconds: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Checks {
+    pub probes: ProbesCheck,
+    pub targets: TargetsCheck,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProbesCheck {
+    pub status: CheckStatus,
+    /// Probe name -> attached.
+    pub attached: BTreeMap<&'static str, bool>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TargetsCheck {
+    pub status: CheckStatus,
+    pub targets: BTreeMap<String, TargetHealth>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TargetHealth {
+    /// Live processes of the target; `null` when the kernel map could not be read.
+    pub processes: Option<i64>,
+    /// `false` once every process of the target has exited.
+    pub alive: bool,
+}
+
+impl Health {
+    pub fn of(state: &AgentState) -> Health {
+        let attached = state.probes_attached.clone();
+        let probes = ProbesCheck {
+            status: if attached.values().all(|&a| a) {
+                CheckStatus::Pass
+            } else {
+                CheckStatus::Fail
+            },
+            attached,
+        };
+        let targets: BTreeMap<String, TargetHealth> = state
+            .targets
+            .ids()
+            .map(|(id, name)| {
+                let processes = state.processes(id);
+                (
+                    name.to_owned(),
+                    TargetHealth {
+                        processes,
+                        alive: processes.is_none_or(|n| n > 0),
+                    },
+                )
+            })
+            .collect();
+        let targets = TargetsCheck {
+            status: if targets.values().all(|t| t.alive && t.processes.is_some()) {
+                CheckStatus::Pass
+            } else {
+                CheckStatus::Warn
+            },
+            targets,
+        };
+        let status = match (probes.status, targets.status) {
+            (CheckStatus::Fail, _) | (_, CheckStatus::Fail) => Status::Unhealthy,
+            (CheckStatus::Warn, _) | (_, CheckStatus::Warn) => Status::Degraded,
+            _ => Status::Healthy,
+        };
+        Health {
+            status,
+            checks: Checks { probes, targets },
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_seconds: state.started.elapsed().as_secs(),
+        }
+    }
+
+    pub fn http_status(&self) -> u16 {
+        match self.status {
+            Status::Healthy | Status::Degraded => 200,
+            Status::Unhealthy => 503,
+        }
+    }
+}

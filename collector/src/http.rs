@@ -1,0 +1,53 @@
+//! The HTTP endpoints, on tokio: `/metrics` and `/health`.
+use std::{future::Future, sync::Arc};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+use crate::{health::Health, metrics, state::AgentState};
+
+#[derive(Clone)]
+struct Shared {
+    state: Arc<AgentState>,
+    registry: Arc<Registry>,
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AgentState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let registry = Arc::new(metrics::registry(state.clone()));
+    let app = Router::new()
+        .route("/metrics", get(get_metrics))
+        .route("/health", get(get_health))
+        .with_state(Shared { state, registry });
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+}
+
+async fn get_metrics(State(shared): State<Shared>, headers: HeaderMap) -> Response {
+    let openmetrics = metrics::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    // Reading the maps is a series of bpf() syscalls: keep them off the async workers.
+    match tokio::task::spawn_blocking(move || metrics::encode(&shared.registry)).await {
+        Ok(body) if openmetrics => ([(header::CONTENT_TYPE, metrics::OPENMETRICS)], body).into_response(),
+        Ok(body) => (
+            [(header::CONTENT_TYPE, metrics::PROMETHEUS_TEXT)],
+            metrics::to_prometheus_text(&body),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("scrape failed: {e}")).into_response(),
+    }
+}
+
+async fn get_health(State(shared): State<Shared>) -> Response {
+    let health = Health::of(&shared.state);
+    let code = StatusCode::from_u16(health.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (code, axum::Json(health)).into_response()
+}

@@ -1,0 +1,124 @@
+//! Typed access to the kernel maps: writing the target set at start-up, and reading the
+//! aggregates back (summed over CPUs) at scrape time.
+use aya::{
+    Ebpf,
+    maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+};
+use collector_common::{ErrorKey, MapErrorSite, SyscallKey, SyscallStats, TargetId, maps};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelMapError {
+    /// The object lacks a map this agent expects (a build mismatch).
+    #[error("the embedded eBPF object has no map {0}")]
+    Missing(&'static str),
+    /// A map syscall failed.
+    #[error("map {map}: {source}")]
+    Map {
+        map: &'static str,
+        #[source]
+        source: MapError,
+    },
+}
+
+pub struct KernelMaps {
+    target_of: Array<MapData, u32>,
+    target_proc_delta: PerCpuArray<MapData, i64>,
+    syscall_stats: PerCpuHashMap<MapData, SyscallKey, SyscallStats>,
+    syscall_errors: PerCpuHashMap<MapData, ErrorKey, u64>,
+    map_errors: PerCpuArray<MapData, u64>,
+}
+
+fn take<T: TryFrom<Map, Error = MapError>>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelMapError> {
+    let map = ebpf.take_map(name).ok_or(KernelMapError::Missing(name))?;
+    T::try_from(map).map_err(|source| KernelMapError::Map { map: name, source })
+}
+
+fn err(map: &'static str) -> impl FnOnce(MapError) -> KernelMapError {
+    move |source| KernelMapError::Map { map, source }
+}
+
+impl KernelMaps {
+    /// Takes the maps out of `ebpf`; the programs keep their own references to them.
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, KernelMapError> {
+        Ok(KernelMaps {
+            target_of: take(ebpf, maps::TARGET_OF)?,
+            target_proc_delta: take(ebpf, maps::TARGET_PROC_DELTA)?,
+            syscall_stats: take(ebpf, maps::SYSCALL_STATS)?,
+            syscall_errors: take(ebpf, maps::SYSCALL_ERRORS)?,
+            map_errors: take(ebpf, maps::MAP_ERRORS)?,
+        })
+    }
+
+    /// The target `pid` belongs to in the kernel's view, if any.
+    pub fn target_of(&self, pid: u32) -> Result<Option<TargetId>, KernelMapError> {
+        let slot = self.target_of.get(&pid, 0).map_err(err(maps::TARGET_OF))?;
+        Ok(TargetId::from_slot(slot))
+    }
+
+    pub fn set_target(&mut self, pid: u32, target: Option<TargetId>) -> Result<(), KernelMapError> {
+        let slot = target.map_or(0, TargetId::slot);
+        self.target_of.set(pid, slot, 0).map_err(err(maps::TARGET_OF))
+    }
+
+    /// Processes `target` gained minus lost in the kernel (forks followed, exits seen).
+    pub fn process_delta(&self, target: TargetId) -> Result<i64, KernelMapError> {
+        let values = self
+            .target_proc_delta
+            .get(&target.0, 0)
+            .map_err(err(maps::TARGET_PROC_DELTA))?;
+        Ok(values.iter().sum())
+    }
+
+    /// Every (target, syscall) aggregate, summed over CPUs. An entry that fails to read
+    /// (deleted meanwhile) is skipped and counted in the returned error count.
+    pub fn syscall_stats(&self) -> (Vec<(SyscallKey, SyscallStats)>, u64) {
+        sum_per_cpu(
+            self.syscall_stats.iter(),
+            |acc: &mut SyscallStats, v: &SyscallStats| {
+                acc.sum_ns += v.sum_ns;
+                for (a, b) in acc.buckets.iter_mut().zip(v.buckets) {
+                    *a += b;
+                }
+            },
+            SyscallStats::ZERO,
+        )
+    }
+
+    /// Every (target, syscall, errno) error count, summed over CPUs.
+    pub fn syscall_errors(&self) -> (Vec<(ErrorKey, u64)>, u64) {
+        sum_per_cpu(self.syscall_errors.iter(), |acc: &mut u64, v: &u64| *acc += v, 0)
+    }
+
+    /// Failed map updates in the kernel, per map.
+    pub fn map_errors(&self) -> Result<Vec<(MapErrorSite, u64)>, KernelMapError> {
+        MapErrorSite::ALL
+            .iter()
+            .map(|&site| {
+                let v = self.map_errors.get(&(site as u32), 0).map_err(err(maps::MAP_ERRORS))?;
+                Ok((site, v.iter().sum()))
+            })
+            .collect()
+    }
+}
+
+fn sum_per_cpu<K, V: aya::Pod>(
+    entries: impl Iterator<Item = Result<(K, PerCpuValues<V>), MapError>>,
+    add: impl Fn(&mut V, &V),
+    zero: V,
+) -> (Vec<(K, V)>, u64) {
+    let mut out = Vec::new();
+    let mut failed = 0;
+    for entry in entries {
+        match entry {
+            Ok((key, per_cpu)) => {
+                let mut total = zero;
+                for v in per_cpu.iter() {
+                    add(&mut total, v);
+                }
+                out.push((key, total));
+            }
+            Err(_) => failed += 1,
+        }
+    }
+    (out, failed)
+}
