@@ -1,0 +1,373 @@
+//! Helpers for the privileged end-to-end tests: start the real collector binary and real
+//! workloads, scrape, and read the OpenMetrics text back.
+//!
+//! The collector binary is `$COLLECTOR_BIN` (set by `cargo xtask test`, which builds it),
+//! else `target/release/collector` of this workspace.
+use std::{
+    collections::BTreeMap,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+/// Whether privileged tests can run here; prints `skipping: <why>` when not.
+pub fn privileged() -> bool {
+    if unsafe { libc::geteuid() } != 0 {
+        println!("skipping: not root (the collector loads eBPF programs); run `cargo xtask test` as root");
+        return false;
+    }
+    if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
+        println!("skipping: kernel has no BTF (/sys/kernel/btf/vmlinux)");
+        return false;
+    }
+    true
+}
+
+/// Whether `tool` is on PATH; prints `skipping: <why>` when not.
+pub fn have_tool(tool: &str, package: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        println!("skipping: {tool} not installed (apt-get install {package}; `cargo xtask test` installs it)");
+    }
+    found
+}
+
+pub fn collector_bin() -> PathBuf {
+    let path = std::env::var_os("COLLECTOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/release/collector"));
+    assert!(
+        path.exists(),
+        "collector binary {} missing: build it with `cargo xtask build`",
+        path.display()
+    );
+    path
+}
+
+/// The `workload` binary of this crate: cargo builds it beside the test executables'
+/// `deps/` directory (CARGO_BIN_EXE_* is only set for the integration tests themselves).
+fn workload_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("test executable in target/<profile>/deps");
+    dir.join("workload")
+}
+
+/// A workload process driven line by line (see src/bin/workload.rs).
+pub struct Workload {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    pub pid: u32,
+}
+
+impl Workload {
+    pub fn spawn() -> Workload {
+        let mut child = Command::new(workload_bin())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn workload");
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        stdout.read_line(&mut line).unwrap();
+        assert!(line.starts_with("ready "), "workload said {line:?}");
+        let pid = child.id();
+        Workload {
+            child,
+            stdin,
+            stdout,
+            pid,
+        }
+    }
+
+    /// Runs one command and waits until it is done.
+    pub fn run(&mut self, command: &str) {
+        writeln!(self.stdin.as_mut().unwrap(), "{command}").unwrap();
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "done", "workload command {command:?}");
+    }
+
+    /// Ends the workload (closing its stdin) and waits for it.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A running collector, stopped (SIGTERM) when dropped.
+pub struct Collector {
+    child: Child,
+    pub addr: String,
+}
+
+impl Collector {
+    /// Starts the collector with `args` (plus `--listen` on a free port) and waits until it
+    /// serves `/health`, which it does only once every probe is attached.
+    pub fn start(args: &[&str]) -> Collector {
+        let addr = free_addr();
+        let child = Command::new(collector_bin())
+            .args(args)
+            .args(["--listen", &addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn collector");
+        let mut collector = Collector { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while http_get(&collector.addr, "/health").is_none() {
+            if let Some(status) = collector.child.try_wait().unwrap() {
+                panic!("collector exited during start-up ({status}): {}", collector.stderr());
+            }
+            assert!(Instant::now() < deadline, "collector not ready after 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        collector
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        let (status, body) = http_get(&self.addr, "/metrics").expect("GET /metrics");
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        Metrics::parse(&body)
+    }
+
+    pub fn health(&self) -> (u16, serde_json::Value) {
+        let (status, body) = http_get(&self.addr, "/health").expect("GET /health");
+        (
+            status,
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("/health is not JSON ({e}): {body}")),
+        )
+    }
+
+    /// Sends SIGTERM and waits up to `within` for the exit.
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn stderr(&mut self) -> String {
+        let mut text = String::new();
+        if let Some(mut err) = self.child.stderr.take() {
+            let _ = err.read_to_string(&mut text);
+        }
+        text
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if self.terminate(Duration::from_secs(5)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs the collector to completion (for start-up errors): (exit code, stderr).
+pub fn collector_output(args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new(collector_bin())
+        .args(args)
+        .output()
+        .expect("run collector");
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+fn free_addr() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status, body), or `None` if nothing answers.
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    http_get_accept(addr, path, None).map(|(status, _, body)| (status, body))
+}
+
+/// A GET with an optional `Accept` header: (status, content type, body).
+pub fn http_get_accept(addr: &str, path: &str, accept: Option<&str>) -> Option<(u16, String, String)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    let accept = accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    // Bodies of unknown length come chunked.
+    let head = head.to_ascii_lowercase();
+    let body = if head.contains("transfer-encoding: chunked") {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    let content_type = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-type:"))
+        .map(|v| v.trim().to_owned())
+        .unwrap_or_default();
+    Some((status, content_type, body))
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// One sample of the exposition: name, labels, value.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub value: f64,
+}
+
+/// The samples of one scrape.
+#[derive(Clone, Debug, Default)]
+pub struct Metrics(pub Vec<Sample>);
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        Metrics(
+            text.lines()
+                .filter(|l| !l.starts_with('#') && !l.is_empty())
+                .map(parse_sample)
+                .collect(),
+        )
+    }
+
+    /// Samples named `name` whose labels include every pair of `labels`.
+    pub fn select(&self, name: &str, labels: &[(&str, &str)]) -> Vec<&Sample> {
+        self.0
+            .iter()
+            .filter(|s| {
+                s.name == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+            })
+            .collect()
+    }
+
+    /// The value of the one sample matching, or `None` if there is none; panics if several match.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let found = self.select(name, labels);
+        assert!(found.len() <= 1, "{name}{labels:?} matches {} samples", found.len());
+        found.first().map(|s| s.value)
+    }
+}
+
+fn parse_sample(line: &str) -> Sample {
+    let (name, rest) = match line.find('{') {
+        Some(i) => (&line[..i], &line[i..]),
+        None => line.split_once(' ').unwrap_or((line, "")),
+    };
+    let mut labels = BTreeMap::new();
+    let mut rest = rest.trim_start();
+    if let Some(inner) = rest.strip_prefix('{') {
+        let end = inner.find("} ").or_else(|| inner.rfind('}')).expect("closing brace");
+        for pair in split_labels(&inner[..end]) {
+            let (k, v) = pair.split_once('=').expect("label=value");
+            labels.insert(
+                k.to_owned(),
+                v.trim_matches('"').replace("\\\"", "\"").replace("\\\\", "\\"),
+            );
+        }
+        rest = &inner[end + 1..];
+    }
+    let value = rest
+        .split_whitespace()
+        .next()
+        .unwrap_or_else(|| panic!("no value in {line:?}"));
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        v => v.parse().unwrap_or_else(|_| panic!("bad value in {line:?}")),
+    };
+    Sample {
+        name: name.to_owned(),
+        labels,
+        value,
+    }
+}
+
+/// Splits `a="x",b="y,z"` at commas outside quotes.
+fn split_labels(s: &str) -> Vec<&str> {
+    let (mut parts, mut start, mut quoted, mut escaped) = (Vec::new(), 0, false, false);
+    for (i, c) in s.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < s.len() {
+        parts.push(&s[start..]);
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_openmetrics_samples() {
+        let m = Metrics::parse(
+            "# TYPE x counter\nx_total{target=\"a,b\",syscall=\"read\"} 12\nup 1\nh_bucket{le=\"+Inf\"} 3\n# EOF\n",
+        );
+        assert_eq!(
+            m.value("x_total", &[("target", "a,b"), ("syscall", "read")]),
+            Some(12.0)
+        );
+        assert_eq!(m.value("up", &[]), Some(1.0));
+        assert_eq!(m.value("h_bucket", &[("le", "+Inf")]), Some(3.0));
+        assert_eq!(m.value("x_total", &[("target", "c")]), None);
+    }
+}

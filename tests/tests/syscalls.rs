@@ -1,0 +1,331 @@
+//! Syscall counts, errors and latency of target processes, end to end: the real collector
+//! binary, real kernel, real workloads. Counts are asserted exactly.
+use std::time::Duration;
+
+use tests::{Collector, Workload, collector_output, have_tool, privileged};
+
+const GETPPID: &str = "collector_syscalls_total";
+
+fn target_pid(w: &Workload) -> String {
+    format!("pid-{}", w.pid)
+}
+
+#[test]
+fn getppid_calls_of_a_target_are_counted_exactly() {
+    if !privileged() {
+        return;
+    }
+    const N: u64 = 20_000;
+    let mut w = Workload::spawn();
+    let c = Collector::start(&["--pid", &w.pid.to_string()]);
+    w.run(&format!("getppid {N}"));
+    let target = target_pid(&w);
+    let got = c
+        .metrics()
+        .value(GETPPID, &[("target", &target), ("syscall", "getppid")]);
+    println!("collector_syscalls_total{{target=\"{target}\",syscall=\"getppid\"}} = {got:?}, expected {N}");
+    assert_eq!(got, Some(N as f64));
+}
+
+#[test]
+fn failed_openat_calls_are_counted_by_errno() {
+    if !privileged() {
+        return;
+    }
+    const M: u64 = 5_000;
+    let mut w = Workload::spawn();
+    let c = Collector::start(&["--pid", &format!("files={}", w.pid)]);
+    w.run(&format!("openat_missing {M}"));
+    let m = c.metrics();
+    let errors = m.value(
+        "collector_syscall_errors_total",
+        &[("target", "files"), ("syscall", "openat"), ("errno", "ENOENT")],
+    );
+    let calls = m.value(GETPPID, &[("target", "files"), ("syscall", "openat")]);
+    println!("openat ENOENT errors = {errors:?}, openat calls = {calls:?}, expected {M}");
+    assert_eq!(errors, Some(M as f64));
+    assert_eq!(calls, Some(M as f64));
+}
+
+#[test]
+fn children_and_threads_of_a_target_are_counted_and_other_processes_are_not() {
+    if !privileged() {
+        return;
+    }
+    let mut target = Workload::spawn();
+    let mut outsider = Workload::spawn();
+    let c = Collector::start(&["--pid", &format!("app={}", target.pid)]);
+    outsider.run("getppid 7000");
+    target.run("getppid 1000");
+    target.run("fork_getppid 3000"); // a child forked after start
+    target.run("thread_getppid 2000"); // a thread started after start
+    let m = c.metrics();
+    let app = m.value(GETPPID, &[("target", "app"), ("syscall", "getppid")]);
+    let all: f64 = m
+        .select(GETPPID, &[("syscall", "getppid")])
+        .iter()
+        .map(|s| s.value)
+        .sum();
+    println!("getppid under app = {app:?} (expected 6000); over all targets = {all} (outsider made 7000)");
+    assert_eq!(app, Some(6000.0));
+    assert_eq!(all, 6000.0, "the outsider's calls must not be counted");
+    outsider.finish();
+}
+
+#[test]
+fn descendants_existing_at_start_are_followed() {
+    if !privileged() {
+        return;
+    }
+    // A shell whose child (the workload) exists before the collector starts.
+    let mut parent = std::process::Command::new("sh")
+        .args(["-c", "sleep 30 & wait"])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let c = Collector::start(&["--pid", &format!("tree={}", parent.id())]);
+    let (_, health) = c.health();
+    let processes = &health["checks"]["targets"]["targets"]["tree"]["processes"];
+    println!("processes of target tree at start: {processes}");
+    assert_eq!(processes, 2, "the shell and its sleep child: {health}");
+    let _ = parent.kill();
+    let _ = parent.wait();
+}
+
+#[test]
+fn a_50ms_nanosleep_lands_in_the_bucket_holding_50ms_and_counts_match_totals() {
+    if !privileged() {
+        return;
+    }
+    let mut w = Workload::spawn();
+    let c = Collector::start(&["--pid", &w.pid.to_string()]);
+    w.run("nanosleep 50");
+    w.run("getppid 100");
+    let target = target_pid(&w);
+    let m = c.metrics();
+    let bucket = |le: &str| {
+        m.value(
+            "collector_syscall_duration_seconds_bucket",
+            &[("target", &target), ("syscall", "nanosleep"), ("le", le)],
+        )
+    };
+    // 2^25 ns = 0.033554432 s < 0.05 s <= 2^26 ns = 0.067108864 s
+    let (below, holding) = (bucket("0.033554432"), bucket("0.067108864"));
+    println!("nanosleep buckets: le=0.033554432 -> {below:?}, le=0.067108864 -> {holding:?}");
+    assert_eq!(below, Some(0.0));
+    assert_eq!(holding, Some(1.0));
+    let sum = m
+        .value(
+            "collector_syscall_duration_seconds_sum",
+            &[("target", &target), ("syscall", "nanosleep")],
+        )
+        .unwrap();
+    assert!((0.05..0.067108864).contains(&sum), "nanosleep sum {sum}");
+
+    let totals = m.select(GETPPID, &[("target", &target)]);
+    assert!(totals.len() >= 3, "expected several syscalls: {totals:?}");
+    for total in totals {
+        let syscall = &total.labels["syscall"];
+        let labels = [("target", target.as_str()), ("syscall", syscall.as_str())];
+        let count = m.value("collector_syscall_duration_seconds_count", &labels);
+        let inf = m.value(
+            "collector_syscall_duration_seconds_bucket",
+            &[labels[0], labels[1], ("le", "+Inf")],
+        );
+        assert_eq!(
+            count,
+            Some(total.value),
+            "{syscall}: histogram _count differs from collector_syscalls_total"
+        );
+        assert_eq!(
+            inf,
+            Some(total.value),
+            "{syscall}: +Inf bucket differs from collector_syscalls_total"
+        );
+    }
+}
+
+#[test]
+fn metrics_pass_promtool_check() {
+    if !privileged() || !have_tool("promtool", "prometheus") {
+        return;
+    }
+    let mut w = Workload::spawn();
+    let c = Collector::start(&["--pid", &w.pid.to_string()]);
+    w.run("openat_missing 10");
+    w.run("nanosleep 1");
+    // Prometheus asks for OpenMetrics and gets it; anyone else (curl, promtool) gets the
+    // classic text format, which is what promtool checks.
+    let prometheus_accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    let (status, content_type, om) = tests::http_get_accept(&c.addr, "/metrics", Some(prometheus_accept)).unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        content_type.starts_with("application/openmetrics-text; version=1.0.0"),
+        "{content_type}"
+    );
+    assert!(om.ends_with("# EOF\n"), "OpenMetrics must end with # EOF");
+    let (status, content_type, text) = tests::http_get_accept(&c.addr, "/metrics", None).unwrap();
+    assert_eq!(status, 200);
+    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    assert!(
+        text.contains("collector_syscall_errors_total{"),
+        "no error series to check:\n{text}"
+    );
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    promtool.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("promtool check metrics: exit {:?} {report}", out.status.code());
+    assert!(out.status.success(), "promtool check metrics failed: {report}\n{text}");
+    assert!(report.trim().is_empty(), "promtool reported problems: {report}");
+}
+
+#[test]
+fn health_reports_probes_and_a_target_whose_processes_all_exited() {
+    if !privileged() {
+        return;
+    }
+    let w = Workload::spawn();
+    let pid = w.pid;
+    let c = Collector::start(&["--pid", &format!("job={pid}")]);
+    let (code, h) = c.health();
+    assert_eq!(code, 200, "{h}");
+    assert_eq!(h["status"], "healthy", "{h}");
+    assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+    assert!(h["uptime_seconds"].is_u64(), "{h}");
+    for probe in [
+        "sys_enter",
+        "sys_exit",
+        "sched_process_fork",
+        "sched_process_exec",
+        "sched_process_exit",
+    ] {
+        assert_eq!(h["checks"]["probes"]["attached"][probe], true, "{probe}: {h}");
+    }
+    assert_eq!(h["checks"]["targets"]["targets"]["job"]["processes"], 1, "{h}");
+
+    w.finish();
+    let (code, h) = c.health();
+    println!("after the target exited: HTTP {code} {h}");
+    assert_eq!(code, 200, "a target that exited is not the agent's failure: {h}");
+    assert_eq!(h["status"], "degraded");
+    assert_eq!(h["checks"]["targets"]["status"], "warn");
+    assert_eq!(h["checks"]["targets"]["targets"]["job"]["alive"], false);
+    assert_eq!(h["checks"]["targets"]["targets"]["job"]["processes"], 0);
+}
+
+#[test]
+fn sigterm_stops_within_2s_and_leaves_no_program_loaded() {
+    if !privileged() || !have_tool("bpftool", "bpftool") {
+        return;
+    }
+    let w = Workload::spawn();
+    let mut c = Collector::start(&["--pid", &w.pid.to_string()]);
+    let ours = programs_held_by(c.pid());
+    println!("programs held by the collector: {ours:?}");
+    assert_eq!(ours.len(), 5, "five probes expected: {ours:?}");
+    let status = c
+        .terminate(Duration::from_secs(2))
+        .expect("collector still running 2 s after SIGTERM");
+    assert_eq!(status.code(), Some(0));
+    // Closing the last fd of a link and a program frees them, but the kernel does that
+    // after an RCU grace period (kernel/bpf/syscall.c: bpf_link_put, __bpf_prog_put), so
+    // they can be listed for a moment after the exit.
+    let exited = std::time::Instant::now();
+    let mut left: Vec<u64> = ours.clone();
+    while !left.is_empty() && exited.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+        let loaded = loaded_program_ids();
+        left.retain(|id| loaded.contains(id));
+    }
+    println!("programs gone {:?} after exit", exited.elapsed());
+    assert!(left.is_empty(), "programs still loaded 10 s after exit: {left:?}");
+}
+
+/// Ids of the BPF programs `pid` holds, through program or link fds: the kernel lists a
+/// `prog_id` line in /proc/PID/fdinfo/FD for both (kernel/bpf/syscall.c, bpf_prog_show_fdinfo
+/// and bpf_link_show_fdinfo).
+fn programs_held_by(pid: u32) -> Vec<u64> {
+    let mut ids: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .flat_map(|info| {
+            info.lines()
+                .filter_map(|l| l.strip_prefix("prog_id:")?.trim().parse().ok())
+                .collect::<Vec<u64>>()
+        })
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+fn loaded_program_ids() -> Vec<u64> {
+    bpftool_programs().iter().map(|p| p["id"].as_u64().unwrap()).collect()
+}
+
+fn bpftool_programs() -> Vec<serde_json::Value> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "prog", "show"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bpftool: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
+}
+
+#[test]
+fn a_missing_pid_is_a_usage_error_with_one_line() {
+    // pid_max is at most 2^22 on Linux, so this PID can never exist.
+    let (code, stderr) = collector_output(&["--pid", "2147483646"]);
+    println!("exit {code:?}: {stderr}");
+    assert_eq!(code, Some(2));
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no process with PID 2147483646 is running"), "{stderr}");
+}
+
+#[test]
+fn a_malformed_flag_is_a_usage_error_naming_it() {
+    let (code, stderr) = collector_output(&["--pid", "web=abc"]);
+    println!("exit {code:?}: {stderr}");
+    assert_eq!(code, Some(2));
+    let first = stderr.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with("error: invalid value 'web=abc' for '--pid"),
+        "{stderr}"
+    );
+    assert!(first.contains("'abc' is not a process id"), "{stderr}");
+}
+
+#[test]
+fn without_privilege_the_collector_says_so_and_exits_1() {
+    if !privileged() || !have_tool("setpriv", "util-linux") {
+        return;
+    }
+    let bin = tests::collector_bin();
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(&bin)
+        .args(["--pid", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("as nobody: exit {:?}: {stderr}", out.status.code());
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("not enough privilege"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+}
