@@ -1,0 +1,152 @@
+//! Installing what building and testing need, only when it is missing.
+//!
+//! The recipe and versions are the ones ../shared/ENVIRONMENT.md verified on these machines:
+//! bpf-linker 0.13 linked against LLVM 22 (the LLVM of the nightly that builds the kernel
+//! crate); it needs LLVM 22's development files, which Debian and Ubuntu package.
+use std::{
+    ffi::OsString,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::run;
+
+const NIGHTLY: &str = "nightly";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
+
+/// Programs the end-to-end tests drive, and the Debian packages that have them.
+const TEST_PEERS: &[(&str, &str)] = &[
+    ("promtool", "prometheus"),
+    ("bpftool", "bpftool"),
+    ("setpriv", "util-linux"),
+];
+
+pub fn ensure_toolchain() -> anyhow::Result<()> {
+    let started = Instant::now();
+    ensure_nightly_rust_src()?;
+    ensure_bpf_linker()?;
+    eprintln!("setup: toolchain ready ({} ms)", started.elapsed().as_millis());
+    Ok(())
+}
+
+pub fn ensure_test_peers() -> anyhow::Result<()> {
+    let missing: Vec<&str> = TEST_PEERS
+        .iter()
+        .filter(|(tool, _)| which(tool).is_none())
+        .map(|&(_, pkg)| pkg)
+        .collect();
+    if !missing.is_empty() {
+        apt_install(&missing, "the end-to-end tests")?;
+    }
+    Ok(())
+}
+
+fn nightly_sysroot() -> Option<PathBuf> {
+    let out = Command::new("rustup")
+        .args(["run", NIGHTLY, "rustc", "--print", "sysroot"])
+        .stderr(Stdio::null())
+        .output()
+        .ok()?;
+    out.status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+fn ensure_nightly_rust_src() -> anyhow::Result<()> {
+    if nightly_sysroot().is_none() {
+        eprintln!("setup: installing the nightly toolchain with rust-src");
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            NIGHTLY,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))
+        .context("cannot install the nightly Rust toolchain (needed for -Z build-std of the eBPF crate)")?;
+    }
+    let sysroot = nightly_sysroot().context("the nightly toolchain does not run")?;
+    if !sysroot.join("lib/rustlib/src/rust/library/core/Cargo.toml").exists() {
+        eprintln!("setup: adding rust-src to the nightly toolchain");
+        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", NIGHTLY]))?;
+    }
+    Ok(())
+}
+
+fn ensure_bpf_linker() -> anyhow::Result<()> {
+    if let Some(path) = which("bpf-linker") {
+        let out = Command::new(&path).arg("--version").output().ok();
+        let version = out
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        if version.contains(BPF_LINKER_VERSION) {
+            return Ok(());
+        }
+        eprintln!(
+            "setup: {} is {:?}, want {BPF_LINKER_VERSION}",
+            path.display(),
+            version.trim()
+        );
+    }
+    if !Path::new(LLVM_PREFIX).join("bin/llvm-config").exists() {
+        apt_install(LLVM_PACKAGES, "bpf-linker (LLVM 22 development files)")?;
+    }
+    eprintln!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (about a minute)");
+    let path = format!("{LLVM_PREFIX}/bin:{}", std::env::var("PATH").unwrap_or_default());
+    run(Command::new(env!("CARGO"))
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ])
+        .env("PATH", path))
+    .context("cannot build bpf-linker")
+}
+
+/// Installs Debian/Ubuntu packages; elsewhere says what to install.
+fn apt_install(packages: &[&str], for_what: &str) -> anyhow::Result<()> {
+    if which("apt-get").is_none() {
+        bail!(
+            "{for_what} needs the packages {} (or your distribution's equivalents); install them and rerun",
+            packages.join(" ")
+        );
+    }
+    eprintln!("setup: apt-get install {} (for {for_what})", packages.join(" "));
+    let apt = |args: &[&str]| {
+        run(Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdin(Stdio::null()))
+    };
+    apt(&["update", "-qq"]).context("apt-get update failed (are you root?)")?;
+    let mut args = vec!["install", "-y", "-qq", "--no-install-recommends"];
+    args.extend_from_slice(packages);
+    apt(&args).with_context(|| format!("cannot install {}", packages.join(" ")))
+}
+
+/// PATH with ~/.cargo/bin (where `cargo install` puts bpf-linker) appended, for the cargo
+/// runs that build the eBPF crate: aya-build finds bpf-linker on PATH.
+pub fn path_with_cargo_bin() -> OsString {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo/bin")));
+    std::env::join_paths(dirs).unwrap_or_default()
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::split_paths(&path_with_cargo_bin())
+        .map(|dir| dir.join(tool))
+        .find(|p| p.is_file())
+}
