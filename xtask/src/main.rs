@@ -6,9 +6,10 @@
 mod setup;
 
 use std::{
+    io::{BufRead as _, BufReader},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, bail};
@@ -33,6 +34,13 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the benchmarks (as root) and write target/bench/report.{md,json}.
+    /// See BENCHMARKS.md for the method.
+    Bench {
+        /// Every arm briefly, to check that each works; the figures mean nothing.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Run every test: unit tests and the privileged end-to-end tests (as root).
     Test {
         /// Extra arguments for `cargo test` (a filter, `-- --nocapture`...).
@@ -52,7 +60,22 @@ fn main() -> anyhow::Result<()> {
             Err(err).with_context(|| format!("cannot run {}", bin.display()))
         }
         Task::Test { args } => test(&root, &args),
+        Task::Bench { quick } => bench(&root, quick),
     }
+}
+
+fn bench(root: &Path, quick: bool) -> anyhow::Result<()> {
+    let bin = build(root)?;
+    setup::ensure_bench_peers()?;
+    run(cargo(root).args(["build", "--release", "--package", "tests", "--bins"]))?;
+    let mut cmd = Command::new(root.join("target/release/bench"));
+    cmd.current_dir(root)
+        .args(["--out", "target/bench"])
+        .env("COLLECTOR_BIN", &bin);
+    if quick {
+        cmd.arg("--quick");
+    }
+    run(&mut cmd)
 }
 
 fn workspace_root() -> PathBuf {
@@ -73,10 +96,62 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let bin = build(root)?;
     setup::ensure_test_peers()?;
     // Release, so the tests reuse the eBPF object and dependencies `build` just compiled.
-    run(cargo(root)
-        .args(["test", "--release"])
+    let mut cmd = cargo(root);
+    cmd.args(["test", "--release"])
         .args(args)
-        .env("COLLECTOR_BIN", &bin))
+        .env("COLLECTOR_BIN", &bin)
+        .stdout(Stdio::piped());
+    let mut child = cmd.spawn().context("cannot start cargo test")?;
+    let mut totals = TestTotals::default();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        let line = line?;
+        println!("{line}");
+        totals.add(&line);
+    }
+    let status = child.wait()?;
+    // One closing line over every test binary: cargo's own last line is often a doc-test
+    // run of zero tests.
+    println!(
+        "{} passed, {} failed, {} skipped",
+        totals.passed - totals.skipped,
+        totals.failed,
+        totals.skipped
+    );
+    if !status.success() || totals.failed > 0 {
+        bail!("tests failed");
+    }
+    if totals.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+/// Test counts summed over libtest's `test result:` lines, and the `skipping:` lines tests
+/// print (a skipped test passes in libtest's eyes, so it is subtracted from passed).
+#[derive(Default)]
+struct TestTotals {
+    passed: u64,
+    failed: u64,
+    skipped: u64,
+}
+
+impl TestTotals {
+    fn add(&mut self, line: &str) {
+        if line.trim_start().starts_with("skipping:") {
+            self.skipped += 1;
+        }
+        let Some(result) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        let count = |word: &str| -> u64 {
+            result
+                .split(';')
+                .find_map(|part| part.trim().strip_suffix(word)?.trim().rsplit(' ').next()?.parse().ok())
+                .unwrap_or(0)
+        };
+        self.passed += count("passed");
+        self.failed += count("failed");
+    }
 }
 
 fn cargo(root: &Path) -> Command {
@@ -91,4 +166,23 @@ pub(crate) fn run(cmd: &mut Command) -> anyhow::Result<()> {
         bail!("{cmd:?} failed ({status})");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TestTotals;
+
+    #[test]
+    fn totals_sum_libtest_results_and_subtract_skips() {
+        let mut t = TestTotals::default();
+        for line in [
+            "test result: ok. 17 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+            "skipping: not root",
+            "test result: FAILED. 10 passed; 1 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.91s",
+            "test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s",
+        ] {
+            t.add(line);
+        }
+        assert_eq!((t.passed, t.failed, t.skipped), (27, 1, 1));
+    }
 }

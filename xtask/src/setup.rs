@@ -34,16 +34,32 @@ pub fn ensure_toolchain() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The peers `cargo xtask bench` compares against, and what pins them to a CPU.
+const BENCH_PEERS: &[(&str, &str)] = &[
+    ("bpftrace", "bpftrace"),
+    ("syscount", "libbpf-tools"),
+    ("taskset", "util-linux"),
+];
+
 pub fn ensure_test_peers() -> anyhow::Result<()> {
-    let missing: Vec<&str> = TEST_PEERS
+    ensure_tools(TEST_PEERS, "the end-to-end tests")
+}
+
+pub fn ensure_bench_peers() -> anyhow::Result<()> {
+    ensure_tools(BENCH_PEERS, "the benchmark's peers")
+}
+
+fn ensure_tools(tools: &[(&str, &str)], for_what: &str) -> anyhow::Result<()> {
+    let missing: Vec<&str> = tools
         .iter()
         .filter(|(tool, _)| which(tool).is_none())
         .map(|&(_, pkg)| pkg)
         .collect();
-    if !missing.is_empty() {
-        apt_install(&missing, "the end-to-end tests")?;
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        apt_install(&missing, for_what)
     }
-    Ok(())
 }
 
 fn nightly_sysroot() -> Option<PathBuf> {

@@ -7,10 +7,17 @@
 //!   nanosleep MS       one nanosleep() of MS milliseconds
 //!   fork_getppid N     fork a child that makes N getppid() calls and exits; wait for it
 //!   thread_getppid N   start a thread that makes N getppid() calls; join it
+//!   pin CPU            pin this process to one CPU (for the benchmark)
+//!   time_getppid N     N getppid() calls; prints `done NS` with the loop's wall time
+//!   time_pread N       N 4 KiB pread() from a file on tmpfs (/dev/shm); prints `done NS`
 //!
 //! Raw syscalls (`libc::syscall`) are used where libc might substitute another syscall
 //! (glibc's nanosleep() calls clock_nanosleep, for instance).
-use std::io::{BufRead as _, Write as _};
+use std::{
+    io::{BufRead as _, Write as _},
+    os::fd::AsRawFd as _,
+    time::Instant,
+};
 
 fn getppid(n: u64) {
     for _ in 0..n {
@@ -48,6 +55,37 @@ fn fork_getppid(n: u64) {
     }
 }
 
+fn pin(cpu: u64) {
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "cannot pin to CPU {cpu}"
+        );
+    }
+}
+
+fn pread_tmpfs(n: u64) {
+    let path = format!("/dev/shm/collector-bench-{}", std::process::id());
+    std::fs::write(&path, vec![7u8; 4096]).unwrap();
+    let file = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    let mut buf = [0u8; 4096];
+    for _ in 0..n {
+        let got = unsafe { libc::pread(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        assert_eq!(got, 4096);
+    }
+}
+
+/// Runs `f` and returns its wall time in nanoseconds.
+fn timed(f: impl FnOnce()) -> String {
+    let start = Instant::now();
+    f();
+    format!(" {}", start.elapsed().as_nanos())
+}
+
 fn main() {
     let stdout = std::io::stdout();
     writeln!(stdout.lock(), "ready {}", std::process::id()).unwrap();
@@ -58,14 +96,18 @@ fn main() {
             continue;
         };
         let n = n.unwrap_or(0);
+        let mut result = String::new();
         match cmd {
             "getppid" => getppid(n),
             "openat_missing" => openat_missing(n),
             "nanosleep" => nanosleep(n),
             "fork_getppid" => fork_getppid(n),
             "thread_getppid" => std::thread::spawn(move || getppid(n)).join().unwrap(),
+            "pin" => pin(n),
+            "time_getppid" => result = timed(|| getppid(n)),
+            "time_pread" => result = timed(|| pread_tmpfs(n)),
             other => panic!("unknown command {other}"),
         }
-        writeln!(stdout.lock(), "done").unwrap();
+        writeln!(stdout.lock(), "done{result}").unwrap();
     }
 }
