@@ -7,26 +7,28 @@
 //! As raw tracepoints, arg(1) is `id` at entry and `ret` at exit. Both fire in the context of
 //! the calling thread, so `bpf_get_current_pid_tgid` names the caller.
 //!
+//! Whether the caller is a target is one per-CPU load (`current_target`, kept on context
+//! switch by `targets.rs`), so other processes pay no helper call at all.
+//!
 //! Entry state lives in `ENTRY`, an array indexed by thread id, not a hash map keyed by it:
 //! ../shared/ENVIRONMENT.md measured ~870-1010 ns/call for a hash insert + delete per call
 //! against ~555 ns for an array slot. Only target threads ever write a slot, and every slot
 //! is cleared when its syscall returns or its thread exits (`targets.rs`), so a non-zero slot
-//! always belongs to a live target thread inside a syscall. That makes `sys_exit` need no
-//! target lookup at all: an empty slot means "not ours" (or a call that began before we
-//! attached, or a child's return from fork, neither of which has an entry time).
+//! always belongs to a live target thread inside a syscall. An empty slot at `sys_exit` is a
+//! call that began before we attached, or a child's return from fork: neither has an entry
+//! time, and neither is counted.
+
 use aya_ebpf::{EbpfContext as _, helpers::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawTracePointContext};
 use collector_common::{EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, histogram};
 
-use crate::maps::{ENTRY, SYSCALL_ERRORS, SYSCALL_STATS, TARGET_OF, get_or_insert};
+use crate::maps::{ENTRY, SYSCALL_ERRORS, SYSCALL_STATS, current_target, get_or_insert};
 
 /// Largest errno a syscall can return (include/linux/err.h: MAX_ERRNO).
 const MAX_ERRNO: i64 = 4095;
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn collector_sys_enter(ctx: RawTracePointContext) -> i32 {
-    let Some(&target) = TARGET_OF.get(ctx.tgid()) else {
-        return 0;
-    };
+    let target = current_target();
     if target == 0 {
         return 0;
     }
@@ -45,6 +47,9 @@ pub fn collector_sys_enter(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn collector_sys_exit(ctx: RawTracePointContext) -> i32 {
+    if current_target() == 0 {
+        return 0;
+    }
     let Some(slot) = ENTRY.get_ptr_mut(ctx.pid()) else {
         return 0;
     };

@@ -11,6 +11,12 @@
 //!   sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 //!     called from fs/exec.c:exec_binprm() in the exec'ing task, after de_thread(): when a
 //!     non-leader thread execs it takes the leader's pid, so `old_pid` differs from its pid.
+//!   sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
+//!                unsigned int prev_state)
+//!     called from kernel/sched/core.c:__schedule() on the CPU switching to `next`, before
+//!     `next` runs: every change of the current task on a CPU passes here, which keeps
+//!     `CURRENT_TARGET` right. A target already running when the agent attaches is seen at
+//!     its next switch (blocked or preempted), at most one timeslice later.
 //!   sched_process_exit(struct task_struct *p, bool group_dead)
 //!     called from kernel/exit.c:do_exit() in the exiting thread; `group_dead` is true for
 //!     the last thread of the process (signal->live reached 0). Kernels before 6.16 pass only
@@ -21,7 +27,7 @@ use aya_ebpf::{
 use aya_log_ebpf::warn;
 use collector_common::{EntrySlot, KernelFeatures, MapErrorSite, TargetId, TaskOffsets};
 
-use crate::maps::{ENTRY, TARGET_OF, TARGET_PROC_DELTA, count_map_error};
+use crate::maps::{CURRENT_TARGET, ENTRY, TARGET_OF, TARGET_PROC_DELTA, count_map_error};
 
 // Globals the agent overrides before load, by the names in `collector_common::globals`.
 //
@@ -49,6 +55,20 @@ static mut KERNEL_FEATURES: KernelFeatures = KernelFeatures {
 #[inline(always)]
 fn load<T: Copy>(global: *const T) -> T {
     unsafe { core::ptr::read_volatile(global) }
+}
+
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn collector_sched_switch(ctx: RawTracePointContext) -> i32 {
+    let next: *const u8 = ctx.arg(2);
+    let offset = load(&raw const TASK_OFFSETS).tgid as usize;
+    let target = match unsafe { bpf_probe_read_kernel(next.add(offset) as *const i32) } {
+        Ok(tgid) => TARGET_OF.get(tgid as u32).copied().unwrap_or(0),
+        Err(_) => 0,
+    };
+    if let Some(current) = CURRENT_TARGET.get_ptr_mut(0) {
+        unsafe { *current = target };
+    }
+    0
 }
 
 #[raw_tracepoint(tracepoint = "sched_process_fork")]

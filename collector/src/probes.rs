@@ -28,7 +28,12 @@ pub struct Probe {
 
 /// Probes that keep the target set current; attached before targets are discovered so no
 /// fork between discovery and attach is missed.
-pub const TARGET_PROBES: [Probe; 3] = [
+pub const TARGET_PROBES: [Probe; 4] = [
+    Probe {
+        name: "sched_switch",
+        program: "collector_sched_switch",
+        tracepoint: "sched_switch",
+    },
     Probe {
         name: "sched_process_fork",
         program: "collector_fork",

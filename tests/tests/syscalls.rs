@@ -207,6 +207,7 @@ fn health_reports_probes_and_a_target_whose_processes_all_exited() {
     for probe in [
         "sys_enter",
         "sys_exit",
+        "sched_switch",
         "sched_process_fork",
         "sched_process_exec",
         "sched_process_exit",
@@ -234,7 +235,7 @@ fn sigterm_stops_within_2s_and_leaves_no_program_loaded() {
     let mut c = Collector::start(&["--pid", &w.pid.to_string()]);
     let ours = programs_held_by(c.pid());
     println!("programs held by the collector: {ours:?}");
-    assert_eq!(ours.len(), 5, "five probes expected: {ours:?}");
+    assert_eq!(ours.len(), 6, "six probes expected: {ours:?}");
     let status = c
         .terminate(Duration::from_secs(2))
         .expect("collector still running 2 s after SIGTERM");
