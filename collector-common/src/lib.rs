@@ -4,6 +4,7 @@
 //! the agent reads them back out of maps, so both sides must agree on the layout exactly.
 #![no_std]
 
+pub mod events;
 pub mod histogram;
 
 /// Target ids as stored in the kernel: `0` means "not a target", so a zeroed map slot is
@@ -72,14 +73,18 @@ pub struct ErrorKey {
     pub _pad: u32,
 }
 
-/// Byte offsets of the `task_struct` fields the kernel programs read, found by the agent in
-/// the running kernel's BTF (aya has no CO-RE relocations for Rust programs) and handed to
-/// the programs as a read-only global before load.
+/// Byte offsets of the kernel struct fields the programs read, found by the agent in the
+/// running kernel's BTF (aya has no CO-RE relocations for Rust programs) and handed to the
+/// programs as a global before load.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
-pub struct TaskOffsets {
-    pub pid: u32,
-    pub tgid: u32,
+pub struct KernelOffsets {
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_exit_code: u32,
+    pub task_start_time: u32,
+    pub task_group_leader: u32,
+    pub binprm_filename: u32,
 }
 
 /// Whether the running kernel's `sched_process_exit` passes `group_dead` (Linux 6.16+);
@@ -121,7 +126,9 @@ impl MapErrorSite {
 pub mod maps {
     pub const TARGET_OF: &str = "TARGET_OF";
     pub const ENTRY: &str = "ENTRY";
-    pub const TARGET_PROC_DELTA: &str = "TARGET_PROC_DELTA";
+    pub const TARGET_COUNTS: &str = "TARGET_COUNTS";
+    pub const EVENTS: &str = "EVENTS";
+    pub const EVENT_DROPS: &str = "EVENT_DROPS";
     pub const SYSCALL_STATS: &str = "SYSCALL_STATS";
     pub const SYSCALL_ERRORS: &str = "SYSCALL_ERRORS";
     pub const MAP_ERRORS: &str = "MAP_ERRORS";
@@ -130,7 +137,9 @@ pub mod maps {
     /// are counted in `MAP_ERRORS`.
     pub const SYSCALL_STATS_ENTRIES: u32 = 8192;
     pub const SYSCALL_ERRORS_ENTRIES: u32 = 8192;
-    /// Most targets the agent can name (`TARGET_PROC_DELTA` is indexed by target id).
+    /// Default size of the `EVENTS` ring buffer (a power of two, in bytes).
+    pub const EVENTS_DEFAULT_BYTES: u32 = 1 << 20;
+    /// Most targets the agent can name (`TARGET_COUNTS` is indexed by target id).
     pub const MAX_TARGETS: u32 = 1024;
     /// Placeholder size of the arrays indexed by pid/tid; the agent sets them to the host's
     /// `pid_max` before loading.
@@ -139,7 +148,7 @@ pub mod maps {
 
 /// Names of the read-only globals the agent sets before load.
 pub mod globals {
-    pub const TASK_OFFSETS: &str = "TASK_OFFSETS";
+    pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
     pub const KERNEL_FEATURES: &str = "KERNEL_FEATURES";
 }
 
@@ -150,6 +159,6 @@ mod pod {
     unsafe impl aya::Pod for SyscallKey {}
     unsafe impl aya::Pod for SyscallStats {}
     unsafe impl aya::Pod for ErrorKey {}
-    unsafe impl aya::Pod for TaskOffsets {}
+    unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for KernelFeatures {}
 }

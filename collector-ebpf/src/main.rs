@@ -6,9 +6,11 @@
 #![no_main]
 
 mod bench;
+mod events;
+mod globals;
 mod maps;
+mod processes;
 mod syscalls;
-mod targets;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -5,6 +5,7 @@ use aya_ebpf::{
 };
 use collector_common::{
     EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats,
+    events::TargetCounts,
     maps::{MAX_TARGETS, PID_INDEXED_DEFAULT, SYSCALL_ERRORS_ENTRIES, SYSCALL_STATS_ENTRIES},
 };
 
@@ -15,7 +16,7 @@ use collector_common::{
 pub static TARGET_OF: Array<u32> = Array::with_max_entries(PID_INDEXED_DEFAULT, 0);
 
 /// The target of the task running on this CPU ([`collector_common::TargetId::slot`], 0 = none),
-/// kept by `sched_switch` in `targets.rs`. It is what lets `sys_enter`/`sys_exit` of every
+/// kept by `sched_switch` in `processes.rs`. It is what lets `sys_enter`/`sys_exit` of every
 /// other process return after one inlined per-CPU load, without a helper call: the
 /// benchmark measured the two `bpf_get_current_pid_tgid` calls of a tgid-indexed check at
 /// ~23 ns per syscall over the empty-program floor.
@@ -33,10 +34,10 @@ pub fn current_target() -> u32 {
 #[map]
 pub static ENTRY: Array<EntrySlot> = Array::with_max_entries(PID_INDEXED_DEFAULT, 0);
 
-/// Processes each target gained (fork) minus lost (exit) since the agent filled
+/// Processes and threads each target gained (fork) minus lost (exit) since the agent filled
 /// `TARGET_OF`, indexed by target id. Per-CPU so forks on different CPUs need no atomics.
 #[map]
-pub static TARGET_PROC_DELTA: PerCpuArray<i64> = PerCpuArray::with_max_entries(MAX_TARGETS, 0);
+pub static TARGET_COUNTS: PerCpuArray<TargetCounts> = PerCpuArray::with_max_entries(MAX_TARGETS, 0);
 
 #[map]
 pub static SYSCALL_STATS: PerCpuHashMap<SyscallKey, SyscallStats> =

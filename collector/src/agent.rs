@@ -10,12 +10,16 @@
 use std::{
     collections::HashMap,
     path::Path,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, anyhow};
-use collector_common::TargetId;
+use collector_common::{TargetId, events::TargetCounts};
+use prometheus_client::registry::Registry;
 use tokio::{
     net::TcpListener,
     signal::unix::{SignalKind, signal},
@@ -25,10 +29,17 @@ use crate::{
     btf::KernelLayout,
     cli::Cli,
     http,
-    kernel_maps::KernelMaps,
+    kernel_maps::{KernelMaps, take_events},
+    metrics, poller,
     probes::{Probes, SYSCALL_PROBES, TARGET_PROBES},
+    process_events::{self, RingFill},
     state::AgentState,
     targets::{Targets, descendants},
+    telemetry::{
+        Telemetry,
+        definitions::{EventMetrics, PROCESS_METRICS},
+        sink,
+    },
 };
 
 /// How the agent failed, which decides the exit code.
@@ -49,6 +60,9 @@ impl<E: Into<anyhow::Error>> From<E> for Failure {
 /// How long serving may take to wind down after SIGINT/SIGTERM before we stop anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
+/// Events that may wait for the metrics handler before new ones are dropped.
+const METRICS_QUEUE: usize = 65_536;
+
 /// Passes over /proc for pre-existing descendants before giving up on a fixpoint.
 const DESCENDANT_PASSES: usize = 5;
 
@@ -68,7 +82,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         )
     })?;
 
-    let mut probes = Probes::load(&layout, pid_max)?;
+    let mut probes = Probes::load(&layout, pid_max, cli.ring_buffer_size)?;
     // Parsing the kernel's BTF (several MB, ~100k types) is the agent's largest allocation
     // and is freed at once; hand the pages back so the resident size reflects what runs
     // (~60 MB -> under 30 MB measured by `cargo xtask bench`).
@@ -76,22 +90,39 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     unsafe { libc::malloc_trim(0) };
     start_kernel_log(&mut probes);
     let mut maps = KernelMaps::take(probes.ebpf_mut())?;
-    let mut initial_processes = vec![0i64; targets.len()];
+    let ring = take_events(probes.ebpf_mut())?;
+    let ring_fill = RingFill::new(&ring, cli.ring_buffer_size).context("cannot map the event ring buffer")?;
+
+    // Handlers first, so no event the kernel sends from here on finds nobody to count it.
+    let telemetry = Arc::new(Telemetry::new());
+    let mut registry = Registry::default();
+    Arc::new(EventMetrics::register(PROCESS_METRICS, &mut registry)).attach(&telemetry, "metrics", METRICS_QUEUE)?;
+    if let Some(path) = &cli.events {
+        sink::attach(&telemetry, path).map_err(|e| Failure::Usage(format!("--events {path}: {e}")))?;
+    }
+
+    let mut initial_counts = vec![TargetCounts::default(); targets.len()];
     for &(pid, target) in targets.pids() {
         maps.set_target(pid, Some(target))?;
-        initial_processes[target.0 as usize] += 1;
+        add(&mut initial_counts[target.0 as usize], process_counts(pid), 1);
     }
     probes.attach(&TARGET_PROBES)?;
-    follow_existing_descendants(&targets, &mut maps, &mut initial_processes)?;
+    follow_existing_descendants(&targets, &mut maps, &mut initial_counts)?;
     probes.attach(&SYSCALL_PROBES)?;
 
+    let stop_reader = Arc::new(AtomicBool::new(false));
+    let reader = process_events::spawn_reader(ring, targets.clone(), telemetry.clone(), stop_reader.clone());
     let state = Arc::new(AgentState {
         targets,
         maps,
+        telemetry,
         probes_attached: probes.attached().clone(),
-        initial_processes,
+        initial_counts,
         started,
     });
+    metrics::register_collectors(&mut registry, state.clone());
+    let stop_poller = Arc::new(poller::Stop::default());
+    let poller = poller::spawn(state.clone(), ring_fill, cli.poll_interval.into(), stop_poller.clone());
     tracing::info!(
         listen = %cli.listen,
         targets = %state.targets,
@@ -99,10 +130,31 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         startup_ms = started.elapsed().as_millis() as u64,
         "collector ready"
     );
-    serve_until_signal(listener, state).await?;
+    let served = serve_until_signal(listener, state.clone(), registry).await;
     drop(probes); // detaches every link and unloads the programs
+    stop_poller.stop();
+    stop_reader.store(true, Ordering::Relaxed);
+    let _ = (poller.join(), reader.join());
+    state.telemetry.detach_all(); // lets the sink write what it has queued
+    served?;
     tracing::info!("stopped; all probes detached");
     Ok(())
+}
+
+/// One process and its threads (from /proc; 1 if it is already gone).
+fn process_counts(pid: u32) -> TargetCounts {
+    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|d| d.count())
+        .unwrap_or(1);
+    TargetCounts {
+        processes: 1,
+        threads: threads as i64,
+    }
+}
+
+fn add(total: &mut TargetCounts, counts: TargetCounts, sign: i64) {
+    total.processes += sign * counts.processes;
+    total.threads += sign * counts.threads;
 }
 
 /// A named PID must be a running process, and a process rather than one of its threads
@@ -174,7 +226,11 @@ fn start_kernel_log(probes: &mut Probes) {
 }
 
 /// Puts the descendants that existed before the fork probe attached into their target.
-fn follow_existing_descendants(targets: &Targets, maps: &mut KernelMaps, initial: &mut [i64]) -> Result<(), Failure> {
+fn follow_existing_descendants(
+    targets: &Targets,
+    maps: &mut KernelMaps,
+    initial: &mut [TargetCounts],
+) -> Result<(), Failure> {
     let roots: HashMap<u32, TargetId> = targets.pids().iter().copied().collect();
     for _ in 0..DESCENDANT_PASSES {
         let mut added = 0;
@@ -183,13 +239,14 @@ fn follow_existing_descendants(targets: &Targets, maps: &mut KernelMaps, initial
                 continue; // already followed by the kernel, or by an earlier pass
             }
             maps.set_target(pid, Some(target))?;
-            initial[target.0 as usize] += 1;
+            let counts = process_counts(pid);
+            add(&mut initial[target.0 as usize], counts, 1);
             added += 1;
             // It may have exited before the entry was written, in which case the exit probe
             // never saw it as a target: undo, unless the probe did see it and cleared it.
             if !Path::new(&format!("/proc/{pid}")).exists() && maps.target_of(pid)?.is_some() {
                 maps.set_target(pid, None)?;
-                initial[target.0 as usize] -= 1;
+                add(&mut initial[target.0 as usize], counts, -1);
             }
         }
         if added == 0 {
@@ -212,11 +269,11 @@ fn process_tree() -> anyhow::Result<Vec<(u32, u32)>> {
         .collect())
 }
 
-async fn serve_until_signal(listener: TcpListener, state: Arc<AgentState>) -> anyhow::Result<()> {
+async fn serve_until_signal(listener: TcpListener, state: Arc<AgentState>, registry: Registry) -> anyhow::Result<()> {
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(http::serve(listener, state, async {
+    let mut server = tokio::spawn(http::serve(listener, state, registry, async {
         let _ = stop_rx.await;
     }));
     let signal = tokio::select! {

@@ -1,11 +1,11 @@
 //! What the kernel programs need to know about the running kernel, read from its BTF
-//! (/sys/kernel/btf/vmlinux): `task_struct` field offsets, and whether `sched_process_exit`
+//! (/sys/kernel/btf/vmlinux): `task_struct` and `linux_binprm` field offsets, and whether `sched_process_exit`
 //! passes `group_dead`. aya has no CO-RE relocations for Rust programs, so the agent finds
 //! these here and hands them to the programs as read-only globals before load.
 use std::path::Path;
 
 use btfparse::{Readable, TypeInformation, TypeVariant};
-use collector_common::{KernelFeatures, TaskOffsets};
+use collector_common::{KernelFeatures, KernelOffsets};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -27,7 +27,7 @@ pub enum BtfError {
 /// Facts about the running kernel that the programs are loaded with.
 #[derive(Clone, Copy, Debug)]
 pub struct KernelLayout {
-    pub task: TaskOffsets,
+    pub offsets: KernelOffsets,
     pub features: KernelFeatures,
 }
 
@@ -42,25 +42,27 @@ impl KernelLayout {
 
     pub fn parse(btf: &[u8]) -> Result<Self, BtfError> {
         let types = TypeInformation::new(&Bytes(btf)).map_err(|e| BtfError::Parse(format!("{e:?}")))?;
-        let task_struct = types
-            .id_of("task_struct")
-            .ok_or_else(|| BtfError::Parse("no struct task_struct".into()))?;
-        let offset = |field: &str| -> Result<u32, BtfError> {
-            match types.offset_of(task_struct, field) {
+        let offset = |ty: &str, field: &str| -> Result<u32, BtfError> {
+            let id = types
+                .id_of(ty)
+                .ok_or_else(|| BtfError::Parse(format!("no struct {ty}")))?;
+            match types.offset_of(id, field) {
                 Ok((_, btfparse::Offset::ByteOffset(o))) => Ok(o),
-                Ok((_, other)) => Err(BtfError::Parse(format!(
-                    "task_struct.{field} is a bitfield ({other:?})"
-                ))),
-                Err(e) => Err(BtfError::Parse(format!("task_struct.{field}: {e:?}"))),
+                Ok((_, other)) => Err(BtfError::Parse(format!("{ty}.{field} is a bitfield ({other:?})"))),
+                Err(e) => Err(BtfError::Parse(format!("{ty}.{field}: {e:?}"))),
             }
         };
-        let task = TaskOffsets {
-            pid: offset("pid")?,
-            tgid: offset("tgid")?,
+        let offsets = KernelOffsets {
+            task_pid: offset("task_struct", "pid")?,
+            task_tgid: offset("task_struct", "tgid")?,
+            task_exit_code: offset("task_struct", "exit_code")?,
+            task_start_time: offset("task_struct", "start_time")?,
+            task_group_leader: offset("task_struct", "group_leader")?,
+            binprm_filename: offset("linux_binprm", "filename")?,
         };
         let exit_has_group_dead = tracepoint_arity(&types, "sched_process_exit") == Some(2);
         Ok(KernelLayout {
-            task,
+            offsets,
             features: KernelFeatures {
                 exit_has_group_dead: exit_has_group_dead as u32,
             },

@@ -49,6 +49,41 @@ pub struct Cli {
     /// Log line format: human-readable text, or one JSON object per line. [example: --log-format json]
     #[arg(long, value_name = "FORMAT", env = "COLLECTOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Write every telemetry event as one JSON object per line to PATH (appending), or to
+    /// stdout with `-`. [example: --events /var/log/collector/events.jsonl, --events -]
+    #[arg(long, value_name = "PATH", env = "COLLECTOR_EVENTS")]
+    pub events: Option<String>,
+
+    /// How often to emit the periodic measurements (`process.count` per target,
+    /// `collector.vm`). [example: --poll-interval 10s]
+    #[arg(long, value_name = "DURATION", env = "COLLECTOR_POLL_INTERVAL", default_value = "5s", value_parser = parse_poll_interval)]
+    pub poll_interval: humantime::Duration,
+
+    /// Size of the kernel's event ring buffer in bytes: a power of two, 4096 or more. Events
+    /// that do not fit are dropped and counted (stage "kernel"). [example: --ring-buffer-size 4194304]
+    #[arg(long, value_name = "BYTES", env = "COLLECTOR_RING_BUFFER_SIZE", default_value_t = collector_common::maps::EVENTS_DEFAULT_BYTES, value_parser = parse_ring_buffer_size)]
+    pub ring_buffer_size: u32,
+}
+
+fn parse_poll_interval(s: &str) -> Result<humantime::Duration, String> {
+    let d: humantime::Duration = s
+        .parse()
+        .map_err(|e| format!("'{s}' is not a duration ({e}); write e.g. 5s or 500ms"))?;
+    if d.is_zero() {
+        Err("the poll interval must be longer than zero".into())
+    } else {
+        Ok(d)
+    }
+}
+
+fn parse_ring_buffer_size(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if n.is_power_of_two() && n >= 4096 => Ok(n),
+        _ => Err(format!(
+            "'{s}' is not a power of two of at least 4096 bytes (e.g. 1048576)"
+        )),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -110,6 +145,15 @@ mod tests {
             ),
             (&["--pid", "1", "--log-level", "loud=="][..], "is not a log level"),
             (&["--pid", "1", "--bogus"][..], "unexpected argument '--bogus'"),
+            (
+                &["--pid", "1", "--poll-interval", "soon"][..],
+                "'soon' is not a duration",
+            ),
+            (&["--pid", "1", "--poll-interval", "0s"][..], "longer than zero"),
+            (
+                &["--pid", "1", "--ring-buffer-size", "5000"][..],
+                "'5000' is not a power of two",
+            ),
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");

@@ -75,7 +75,7 @@ impl Health {
             .targets
             .ids()
             .map(|(id, name)| {
-                let processes = state.processes(id);
+                let processes = state.counts(id).map(|c| c.processes);
                 (
                     name.to_owned(),
                     TargetHealth {

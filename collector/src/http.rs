@@ -22,9 +22,10 @@ struct Shared {
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AgentState>,
+    registry: Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let registry = Arc::new(metrics::registry(state.clone()));
+    let registry = Arc::new(registry);
     let app = Router::new()
         .route("/metrics", get(get_metrics))
         .route("/health", get(get_health))

@@ -2,9 +2,13 @@
 //! aggregates back (summed over CPUs) at scrape time.
 use aya::{
     Ebpf,
-    maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
 };
-use collector_common::{ErrorKey, MapErrorSite, SyscallKey, SyscallStats, TargetId, maps};
+use collector_common::{
+    ErrorKey, MapErrorSite, SyscallKey, SyscallStats, TargetId,
+    events::{EventKind, TargetCounts},
+    maps,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelMapError {
@@ -22,7 +26,8 @@ pub enum KernelMapError {
 
 pub struct KernelMaps {
     target_of: Array<MapData, u32>,
-    target_proc_delta: PerCpuArray<MapData, i64>,
+    target_counts: PerCpuArray<MapData, TargetCounts>,
+    event_drops: PerCpuArray<MapData, u64>,
     syscall_stats: PerCpuHashMap<MapData, SyscallKey, SyscallStats>,
     syscall_errors: PerCpuHashMap<MapData, ErrorKey, u64>,
     map_errors: PerCpuArray<MapData, u64>,
@@ -37,12 +42,18 @@ fn err(map: &'static str) -> impl FnOnce(MapError) -> KernelMapError {
     move |source| KernelMapError::Map { map, source }
 }
 
+/// Takes the event ring buffer out of `ebpf`, for the thread that reads it.
+pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, KernelMapError> {
+    take(ebpf, maps::EVENTS)
+}
+
 impl KernelMaps {
     /// Takes the maps out of `ebpf`; the programs keep their own references to them.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, KernelMapError> {
         Ok(KernelMaps {
             target_of: take(ebpf, maps::TARGET_OF)?,
-            target_proc_delta: take(ebpf, maps::TARGET_PROC_DELTA)?,
+            target_counts: take(ebpf, maps::TARGET_COUNTS)?,
+            event_drops: take(ebpf, maps::EVENT_DROPS)?,
             syscall_stats: take(ebpf, maps::SYSCALL_STATS)?,
             syscall_errors: take(ebpf, maps::SYSCALL_ERRORS)?,
             map_errors: take(ebpf, maps::MAP_ERRORS)?,
@@ -60,13 +71,25 @@ impl KernelMaps {
         self.target_of.set(pid, slot, 0).map_err(err(maps::TARGET_OF))
     }
 
-    /// Processes `target` gained minus lost in the kernel (forks followed, exits seen).
-    pub fn process_delta(&self, target: TargetId) -> Result<i64, KernelMapError> {
-        let values = self
-            .target_proc_delta
-            .get(&target.0, 0)
-            .map_err(err(maps::TARGET_PROC_DELTA))?;
-        Ok(values.iter().sum())
+    /// Processes and threads `target` gained minus lost in the kernel (forks followed,
+    /// exits seen), summed over CPUs.
+    pub fn target_counts(&self, target: TargetId) -> Result<TargetCounts, KernelMapError> {
+        let values = self.target_counts.get(&target.0, 0).map_err(err(maps::TARGET_COUNTS))?;
+        Ok(values.iter().fold(TargetCounts::default(), |acc, c| TargetCounts {
+            processes: acc.processes + c.processes,
+            threads: acc.threads + c.threads,
+        }))
+    }
+
+    /// Events of each kind the kernel could not put into the full ring buffer.
+    pub fn event_drops(&self) -> Result<Vec<(EventKind, u64)>, KernelMapError> {
+        EventKind::ALL
+            .iter()
+            .map(|&kind| {
+                let v = self.event_drops.get(&kind.index(), 0).map_err(err(maps::EVENT_DROPS))?;
+                Ok((kind, v.iter().sum()))
+            })
+            .collect()
     }
 
     /// Every (target, syscall) aggregate, summed over CPUs. An entry that fails to read

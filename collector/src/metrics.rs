@@ -21,7 +21,9 @@ use prometheus_client::{
 
 use crate::{
     decode::{errno_name, syscall_name},
+    own_process,
     state::AgentState,
+    telemetry::DropStage,
 };
 
 /// OpenMetrics text, served to scrapers that ask for it (Prometheus does).
@@ -92,13 +94,14 @@ struct VersionLabels {
 }
 
 /// Builds the registry `/metrics` encodes: one collector that reads the kernel on every scrape.
-pub fn registry(state: Arc<AgentState>) -> Registry {
-    let mut registry = Registry::default();
+/// Adds the collectors that read the kernel and the agent at scrape time to `registry`
+/// (which already holds the metrics defined on events).
+pub fn register_collectors(registry: &mut Registry, state: Arc<AgentState>) {
     registry.register_collector(Box::new(KernelCollector {
-        state,
+        state: state.clone(),
         read_errors: AtomicU64::new(0),
     }));
-    registry
+    registry.register_collector(Box::new(AgentCollector { state }));
 }
 
 pub fn encode(registry: &Registry) -> String {
@@ -232,6 +235,98 @@ impl Collector for KernelCollector {
         ConstGauge::new(1).encode(family.encode_family(&VersionLabels {
             version: env!("CARGO_PKG_VERSION"),
         })?)?;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, EncodeLabelSet)]
+struct DropLabels {
+    event: &'static str,
+    stage: &'static str,
+}
+
+/// The agent itself: events it handled and lost, and its own resource use under the
+/// standard `process_*` names.
+#[derive(Debug)]
+struct AgentCollector {
+    state: Arc<AgentState>,
+}
+
+impl Collector for AgentCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.state.telemetry.stats();
+        let mut family = encoder.encode_descriptor(
+            "collector_events",
+            "Telemetry events delivered to handlers, by event name.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (event, n) in stats.executed() {
+            family
+                .encode_family(&EventLabels { event })?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "collector_events_dropped",
+            "Telemetry events lost: stage kernel (ring buffer full), queue (a handler behind), \
+             sink (the event sink behind), decode (an unreadable record).",
+            None,
+            MetricType::Counter,
+        )?;
+        let kernel = self.state.maps.event_drops().unwrap_or_default();
+        for (kind, n) in kernel {
+            let labels = DropLabels {
+                event: kind.event_name(),
+                stage: DropStage::Kernel.as_str(),
+            };
+            family
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+        for ((event, stage), n) in stats.dropped() {
+            let labels = DropLabels {
+                event,
+                stage: stage.as_str(),
+            };
+            family
+                .encode_family(&labels)?
+                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        }
+
+        let Ok(me) = own_process::read() else { return Ok(()) };
+        let gauges: [(&str, &str, f64); 3] = [
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                me.resident_memory_bytes as f64,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors.",
+                me.open_fds as f64,
+            ),
+            (
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch in seconds.",
+                me.start_time_seconds,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            ConstGauge::new(value).encode(encoder.encode_descriptor(name, help, None, MetricType::Gauge)?)?;
+        }
+        let family = encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds.",
+            None,
+            MetricType::Counter,
+        )?;
+        { family }.encode_counter::<NoLabelSet, _, u64>(&me.cpu_seconds, None)?;
         Ok(())
     }
 }

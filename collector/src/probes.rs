@@ -91,16 +91,17 @@ pub struct Probes {
 }
 
 impl Probes {
-    /// Loads the object with its pid-indexed maps sized to the host's `pid_max` and the
-    /// kernel layout set. No program is attached yet.
-    pub fn load(layout: &KernelLayout, pid_max: u32) -> Result<Self, ProbeError> {
+    /// Loads the object with its pid-indexed maps sized to the host's `pid_max`, the event
+    /// ring buffer to `ring_buffer_bytes`, and the kernel layout set. No program is attached.
+    pub fn load(layout: &KernelLayout, pid_max: u32, ring_buffer_bytes: u32) -> Result<Self, ProbeError> {
         let ebpf = EbpfLoader::new()
             // The kernel's BTF is for CO-RE relocations, which Rust programs do not have; not
             // loading it saves a second multi-megabyte parse (btf.rs reads what we need).
             .btf(None)
             .map_max_entries(maps::TARGET_OF, pid_max)
             .map_max_entries(maps::ENTRY, pid_max)
-            .override_global(globals::TASK_OFFSETS, &layout.task, true)
+            .map_max_entries(maps::EVENTS, ring_buffer_bytes)
+            .override_global(globals::KERNEL_OFFSETS, &layout.offsets, true)
             .override_global(globals::KERNEL_FEATURES, &layout.features, true)
             .load(OBJECT)
             .map_err(ProbeError::Load)?;

@@ -1,26 +1,32 @@
-//! What the HTTP handlers share: the targets, the kernel maps, and start-up facts.
-use std::{collections::BTreeMap, time::Instant};
+//! What the HTTP handlers, the poller and the event reader share.
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
-use collector_common::TargetId;
+use collector_common::{TargetId, events::TargetCounts};
 
-use crate::{kernel_maps::KernelMaps, targets::Targets};
+use crate::{kernel_maps::KernelMaps, targets::Targets, telemetry::Telemetry};
 
 pub struct AgentState {
     pub targets: Targets,
     pub maps: KernelMaps,
+    pub telemetry: Arc<Telemetry>,
     /// Probe name -> attached, as of the end of start-up.
     pub probes_attached: BTreeMap<&'static str, bool>,
-    /// Processes the agent itself put into each target (indexed by target id); the kernel's
-    /// `TARGET_PROC_DELTA` counts what changed since.
-    pub initial_processes: Vec<i64>,
+    /// Processes and threads the agent itself put into each target (indexed by target id);
+    /// the kernel's `TARGET_COUNTS` counts what changed since.
+    pub initial_counts: Vec<TargetCounts>,
     pub started: Instant,
 }
 
 impl AgentState {
-    /// Live processes of `target` now: those found at start plus the kernel's forks minus exits.
-    pub fn processes(&self, target: TargetId) -> Option<i64> {
-        let initial = *self.initial_processes.get(target.0 as usize)?;
-        Some(initial + self.maps.process_delta(target).ok()?)
+    /// Live processes and threads of `target` now: those found at start plus the kernel's
+    /// forks minus exits.
+    pub fn counts(&self, target: TargetId) -> Option<TargetCounts> {
+        let initial = *self.initial_counts.get(target.0 as usize)?;
+        let delta = self.maps.target_counts(target).ok()?;
+        Some(TargetCounts {
+            processes: initial.processes + delta.processes,
+            threads: initial.threads + delta.threads,
+        })
     }
 }
 

@@ -7,6 +7,12 @@
 //!   nanosleep MS       one nanosleep() of MS milliseconds
 //!   fork_getppid N     fork a child that makes N getppid() calls and exits; wait for it
 //!   thread_getppid N   start a thread that makes N getppid() calls; join it
+//!   spawn_exit N       fork N children; child i exits with code i % 3; wait for them all
+//!   exec_true N        fork N children that exec /bin/true; wait for them all
+//!   exec_storm N       fork N children that exec /bin/true, all at once; then wait for them
+//!   kill_child         fork a child that waits forever, SIGKILL it, wait for it
+//!   hold N             fork N children that wait until `release`
+//!   release            SIGTERM the held children and wait for them
 //!   pin CPU            pin this process to one CPU (for the benchmark)
 //!   time_getppid N     N getppid() calls; prints `done NS` with the loop's wall time
 //!   time_pread N       N 4 KiB pread() from a file on tmpfs (/dev/shm); prints `done NS`
@@ -41,17 +47,35 @@ fn nanosleep(ms: u64) {
     unsafe { libc::syscall(libc::SYS_nanosleep, &ts, std::ptr::null_mut::<libc::timespec>()) };
 }
 
-fn fork_getppid(n: u64) {
+/// Forks a child that runs `child` and never returns from it; returns the child's pid.
+fn fork(child: impl FnOnce()) -> libc::pid_t {
     match unsafe { libc::fork() } {
         0 => {
-            getppid(n);
+            child();
             unsafe { libc::_exit(0) };
         }
-        -1 => panic!("fork failed"),
-        child => {
-            let mut status = 0;
-            unsafe { libc::waitpid(child, &mut status, 0) };
-        }
+        -1 => panic!("fork failed: {}", std::io::Error::last_os_error()),
+        pid => pid,
+    }
+}
+
+fn wait_all(children: &[libc::pid_t]) {
+    for &child in children {
+        let mut status = 0;
+        unsafe { libc::waitpid(child, &mut status, 0) };
+    }
+}
+
+fn exec_true() {
+    let path = c"/bin/true";
+    let argv = [path.as_ptr(), std::ptr::null()];
+    unsafe { libc::execv(path.as_ptr(), argv.as_ptr()) };
+    unsafe { libc::_exit(127) };
+}
+
+fn pause_forever() {
+    loop {
+        unsafe { libc::pause() };
     }
 }
 
@@ -89,6 +113,7 @@ fn timed(f: impl FnOnce()) -> String {
 fn main() {
     let stdout = std::io::stdout();
     writeln!(stdout.lock(), "ready {}", std::process::id()).unwrap();
+    let mut held: Vec<libc::pid_t> = Vec::new();
     for line in std::io::stdin().lock().lines() {
         let line = line.unwrap();
         let mut words = line.split_whitespace();
@@ -101,8 +126,36 @@ fn main() {
             "getppid" => getppid(n),
             "openat_missing" => openat_missing(n),
             "nanosleep" => nanosleep(n),
-            "fork_getppid" => fork_getppid(n),
+            "fork_getppid" => wait_all(&[fork(|| getppid(n))]),
             "thread_getppid" => std::thread::spawn(move || getppid(n)).join().unwrap(),
+            "spawn_exit" => {
+                let children: Vec<_> = (0..n)
+                    .map(|i| fork(|| unsafe { libc::_exit((i % 3) as i32) }))
+                    .collect();
+                wait_all(&children);
+            }
+            "exec_true" => {
+                for _ in 0..n {
+                    wait_all(&[fork(exec_true)]);
+                }
+            }
+            "exec_storm" => {
+                let children: Vec<_> = (0..n).map(|_| fork(exec_true)).collect();
+                wait_all(&children);
+            }
+            "kill_child" => {
+                let child = fork(pause_forever);
+                unsafe { libc::kill(child, libc::SIGKILL) };
+                wait_all(&[child]);
+            }
+            "hold" => held.extend((0..n).map(|_| fork(pause_forever))),
+            "release" => {
+                for &child in &held {
+                    unsafe { libc::kill(child, libc::SIGTERM) };
+                }
+                wait_all(&held);
+                held.clear();
+            }
             "pin" => pin(n),
             "time_getppid" => result = timed(|| getppid(n)),
             "time_pread" => result = timed(|| pread_tmpfs(n)),

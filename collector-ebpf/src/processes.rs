@@ -1,0 +1,171 @@
+//! The lifecycle of target processes: following children into their parent's target,
+//! counting each target's processes and threads, and sending `process.start/exec/exit`
+//! events. Only target processes produce events.
+//!
+//! The agent puts the processes named on the command line (and their existing descendants)
+//! into `TARGET_OF`; these hooks keep it current while running. Threads need nothing there:
+//! they share their process's tgid, which is what `TARGET_OF` is indexed by. They are
+//! counted, not evented.
+//!
+//! Hooks (include/trace/events/sched.h, TP_PROTO as of Linux 6.18):
+//!   sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
+//!                unsigned int prev_state)
+//!     called from kernel/sched/core.c:__schedule() on the CPU switching to `next`, before
+//!     `next` runs: every change of the current task on a CPU passes here, which keeps
+//!     `CURRENT_TARGET` right. A target already running when the agent attaches is seen at
+//!     its next switch (blocked or preempted), at most one timeslice later.
+//!   sched_process_fork(struct task_struct *parent, struct task_struct *child)
+//!     called from kernel/fork.c:kernel_clone() in the parent's context, after the child's
+//!     pid is assigned and before it first runs; for threads too.
+//!   sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+//!     called from fs/exec.c:exec_binprm() in the exec'ing task after the new image is set
+//!     up (comm is already the new program's). A non-leader thread that execs has taken the
+//!     leader's pid in de_thread(), so `old_pid` differs from its pid.
+//!   sched_process_exit(struct task_struct *p, bool group_dead)
+//!     called from kernel/exit.c:do_exit() in each exiting thread, after `p->exit_code` is
+//!     set; `group_dead` is true for the last thread of the process (signal->live reached
+//!     0). Kernels before 6.16 pass only `p`; the agent says which in `KERNEL_FEATURES`.
+use aya_ebpf::{EbpfContext as _, macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_log_ebpf::warn;
+use collector_common::{EntrySlot, MapErrorSite, TargetId, events::EventKind};
+
+use crate::{
+    events::{Process, emit_exec, emit_process},
+    globals::{features, offsets, read_field},
+    maps::{CURRENT_TARGET, ENTRY, TARGET_COUNTS, TARGET_OF, count_map_error},
+};
+
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn collector_sched_switch(ctx: RawTracePointContext) -> i32 {
+    let next: *const u8 = ctx.arg(2);
+    let target = match read_field::<i32>(next, offsets().task_tgid) {
+        Ok(tgid) => TARGET_OF.get(tgid as u32).copied().unwrap_or(0),
+        Err(_) => 0,
+    };
+    if let Some(current) = CURRENT_TARGET.get_ptr_mut(0) {
+        unsafe { *current = target };
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn collector_fork(ctx: RawTracePointContext) -> i32 {
+    // The parent is the current task.
+    let (target, target_id) = match target_of_current(&ctx) {
+        Some(t) => t,
+        None => return 0,
+    };
+    let child: *const u8 = ctx.arg(1);
+    let offsets = offsets();
+    let (Ok(pid), Ok(tgid)) = (
+        read_field::<i32>(child, offsets.task_pid),
+        read_field::<i32>(child, offsets.task_tgid),
+    ) else {
+        // The child cannot be followed: count it as a lost TARGET_OF update.
+        count_map_error(MapErrorSite::TargetOf);
+        return 0;
+    };
+    let is_process = pid == tgid;
+    if is_process && TARGET_OF.set(pid as u32, target, 0).is_err() {
+        count_map_error(MapErrorSite::TargetOf);
+        warn!(&ctx, "cannot follow child {} of a target: pid beyond TARGET_OF", pid);
+        return 0;
+    }
+    add_counts(target_id, is_process as i64, 1);
+    if is_process {
+        let p = Process {
+            target,
+            pid: pid as u32,
+            ppid: ctx.tgid(),
+            exit_code: 0,
+            start_ns: 0,
+        };
+        emit_process(EventKind::ProcessStart, &p);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn collector_exec(ctx: RawTracePointContext) -> i32 {
+    let Some((target, _)) = target_of_current(&ctx) else {
+        return 0;
+    };
+    let old_pid: i32 = ctx.arg(1);
+    let pid = ctx.pid();
+    if old_pid as u32 != pid {
+        // A non-leader thread exec'd and now has the leader's pid: its execve() entry is in
+        // the slot of its old thread id, and its exit will be looked up under the new one.
+        if let (Some(old), Some(new)) = (ENTRY.get_ptr_mut(old_pid as u32), ENTRY.get_ptr_mut(pid)) {
+            unsafe {
+                *new = *old;
+                *old = EntrySlot::default();
+            }
+        }
+    }
+    let bprm: *const u8 = ctx.arg(2);
+    let filename = read_field::<*const u8>(bprm, offsets().binprm_filename).unwrap_or(core::ptr::null());
+    let p = Process {
+        target,
+        pid: ctx.tgid(),
+        ppid: 0,
+        exit_code: 0,
+        start_ns: 0,
+    };
+    emit_exec(&p, filename);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn collector_exit(ctx: RawTracePointContext) -> i32 {
+    let Some((target, target_id)) = target_of_current(&ctx) else {
+        return 0;
+    };
+    let tgid = ctx.tgid();
+    // The thread dies inside exit()/exit_group() (or a fatal signal), whose sys_exit never
+    // comes: clear its slot so a future thread with this id starts empty.
+    if let Some(slot) = ENTRY.get_ptr_mut(ctx.pid()) {
+        unsafe { *slot = EntrySlot::default() };
+    }
+    let group_dead = if features().exit_has_group_dead == 1 {
+        ctx.arg::<u64>(1) & 0xff != 0
+    } else {
+        ctx.pid() == tgid
+    };
+    add_counts(target_id, -(group_dead as i64), -1);
+    if !group_dead {
+        return 0;
+    }
+    if TARGET_OF.set(tgid, 0u32, 0).is_err() {
+        count_map_error(MapErrorSite::TargetOf);
+    }
+    let task: *const u8 = ctx.arg(0);
+    let offsets = offsets();
+    // The process's lifetime runs from its leader's start, whichever thread dies last.
+    let leader = read_field::<*const u8>(task, offsets.task_group_leader).unwrap_or(task);
+    let p = Process {
+        target,
+        pid: tgid,
+        ppid: 0,
+        exit_code: read_field::<i32>(task, offsets.task_exit_code).unwrap_or(0) as u32,
+        start_ns: read_field::<u64>(leader, offsets.task_start_time).unwrap_or(0),
+    };
+    emit_process(EventKind::ProcessExit, &p);
+    0
+}
+
+/// The current process's target slot and id, if it is a target.
+#[inline(always)]
+fn target_of_current(ctx: &RawTracePointContext) -> Option<(u32, TargetId)> {
+    let slot = *TARGET_OF.get(ctx.tgid())?;
+    TargetId::from_slot(slot).map(|id| (slot, id))
+}
+
+#[inline(always)]
+fn add_counts(target: TargetId, processes: i64, threads: i64) {
+    if let Some(counts) = TARGET_COUNTS.get_ptr_mut(target.0) {
+        unsafe {
+            (*counts).processes += processes;
+            (*counts).threads += threads;
+        }
+    }
+}

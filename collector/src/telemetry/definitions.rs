@@ -1,0 +1,342 @@
+//! Metrics defined on events, after `telemetry_metrics`: each definition names an event, what
+//! to do with it (count it, add or keep a measurement, or put it in a histogram), the metadata
+//! keys that become labels, and optionally which events to keep.
+//!
+//! The built-in metrics are the table [`PROCESS_METRICS`]; a new event-derived metric is a new
+//! row there, not new code.
+use std::sync::{Arc, atomic::AtomicU64};
+
+use prometheus_client::{
+    metrics::{
+        counter::Counter,
+        family::{Family, MetricConstructor},
+        gauge::Gauge,
+        histogram::Histogram,
+    },
+    registry::Registry,
+};
+
+use super::{DropStage, Event, EventFilter, Telemetry, TelemetryError};
+
+/// What a definition does with each event it keeps.
+#[derive(Clone, Copy, Debug)]
+pub enum Kind {
+    /// Counts events.
+    Counter,
+    /// Adds up a measurement.
+    Sum { measurement: &'static str },
+    /// A gauge holding the latest value of a measurement.
+    LastValue { measurement: &'static str },
+    /// A histogram of a measurement, multiplied by `scale` first (unit conversion, e.g.
+    /// `1e-9` for a measurement in nanoseconds shown in seconds).
+    Distribution {
+        measurement: &'static str,
+        buckets: &'static [f64],
+        scale: f64,
+    },
+}
+
+/// One metric defined on one event.
+#[derive(Clone, Copy, Debug)]
+pub struct MetricDef {
+    /// The exposed name; counters and sums end in `_total`.
+    pub name: &'static str,
+    pub help: &'static str,
+    pub event: &'static str,
+    pub kind: Kind,
+    /// Metadata keys that become labels, in this order; a missing key is an empty value.
+    pub tags: &'static [&'static str],
+    /// Only events for which this returns true are measured.
+    pub keep: Option<fn(&Event) -> bool>,
+}
+
+/// Process lifetimes: 1 ms to a day, roughly x4 apart.
+const LIFETIME_BUCKETS: &[f64] = &[
+    0.001, 0.004, 0.016, 0.064, 0.25, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 86400.0,
+];
+
+/// The built-in metrics of the process lifecycle.
+pub const PROCESS_METRICS: &[MetricDef] = &[
+    MetricDef {
+        name: "collector_process_starts_total",
+        help: "Processes created by target processes (fork or clone of a new process)",
+        event: "process.start",
+        kind: Kind::Counter,
+        tags: &["target"],
+        keep: None,
+    },
+    MetricDef {
+        name: "collector_process_execs_total",
+        help: "Programs executed by target processes",
+        event: "process.exec",
+        kind: Kind::Counter,
+        tags: &["target"],
+        keep: None,
+    },
+    MetricDef {
+        name: "collector_process_exits_total",
+        help: "Target processes that ended: outcome success (exit 0), failure (non-zero exit) or signal",
+        event: "process.exit",
+        kind: Kind::Counter,
+        tags: &["target", "outcome"],
+        keep: None,
+    },
+    MetricDef {
+        name: "collector_process_lifetime_seconds",
+        help: "Lifetime of target processes that ended, from start to exit",
+        event: "process.exit",
+        kind: Kind::Distribution {
+            measurement: "duration",
+            buckets: LIFETIME_BUCKETS,
+            scale: 1.0,
+        },
+        tags: &["target"],
+        keep: None,
+    },
+    MetricDef {
+        name: "collector_processes",
+        help: "Live processes of each target, as of the last poll",
+        event: "process.count",
+        kind: Kind::LastValue {
+            measurement: "processes",
+        },
+        tags: &["target"],
+        keep: None,
+    },
+    MetricDef {
+        name: "collector_threads",
+        help: "Live threads of each target, as of the last poll",
+        event: "process.count",
+        kind: Kind::LastValue { measurement: "threads" },
+        tags: &["target"],
+        keep: None,
+    },
+];
+
+type Labels = Vec<(String, String)>;
+
+/// Builds histograms with a definition's buckets.
+#[derive(Clone)]
+struct Buckets(&'static [f64]);
+
+impl MetricConstructor<Histogram> for Buckets {
+    fn new_metric(&self) -> Histogram {
+        Histogram::new(self.0.iter().copied())
+    }
+}
+
+#[derive(Clone)]
+enum Instrument {
+    Counter(Family<Labels, Counter>),
+    Sum(Family<Labels, Counter<f64, AtomicU64>>),
+    LastValue(Family<Labels, Gauge<f64, AtomicU64>>),
+    Distribution(Family<Labels, Histogram, Buckets>),
+}
+
+/// The metrics of a set of definitions, registered and updated from events.
+pub struct EventMetrics {
+    defined: Vec<(MetricDef, Instrument)>,
+}
+
+impl EventMetrics {
+    /// Registers one metric family per definition.
+    pub fn register(defs: &[MetricDef], registry: &mut Registry) -> EventMetrics {
+        let defined = defs
+            .iter()
+            .map(|def| {
+                // prometheus-client appends `_total` to counters itself.
+                let base = def.name.strip_suffix("_total").unwrap_or(def.name);
+                let instrument = match def.kind {
+                    Kind::Counter => {
+                        let f = Family::default();
+                        registry.register(base, def.help, f.clone());
+                        Instrument::Counter(f)
+                    }
+                    Kind::Sum { .. } => {
+                        let f = Family::default();
+                        registry.register(base, def.help, f.clone());
+                        Instrument::Sum(f)
+                    }
+                    Kind::LastValue { .. } => {
+                        let f = Family::default();
+                        registry.register(base, def.help, f.clone());
+                        Instrument::LastValue(f)
+                    }
+                    Kind::Distribution { buckets, .. } => {
+                        let f = Family::new_with_constructor(Buckets(buckets));
+                        registry.register(base, def.help, f.clone());
+                        Instrument::Distribution(f)
+                    }
+                };
+                (*def, instrument)
+            })
+            .collect();
+        EventMetrics { defined }
+    }
+
+    /// The event names these metrics are defined on.
+    pub fn events(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.defined.iter().map(|(d, _)| d.event).collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+
+    /// Updates every metric defined on `event`'s name.
+    pub fn handle(&self, event: &Event) {
+        for (def, instrument) in self.defined.iter().filter(|(d, _)| d.event == event.name) {
+            if def.keep.is_some_and(|keep| !keep(event)) {
+                continue;
+            }
+            let labels: Labels = def
+                .tags
+                .iter()
+                .map(|&tag| {
+                    (
+                        tag.to_owned(),
+                        event.metadata(tag).map(|v| v.to_label()).unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let measured = |key| event.measurement(key);
+            match (instrument, def.kind) {
+                (Instrument::Counter(f), _) => {
+                    f.get_or_create(&labels).inc();
+                }
+                (Instrument::Sum(f), Kind::Sum { measurement }) => {
+                    if let Some(v) = measured(measurement) {
+                        f.get_or_create(&labels).inc_by(v);
+                    }
+                }
+                (Instrument::LastValue(f), Kind::LastValue { measurement }) => {
+                    if let Some(v) = measured(measurement) {
+                        f.get_or_create(&labels).set(v);
+                    }
+                }
+                (Instrument::Distribution(f), Kind::Distribution { measurement, scale, .. }) => {
+                    if let Some(v) = measured(measurement) {
+                        f.get_or_create(&labels).observe(v * scale);
+                    }
+                }
+                _ => unreachable!("an instrument is built from its definition's kind"),
+            }
+        }
+    }
+
+    /// Attaches these metrics to `telemetry` as the handler `id`.
+    pub fn attach(self: Arc<Self>, telemetry: &Telemetry, id: &str, capacity: usize) -> Result<(), TelemetryError> {
+        let filter = EventFilter::Names(self.events());
+        telemetry.attach(id, filter, capacity, DropStage::Queue, move |e| self.handle(e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::SystemTime;
+
+    use super::*;
+
+    fn text(registry: &Registry) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
+        out
+    }
+
+    fn exit(target: &str, outcome: &str, duration_ns: f64) -> Event {
+        Event::new("e.exit", SystemTime::now())
+            .measure("duration", duration_ns)
+            .meta("target", target)
+            .meta("outcome", outcome)
+    }
+
+    #[test]
+    fn each_kind_of_definition_measures_its_events() {
+        const DEFS: &[MetricDef] = &[
+            MetricDef {
+                name: "t_exits_total",
+                help: "h",
+                event: "e.exit",
+                kind: Kind::Counter,
+                tags: &["target", "outcome"],
+                keep: None,
+            },
+            MetricDef {
+                name: "t_busy_seconds_total",
+                help: "h",
+                event: "e.exit",
+                kind: Kind::Sum {
+                    measurement: "duration",
+                },
+                tags: &["target"],
+                keep: None,
+            },
+            MetricDef {
+                name: "t_last",
+                help: "h",
+                event: "e.exit",
+                kind: Kind::LastValue {
+                    measurement: "duration",
+                },
+                tags: &[],
+                keep: None,
+            },
+            MetricDef {
+                name: "t_seconds",
+                help: "h",
+                event: "e.exit",
+                kind: Kind::Distribution {
+                    measurement: "duration",
+                    buckets: &[1.0, 10.0],
+                    scale: 1e-9,
+                },
+                tags: &["missing"],
+                keep: None,
+            },
+        ];
+        let mut registry = Registry::default();
+        let metrics = EventMetrics::register(DEFS, &mut registry);
+        metrics.handle(&exit("a", "success", 2e9));
+        metrics.handle(&exit("a", "signal", 5e8));
+        metrics.handle(&Event::new("other", SystemTime::now()).meta("target", "a"));
+        let out = text(&registry);
+        for line in [
+            "t_exits_total{target=\"a\",outcome=\"success\"} 1",
+            "t_exits_total{target=\"a\",outcome=\"signal\"} 1",
+            "t_busy_seconds_total{target=\"a\"} 2500000000.0",
+            "t_last{} 500000000.0",
+            // nanoseconds converted to seconds: 2 s and 0.5 s
+            "t_seconds_sum{missing=\"\"} 2.5",
+            "t_seconds_bucket{le=\"1.0\",missing=\"\"} 1",
+            "t_seconds_bucket{le=\"10.0\",missing=\"\"} 2",
+        ] {
+            assert!(out.contains(line), "missing {line:?} in\n{out}");
+        }
+    }
+
+    #[test]
+    fn a_keep_predicate_filters_events() {
+        const DEFS: &[MetricDef] = &[MetricDef {
+            name: "t_failures_total",
+            help: "h",
+            event: "e.exit",
+            kind: Kind::Counter,
+            tags: &[],
+            keep: Some(|e| e.metadata("outcome") != Some(&"success".into())),
+        }];
+        let mut registry = Registry::default();
+        let metrics = EventMetrics::register(DEFS, &mut registry);
+        for outcome in ["success", "failure", "signal", "success"] {
+            metrics.handle(&exit("a", outcome, 1.0));
+        }
+        assert!(text(&registry).contains("t_failures_total{} 2"), "{}", text(&registry));
+    }
+
+    #[test]
+    fn built_in_metrics_are_named_by_prometheus_conventions() {
+        for def in PROCESS_METRICS {
+            assert!(def.name.starts_with("collector_"), "{}", def.name);
+            let is_counter = matches!(def.kind, Kind::Counter | Kind::Sum { .. });
+            assert_eq!(is_counter, def.name.ends_with("_total"), "{}", def.name);
+        }
+    }
+}
