@@ -9,7 +9,6 @@
 //! 5. attach sys_enter/sys_exit, then serve. Everything counted happened after this point.
 use std::{
     collections::HashMap,
-    path::Path,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -69,8 +68,9 @@ const DESCENDANT_PASSES: usize = 5;
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let started = Instant::now();
     let targets = Targets::from_specs(&cli.pids).map_err(|e| Failure::Usage(e.to_string()))?;
+    let mut seen = HashMap::new();
     for &(pid, _) in targets.pids() {
-        check_process(pid)?;
+        seen.insert(pid, check_process(pid)?);
     }
     check_privileges()?;
     let layout = KernelLayout::read()?;
@@ -103,8 +103,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 
     let mut initial_counts = vec![TargetCounts::default(); targets.len()];
     for &(pid, target) in targets.pids() {
-        maps.set_target(pid, Some(target))?;
-        add(&mut initial_counts[target.0 as usize], process_counts(pid), 1);
+        match insert_target(&mut maps, pid, target, seen[&pid])? {
+            Some(counts) => add(&mut initial_counts[target.0 as usize], counts, 1),
+            None => tracing::warn!(pid, "the process exited during start-up"),
+        }
     }
     probes.attach(&TARGET_PROBES)?;
     follow_existing_descendants(&targets, &mut maps, &mut initial_counts)?;
@@ -158,8 +160,9 @@ fn add(total: &mut TargetCounts, counts: TargetCounts, sign: i64) {
 }
 
 /// A named PID must be a running process, and a process rather than one of its threads
-/// (`TARGET_OF` is indexed by process id).
-fn check_process(pid: u32) -> Result<(), Failure> {
+/// (`TARGET_OF` is indexed by process id). Returns its start time, which with the PID
+/// identifies it.
+fn check_process(pid: u32) -> Result<u64, Failure> {
     let status = procfs::process::Process::new(pid as i32)
         .and_then(|p| p.status())
         .map_err(|_| {
@@ -173,7 +176,37 @@ fn check_process(pid: u32) -> Result<(), Failure> {
             status.tgid, status.tgid
         )));
     }
-    Ok(())
+    start_time(pid)
+        .ok_or_else(|| Failure::Usage(format!("--pid {pid}: the process exited; check it with `ps -p {pid}`")))
+}
+
+/// When the process started (clock ticks since boot): with the PID, its identity.
+fn start_time(pid: u32) -> Option<u64> {
+    procfs::process::Process::new(pid as i32)
+        .ok()?
+        .stat()
+        .ok()
+        .map(|s| s.starttime)
+}
+
+/// Makes `pid` a target in the kernel, provided it is still the process seen started at
+/// `started`, and returns what it adds to the target's counts. A process that exited in
+/// between, or whose PID was reused, must not stay a target: its entry is taken back out,
+/// unless the exit probe saw it exit as a target, cleared the entry and counted the exit
+/// (then the returned counts balance that).
+fn insert_target(
+    maps: &mut KernelMaps,
+    pid: u32,
+    target: TargetId,
+    started: u64,
+) -> Result<Option<TargetCounts>, Failure> {
+    let counts = process_counts(pid);
+    maps.set_target(pid, Some(target))?;
+    if start_time(pid) == Some(started) || maps.target_of(pid)?.is_none() {
+        return Ok(Some(counts));
+    }
+    maps.set_target(pid, None)?;
+    Ok(None)
 }
 
 /// Loading tracing programs needs CAP_BPF and CAP_PERFMON (Linux 5.8+), or CAP_SYS_ADMIN.
@@ -234,19 +267,16 @@ fn follow_existing_descendants(
     let roots: HashMap<u32, TargetId> = targets.pids().iter().copied().collect();
     for _ in 0..DESCENDANT_PASSES {
         let mut added = 0;
-        for (pid, target) in descendants(&process_tree()?, &roots) {
+        let tree = process_tree()?;
+        let parents: Vec<(u32, u32)> = tree.iter().map(|&(pid, ppid, _)| (pid, ppid)).collect();
+        let started: HashMap<u32, u64> = tree.iter().map(|&(pid, _, start)| (pid, start)).collect();
+        for (pid, target) in descendants(&parents, &roots) {
             if maps.target_of(pid)?.is_some() {
                 continue; // already followed by the kernel, or by an earlier pass
             }
-            maps.set_target(pid, Some(target))?;
-            let counts = process_counts(pid);
-            add(&mut initial[target.0 as usize], counts, 1);
-            added += 1;
-            // It may have exited before the entry was written, in which case the exit probe
-            // never saw it as a target: undo, unless the probe did see it and cleared it.
-            if !Path::new(&format!("/proc/{pid}")).exists() && maps.target_of(pid)?.is_some() {
-                maps.set_target(pid, None)?;
-                add(&mut initial[target.0 as usize], counts, -1);
+            if let Some(counts) = insert_target(maps, pid, target, started[&pid])? {
+                add(&mut initial[target.0 as usize], counts, 1);
+                added += 1;
             }
         }
         if added == 0 {
@@ -260,12 +290,13 @@ fn follow_existing_descendants(
     Ok(())
 }
 
-/// Every (pid, ppid) on the host; processes that vanish while being read are skipped.
-fn process_tree() -> anyhow::Result<Vec<(u32, u32)>> {
+/// Every (pid, ppid, start time) on the host; processes that vanish while being read are
+/// skipped.
+fn process_tree() -> anyhow::Result<Vec<(u32, u32, u64)>> {
     let all = procfs::process::all_processes().context("cannot list processes in /proc")?;
     Ok(all
         .filter_map(|p| p.ok()?.stat().ok())
-        .map(|stat| (stat.pid as u32, stat.ppid as u32))
+        .map(|stat| (stat.pid as u32, stat.ppid as u32, stat.starttime))
         .collect())
 }
 
