@@ -5,6 +5,8 @@
 //!
 //! A. cost per syscall: one pinned process times a fixed getppid loop (and a 4 KiB pread
 //!    loop) under each arm; the agent and the peers run on the other CPU.
+//! B. events: process exec and exit storms at fixed rates and flat out, the agent's CPU
+//!    kept busy by a spinner, counting what was delivered and what was dropped where.
 //! C. scrape: /metrics latency and size with synthetic series in the kernel map.
 //! D. idle: agent CPU and RSS with no activity, scraped every 15 s.
 use std::{
@@ -132,6 +134,7 @@ fn main() {
         config.pread_calls,
         &[Arm::Bare, Arm::Floor, Arm::CollectorTarget],
     );
+    let events = event_throughput(&config);
     let scrape = scrape_cost(&config);
     let idle = idle_cost(&config);
 
@@ -141,11 +144,11 @@ fn main() {
         "passes": config.passes,
         "syscall_cost": syscall,
         "pread_cost": pread,
+        "events": events,
         "scrape": scrape,
         "idle": idle,
         "not_measured": {
             "(e) cgroup target arm": "cgroup targets do not exist yet (issue: targets by cgroup)",
-            "B. event throughput": "process events do not exist yet (issue: telemetry events)",
         },
     });
     let md = markdown(&report);
@@ -426,6 +429,118 @@ impl Drop for TracefsMount {
 }
 
 // ---------------------------------------------------------------------------------------
+// B. Events
+
+const PROCESS_EVENTS: [&str; 3] = ["process.start", "process.exec", "process.exit"];
+
+fn event_throughput(config: &Config) -> Value {
+    let seconds = if config.quick { 2 } else { 10 };
+    let mut rows = Vec::new();
+    // (storm, exec'ing children?, events per child: start, [exec,] exit)
+    for (storm, exec, per_child) in [("exec", true, 3u64), ("exit", false, 2)] {
+        for events_per_s in [1_000u64, 10_000, 0] {
+            let _spinner = Spinner::start(AGENT_CPU);
+            let mut w = Workload::spawn();
+            w.run(&format!("pin {LOOP_CPU}"));
+            let c = Collector::start(&["--pid", &format!("storm={}", w.pid)]);
+            pin_process(c.pid(), AGENT_CPU);
+            let (cpu_before, start) = (cpu_seconds(c.pid()), Instant::now());
+            let out = w.run(&format!("storm {seconds} {} {}", events_per_s / per_child, exec as u8));
+            let mut out = out.split_whitespace().map(|v| v.parse::<f64>().unwrap());
+            let (children, storm_ns) = (out.next().unwrap(), out.next().unwrap());
+            let generated = children * per_child as f64;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            let (delivered, kernel, queue) = loop {
+                let t = event_totals(&c);
+                if t.0 + t.1 + t.2 >= generated || Instant::now() > deadline {
+                    break t;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            };
+            let wall = start.elapsed().as_secs_f64();
+            let cpu_percent = (cpu_seconds(c.pid()) - cpu_before) / wall * 100.0;
+            let achieved = generated / (storm_ns / 1e9);
+            let label = if events_per_s == 0 {
+                "max".to_owned()
+            } else {
+                format!("{events_per_s}/s")
+            };
+            eprintln!(
+                "bench: {storm} storm {label}: generated {generated} ({achieved:.0}/s), delivered {delivered}, \
+                 dropped kernel {kernel} queue {queue}, agent CPU {cpu_percent:.1} %"
+            );
+            rows.push(json!({ "storm": storm, "requested": label, "generated": generated,
+                "generated_per_s": round1(achieved), "delivered": delivered,
+                "delivered_per_s": round1(delivered / (storm_ns / 1e9)), "dropped_kernel": kernel,
+                "dropped_queue": queue, "accounted": delivered + kernel + queue == generated,
+                "agent_cpu_percent": round1(cpu_percent) }));
+        }
+    }
+    let at_10k: Vec<&Value> = rows.iter().filter(|r| r["requested"] == "10000/s").collect();
+    let reached = |r: &&&Value| r["generated_per_s"].as_f64().unwrap() >= 9_000.0;
+    let no_drops = at_10k
+        .iter()
+        .all(|r| r["dropped_kernel"] == 0.0 && r["dropped_queue"] == 0.0);
+    let short: Vec<String> = at_10k
+        .iter()
+        .filter(|r| !reached(r))
+        .map(|r| {
+            format!(
+                "{} storm reached only {}/s here",
+                r["storm"].as_str().unwrap(),
+                r["generated_per_s"]
+            )
+        })
+        .collect();
+    json!({ "seconds": seconds, "rows": rows, "targets": [
+        { "target": "no drops at 10,000 events/s (default settings)",
+          "met": no_drops && at_10k.iter().any(|r| reached(&r)),
+          "note": short.join("; ") },
+        { "target": "every event delivered or counted as dropped", "met": rows.iter().all(|r| r["accounted"] == true) },
+    ] })
+}
+
+/// (delivered, dropped in the kernel, dropped in a handler queue) over the process events.
+fn event_totals(c: &Collector) -> (f64, f64, f64) {
+    let m = c.metrics();
+    let sum = |name: &str, stage: Option<&str>| -> f64 {
+        PROCESS_EVENTS
+            .iter()
+            .map(|e| match stage {
+                Some(stage) => m.value(name, &[("event", e), ("stage", stage)]),
+                None => m.value(name, &[("event", e)]),
+            })
+            .map(|v| v.unwrap_or(0.0))
+            .sum()
+    };
+    (
+        sum("collector_events_total", None),
+        sum("collector_events_dropped_total", Some("kernel")),
+        sum("collector_events_dropped_total", Some("queue")),
+    )
+}
+
+/// Keeps a CPU busy for as long as it lives.
+struct Spinner(Child);
+
+impl Spinner {
+    fn start(cpu: usize) -> Spinner {
+        let child = Command::new("taskset")
+            .args(["-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"])
+            .spawn()
+            .expect("start a spinner");
+        Spinner(child)
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // C. Scrape
 
 /// Samples in the exposition per (target, syscall) key: the counter, 28 buckets, _sum, _count.
@@ -634,7 +749,41 @@ fn markdown(r: &Value) -> String {
         }
         md += "\n";
     }
-    md += "## C. Scrape (100 scrapes, OpenMetrics)\n\n| series | samples | p50 ms | p99 ms | bytes | RSS before → after (KiB) | target |\n|---|---|---|---|---|---|---|\n";
+    let ev = &r["events"];
+    md += &format!(
+        "## B. Events: process storms for {} s each, the agent's CPU kept busy by a spinner\n\n",
+        ev["seconds"]
+    );
+    md += "| storm | requested | generated (per s) | delivered (per s) | dropped: kernel | dropped: queue | all accounted | agent CPU % |\n|---|---|---|---|---|---|---|---|\n";
+    for row in ev["rows"].as_array().unwrap() {
+        md += &format!(
+            "| {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} |\n",
+            row["storm"].as_str().unwrap(),
+            row["requested"].as_str().unwrap(),
+            row["generated"],
+            row["generated_per_s"],
+            row["delivered"],
+            row["delivered_per_s"],
+            row["dropped_kernel"],
+            row["dropped_queue"],
+            row["accounted"],
+            row["agent_cpu_percent"]
+        );
+    }
+    md += "\n";
+    for t in ev["targets"].as_array().unwrap() {
+        let note = t["note"]
+            .as_str()
+            .filter(|n| !n.is_empty())
+            .map(|n| format!(" ({n})"))
+            .unwrap_or_default();
+        md += &format!(
+            "- {}: {}{note}\n",
+            t["target"].as_str().unwrap(),
+            if t["met"] == true { "met" } else { "**MISSED**" }
+        );
+    }
+    md += "\n## C. Scrape (100 scrapes, OpenMetrics)\n\n| series | samples | p50 ms | p99 ms | bytes | RSS before → after (KiB) | target |\n|---|---|---|---|---|---|---|\n";
     for s in r["scrape"].as_array().unwrap() {
         md += &format!(
             "| {} | {} | {} | {} | {} | {} → {} | {} {} |\n",

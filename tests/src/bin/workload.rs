@@ -13,6 +13,9 @@
 //!   kill_child         fork a child that waits forever, SIGKILL it, wait for it
 //!   hold N             fork N children that wait until `release`
 //!   release            SIGTERM the held children and wait for them
+//!   storm S RATE EXEC  for S seconds fork RATE children a second (0: as fast as possible),
+//!                      each exec'ing /bin/true (EXEC 1) or exiting at once (EXEC 0), reaping
+//!                      as it goes; prints `done CHILDREN NS`
 //!   pin CPU            pin this process to one CPU (for the benchmark)
 //!   time_getppid N     N getppid() calls; prints `done NS` with the loop's wall time
 //!   time_pread N       N 4 KiB pread() from a file on tmpfs (/dev/shm); prints `done NS`
@@ -79,6 +82,35 @@ fn pause_forever() {
     }
 }
 
+fn storm(seconds: u64, rate: u64, exec: bool) -> String {
+    let start = Instant::now();
+    let until = std::time::Duration::from_secs(seconds);
+    let (mut forked, mut live) = (0u64, 0u64);
+    while start.elapsed() < until {
+        if rate > 0 {
+            let due = std::time::Duration::from_secs_f64(forked as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        fork(|| {
+            if exec {
+                exec_true()
+            }
+        });
+        forked += 1;
+        live += 1;
+        while live > 0 && unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {
+            live -= 1;
+        }
+    }
+    let elapsed = start.elapsed();
+    while live > 0 && unsafe { libc::waitpid(-1, std::ptr::null_mut(), 0) } > 0 {
+        live -= 1;
+    }
+    format!(" {forked} {}", elapsed.as_nanos())
+}
+
 fn pin(cpu: u64) {
     unsafe {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
@@ -117,10 +149,9 @@ fn main() {
     for line in std::io::stdin().lock().lines() {
         let line = line.unwrap();
         let mut words = line.split_whitespace();
-        let (Some(cmd), n) = (words.next(), words.next().and_then(|n| n.parse::<u64>().ok())) else {
-            continue;
-        };
-        let n = n.unwrap_or(0);
+        let Some(cmd) = words.next() else { continue };
+        let args: Vec<u64> = words.filter_map(|w| w.parse().ok()).collect();
+        let n = args.first().copied().unwrap_or(0);
         let mut result = String::new();
         match cmd {
             "getppid" => getppid(n),
@@ -155,6 +186,13 @@ fn main() {
                 }
                 wait_all(&held);
                 held.clear();
+            }
+            "storm" => {
+                result = storm(
+                    n,
+                    args.get(1).copied().unwrap_or(0),
+                    args.get(2).copied().unwrap_or(1) != 0,
+                )
             }
             "pin" => pin(n),
             "time_getppid" => result = timed(|| getppid(n)),
