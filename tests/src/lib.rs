@@ -191,6 +191,12 @@ impl Collector {
         }
     }
 
+    /// Stops the collector (SIGTERM) and returns everything it logged.
+    pub fn stop_and_read_log(mut self) -> String {
+        self.terminate(Duration::from_secs(5)).expect("collector did not stop");
+        self.stderr()
+    }
+
     fn stderr(&mut self) -> String {
         let mut text = String::new();
         if let Some(mut err) = self.child.stderr.take() {

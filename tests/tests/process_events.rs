@@ -248,3 +248,40 @@ fn with_a_tiny_ring_buffer_delivered_plus_dropped_equals_generated() {
         "a 4 KiB ring buffer under an exec storm should have dropped something"
     );
 }
+
+#[test]
+fn json_logs_are_one_object_per_line_with_level_message_and_fields() {
+    if !privileged() {
+        return;
+    }
+    let w = Workload::spawn();
+    let c = Collector::start(&["--pid", &format!("logged={}", w.pid), "--log-format", "json"]);
+    let log = c.stop_and_read_log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("log line is not JSON ({e}): {l}")))
+        .collect();
+    println!(
+        "{} JSON log lines; first: {}",
+        lines.len(),
+        lines.first().map(|l| l.to_string()).unwrap_or_default()
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["message"].is_string() && l["timestamp"].is_string())
+    );
+    let ready = lines
+        .iter()
+        .find(|l| l["message"] == "collector ready")
+        .expect("a ready line");
+    assert_eq!(ready["level"], "INFO");
+    assert_eq!(ready["targets"], "logged");
+    assert!(ready["listen"].is_string() && ready["startup_ms"].is_u64(), "{ready}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "stopping" && l["signal"] == "SIGTERM"),
+        "{log}"
+    );
+}
