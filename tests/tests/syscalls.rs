@@ -82,7 +82,12 @@ fn descendants_existing_at_start_are_followed() {
         .args(["-c", "sleep 30 & wait"])
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    let children = format!("/proc/{0}/task/{0}/children", parent.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::fs::read_to_string(&children).unwrap_or_default().trim().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "sh never forked its child");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let c = Collector::start(&["--pid", &format!("tree={}", parent.id())]);
     let (_, health) = c.health();
     let processes = &health["checks"]["targets"]["targets"]["tree"]["processes"];
