@@ -82,6 +82,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         )
     })?;
 
+    // Handlers before probes: a bad --events path fails before anything is loaded, and no
+    // event the kernel sends finds nobody to count it.
+    let (telemetry, mut registry) = start_telemetry(cli.events.as_deref())?;
+
     let mut probes = Probes::load(&layout, pid_max, cli.ring_buffer_size)?;
     // Parsing the kernel's BTF (several MB, ~100k types) is the agent's largest allocation
     // and is freed at once; hand the pages back so the resident size reflects what runs
@@ -92,14 +96,6 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     let mut maps = KernelMaps::take(probes.ebpf_mut())?;
     let ring = take_events(probes.ebpf_mut())?;
     let ring_fill = RingFill::new(&ring, cli.ring_buffer_size).context("cannot map the event ring buffer")?;
-
-    // Handlers first, so no event the kernel sends from here on finds nobody to count it.
-    let telemetry = Arc::new(Telemetry::new());
-    let mut registry = Registry::default();
-    Arc::new(EventMetrics::register(PROCESS_METRICS, &mut registry)).attach(&telemetry, "metrics", METRICS_QUEUE)?;
-    if let Some(path) = &cli.events {
-        sink::attach(&telemetry, path).map_err(|e| Failure::Usage(format!("--events {path}: {e}")))?;
-    }
 
     let mut initial_counts = vec![TargetCounts::default(); targets.len()];
     for &(pid, target) in targets.pids() {
@@ -141,6 +137,18 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     served?;
     tracing::info!("stopped; all probes detached");
     Ok(())
+}
+
+/// The event bus with the built-in metrics attached (registered in the returned registry)
+/// and, with `--events`, the sink.
+fn start_telemetry(events: Option<&str>) -> Result<(Arc<Telemetry>, Registry), Failure> {
+    let telemetry = Arc::new(Telemetry::new());
+    let mut registry = Registry::default();
+    Arc::new(EventMetrics::register(PROCESS_METRICS, &mut registry)).attach(&telemetry, "metrics", METRICS_QUEUE)?;
+    if let Some(path) = events {
+        sink::attach(&telemetry, path).map_err(|e| Failure::Usage(format!("--events {path}: {e}")))?;
+    }
+    Ok((telemetry, registry))
 }
 
 /// One process and its threads (from /proc; 1 if it is already gone).

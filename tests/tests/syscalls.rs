@@ -335,3 +335,19 @@ fn without_privilege_the_collector_says_so_and_exits_1() {
     assert!(stderr.contains("not enough privilege"), "{stderr}");
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
 }
+
+#[test]
+fn an_event_sink_that_cannot_be_opened_is_a_usage_error_before_anything_loads() {
+    if !privileged() {
+        return;
+    }
+    let w = Workload::spawn();
+    let (code, stderr) = collector_output(&["--pid", &w.pid.to_string(), "--events", "/nonexistent-dir/events.jsonl"]);
+    println!("exit {code:?}: {stderr}");
+    assert_eq!(code, Some(2));
+    assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("cannot open the event sink /nonexistent-dir/events.jsonl"),
+        "{stderr}"
+    );
+}
