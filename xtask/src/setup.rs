@@ -19,11 +19,15 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 
-/// Programs the end-to-end tests drive, and the Debian packages that have them.
+/// Programs the end-to-end tests drive (the last three through `bench --quick`), and the
+/// Debian packages that have them.
 const TEST_PEERS: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("bpftool", "bpftool"),
     ("setpriv", "util-linux"),
+    ("bpftrace", "bpftrace"),
+    ("syscount", "libbpf-tools"),
+    ("taskset", "util-linux"),
 ];
 
 pub fn ensure_toolchain() -> anyhow::Result<()> {

@@ -1,0 +1,54 @@
+//! `cargo xtask bench --quick` in the test suite: every benchmark arm runs, and what is exact
+//! in it is checked exactly (call counts of the collector, bpftrace and syscount; every event
+//! delivered or counted as dropped). Its timings are not checked: they mean nothing here.
+use std::process::Command;
+
+use serde_json::Value;
+use tests::{collector_bin, have_tool, privileged};
+
+#[test]
+fn every_bench_arm_runs_and_every_tool_counts_exactly() {
+    if !privileged()
+        || !have_tool("bpftrace", "bpftrace")
+        || !have_tool("syscount", "libbpf-tools")
+        || !have_tool("taskset", "util-linux")
+    {
+        return;
+    }
+    let out = std::env::temp_dir().join(format!("collector-bench-quick-{}", std::process::id()));
+    let run = Command::new(env!("CARGO_BIN_EXE_bench"))
+        .args(["--quick", "--out"])
+        .arg(&out)
+        .env("COLLECTOR_BIN", collector_bin())
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "bench --quick failed ({}):\n{}{}",
+        run.status,
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let _ = std::fs::remove_dir_all(&out);
+
+    let arms = report["syscall_cost"]["arms"].as_object().unwrap();
+    assert_eq!(
+        arms.keys().map(String::as_str).collect::<Vec<_>>(),
+        ["a", "b", "c", "d", "f", "g"]
+    );
+    for counting in ["d", "f", "g"] {
+        let arm = &arms[counting];
+        for counted in arm["counted"].as_array().unwrap() {
+            println!("{}: counted {counted} of {}", arm["arm"], arm["expected_count"]);
+            assert_eq!(counted, &arm["expected_count"], "{}", arm["arm"]);
+        }
+    }
+    let storms = report["events"]["rows"].as_array().unwrap();
+    assert_eq!(storms.len(), 6);
+    for storm in storms {
+        assert_eq!(storm["accounted"], true, "{storm}");
+    }
+    assert_eq!(report["scrape"].as_array().unwrap().len(), 2);
+    assert!(report["idle"]["rss_mib"].as_f64().unwrap() > 0.0);
+}
