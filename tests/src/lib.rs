@@ -114,6 +114,13 @@ impl Workload {
         rest.trim().to_owned()
     }
 
+    /// Sends a command that never answers (one that execs away the workload) and waits for
+    /// the process to end; returns its exit code.
+    pub fn run_to_exit(mut self, command: &str) -> Option<i32> {
+        writeln!(self.stdin.as_mut().unwrap(), "{command}").unwrap();
+        self.child.wait().unwrap().code()
+    }
+
     /// Ends the workload (closing its stdin) and waits for it.
     pub fn finish(mut self) {
         drop(self.stdin.take());

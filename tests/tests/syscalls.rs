@@ -409,3 +409,25 @@ fn a_real_prometheus_server_scrapes_the_exact_count() {
     );
     assert_eq!(value.as_deref(), Some(N.to_string().as_str()));
 }
+
+/// A non-leader thread's execve returns in the thread that took over the leader's pid
+/// (fs/exec.c de_thread), so its entry slot must move with it to be counted once.
+#[test]
+fn an_exec_from_a_non_leader_thread_is_counted_once() {
+    if !privileged() {
+        return;
+    }
+    let w = Workload::spawn();
+    let c = Collector::start(&["--pid", &format!("morph={}", w.pid)]);
+    let code = w.run_to_exit("thread_exec");
+    assert_eq!(code, Some(0), "/bin/true should have replaced the workload");
+    let m = c.metrics();
+    let execve = m.value(GETPPID, &[("target", "morph"), ("syscall", "execve")]);
+    let count = m.value(
+        "collector_syscall_duration_seconds_count",
+        &[("target", "morph"), ("syscall", "execve")],
+    );
+    println!("execve calls counted: {execve:?} (histogram count {count:?})");
+    assert_eq!(execve, Some(1.0));
+    assert_eq!(count, Some(1.0));
+}

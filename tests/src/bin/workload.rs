@@ -16,6 +16,7 @@
 //!   storm S RATE EXEC  for S seconds fork RATE children a second (0: as fast as possible),
 //!                      each exec'ing /bin/true (EXEC 1) or exiting at once (EXEC 0), reaping
 //!                      as it goes; prints `done CHILDREN NS`
+//!   thread_exec        a second thread execs /bin/true, replacing this process (no `done`)
 //!   pin CPU            pin this process to one CPU (for the benchmark)
 //!   time_getppid N     N getppid() calls; prints `done NS` with the loop's wall time
 //!   time_pread N       N 4 KiB pread() from a file on tmpfs (/dev/shm); prints `done NS`
@@ -193,6 +194,12 @@ fn main() {
                     args.get(1).copied().unwrap_or(0),
                     args.get(2).copied().unwrap_or(1) != 0,
                 )
+            }
+            "thread_exec" => {
+                std::thread::spawn(exec_true);
+                loop {
+                    std::thread::park(); // the exec ends this process from the other thread
+                }
             }
             "pin" => pin(n),
             "time_getppid" => result = timed(|| getppid(n)),
