@@ -14,7 +14,7 @@ use std::{
 use collector_common::{SyscallStats, TargetId, histogram};
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric as _, NoLabelSet},
+    encoding::{DescriptorEncoder, EncodeCounterValue, EncodeLabelSet, EncodeMetric as _, MetricEncoder, NoLabelSet},
     metrics::{MetricType, gauge::ConstGauge},
     registry::{Registry, Unit},
 };
@@ -160,9 +160,7 @@ impl Collector for KernelCollector {
         )?;
         for (labels, s) in &stats {
             let count: u64 = s.buckets.iter().sum();
-            family
-                .encode_family(labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&count, None)?;
+            counter(family.encode_family(labels)?, count)?;
         }
 
         let mut family = encoder.encode_descriptor(
@@ -177,9 +175,7 @@ impl Collector for KernelCollector {
                 syscall: syscall_name(k.nr),
                 errno: errno_name(k.errno),
             };
-            family
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            counter(family.encode_family(&labels)?, n)?;
         }
 
         let mut family = encoder.encode_descriptor(
@@ -212,9 +208,7 @@ impl Collector for KernelCollector {
             MetricType::Counter,
         )?;
         for (site, n) in map_errors.unwrap_or_default() {
-            family
-                .encode_family(&MapLabels { map: site.map_name() })?
-                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            counter(family.encode_family(&MapLabels { map: site.map_name() })?, n)?;
         }
 
         let family = encoder.encode_descriptor(
@@ -224,7 +218,7 @@ impl Collector for KernelCollector {
             MetricType::Counter,
         )?;
         let n = self.read_errors.load(Ordering::Relaxed);
-        { family }.encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+        counter(family, n)?;
 
         let mut family = encoder.encode_descriptor(
             "collector_build_info",
@@ -267,9 +261,7 @@ impl Collector for AgentCollector {
             MetricType::Counter,
         )?;
         for (event, n) in stats.executed() {
-            family
-                .encode_family(&EventLabels { event })?
-                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            counter(family.encode_family(&EventLabels { event })?, n)?;
         }
 
         let mut family = encoder.encode_descriptor(
@@ -285,18 +277,14 @@ impl Collector for AgentCollector {
                 event: kind.event_name(),
                 stage: DropStage::Kernel.as_str(),
             };
-            family
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            counter(family.encode_family(&labels)?, n)?;
         }
         for ((event, stage), n) in stats.dropped() {
             let labels = DropLabels {
                 event,
                 stage: stage.as_str(),
             };
-            family
-                .encode_family(&labels)?
-                .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+            counter(family.encode_family(&labels)?, n)?;
         }
 
         let Ok(me) = own_process::read() else { return Ok(()) };
@@ -326,9 +314,14 @@ impl Collector for AgentCollector {
             None,
             MetricType::Counter,
         )?;
-        { family }.encode_counter::<NoLabelSet, _, u64>(&me.cpu_seconds, None)?;
+        counter(family, me.cpu_seconds)?;
         Ok(())
     }
+}
+
+/// Encodes one counter sample, without an exemplar.
+fn counter(mut metric: MetricEncoder, value: impl EncodeCounterValue) -> Result<(), std::fmt::Error> {
+    metric.encode_counter::<NoLabelSet, _, u64>(&value, None)
 }
 
 /// (sum in seconds, count, per-bucket counts with upper bounds in seconds; `f64::MAX` marks

@@ -238,7 +238,7 @@ fn sigterm_stops_within_2s_and_leaves_no_program_loaded() {
     }
     let w = Workload::spawn();
     let mut c = Collector::start(&["--pid", &w.pid.to_string()]);
-    let ours = programs_held_by(c.pid());
+    let ours = tests::bpf_ids_held_by(c.pid(), "prog_id:");
     println!("programs held by the collector: {ours:?}");
     assert_eq!(ours.len(), 6, "six probes expected: {ours:?}");
     let status = c
@@ -257,24 +257,6 @@ fn sigterm_stops_within_2s_and_leaves_no_program_loaded() {
     }
     println!("programs gone {:?} after exit", exited.elapsed());
     assert!(left.is_empty(), "programs still loaded 10 s after exit: {left:?}");
-}
-
-/// Ids of the BPF programs `pid` holds, through program or link fds: the kernel lists a
-/// `prog_id` line in /proc/PID/fdinfo/FD for both (kernel/bpf/syscall.c, bpf_prog_show_fdinfo
-/// and bpf_link_show_fdinfo).
-fn programs_held_by(pid: u32) -> Vec<u64> {
-    let mut ids: Vec<u64> = std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-        .flat_map(|info| {
-            info.lines()
-                .filter_map(|l| l.strip_prefix("prog_id:")?.trim().parse().ok())
-                .collect::<Vec<u64>>()
-        })
-        .collect();
-    ids.sort();
-    ids.dedup();
-    ids
 }
 
 fn loaded_program_ids() -> Vec<u64> {

@@ -584,9 +584,9 @@ fn scrape_cost(config: &Config) -> Value {
 /// Inserts `keys` synthetic (target, syscall) aggregates into the running agent's
 /// SYSCALL_STATS, found among the maps the agent's fds refer to.
 fn fill_syscall_stats(agent: u32, keys: usize) {
-    let map = map_ids_held_by(agent)
+    let map = tests::bpf_ids_held_by(agent, "map_id:")
         .into_iter()
-        .filter_map(|id| MapData::from_id(id).ok())
+        .filter_map(|id| MapData::from_id(id as u32).ok())
         .find(|m| {
             m.info()
                 .ok()
@@ -609,17 +609,6 @@ fn fill_syscall_stats(agent: u32, keys: usize) {
         let values = PerCpuValues::try_from(vec![stats; cpus]).unwrap();
         map.insert(key, values, 0).unwrap();
     }
-}
-
-fn map_ids_held_by(pid: u32) -> Vec<u32> {
-    std::fs::read_dir(format!("/proc/{pid}/fdinfo"))
-        .unwrap()
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-        .filter_map(|info| {
-            info.lines()
-                .find_map(|l| l.strip_prefix("map_id:")?.trim().parse().ok())
-        })
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------
