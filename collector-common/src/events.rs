@@ -1,4 +1,5 @@
-//! Ring-buffer records: the low-rate events the kernel sends one by one (process lifecycle).
+//! Ring-buffer records: the low-rate events the kernel sends one by one (process lifecycle,
+//! TCP connections).
 //! High-rate data (syscalls) never goes through here; it is aggregated in maps.
 //!
 //! Every record starts with [`EventHeader`]; `kind` says which record follows and `size`
@@ -14,17 +15,28 @@ pub enum EventKind {
     ProcessStart = 1,
     ProcessExec = 2,
     ProcessExit = 3,
+    TcpConnect = 4,
+    TcpAccept = 5,
+    TcpConnectError = 6,
+    TcpClose = 7,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 3] = [EventKind::ProcessStart, EventKind::ProcessExec, EventKind::ProcessExit];
+    pub const ALL: [EventKind; 7] = [
+        EventKind::ProcessStart,
+        EventKind::ProcessExec,
+        EventKind::ProcessExit,
+        EventKind::TcpConnect,
+        EventKind::TcpAccept,
+        EventKind::TcpConnectError,
+        EventKind::TcpClose,
+    ];
 
     pub const fn from_u32(v: u32) -> Option<EventKind> {
-        match v {
-            1 => Some(EventKind::ProcessStart),
-            2 => Some(EventKind::ProcessExec),
-            3 => Some(EventKind::ProcessExit),
-            _ => None,
+        if v >= 1 && v as usize <= Self::ALL.len() {
+            Some(Self::ALL[v as usize - 1])
+        } else {
+            None
         }
     }
 
@@ -34,6 +46,10 @@ impl EventKind {
             EventKind::ProcessStart => "process.start",
             EventKind::ProcessExec => "process.exec",
             EventKind::ProcessExit => "process.exit",
+            EventKind::TcpConnect => "tcp.connect",
+            EventKind::TcpAccept => "tcp.accept",
+            EventKind::TcpConnectError => "tcp.connect_error",
+            EventKind::TcpClose => "tcp.close",
         }
     }
 
@@ -78,6 +94,34 @@ pub struct ExecRecord {
     pub process: ProcessRecord,
     /// `linux_binprm.filename`, NUL-terminated.
     pub filename: [u8; FILENAME_LEN],
+}
+
+/// `tcp.connect`, `tcp.accept`, `tcp.connect_error` and `tcp.close`: the connection's
+/// owner (header pid/target and `comm`, from `sockets::Connection`) and endpoints.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct TcpRecord {
+    pub header: EventHeader,
+    /// connect: SYN sent to established; close: established (or accepted) to close.
+    pub duration_ns: u64,
+    /// close: payload bytes the owner sent and received on the connection.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub comm: [u8; COMM_LEN],
+    /// Local and remote address: 4 bytes for AF_INET, 16 for AF_INET6, network order.
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Local and remote port, host order.
+    pub sport: u16,
+    pub dport: u16,
+    /// `sockets::DIRECTION_*`.
+    pub direction: u8,
+    pub _pad: u8,
+    /// connect_error: `sk_err` when the socket closed.
+    pub sk_err: i32,
+    pub _pad2: u32,
 }
 
 /// Live processes and threads a target gained minus lost in the kernel since the agent

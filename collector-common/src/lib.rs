@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod histogram;
+pub mod sockets;
 
 /// Target ids as stored in the kernel: `0` means "not a target", so a zeroed map slot is
 /// never mistaken for target 0. The agent converts with [`TargetId::slot`] / [`TargetId::from_slot`].
@@ -85,6 +86,27 @@ pub struct KernelOffsets {
     pub task_start_time: u32,
     pub task_group_leader: u32,
     pub binprm_filename: u32,
+    /// `struct sock` (its `__sk_common` is its first member, so these are offsets into both).
+    pub sock_family: u32,
+    pub sock_state: u32,
+    pub sock_protocol: u32,
+    pub sock_err: u32,
+    pub sock_daddr: u32,
+    pub sock_rcv_saddr: u32,
+    pub sock_dport: u32,
+    pub sock_v6_daddr: u32,
+    pub sock_v6_rcv_saddr: u32,
+    /// `struct inet_sock.inet_sport`: the local port, kept when the port is released at close.
+    pub inet_sport: u32,
+    /// The path from the current task to the socket behind a file descriptor.
+    pub task_files: u32,
+    pub files_fdt: u32,
+    pub fdtable_max_fds: u32,
+    pub fdtable_fd: u32,
+    pub file_private_data: u32,
+    pub socket_sk: u32,
+    /// `struct pt_regs`' syscall number (x86 `orig_ax`, arm64 `syscallno`).
+    pub regs_syscall_nr: u32,
 }
 
 /// Whether the running kernel's `sched_process_exit` passes `group_dead` (Linux 6.16+);
@@ -93,6 +115,10 @@ pub struct KernelOffsets {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelFeatures {
     pub exit_has_group_dead: u32,
+    /// This architecture's numbers of accept(2) and accept4(2), whose return is where an
+    /// inbound connection gets its owner (see `collector-ebpf/src/sockets.rs`).
+    pub nr_accept: u32,
+    pub nr_accept4: u32,
 }
 
 /// Index into the `MAP_ERRORS` per-CPU array: which map an update failed on.
@@ -102,13 +128,17 @@ pub enum MapErrorSite {
     SyscallStats = 0,
     SyscallErrors = 1,
     TargetOf = 2,
+    Sockets = 3,
+    SocketBytes = 4,
 }
 
 impl MapErrorSite {
-    pub const ALL: [MapErrorSite; 3] = [
+    pub const ALL: [MapErrorSite; 5] = [
         MapErrorSite::SyscallStats,
         MapErrorSite::SyscallErrors,
         MapErrorSite::TargetOf,
+        MapErrorSite::Sockets,
+        MapErrorSite::SocketBytes,
     ];
 
     /// The map's name, as used in the `map` label of `collector_bpf_map_errors_total`.
@@ -117,6 +147,8 @@ impl MapErrorSite {
             MapErrorSite::SyscallStats => "SYSCALL_STATS",
             MapErrorSite::SyscallErrors => "SYSCALL_ERRORS",
             MapErrorSite::TargetOf => "TARGET_OF",
+            MapErrorSite::Sockets => "SOCKETS",
+            MapErrorSite::SocketBytes => "SOCKET_BYTES",
         }
     }
 }
@@ -132,11 +164,19 @@ pub mod maps {
     pub const SYSCALL_STATS: &str = "SYSCALL_STATS";
     pub const SYSCALL_ERRORS: &str = "SYSCALL_ERRORS";
     pub const MAP_ERRORS: &str = "MAP_ERRORS";
+    pub const SOCKETS: &str = "SOCKETS";
+    pub const SOCKET_BYTES: &str = "SOCKET_BYTES";
+    pub const TCP_COUNTS: &str = "TCP_COUNTS";
 
     /// Distinct (target, syscall) pairs the kernel aggregates; beyond this, updates fail and
     /// are counted in `MAP_ERRORS`.
     pub const SYSCALL_STATS_ENTRIES: u32 = 8192;
     pub const SYSCALL_ERRORS_ENTRIES: u32 = 8192;
+    /// Open TCP connections of targets followed at once; beyond this, new ones are counted
+    /// in `MAP_ERRORS` and not followed.
+    pub const SOCKETS_ENTRIES: u32 = 32768;
+    /// Distinct (target, family, protocol) byte counters.
+    pub const SOCKET_BYTES_ENTRIES: u32 = 4096;
     /// Default size of the `EVENTS` ring buffer (a power of two, in bytes).
     pub const EVENTS_DEFAULT_BYTES: u32 = 1 << 20;
     /// Most targets the agent can name (`TARGET_COUNTS` is indexed by target id).

@@ -49,9 +49,15 @@ fn record(kind: EventKind, size: usize, p: &Process) -> ProcessRecord {
 /// Sends a `process.start` or `process.exit` record.
 #[inline(always)]
 pub fn emit_process(kind: EventKind, p: &Process) {
-    match EVENTS.reserve::<ProcessRecord>(0) {
+    submit(kind, &record(kind, size_of::<ProcessRecord>(), p));
+}
+
+/// Sends a fully built record of `kind`, or counts it as dropped when the ring is full.
+#[inline(always)]
+pub fn submit<T: Copy + 'static>(kind: EventKind, record: &T) {
+    match EVENTS.reserve::<T>(0) {
         Some(mut entry) => {
-            entry.write(record(kind, size_of::<ProcessRecord>(), p));
+            entry.write(*record);
             entry.submit(0);
         }
         None => count_drop(kind),

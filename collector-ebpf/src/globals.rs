@@ -10,31 +10,32 @@
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use collector_common::{KernelFeatures, KernelOffsets};
 
+/// Every field u32::MAX ("not set"); the struct is all u32s.
 #[unsafe(no_mangle)]
-static mut KERNEL_OFFSETS: KernelOffsets = KernelOffsets {
-    task_pid: u32::MAX,
-    task_tgid: u32::MAX,
-    task_exit_code: u32::MAX,
-    task_start_time: u32::MAX,
-    task_group_leader: u32::MAX,
-    binprm_filename: u32::MAX,
-};
+pub(crate) static mut KERNEL_OFFSETS: KernelOffsets =
+    unsafe { core::mem::transmute([u32::MAX; size_of::<KernelOffsets>() / size_of::<u32>()]) };
 
 #[unsafe(no_mangle)]
-static mut KERNEL_FEATURES: KernelFeatures = KernelFeatures {
-    exit_has_group_dead: u32::MAX,
-};
+pub(crate) static mut KERNEL_FEATURES: KernelFeatures =
+    unsafe { core::mem::transmute([u32::MAX; size_of::<KernelFeatures>() / size_of::<u32>()]) };
 
-/// Volatile, so the compiler cannot fold in the initial values.
-#[inline(always)]
-pub fn offsets() -> KernelOffsets {
-    unsafe { core::ptr::read_volatile(&raw const KERNEL_OFFSETS) }
+/// One field of `KERNEL_OFFSETS`, e.g. `offset!(task_tgid)`. A volatile load of just that
+/// field, so the compiler cannot fold in the initial value, and hot probes such as
+/// `sched_switch` do not copy the whole struct to read one offset.
+macro_rules! offset {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&raw const (*(&raw const $crate::globals::KERNEL_OFFSETS)).$field) }
+    };
 }
 
-#[inline(always)]
-pub fn features() -> KernelFeatures {
-    unsafe { core::ptr::read_volatile(&raw const KERNEL_FEATURES) }
+/// One field of `KERNEL_FEATURES`, read like [`offset!`].
+macro_rules! kernel_feature {
+    ($field:ident) => {
+        unsafe { core::ptr::read_volatile(&raw const (*(&raw const $crate::globals::KERNEL_FEATURES)).$field) }
+    };
 }
+
+pub(crate) use {kernel_feature, offset};
 
 /// Reads the `T` at `offset` bytes into the kernel struct at `base`.
 #[inline(always)]

@@ -10,6 +10,7 @@ mod events;
 mod globals;
 mod maps;
 mod processes;
+mod sockets;
 mod syscalls;
 
 #[cfg(not(test))]

@@ -1,10 +1,11 @@
 //! Maps shared by the probe families, and the one way failures to update them are counted.
 use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid,
     macros::map,
     maps::{Array, PerCpuArray, PerCpuHashMap},
 };
 use collector_common::{
-    EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats,
+    EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, TargetId,
     events::TargetCounts,
     maps::{MAX_TARGETS, PID_INDEXED_DEFAULT, SYSCALL_ERRORS_ENTRIES, SYSCALL_STATS_ENTRIES},
 };
@@ -27,6 +28,21 @@ pub static CURRENT_TARGET: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0
 #[inline(always)]
 pub fn current_target() -> u32 {
     CURRENT_TARGET.get(0).copied().unwrap_or(0)
+}
+
+/// The current process's target slot and id, if it is a target. Unlike [`current_target`]
+/// this asks `TARGET_OF` directly (one helper call), for the low-rate probes that may run
+/// before the CPU's next context switch.
+#[inline(always)]
+pub fn target_of_current() -> Option<(u32, TargetId)> {
+    let slot = *TARGET_OF.get(current_tgid())?;
+    TargetId::from_slot(slot).map(|id| (slot, id))
+}
+
+/// The current process (thread-group) id.
+#[inline(always)]
+pub fn current_tgid() -> u32 {
+    (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
 /// Syscall entry state, indexed by thread id (see `syscalls.rs` for why not a hash map).

@@ -31,14 +31,14 @@ use collector_common::{EntrySlot, MapErrorSite, TargetId, events::EventKind};
 
 use crate::{
     events::{Process, emit_exec, emit_process},
-    globals::{features, offsets, read_field},
-    maps::{CURRENT_TARGET, ENTRY, TARGET_COUNTS, TARGET_OF, count_map_error},
+    globals::{kernel_feature, offset, read_field},
+    maps::{CURRENT_TARGET, ENTRY, TARGET_COUNTS, TARGET_OF, count_map_error, target_of_current},
 };
 
 #[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn collector_sched_switch(ctx: RawTracePointContext) -> i32 {
     let next: *const u8 = ctx.arg(2);
-    let target = match read_field::<i32>(next, offsets().task_tgid) {
+    let target = match read_field::<i32>(next, offset!(task_tgid)) {
         Ok(tgid) => TARGET_OF.get(tgid as u32).copied().unwrap_or(0),
         Err(_) => 0,
     };
@@ -51,15 +51,14 @@ pub fn collector_sched_switch(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn collector_fork(ctx: RawTracePointContext) -> i32 {
     // The parent is the current task.
-    let (target, target_id) = match target_of_current(&ctx) {
+    let (target, target_id) = match target_of_current() {
         Some(t) => t,
         None => return 0,
     };
     let child: *const u8 = ctx.arg(1);
-    let offsets = offsets();
     let (Ok(pid), Ok(tgid)) = (
-        read_field::<i32>(child, offsets.task_pid),
-        read_field::<i32>(child, offsets.task_tgid),
+        read_field::<i32>(child, offset!(task_pid)),
+        read_field::<i32>(child, offset!(task_tgid)),
     ) else {
         // The child cannot be followed: count it as a lost TARGET_OF update.
         count_map_error(MapErrorSite::TargetOf);
@@ -87,7 +86,7 @@ pub fn collector_fork(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn collector_exec(ctx: RawTracePointContext) -> i32 {
-    let Some((target, _)) = target_of_current(&ctx) else {
+    let Some((target, _)) = target_of_current() else {
         return 0;
     };
     let old_pid: i32 = ctx.arg(1);
@@ -103,7 +102,7 @@ pub fn collector_exec(ctx: RawTracePointContext) -> i32 {
         }
     }
     let bprm: *const u8 = ctx.arg(2);
-    let filename = read_field::<*const u8>(bprm, offsets().binprm_filename).unwrap_or(core::ptr::null());
+    let filename = read_field::<*const u8>(bprm, offset!(binprm_filename)).unwrap_or(core::ptr::null());
     let p = Process {
         target,
         pid: ctx.tgid(),
@@ -117,7 +116,7 @@ pub fn collector_exec(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn collector_exit(ctx: RawTracePointContext) -> i32 {
-    let Some((target, target_id)) = target_of_current(&ctx) else {
+    let Some((target, target_id)) = target_of_current() else {
         return 0;
     };
     let tgid = ctx.tgid();
@@ -126,7 +125,7 @@ pub fn collector_exit(ctx: RawTracePointContext) -> i32 {
     if let Some(slot) = ENTRY.get_ptr_mut(ctx.pid()) {
         unsafe { *slot = EntrySlot::default() };
     }
-    let group_dead = if features().exit_has_group_dead == 1 {
+    let group_dead = if kernel_feature!(exit_has_group_dead) == 1 {
         ctx.arg::<u64>(1) & 0xff != 0
     } else {
         ctx.pid() == tgid
@@ -139,25 +138,17 @@ pub fn collector_exit(ctx: RawTracePointContext) -> i32 {
         count_map_error(MapErrorSite::TargetOf);
     }
     let task: *const u8 = ctx.arg(0);
-    let offsets = offsets();
     // The process's lifetime runs from its leader's start, whichever thread dies last.
-    let leader = read_field::<*const u8>(task, offsets.task_group_leader).unwrap_or(task);
+    let leader = read_field::<*const u8>(task, offset!(task_group_leader)).unwrap_or(task);
     let p = Process {
         target,
         pid: tgid,
         ppid: 0,
-        exit_code: read_field::<i32>(task, offsets.task_exit_code).unwrap_or(0) as u32,
-        start_ns: read_field::<u64>(leader, offsets.task_start_time).unwrap_or(0),
+        exit_code: read_field::<i32>(task, offset!(task_exit_code)).unwrap_or(0) as u32,
+        start_ns: read_field::<u64>(leader, offset!(task_start_time)).unwrap_or(0),
     };
     emit_process(EventKind::ProcessExit, &p);
     0
-}
-
-/// The current process's target slot and id, if it is a target.
-#[inline(always)]
-fn target_of_current(ctx: &RawTracePointContext) -> Option<(u32, TargetId)> {
-    let slot = *TARGET_OF.get(ctx.tgid())?;
-    TargetId::from_slot(slot).map(|id| (slot, id))
 }
 
 #[inline(always)]

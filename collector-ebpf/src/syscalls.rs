@@ -21,7 +21,11 @@
 use aya_ebpf::{EbpfContext as _, helpers::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawTracePointContext};
 use collector_common::{EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, histogram};
 
-use crate::maps::{ENTRY, SYSCALL_ERRORS, SYSCALL_STATS, current_target, get_or_insert};
+use crate::{
+    globals::{kernel_feature, offset, read_field},
+    maps::{ENTRY, SYSCALL_ERRORS, SYSCALL_STATS, current_target, get_or_insert},
+    sockets,
+};
 
 /// Largest errno a syscall can return (include/linux/err.h: MAX_ERRNO).
 const MAX_ERRNO: i64 = 4095;
@@ -54,14 +58,30 @@ pub fn collector_sys_exit(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let entry = unsafe { *slot };
+    let ret: i64 = ctx.arg(1);
     if entry.enter_ns == 0 {
+        // Not timed (see above), but an accept() that was already waiting when we attached
+        // still hands a connection to its caller: a server idle in accept() must not lose
+        // its first one. The number comes from the registers, as there is no entry.
+        let regs: *const u8 = ctx.arg(0);
+        if let Ok(nr) = read_field::<u64>(regs, offset!(regs_syscall_nr)) {
+            accept_returned(nr as u32, ret, current_target());
+        }
         return 0;
     }
     unsafe { (*slot).enter_ns = 0 };
-    let ret: i64 = ctx.arg(1);
     let now = unsafe { bpf_ktime_get_ns() };
     record(entry, now.saturating_sub(entry.enter_ns), ret);
+    accept_returned(entry.nr, ret, entry.target);
     0
+}
+
+/// Where an inbound connection gets its owner; see sockets.rs.
+#[inline(always)]
+fn accept_returned(nr: u32, ret: i64, target: u32) {
+    if ret >= 0 && (nr == kernel_feature!(nr_accept) || nr == kernel_feature!(nr_accept4)) {
+        sockets::accepted(ret as u64, target);
+    }
 }
 
 #[inline(always)]

@@ -11,7 +11,7 @@ use std::{
     collections::HashMap,
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -30,13 +30,13 @@ use crate::{
     http,
     kernel_maps::{KernelMaps, take_events},
     metrics, poller,
-    probes::{Probes, SYSCALL_PROBES, TARGET_PROBES},
+    probes::{Probes, SOCKET_PROBES, SYSCALL_PROBES, TARGET_PROBES},
     process_events::{self, RingFill},
     state::AgentState,
     targets::{Targets, descendants},
     telemetry::{
         Telemetry,
-        definitions::{EventMetrics, PROCESS_METRICS},
+        definitions::{EventMetrics, PROCESS_METRICS, TCP_METRICS},
         sink,
     },
 };
@@ -106,6 +106,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     }
     probes.attach(&TARGET_PROBES)?;
     follow_existing_descendants(&targets, &mut maps, &mut initial_counts)?;
+    probes.attach(&SOCKET_PROBES)?;
     probes.attach(&SYSCALL_PROBES)?;
 
     let stop_reader = Arc::new(AtomicBool::new(false));
@@ -117,6 +118,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         probes_attached: probes.attached().clone(),
         initial_counts,
         started,
+        map_read_errors: AtomicU64::new(0),
     });
     metrics::register_collectors(&mut registry, state.clone());
     let stop_poller = Arc::new(poller::Stop::default());
@@ -144,7 +146,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 fn start_telemetry(events: Option<&str>) -> Result<(Arc<Telemetry>, Registry), Failure> {
     let telemetry = Arc::new(Telemetry::new());
     let mut registry = Registry::default();
-    Arc::new(EventMetrics::register(PROCESS_METRICS, &mut registry)).attach(&telemetry, "metrics", METRICS_QUEUE)?;
+    let built_in = [PROCESS_METRICS, TCP_METRICS].concat();
+    Arc::new(EventMetrics::register(&built_in, &mut registry)).attach(&telemetry, "metrics", METRICS_QUEUE)?;
     if let Some(path) = events {
         sink::attach(&telemetry, path).map_err(|e| Failure::Usage(format!("--events {path}: {e}")))?;
     }

@@ -1,6 +1,6 @@
 //! What the kernel programs need to know about the running kernel, read from its BTF
-//! (/sys/kernel/btf/vmlinux): `task_struct` and `linux_binprm` field offsets, and whether `sched_process_exit`
-//! passes `group_dead`. aya has no CO-RE relocations for Rust programs, so the agent finds
+//! (/sys/kernel/btf/vmlinux): field offsets of `task_struct`, `linux_binprm`, `sock` and the
+//! fd table, and whether `sched_process_exit` passes `group_dead`. aya has no CO-RE relocations for Rust programs, so the agent finds
 //! these here and hands them to the programs as read-only globals before load.
 use std::path::Path;
 
@@ -59,12 +59,31 @@ impl KernelLayout {
             task_start_time: offset("task_struct", "start_time")?,
             task_group_leader: offset("task_struct", "group_leader")?,
             binprm_filename: offset("linux_binprm", "filename")?,
+            sock_family: offset("sock", "__sk_common.skc_family")?,
+            sock_state: offset("sock", "__sk_common.skc_state")?,
+            sock_protocol: offset("sock", "sk_protocol")?,
+            sock_err: offset("sock", "sk_err")?,
+            sock_daddr: offset("sock", "__sk_common.skc_daddr")?,
+            sock_rcv_saddr: offset("sock", "__sk_common.skc_rcv_saddr")?,
+            sock_dport: offset("sock", "__sk_common.skc_dport")?,
+            sock_v6_daddr: offset("sock", "__sk_common.skc_v6_daddr")?,
+            sock_v6_rcv_saddr: offset("sock", "__sk_common.skc_v6_rcv_saddr")?,
+            inet_sport: offset("inet_sock", "inet_sport")?,
+            task_files: offset("task_struct", "files")?,
+            files_fdt: offset("files_struct", "fdt")?,
+            fdtable_max_fds: offset("fdtable", "max_fds")?,
+            fdtable_fd: offset("fdtable", "fd")?,
+            file_private_data: offset("file", "private_data")?,
+            socket_sk: offset("socket", "sk")?,
+            regs_syscall_nr: offset("pt_regs", "orig_ax").or_else(|_| offset("pt_regs", "syscallno"))?,
         };
         let exit_has_group_dead = tracepoint_arity(&types, "sched_process_exit") == Some(2);
         Ok(KernelLayout {
             offsets,
             features: KernelFeatures {
                 exit_has_group_dead: exit_has_group_dead as u32,
+                nr_accept: syscalls::Sysno::accept as u32,
+                nr_accept4: syscalls::Sysno::accept4 as u32,
             },
         })
     }

@@ -8,6 +8,7 @@ use collector_common::{
     ErrorKey, MapErrorSite, SyscallKey, SyscallStats, TargetId,
     events::{EventKind, TargetCounts},
     maps,
+    sockets::{SocketBytes, SocketBytesKey, TcpCounts},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +32,8 @@ pub struct KernelMaps {
     syscall_stats: PerCpuHashMap<MapData, SyscallKey, SyscallStats>,
     syscall_errors: PerCpuHashMap<MapData, ErrorKey, u64>,
     map_errors: PerCpuArray<MapData, u64>,
+    socket_bytes: PerCpuHashMap<MapData, SocketBytesKey, SocketBytes>,
+    tcp_counts: PerCpuArray<MapData, TcpCounts>,
 }
 
 fn take<T: TryFrom<Map, Error = MapError>>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelMapError> {
@@ -57,6 +60,8 @@ impl KernelMaps {
             syscall_stats: take(ebpf, maps::SYSCALL_STATS)?,
             syscall_errors: take(ebpf, maps::SYSCALL_ERRORS)?,
             map_errors: take(ebpf, maps::MAP_ERRORS)?,
+            socket_bytes: take(ebpf, maps::SOCKET_BYTES)?,
+            tcp_counts: take(ebpf, maps::TCP_COUNTS)?,
         })
     }
 
@@ -110,6 +115,30 @@ impl KernelMaps {
     /// Every (target, syscall, errno) error count, summed over CPUs.
     pub fn syscall_errors(&self) -> (Vec<(ErrorKey, u64)>, u64) {
         sum_per_cpu(self.syscall_errors.iter(), |acc: &mut u64, v: &u64| *acc += v, 0)
+    }
+
+    /// Bytes sent and received per (target, family, protocol), summed over CPUs.
+    pub fn socket_bytes(&self) -> (Vec<(SocketBytesKey, SocketBytes)>, u64) {
+        sum_per_cpu(
+            self.socket_bytes.iter(),
+            |acc: &mut SocketBytes, v: &SocketBytes| {
+                acc.sent += v.sent;
+                acc.received += v.received;
+            },
+            SocketBytes::default(),
+        )
+    }
+
+    /// `target`'s TCP counters, summed over CPUs.
+    pub fn tcp_counts(&self, target: TargetId) -> Result<TcpCounts, KernelMapError> {
+        let values = self.tcp_counts.get(&target.0, 0).map_err(err(maps::TCP_COUNTS))?;
+        Ok(values.iter().fold(TcpCounts::default(), |acc, c| TcpCounts {
+            open_outbound: acc.open_outbound + c.open_outbound,
+            open_inbound: acc.open_inbound + c.open_inbound,
+            retransmits: acc.retransmits + c.retransmits,
+            resets_sent: acc.resets_sent + c.resets_sent,
+            resets_received: acc.resets_received + c.resets_received,
+        }))
     }
 
     /// Failed map updates in the kernel, per map.

@@ -13,6 +13,7 @@ pub mod own_process;
 pub mod poller;
 pub mod probes;
 pub mod process_events;
+pub mod socket_metrics;
 pub mod state;
 pub mod targets;
 pub mod telemetry;

@@ -5,13 +5,10 @@
 //! `collector_map_read_errors_total`, never a failed scrape.
 use std::{
     borrow::Cow,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
 };
 
-use collector_common::{SyscallStats, TargetId, histogram};
+use collector_common::{SyscallStats, histogram};
 use prometheus_client::{
     collector::Collector,
     encoding::{DescriptorEncoder, EncodeCounterValue, EncodeLabelSet, EncodeMetric as _, MetricEncoder, NoLabelSet},
@@ -22,6 +19,7 @@ use prometheus_client::{
 use crate::{
     decode::{errno_name, syscall_name},
     own_process,
+    socket_metrics::SocketCollector,
     state::AgentState,
     telemetry::DropStage,
 };
@@ -97,10 +95,8 @@ struct VersionLabels {
 /// Adds the collectors that read the kernel and the agent at scrape time to `registry`
 /// (which already holds the metrics defined on events).
 pub fn register_collectors(registry: &mut Registry, state: Arc<AgentState>) {
-    registry.register_collector(Box::new(KernelCollector {
-        state: state.clone(),
-        read_errors: AtomicU64::new(0),
-    }));
+    registry.register_collector(Box::new(KernelCollector { state: state.clone() }));
+    registry.register_collector(Box::new(SocketCollector { state: state.clone() }));
     registry.register_collector(Box::new(AgentCollector { state }));
 }
 
@@ -114,18 +110,6 @@ pub fn encode(registry: &Registry) -> String {
 #[derive(Debug)]
 struct KernelCollector {
     state: Arc<AgentState>,
-    /// Map entries that could not be read during a scrape, since start.
-    read_errors: AtomicU64,
-}
-
-impl KernelCollector {
-    fn target_name(&self, slot: u32) -> String {
-        match TargetId::from_slot(slot).and_then(|id| self.state.targets.name(id)) {
-            Some(name) => name.to_owned(),
-            // Only the agent writes target ids, so this is a bug; show it rather than drop it.
-            None => format!("unknown-{slot}"),
-        }
-    }
 }
 
 impl Collector for KernelCollector {
@@ -134,7 +118,7 @@ impl Collector for KernelCollector {
         let (stats, stats_failed) = maps.syscall_stats();
         let (errors, errors_failed) = maps.syscall_errors();
         let map_errors = maps.map_errors();
-        self.read_errors.fetch_add(
+        self.state.map_read_errors.fetch_add(
             stats_failed + errors_failed + map_errors.is_err() as u64,
             Ordering::Relaxed,
         );
@@ -144,7 +128,7 @@ impl Collector for KernelCollector {
             .map(|(k, v)| {
                 (
                     SyscallLabels {
-                        target: self.target_name(k.target),
+                        target: self.state.target_label(k.target),
                         syscall: syscall_name(k.nr),
                     },
                     v,
@@ -171,7 +155,7 @@ impl Collector for KernelCollector {
         )?;
         for (k, n) in errors {
             let labels = ErrorLabels {
-                target: self.target_name(k.target),
+                target: self.state.target_label(k.target),
                 syscall: syscall_name(k.nr),
                 errno: errno_name(k.errno),
             };
@@ -217,7 +201,7 @@ impl Collector for KernelCollector {
             None,
             MetricType::Counter,
         )?;
-        let n = self.read_errors.load(Ordering::Relaxed);
+        let n = self.state.map_read_errors.load(Ordering::Relaxed);
         counter(family, n)?;
 
         let mut family = encoder.encode_descriptor(
@@ -320,7 +304,7 @@ impl Collector for AgentCollector {
 }
 
 /// Encodes one counter sample, without an exemplar.
-fn counter(mut metric: MetricEncoder, value: impl EncodeCounterValue) -> Result<(), std::fmt::Error> {
+pub(crate) fn counter(mut metric: MetricEncoder, value: impl EncodeCounterValue) -> Result<(), std::fmt::Error> {
     metric.encode_counter::<NoLabelSet, _, u64>(&value, None)
 }
 

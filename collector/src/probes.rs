@@ -65,6 +65,41 @@ pub const SYSCALL_PROBES: [Probe; 2] = [
     },
 ];
 
+/// Probes of TCP connections and socket bytes (sockets.rs in the kernel crate); attached
+/// with the syscall probes, since inbound connections get their owner at accept()'s return.
+pub const SOCKET_PROBES: [Probe; 6] = [
+    Probe {
+        name: "inet_sock_set_state",
+        program: "collector_inet_sock_set_state",
+        tracepoint: "inet_sock_set_state",
+    },
+    Probe {
+        name: "sock_send_length",
+        program: "collector_sock_send_length",
+        tracepoint: "sock_send_length",
+    },
+    Probe {
+        name: "sock_recv_length",
+        program: "collector_sock_recv_length",
+        tracepoint: "sock_recv_length",
+    },
+    Probe {
+        name: "tcp_retransmit_skb",
+        program: "collector_tcp_retransmit_skb",
+        tracepoint: "tcp_retransmit_skb",
+    },
+    Probe {
+        name: "tcp_send_reset",
+        program: "collector_tcp_send_reset",
+        tracepoint: "tcp_send_reset",
+    },
+    Probe {
+        name: "tcp_receive_reset",
+        program: "collector_tcp_receive_reset",
+        tracepoint: "tcp_receive_reset",
+    },
+];
+
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// The object or one of its maps could not be loaded into the kernel.
@@ -107,6 +142,7 @@ impl Probes {
             .map_err(ProbeError::Load)?;
         let attached = TARGET_PROBES
             .iter()
+            .chain(&SOCKET_PROBES)
             .chain(&SYSCALL_PROBES)
             .map(|p| (p.name, false))
             .collect();

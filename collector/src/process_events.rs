@@ -1,6 +1,8 @@
-//! From the kernel's ring buffer to telemetry events: decoding records, turning kernel
-//! times into wall-clock times, and the thread that reads the ring buffer.
+//! From the kernel's ring buffer to telemetry events: decoding records (process lifecycle and
+//! TCP connections), turning kernel times into wall-clock times, and the thread that reads
+//! the ring buffer.
 use std::{
+    net::{Ipv4Addr, Ipv6Addr},
     os::fd::{AsFd as _, AsRawFd as _},
     sync::{
         Arc,
@@ -13,7 +15,8 @@ use std::{
 use aya::maps::{MapData, RingBuf};
 use collector_common::{
     TargetId,
-    events::{EventHeader, EventKind, ExecRecord, ProcessRecord},
+    events::{EventHeader, EventKind, ExecRecord, ProcessRecord, TcpRecord},
+    sockets::{AF_INET6, connect_error_reason, direction_label},
 };
 
 use crate::{
@@ -31,6 +34,7 @@ pub enum Record {
     Start(ProcessRecord),
     Exec(ExecRecord),
     Exit(ProcessRecord),
+    Tcp(TcpRecord),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -60,6 +64,9 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
     let want = match kind {
         EventKind::ProcessExec => size_of::<ExecRecord>(),
         EventKind::ProcessStart | EventKind::ProcessExit => size_of::<ProcessRecord>(),
+        EventKind::TcpConnect | EventKind::TcpAccept | EventKind::TcpConnectError | EventKind::TcpClose => {
+            size_of::<TcpRecord>()
+        }
     };
     if bytes.len() < want || header.size as usize != want {
         return Err(DecodeError::Size {
@@ -72,6 +79,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EventKind::ProcessStart => Record::Start(read(bytes)),
         EventKind::ProcessExec => Record::Exec(read(bytes)),
         EventKind::ProcessExit => Record::Exit(read(bytes)),
+        _ => Record::Tcp(read(bytes)),
     })
 }
 
@@ -117,19 +125,21 @@ fn text(bytes: &[u8]) -> String {
 
 /// The telemetry event of a record.
 pub fn to_event(record: &Record, targets: &Targets, clock: &Clock) -> Event {
-    let p = match record {
-        Record::Start(p) | Record::Exit(p) => p,
-        Record::Exec(e) => &e.process,
+    let (header, comm) = match record {
+        Record::Start(p) | Record::Exit(p) => (&p.header, &p.comm),
+        Record::Exec(e) => (&e.process.header, &e.process.comm),
+        Record::Tcp(t) => (&t.header, &t.comm),
     };
-    let kind = EventKind::from_u32(p.header.kind).expect("decoded");
-    let target = TargetId::from_slot(p.header.target)
+    let kind = EventKind::from_u32(header.kind).expect("decoded");
+    let target = TargetId::from_slot(header.target)
         .and_then(|id| targets.name(id))
         .unwrap_or("unknown");
-    let event = Event::new(kind.event_name(), clock.wall(p.header.ktime_ns))
-        .meta("pid", p.header.pid)
-        .meta("comm", text(&p.comm))
+    let event = Event::new(kind.event_name(), clock.wall(header.ktime_ns))
+        .meta("pid", header.pid)
+        .meta("comm", text(comm))
         .meta("target", target);
     match record {
+        Record::Tcp(t) => tcp_event(event, kind, t),
         Record::Start(p) => event.meta("ppid", p.ppid),
         Record::Exec(e) => event.meta("filename", text(&e.filename)),
         Record::Exit(p) => {
@@ -141,6 +151,33 @@ pub fn to_event(record: &Record, targets: &Targets, clock: &Clock) -> Event {
                 Err(signal) => event.meta("signal", signal),
             }
         }
+    }
+}
+
+/// The TCP part of a `tcp.*` event: endpoints and direction always, then what the kind has.
+fn tcp_event(event: Event, kind: EventKind, t: &TcpRecord) -> Event {
+    let (family, saddr, daddr) = if t.family == AF_INET6 {
+        ("ipv6", Ipv6Addr::from(t.saddr).to_string(), Ipv6Addr::from(t.daddr).to_string())
+    } else {
+        let v4 = |a: [u8; 16]| Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string();
+        ("ipv4", v4(t.saddr), v4(t.daddr))
+    };
+    let event = event
+        .meta("family", family)
+        .meta("saddr", saddr)
+        .meta("sport", u32::from(t.sport))
+        .meta("daddr", daddr)
+        .meta("dport", u32::from(t.dport))
+        .meta("direction", direction_label(t.direction));
+    let seconds = t.duration_ns as f64 / 1e9;
+    match kind {
+        EventKind::TcpConnect => event.measure("duration", seconds),
+        EventKind::TcpConnectError => event.meta("reason", connect_error_reason(t.sk_err)),
+        EventKind::TcpClose => event
+            .measure("duration", seconds)
+            .measure("bytes_sent", t.bytes_sent as f64)
+            .measure("bytes_received", t.bytes_received as f64),
+        _ => event,
     }
 }
 

@@ -1,5 +1,9 @@
 //! What the HTTP handlers, the poller and the event reader share.
-use std::{collections::BTreeMap, sync::Arc, time::Instant};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, atomic::AtomicU64},
+    time::Instant,
+};
 
 use collector_common::{TargetId, events::TargetCounts};
 
@@ -15,9 +19,20 @@ pub struct AgentState {
     /// the kernel's `TARGET_COUNTS` counts what changed since.
     pub initial_counts: Vec<TargetCounts>,
     pub started: Instant,
+    /// Kernel map entries the scrape-time collectors could not read, since start.
+    pub map_read_errors: AtomicU64,
 }
 
 impl AgentState {
+    /// The `target` label of a kernel target slot.
+    pub fn target_label(&self, slot: u32) -> String {
+        match TargetId::from_slot(slot).and_then(|id| self.targets.name(id)) {
+            Some(name) => name.to_owned(),
+            // Only the agent writes target ids, so this is a bug; show it rather than drop it.
+            None => format!("unknown-{slot}"),
+        }
+    }
+
     /// Live processes and threads of `target` now: those found at start plus the kernel's
     /// forks minus exits.
     pub fn counts(&self, target: TargetId) -> Option<TargetCounts> {

@@ -2,8 +2,8 @@
 //! to do with it (count it, add or keep a measurement, or put it in a histogram), the metadata
 //! keys that become labels, and optionally which events to keep.
 //!
-//! The built-in metrics are the table [`PROCESS_METRICS`]; a new event-derived metric is a new
-//! row there, not new code.
+//! The built-in metrics are the tables [`PROCESS_METRICS`] and [`TCP_METRICS`]; a new
+//! event-derived metric is a new row there, not new code.
 use std::sync::{Arc, atomic::AtomicU64};
 
 use prometheus_client::{
@@ -42,7 +42,9 @@ pub struct MetricDef {
     /// The exposed name; counters and sums end in `_total`.
     pub name: &'static str,
     pub help: &'static str,
-    pub event: &'static str,
+    /// The events it is defined on: one, or several that mean the same thing for this
+    /// metric (a connection opened by connect() or by accept()).
+    pub events: &'static [&'static str],
     pub kind: Kind,
     /// Metadata keys that become labels, in this order; a missing key is an empty value.
     pub tags: &'static [&'static str],
@@ -60,7 +62,7 @@ pub const PROCESS_METRICS: &[MetricDef] = &[
     MetricDef {
         name: "collector_process_starts_total",
         help: "Processes created by target processes (fork or clone of a new process)",
-        event: "process.start",
+        events: &["process.start"],
         kind: Kind::Counter,
         tags: &["target"],
         keep: None,
@@ -68,7 +70,7 @@ pub const PROCESS_METRICS: &[MetricDef] = &[
     MetricDef {
         name: "collector_process_execs_total",
         help: "Programs executed by target processes",
-        event: "process.exec",
+        events: &["process.exec"],
         kind: Kind::Counter,
         tags: &["target"],
         keep: None,
@@ -76,7 +78,7 @@ pub const PROCESS_METRICS: &[MetricDef] = &[
     MetricDef {
         name: "collector_process_exits_total",
         help: "Target processes that ended: outcome success (exit 0), failure (non-zero exit) or signal",
-        event: "process.exit",
+        events: &["process.exit"],
         kind: Kind::Counter,
         tags: &["target", "outcome"],
         keep: None,
@@ -84,7 +86,7 @@ pub const PROCESS_METRICS: &[MetricDef] = &[
     MetricDef {
         name: "collector_process_lifetime_seconds",
         help: "Lifetime of target processes that ended, from start to exit",
-        event: "process.exit",
+        events: &["process.exit"],
         kind: Kind::Distribution {
             measurement: "duration",
             buckets: LIFETIME_BUCKETS,
@@ -96,7 +98,7 @@ pub const PROCESS_METRICS: &[MetricDef] = &[
     MetricDef {
         name: "collector_processes",
         help: "Live processes of each target, as of the last poll",
-        event: "process.count",
+        events: &["process.count"],
         kind: Kind::LastValue {
             measurement: "processes",
         },
@@ -106,9 +108,65 @@ pub const PROCESS_METRICS: &[MetricDef] = &[
     MetricDef {
         name: "collector_threads",
         help: "Live threads of each target, as of the last poll",
-        event: "process.count",
+        events: &["process.count"],
         kind: Kind::LastValue { measurement: "threads" },
         tags: &["target"],
+        keep: None,
+    },
+];
+
+/// TCP handshakes: 16 µs (loopback) to 64 s (SYN retries), x4 apart.
+const CONNECT_BUCKETS: &[f64] = &[
+    0.000016, 0.000064, 0.000256, 0.001, 0.004, 0.016, 0.064, 0.25, 1.0, 4.0, 16.0, 64.0,
+];
+
+/// Connection lifetimes: 100 µs to a day.
+const CONNECTION_BUCKETS: &[f64] = &[
+    0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0, 86400.0,
+];
+
+/// The built-in metrics of TCP connections. Bytes, retransmits, resets and the open
+/// connections gauge are kernel counters read at scrape time instead (`metrics.rs`): they
+/// are too frequent for events, or must stay exact when events are dropped.
+pub const TCP_METRICS: &[MetricDef] = &[
+    MetricDef {
+        name: "collector_tcp_connections_opened_total",
+        help: "TCP connections of targets that were established: outbound by connect(), inbound by accept()",
+        events: &["tcp.connect", "tcp.accept"],
+        kind: Kind::Counter,
+        tags: &["target", "direction"],
+        keep: None,
+    },
+    MetricDef {
+        name: "collector_tcp_connect_errors_total",
+        help: "connect() calls of targets whose connection was never established",
+        events: &["tcp.connect_error"],
+        kind: Kind::Counter,
+        tags: &["target"],
+        keep: None,
+    },
+    MetricDef {
+        name: "collector_tcp_connect_duration_seconds",
+        help: "Time from a target's SYN to the established connection",
+        events: &["tcp.connect"],
+        kind: Kind::Distribution {
+            measurement: "duration",
+            buckets: CONNECT_BUCKETS,
+            scale: 1.0,
+        },
+        tags: &["target"],
+        keep: None,
+    },
+    MetricDef {
+        name: "collector_tcp_connection_duration_seconds",
+        help: "Lifetime of closed TCP connections of targets, from established (outbound) or accepted (inbound) to closed",
+        events: &["tcp.close"],
+        kind: Kind::Distribution {
+            measurement: "duration",
+            buckets: CONNECTION_BUCKETS,
+            scale: 1.0,
+        },
+        tags: &["target", "direction"],
         keep: None,
     },
 ];
@@ -176,7 +234,7 @@ impl EventMetrics {
 
     /// The event names these metrics are defined on.
     pub fn events(&self) -> Vec<&'static str> {
-        let mut names: Vec<_> = self.defined.iter().map(|(d, _)| d.event).collect();
+        let mut names: Vec<_> = self.defined.iter().flat_map(|(d, _)| d.events.iter().copied()).collect();
         names.sort();
         names.dedup();
         names
@@ -184,7 +242,7 @@ impl EventMetrics {
 
     /// Updates every metric defined on `event`'s name.
     pub fn handle(&self, event: &Event) {
-        for (def, instrument) in self.defined.iter().filter(|(d, _)| d.event == event.name) {
+        for (def, instrument) in self.defined.iter().filter(|(d, _)| d.events.contains(&event.name)) {
             if def.keep.is_some_and(|keep| !keep(event)) {
                 continue;
             }
@@ -255,7 +313,7 @@ mod tests {
             MetricDef {
                 name: "t_exits_total",
                 help: "h",
-                event: "e.exit",
+                events: &["e.exit"],
                 kind: Kind::Counter,
                 tags: &["target", "outcome"],
                 keep: None,
@@ -263,7 +321,7 @@ mod tests {
             MetricDef {
                 name: "t_busy_seconds_total",
                 help: "h",
-                event: "e.exit",
+                events: &["e.exit"],
                 kind: Kind::Sum {
                     measurement: "duration",
                 },
@@ -273,7 +331,7 @@ mod tests {
             MetricDef {
                 name: "t_last",
                 help: "h",
-                event: "e.exit",
+                events: &["e.exit"],
                 kind: Kind::LastValue {
                     measurement: "duration",
                 },
@@ -283,7 +341,7 @@ mod tests {
             MetricDef {
                 name: "t_seconds",
                 help: "h",
-                event: "e.exit",
+                events: &["e.exit"],
                 kind: Kind::Distribution {
                     measurement: "duration",
                     buckets: &[1.0, 10.0],
@@ -318,7 +376,7 @@ mod tests {
         const DEFS: &[MetricDef] = &[MetricDef {
             name: "t_failures_total",
             help: "h",
-            event: "e.exit",
+            events: &["e.exit"],
             kind: Kind::Counter,
             tags: &[],
             keep: Some(|e| e.metadata("outcome") != Some(&"success".into())),
@@ -333,7 +391,7 @@ mod tests {
 
     #[test]
     fn built_in_metrics_are_named_by_prometheus_conventions() {
-        for def in PROCESS_METRICS {
+        for def in PROCESS_METRICS.iter().chain(TCP_METRICS) {
             assert!(def.name.starts_with("collector_"), "{}", def.name);
             let is_counter = matches!(def.kind, Kind::Counter | Kind::Sum { .. });
             assert_eq!(is_counter, def.name.ends_with("_total"), "{}", def.name);

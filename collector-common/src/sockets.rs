@@ -1,0 +1,175 @@
+//! Socket and TCP state shared by `collector-ebpf/src/sockets.rs` and the agent: the
+//! per-connection state the kernel keeps for target connections, the per-target counters
+//! read at scrape time, and the small enums both sides name the same way.
+use crate::events::COMM_LEN;
+
+/// `AF_INET`, `AF_INET6`, `AF_UNIX` (include/linux/socket.h).
+pub const AF_UNIX: u16 = 1;
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+/// include/uapi/linux/in.h.
+pub const IPPROTO_TCP: u16 = 6;
+pub const IPPROTO_UDP: u16 = 17;
+
+/// The `family` label of the byte counters.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    Inet = 0,
+    Inet6 = 1,
+    Unix = 2,
+    Other = 3,
+}
+
+impl Family {
+    pub const fn from_af(af: u16) -> Family {
+        match af {
+            AF_INET => Family::Inet,
+            AF_INET6 => Family::Inet6,
+            AF_UNIX => Family::Unix,
+            _ => Family::Other,
+        }
+    }
+
+    pub const fn from_u16(v: u16) -> Family {
+        match v {
+            0 => Family::Inet,
+            1 => Family::Inet6,
+            2 => Family::Unix,
+            _ => Family::Other,
+        }
+    }
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Family::Inet => "inet",
+            Family::Inet6 => "inet6",
+            Family::Unix => "unix",
+            Family::Other => "other",
+        }
+    }
+}
+
+/// The `protocol` label of the byte counters.
+#[repr(u16)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp = 0,
+    Udp = 1,
+    Other = 2,
+}
+
+impl Protocol {
+    /// `sk_protocol` of an inet socket; unix sockets are `Other` whatever their type.
+    pub const fn of(family: Family, sk_protocol: u16) -> Protocol {
+        match (family, sk_protocol) {
+            (Family::Inet | Family::Inet6, IPPROTO_TCP) => Protocol::Tcp,
+            (Family::Inet | Family::Inet6, IPPROTO_UDP) => Protocol::Udp,
+            _ => Protocol::Other,
+        }
+    }
+
+    pub const fn from_u16(v: u16) -> Protocol {
+        match v {
+            0 => Protocol::Tcp,
+            1 => Protocol::Udp,
+            _ => Protocol::Other,
+        }
+    }
+
+    pub const fn label(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Other => "other",
+        }
+    }
+}
+
+/// Who opened a connection: the target called connect() (outbound) or accept() (inbound).
+pub const DIRECTION_OUTBOUND: u8 = 1;
+pub const DIRECTION_INBOUND: u8 = 2;
+
+pub const fn direction_label(direction: u8) -> &'static str {
+    match direction {
+        DIRECTION_INBOUND => "inbound",
+        _ => "outbound",
+    }
+}
+
+/// Why a connect() never got established, from `sk_err` when the socket closed.
+pub const fn connect_error_reason(sk_err: i32) -> &'static str {
+    // include/uapi/asm-generic/errno.h
+    const ECONNRESET: i32 = 104;
+    const ETIMEDOUT: i32 = 110;
+    const ECONNREFUSED: i32 = 111;
+    match sk_err {
+        ECONNREFUSED => "refused",
+        ETIMEDOUT => "timeout",
+        ECONNRESET => "reset",
+        _ => "other",
+    }
+}
+
+/// A target's TCP connection, from connect() or accept() until it closes; the `SOCKETS`
+/// hash map's value, keyed by the `struct sock` address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Connection {
+    /// When connect() sent the SYN; reset to the moment it became established (or was
+    /// accepted), from which its lifetime is counted.
+    pub start_ns: u64,
+    /// Payload bytes the owner's processes sent and received on it (sock_send/recv_length).
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// The process that connected or accepted, and its name then.
+    pub comm: [u8; COMM_LEN],
+    /// [`crate::TargetId::slot`].
+    pub target: u32,
+    pub pid: u32,
+    /// [`DIRECTION_OUTBOUND`] or [`DIRECTION_INBOUND`].
+    pub direction: u8,
+    /// 1 once established; a close before that is a connect error.
+    pub established: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Key of the per-(target, family, protocol) byte counters.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SocketBytesKey {
+    /// [`crate::TargetId::slot`].
+    pub target: u32,
+    /// [`Family`] and [`Protocol`] as numbers.
+    pub family: u16,
+    pub protocol: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SocketBytes {
+    pub sent: u64,
+    pub received: u64,
+}
+
+/// Per-target TCP counters, indexed by target id; per-CPU, so `open_*` on one CPU can be
+/// negative (a connection opened on one CPU and closed on another): only the sum means
+/// anything.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpCounts {
+    pub open_outbound: i64,
+    pub open_inbound: i64,
+    pub retransmits: u64,
+    pub resets_sent: u64,
+    pub resets_received: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for Connection {}
+    unsafe impl aya::Pod for SocketBytesKey {}
+    unsafe impl aya::Pod for SocketBytes {}
+    unsafe impl aya::Pod for TcpCounts {}
+}

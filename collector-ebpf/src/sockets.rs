@@ -1,0 +1,350 @@
+//! TCP connections and socket bytes of target processes.
+//!
+//! Hooks (TP_PROTO as of Linux 6.18):
+//!   sock:inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate)
+//!     include/trace/events/sock.h, fired by include/net/inet_sock.h:inet_sk_state_store()
+//!     and inet_sk_set_state(), for every inet stream protocol (we keep TCP by sk_protocol).
+//!     net/ipv4/tcp.c:tcp_set_state() calls it after unhashing, so at TCP_CLOSE the local
+//!     port (inet_num) may already be released: we read inet_sport, which stays.
+//!     CLOSE -> SYN_SENT runs in connect() (tcp_v4_connect/tcp_v6_connect), in the caller;
+//!     SYN_SENT -> ESTABLISHED runs in softirq when the SYN-ACK arrives
+//!     (tcp_rcv_synsent_state_process); -> CLOSE runs in close(), on a RST, or in a timer.
+//!   sock:sock_send_length(struct sock *sk, int ret, int flags)
+//!   sock:sock_recv_length(struct sock *sk, int ret, int flags)
+//!     include/trace/events/sock.h, fired by net/socket.c:sock_sendmsg_nosec() and
+//!     sock_recvmsg_nosec(): every send/write/sendmsg/sendmmsg, and sendfile/splice
+//!     (splice_to_socket() sends with sock_sendmsg), in the task that sends or receives.
+//!     `ret` is the byte count or -errno.
+//!   tcp:tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err)
+//!   tcp:tcp_send_reset(const struct sock *sk, const struct sk_buff *skb, enum sk_rst_reason)
+//!   tcp:tcp_receive_reset(struct sock *sk)
+//!     include/trace/events/tcp.h. Mostly in softirq; tcp_send_reset's sk may be NULL (a
+//!     reset for a packet that matched no socket).
+//!
+//! Attribution. In softirq `current` is whatever task the interrupt landed on, so no probe
+//! here asks `current` who owns a connection, except where the kernel guarantees the owner
+//! is running:
+//! - outbound: CLOSE -> SYN_SENT runs inside the connect() of the owner. We record the
+//!   owner in `SOCKETS[sk]` there;
+//! - inbound: the passive side's socket is created and established by the listener in
+//!   softirq, and belongs to no one until a process accept()s it. So ownership is taken at
+//!   the return of accept()/accept4() in a target thread (`accepted`, called from
+//!   `sys_exit`): the returned fd leads, through current->files->fdt->fd[fd] ->
+//!   file->private_data (struct socket) -> sk, to the socket, and `SOCKETS[sk]` gets the
+//!   accepting process. A non-target client's connect() is never recorded.
+//! Everything later on a connection (established, bytes, retransmits, resets, close) is
+//! attributed through `SOCKETS[sk]`. Bytes go to the process that moves them: the byte
+//! probes run in the sender or receiver, so `current_target()` names it.
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::{map, raw_tracepoint},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    programs::RawTracePointContext,
+};
+use collector_common::{
+    MapErrorSite, TargetId,
+    events::{EventHeader, EventKind, TcpRecord},
+    maps::{MAX_TARGETS, SOCKET_BYTES_ENTRIES, SOCKETS_ENTRIES},
+    sockets::{
+        AF_INET, AF_INET6, Connection, DIRECTION_INBOUND, DIRECTION_OUTBOUND, Family, IPPROTO_TCP, Protocol,
+        SocketBytes, SocketBytesKey, TcpCounts,
+    },
+};
+
+use crate::{
+    events::submit,
+    globals::{offset, read_field},
+    maps::{count_map_error, current_target, current_tgid, get_or_insert, target_of_current},
+};
+
+/// include/net/tcp_states.h
+const TCP_ESTABLISHED: i32 = 1;
+const TCP_SYN_SENT: i32 = 2;
+const TCP_CLOSE: i32 = 7;
+/// include/linux/socket.h
+const MSG_PEEK: i32 = 2;
+
+/// Target connections by `struct sock` address, from connect()/accept() to close.
+#[map]
+pub static SOCKETS: HashMap<u64, Connection> = HashMap::with_max_entries(SOCKETS_ENTRIES, 0);
+
+#[map]
+pub static SOCKET_BYTES: PerCpuHashMap<SocketBytesKey, SocketBytes> =
+    PerCpuHashMap::with_max_entries(SOCKET_BYTES_ENTRIES, 0);
+
+/// Indexed by target id.
+#[map]
+pub static TCP_COUNTS: PerCpuArray<TcpCounts> = PerCpuArray::with_max_entries(MAX_TARGETS, 0);
+
+#[raw_tracepoint(tracepoint = "inet_sock_set_state")]
+pub fn collector_inet_sock_set_state(ctx: RawTracePointContext) -> i32 {
+    let sk: *const u8 = ctx.arg(0);
+    let new_state: i32 = ctx.arg(2);
+    match new_state {
+        TCP_SYN_SENT => connecting(sk),
+        TCP_ESTABLISHED => established(sk),
+        TCP_CLOSE => closed(sk),
+        _ => {}
+    }
+    0
+}
+
+/// In the connect() of the caller: follow the connection if the caller is a target.
+#[inline(always)]
+fn connecting(sk: *const u8) {
+    if read_field::<u16>(sk, offset!(sock_protocol)) != Ok(IPPROTO_TCP) {
+        return;
+    }
+    let Some((target, _)) = target_of_current() else {
+        return;
+    };
+    let c = Connection {
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        bytes_sent: 0,
+        bytes_received: 0,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+        target,
+        pid: current_tgid(),
+        direction: DIRECTION_OUTBOUND,
+        established: 0,
+        _pad: [0; 6],
+    };
+    if SOCKETS.insert(&(sk as u64), &c, 0).is_err() {
+        count_map_error(MapErrorSite::Sockets);
+    }
+}
+
+#[inline(always)]
+fn established(sk: *const u8) {
+    let Some(c) = SOCKETS.get_ptr_mut(&(sk as u64)) else {
+        return;
+    };
+    let c = unsafe { &mut *c };
+    if c.established != 0 {
+        return;
+    }
+    let now = unsafe { bpf_ktime_get_ns() };
+    let connect_ns = now.saturating_sub(c.start_ns);
+    c.established = 1;
+    c.start_ns = now;
+    count(c.target, |t| t.open_outbound += 1);
+    emit(EventKind::TcpConnect, sk, c, connect_ns, 0);
+}
+
+#[inline(always)]
+fn closed(sk: *const u8) {
+    let key = sk as u64;
+    let Some(c) = (unsafe { SOCKETS.get(&key) }).copied() else {
+        return;
+    };
+    let _ = SOCKETS.remove(&key);
+    if c.established == 0 {
+        // tcp_done_with_error() sets sk_err before the socket reaches TCP_CLOSE:
+        // ECONNREFUSED for a RST in SYN_SENT (tcp_reset), ETIMEDOUT when SYNs ran out.
+        let sk_err = read_field::<i32>(sk, offset!(sock_err)).unwrap_or(0);
+        emit(EventKind::TcpConnectError, sk, &c, 0, sk_err);
+        return;
+    }
+    let lifetime_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(c.start_ns);
+    count(c.target, |t| match c.direction {
+        DIRECTION_INBOUND => t.open_inbound -= 1,
+        _ => t.open_outbound -= 1,
+    });
+    emit(EventKind::TcpClose, sk, &c, lifetime_ns, 0);
+}
+
+/// At the return of accept()/accept4() that returned `fd` in a thread of `target` (called
+/// from `sys_exit`): the accepting process owns the connection from here.
+#[inline(always)]
+pub fn accepted(fd: u64, target: u32) {
+    let Some(sk) = socket_of_fd(fd) else {
+        return;
+    };
+    let family = read_field::<u16>(sk, offset!(sock_family)).unwrap_or(0);
+    if (family != AF_INET && family != AF_INET6) || read_field::<u16>(sk, offset!(sock_protocol)) != Ok(IPPROTO_TCP) {
+        return;
+    }
+    // A connection reset while it waited in the accept queue is already closed: following
+    // it would keep its entry forever.
+    if read_field::<u8>(sk, offset!(sock_state)) == Ok(TCP_CLOSE as u8) {
+        return;
+    }
+    let c = Connection {
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        bytes_sent: 0,
+        bytes_received: 0,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+        target,
+        pid: current_tgid(),
+        direction: DIRECTION_INBOUND,
+        established: 1,
+        _pad: [0; 6],
+    };
+    if SOCKETS.insert(&(sk as u64), &c, 0).is_err() {
+        count_map_error(MapErrorSite::Sockets);
+        return;
+    }
+    count(target, |t| t.open_inbound += 1);
+    emit(EventKind::TcpAccept, sk, &c, 0, 0);
+}
+
+/// current->files->fdt->fd[fd]->private_data->sk (include/linux/fdtable.h, fs.h, net.h).
+/// accept() just returned `fd`, so it is a socket unless another thread replaced it since;
+/// then the pointer read is garbage that no later probe will look up.
+#[inline(always)]
+fn socket_of_fd(fd: u64) -> Option<*const u8> {
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let files: *const u8 = read_field(task, offset!(task_files)).ok()?;
+    let fdt: *const u8 = read_field(files, offset!(files_fdt)).ok()?;
+    let max_fds: u32 = read_field(fdt, offset!(fdtable_max_fds)).ok()?;
+    if fd >= u64::from(max_fds) {
+        return None;
+    }
+    let fds: *const *const u8 = read_field(fdt, offset!(fdtable_fd)).ok()?;
+    let file: *const u8 = unsafe { bpf_probe_read_kernel(fds.add(fd as usize)) }.ok()?;
+    let socket: *const u8 = read_field(file, offset!(file_private_data)).ok()?;
+    let sk: *const u8 = read_field(socket, offset!(socket_sk)).ok()?;
+    (!sk.is_null()).then_some(sk)
+}
+
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn collector_sock_send_length(ctx: RawTracePointContext) -> i32 {
+    count_bytes(&ctx, Moved::Sent);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn collector_sock_recv_length(ctx: RawTracePointContext) -> i32 {
+    count_bytes(&ctx, Moved::Received);
+    0
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Moved {
+    Sent,
+    Received,
+}
+
+/// Bytes a target process sent or received: per (target, family, protocol), and on the
+/// connection when it is one we follow. The non-target path is one per-CPU load, as in
+/// `sys_enter`: these fire for every send and receive on the host.
+#[inline(always)]
+fn count_bytes(ctx: &RawTracePointContext, moved: Moved) {
+    let target = current_target();
+    if target == 0 {
+        return;
+    }
+    let ret: i32 = ctx.arg(1);
+    // A peek leaves the data queued: it is counted when it is read.
+    if ret <= 0 || (moved == Moved::Received && ctx.arg::<i32>(2) & MSG_PEEK != 0) {
+        return;
+    }
+    let bytes = ret as u64;
+    let sk: *const u8 = ctx.arg(0);
+    let family = Family::from_af(read_field::<u16>(sk, offset!(sock_family)).unwrap_or(0));
+    let protocol = Protocol::of(family, read_field::<u16>(sk, offset!(sock_protocol)).unwrap_or(0));
+    let key = SocketBytesKey {
+        target,
+        family: family as u16,
+        protocol: protocol as u16,
+    };
+    let zero = SocketBytes::default();
+    if let Some(total) = get_or_insert(&SOCKET_BYTES, &key, &zero, MapErrorSite::SocketBytes) {
+        add(unsafe { &mut *total }, moved, bytes);
+    }
+    if protocol == Protocol::Tcp
+        && let Some(c) = SOCKETS.get_ptr_mut(&(sk as u64))
+    {
+        let c = unsafe { &mut *c };
+        match moved {
+            Moved::Sent => c.bytes_sent += bytes,
+            Moved::Received => c.bytes_received += bytes,
+        }
+    }
+}
+
+#[inline(always)]
+fn add(total: &mut SocketBytes, moved: Moved, bytes: u64) {
+    match moved {
+        Moved::Sent => total.sent += bytes,
+        Moved::Received => total.received += bytes,
+    }
+}
+
+#[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
+pub fn collector_tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
+    count_on_connection(ctx.arg(0), |t| t.retransmits += 1);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tcp_send_reset")]
+pub fn collector_tcp_send_reset(ctx: RawTracePointContext) -> i32 {
+    count_on_connection(ctx.arg(0), |t| t.resets_sent += 1);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "tcp_receive_reset")]
+pub fn collector_tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
+    count_on_connection(ctx.arg(0), |t| t.resets_received += 1);
+    0
+}
+
+/// Counts for the target owning `sk`, when it is a connection we follow.
+#[inline(always)]
+fn count_on_connection(sk: *const u8, f: impl FnOnce(&mut TcpCounts)) {
+    if sk.is_null() {
+        return;
+    }
+    if let Some(c) = unsafe { SOCKETS.get(&(sk as u64)) } {
+        count(c.target, f);
+    }
+}
+
+#[inline(always)]
+fn count(target: u32, f: impl FnOnce(&mut TcpCounts)) {
+    let Some(id) = TargetId::from_slot(target) else {
+        return;
+    };
+    if let Some(t) = TCP_COUNTS.get_ptr_mut(id.0) {
+        f(unsafe { &mut *t });
+    }
+}
+
+/// Sends a TCP record for `c`, with `sk`'s endpoints as they are now.
+#[inline(always)]
+fn emit(kind: EventKind, sk: *const u8, c: &Connection, duration_ns: u64, sk_err: i32) {
+    let mut r = TcpRecord {
+        header: EventHeader {
+            kind: kind as u32,
+            size: size_of::<TcpRecord>() as u32,
+            ktime_ns: unsafe { bpf_ktime_get_ns() },
+            target: c.target,
+            pid: c.pid,
+        },
+        duration_ns,
+        bytes_sent: c.bytes_sent,
+        bytes_received: c.bytes_received,
+        comm: c.comm,
+        saddr: [0; 16],
+        daddr: [0; 16],
+        family: read_field::<u16>(sk, offset!(sock_family)).unwrap_or(0),
+        sport: u16::from_be(read_field::<u16>(sk, offset!(inet_sport)).unwrap_or(0)),
+        dport: u16::from_be(read_field::<u16>(sk, offset!(sock_dport)).unwrap_or(0)),
+        direction: c.direction,
+        _pad: 0,
+        sk_err,
+        _pad2: 0,
+    };
+    if r.family == AF_INET6 {
+        r.saddr = read_field(sk, offset!(sock_v6_rcv_saddr)).unwrap_or([0; 16]);
+        r.daddr = read_field(sk, offset!(sock_v6_daddr)).unwrap_or([0; 16]);
+    } else {
+        let (s, d) = (
+            read_field::<[u8; 4]>(sk, offset!(sock_rcv_saddr)).unwrap_or([0; 4]),
+            read_field::<[u8; 4]>(sk, offset!(sock_daddr)).unwrap_or([0; 4]),
+        );
+        r.saddr[..4].copy_from_slice(&s);
+        r.daddr[..4].copy_from_slice(&d);
+    }
+    submit(kind, &r);
+}
