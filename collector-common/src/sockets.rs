@@ -122,6 +122,9 @@ pub struct Connection {
     /// Payload bytes the owner's processes sent and received on it (sock_send/recv_length).
     pub bytes_sent: u64,
     pub bytes_received: u64,
+    /// When it reached TCP_CLOSE; the `tcp.close` event waits for the socket's destruction,
+    /// so that bytes the owner reads after the peer's FIN are in it.
+    pub closed_ns: u64,
     /// The process that connected or accepted, and its name then.
     pub comm: [u8; COMM_LEN],
     /// [`crate::TargetId::slot`].

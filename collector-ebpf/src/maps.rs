@@ -16,23 +16,60 @@ use collector_common::{
 #[map]
 pub static TARGET_OF: Array<u32> = Array::with_max_entries(PID_INDEXED_DEFAULT, 0);
 
-/// The target of the task running on this CPU ([`collector_common::TargetId::slot`], 0 = none),
-/// kept by `sched_switch` in `processes.rs`. It is what lets `sys_enter`/`sys_exit` of every
-/// other process return after one inlined per-CPU load, without a helper call: the
-/// benchmark measured the two `bpf_get_current_pid_tgid` calls of a tgid-indexed check at
-/// ~23 ns per syscall over the empty-program floor.
+/// Which target the task last seen in a syscall on this CPU belongs to, keyed by that
+/// task's `struct pt_regs` address. `sys_enter`/`sys_exit` get the pt_regs pointer as
+/// their first argument for free, and it is unique per thread (it sits at the top of the
+/// thread's kernel stack), so most syscalls of every process on the host are filtered with
+/// one per-CPU load and a compare, without a helper call: the benchmark measured the two
+/// `bpf_get_current_pid_tgid` calls of a plain tgid-indexed check at ~23 ns per syscall
+/// over the empty-program floor.
+///
+/// Why a cache checked against the caller rather than a slot written on context switch
+/// (the first design): on Linux 6.18 under nginx + wrk load, about 1 syscall in 4000 of a
+/// target ran on a CPU whose last `sched_switch` had switched to another task, so a slot
+/// kept by sched_switch named the wrong task and lost accepts and bytes. A cache entry
+/// that names its task cannot be applied to another one. `sched_switch` still clears the
+/// slot (`processes.rs`), so a stack reused by a new thread after an exit never inherits
+/// an old entry.
 #[map]
-pub static CURRENT_TARGET: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+pub static CURRENT: PerCpuArray<CurrentTask> = PerCpuArray::with_max_entries(1, 0);
 
-/// The current task's target on this CPU; 0 when it is not a target.
-#[inline(always)]
-pub fn current_target() -> u32 {
-    CURRENT_TARGET.get(0).copied().unwrap_or(0)
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CurrentTask {
+    pub regs: u64,
+    /// [`TargetId::slot`] of the task's process, 0 = not a target.
+    pub target: u32,
+    pub _pad: u32,
 }
 
-/// The current process's target slot and id, if it is a target. Unlike [`current_target`]
-/// this asks `TARGET_OF` directly (one helper call), for the low-rate probes that may run
-/// before the CPU's next context switch.
+/// The target of the thread whose syscall passes `regs` to `sys_enter`/`sys_exit`; 0 when
+/// it is not a target. After a context switch the first syscall pays one helper call and a
+/// `TARGET_OF` load; the rest of that thread's syscalls on this CPU hit the cache.
+#[inline(always)]
+pub fn syscall_target(regs: u64) -> u32 {
+    let Some(slot) = CURRENT.get_ptr_mut(0) else {
+        return 0;
+    };
+    let slot = unsafe { &mut *slot };
+    if slot.regs == regs {
+        return slot.target;
+    }
+    let target = TARGET_OF.get(current_tgid()).copied().unwrap_or(0);
+    *slot = CurrentTask { regs, target, _pad: 0 };
+    target
+}
+
+/// Forgets this CPU's cached task (on a context switch, or when its target changed).
+#[inline(always)]
+pub fn forget_current_task() {
+    if let Some(slot) = CURRENT.get_ptr_mut(0) {
+        unsafe { (*slot).regs = 0 };
+    }
+}
+
+/// The current process's target slot and id, if it is a target: one helper call and a
+/// `TARGET_OF` load, for the probes that have no pt_regs to key [`CURRENT`] with.
 #[inline(always)]
 pub fn target_of_current() -> Option<(u32, TargetId)> {
     let slot = *TARGET_OF.get(current_tgid())?;

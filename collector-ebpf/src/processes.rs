@@ -11,9 +11,9 @@
 //!   sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
 //!                unsigned int prev_state)
 //!     called from kernel/sched/core.c:__schedule() on the CPU switching to `next`, before
-//!     `next` runs: every change of the current task on a CPU passes here, which keeps
-//!     `CURRENT_TARGET` right. A target already running when the agent attaches is seen at
-//!     its next switch (blocked or preempted), at most one timeslice later.
+//!     `next` runs. It clears the CPU's cached syscall target (`maps.rs`, `CURRENT`), which
+//!     is keyed by the thread's pt_regs, so an entry never outlives the thread it was made
+//!     for even when a new thread reuses the stack.
 //!   sched_process_fork(struct task_struct *parent, struct task_struct *child)
 //!     called from kernel/fork.c:kernel_clone() in the parent's context, after the child's
 //!     pid is assigned and before it first runs; for threads too.
@@ -32,19 +32,12 @@ use collector_common::{EntrySlot, MapErrorSite, TargetId, events::EventKind};
 use crate::{
     events::{Process, emit_exec, emit_process},
     globals::{kernel_feature, offset, read_field},
-    maps::{CURRENT_TARGET, ENTRY, TARGET_COUNTS, TARGET_OF, count_map_error, target_of_current},
+    maps::{ENTRY, TARGET_COUNTS, TARGET_OF, count_map_error, forget_current_task, target_of_current},
 };
 
 #[raw_tracepoint(tracepoint = "sched_switch")]
-pub fn collector_sched_switch(ctx: RawTracePointContext) -> i32 {
-    let next: *const u8 = ctx.arg(2);
-    let target = match read_field::<i32>(next, offset!(task_tgid)) {
-        Ok(tgid) => TARGET_OF.get(tgid as u32).copied().unwrap_or(0),
-        Err(_) => 0,
-    };
-    if let Some(current) = CURRENT_TARGET.get_ptr_mut(0) {
-        unsafe { *current = target };
-    }
+pub fn collector_sched_switch(_ctx: RawTracePointContext) -> i32 {
+    forget_current_task();
     0
 }
 

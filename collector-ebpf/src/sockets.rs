@@ -15,6 +15,10 @@
 //!     sock_recvmsg_nosec(): every send/write/sendmsg/sendmmsg, and sendfile/splice
 //!     (splice_to_socket() sends with sock_sendmsg), in the task that sends or receives.
 //!     `ret` is the byte count or -errno.
+//!   tcp:tcp_destroy_sock(struct sock *sk)
+//!     include/trace/events/tcp.h, fired by net/ipv4/tcp_ipv4.c:tcp_v4_destroy_sock() (IPv6
+//!     sockets too) when a socket in TCP_CLOSE is finally freed: after its owner closed the
+//!     fd, so after every byte it read. A connection's `tcp.close` is sent here.
 //!   tcp:tcp_retransmit_skb(const struct sock *sk, const struct sk_buff *skb, int err)
 //!   tcp:tcp_send_reset(const struct sock *sk, const struct sk_buff *skb, enum sk_rst_reason)
 //!   tcp:tcp_receive_reset(struct sock *sk)
@@ -32,9 +36,9 @@
 //!   `sys_exit`): the returned fd leads, through current->files->fdt->fd[fd] ->
 //!   file->private_data (struct socket) -> sk, to the socket, and `SOCKETS[sk]` gets the
 //!   accepting process. A non-target client's connect() is never recorded.
-//! Everything later on a connection (established, bytes, retransmits, resets, close) is
-//! attributed through `SOCKETS[sk]`. Bytes go to the process that moves them: the byte
-//! probes run in the sender or receiver, so `current_target()` names it.
+//! Everything later on a connection (established, bytes, retransmits, resets, close,
+//! destruction) is attributed through `SOCKETS[sk]`. Bytes go to the process that moves them: the byte
+//! probes run in the sender or receiver, so `target_of_current()` names it.
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{map, raw_tracepoint},
@@ -54,7 +58,7 @@ use collector_common::{
 use crate::{
     events::submit,
     globals::{offset, read_field},
-    maps::{count_map_error, current_target, current_tgid, get_or_insert, target_of_current},
+    maps::{count_map_error, current_tgid, get_or_insert, target_of_current},
 };
 
 /// include/net/tcp_states.h
@@ -102,6 +106,7 @@ fn connecting(sk: *const u8) {
         start_ns: unsafe { bpf_ktime_get_ns() },
         bytes_sent: 0,
         bytes_received: 0,
+        closed_ns: 0,
         comm: bpf_get_current_comm().unwrap_or_default(),
         target,
         pid: current_tgid(),
@@ -131,26 +136,53 @@ fn established(sk: *const u8) {
     emit(EventKind::TcpConnect, sk, c, connect_ns, 0);
 }
 
+/// TCP_CLOSE: a connect that never got established is an error now; an established
+/// connection stops being open, and its `tcp.close` waits for `destroyed` (the owner may
+/// still read what the peer sent before its FIN).
 #[inline(always)]
 fn closed(sk: *const u8) {
     let key = sk as u64;
-    let Some(c) = (unsafe { SOCKETS.get(&key) }).copied() else {
+    let Some(c) = SOCKETS.get_ptr_mut(&key) else {
         return;
     };
-    let _ = SOCKETS.remove(&key);
+    let c = unsafe { &mut *c };
     if c.established == 0 {
         // tcp_done_with_error() sets sk_err before the socket reaches TCP_CLOSE:
         // ECONNREFUSED for a RST in SYN_SENT (tcp_reset), ETIMEDOUT when SYNs ran out.
         let sk_err = read_field::<i32>(sk, offset!(sock_err)).unwrap_or(0);
+        let c = *c;
+        let _ = SOCKETS.remove(&key);
         emit(EventKind::TcpConnectError, sk, &c, 0, sk_err);
         return;
     }
-    let lifetime_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(c.start_ns);
-    count(c.target, |t| match c.direction {
+    if c.closed_ns != 0 {
+        return;
+    }
+    c.closed_ns = unsafe { bpf_ktime_get_ns() };
+    let direction = c.direction;
+    count(c.target, |t| match direction {
         DIRECTION_INBOUND => t.open_inbound -= 1,
         _ => t.open_outbound -= 1,
     });
-    emit(EventKind::TcpClose, sk, &c, lifetime_ns, 0);
+}
+
+#[raw_tracepoint(tracepoint = "tcp_destroy_sock")]
+pub fn collector_tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
+    let sk: *const u8 = ctx.arg(0);
+    let key = sk as u64;
+    let Some(mut c) = (unsafe { SOCKETS.get(&key) }).copied() else {
+        return 0;
+    };
+    let _ = SOCKETS.remove(&key);
+    if c.established == 0 {
+        return 0;
+    }
+    if c.closed_ns == 0 {
+        // Not seen closing (the CLOSE transition happened before the entry was made).
+        c.closed_ns = unsafe { bpf_ktime_get_ns() };
+    }
+    emit(EventKind::TcpClose, sk, &c, c.closed_ns.saturating_sub(c.start_ns), 0);
+    0
 }
 
 /// At the return of accept()/accept4() that returned `fd` in a thread of `target` (called
@@ -173,6 +205,7 @@ pub fn accepted(fd: u64, target: u32) {
         start_ns: unsafe { bpf_ktime_get_ns() },
         bytes_sent: 0,
         bytes_received: 0,
+        closed_ns: 0,
         comm: bpf_get_current_comm().unwrap_or_default(),
         target,
         pid: current_tgid(),
@@ -226,14 +259,14 @@ enum Moved {
 }
 
 /// Bytes a target process sent or received: per (target, family, protocol), and on the
-/// connection when it is one we follow. The non-target path is one per-CPU load, as in
-/// `sys_enter`: these fire for every send and receive on the host.
+/// connection when it is one we follow. These fire for every send and receive on the host;
+/// the non-target path is one helper call and one array load (no pt_regs here to use the
+/// syscall probes' cache with).
 #[inline(always)]
 fn count_bytes(ctx: &RawTracePointContext, moved: Moved) {
-    let target = current_target();
-    if target == 0 {
+    let Some((target, _)) = target_of_current() else {
         return;
-    }
+    };
     let ret: i32 = ctx.arg(1);
     // A peek leaves the data queued: it is counted when it is read.
     if ret <= 0 || (moved == Moved::Received && ctx.arg::<i32>(2) & MSG_PEEK != 0) {

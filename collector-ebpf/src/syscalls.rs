@@ -7,8 +7,9 @@
 //! As raw tracepoints, arg(1) is `id` at entry and `ret` at exit. Both fire in the context of
 //! the calling thread, so `bpf_get_current_pid_tgid` names the caller.
 //!
-//! Whether the caller is a target is one per-CPU load (`current_target`, kept on context
-//! switch by `processes.rs`), so other processes pay no helper call at all.
+//! Whether the caller is a target is one per-CPU load and a compare (`syscall_target`, a
+//! cache keyed by the caller's pt_regs; see `maps.rs`), so other processes pay no helper
+//! call at all, except once after each context switch.
 //!
 //! Entry state lives in `ENTRY`, an array indexed by thread id, not a hash map keyed by it:
 //! ../shared/ENVIRONMENT.md measured ~870-1010 ns/call for a hash insert + delete per call
@@ -23,7 +24,7 @@ use collector_common::{EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallSta
 
 use crate::{
     globals::{kernel_feature, offset, read_field},
-    maps::{ENTRY, SYSCALL_ERRORS, SYSCALL_STATS, current_target, get_or_insert},
+    maps::{ENTRY, SYSCALL_ERRORS, SYSCALL_STATS, get_or_insert, syscall_target},
     sockets,
 };
 
@@ -32,7 +33,7 @@ const MAX_ERRNO: i64 = 4095;
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn collector_sys_enter(ctx: RawTracePointContext) -> i32 {
-    let target = current_target();
+    let target = syscall_target(ctx.arg(0));
     if target == 0 {
         return 0;
     }
@@ -51,7 +52,9 @@ pub fn collector_sys_enter(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn collector_sys_exit(ctx: RawTracePointContext) -> i32 {
-    if current_target() == 0 {
+    let regs: *const u8 = ctx.arg(0);
+    let target = syscall_target(regs as u64);
+    if target == 0 {
         return 0;
     }
     let Some(slot) = ENTRY.get_ptr_mut(ctx.pid()) else {
@@ -63,9 +66,8 @@ pub fn collector_sys_exit(ctx: RawTracePointContext) -> i32 {
         // Not timed (see above), but an accept() that was already waiting when we attached
         // still hands a connection to its caller: a server idle in accept() must not lose
         // its first one. The number comes from the registers, as there is no entry.
-        let regs: *const u8 = ctx.arg(0);
         if let Ok(nr) = read_field::<u64>(regs, offset!(regs_syscall_nr)) {
-            accept_returned(nr as u32, ret, current_target());
+            accept_returned(nr as u32, ret, target);
         }
         return 0;
     }

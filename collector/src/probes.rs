@@ -67,7 +67,7 @@ pub const SYSCALL_PROBES: [Probe; 2] = [
 
 /// Probes of TCP connections and socket bytes (sockets.rs in the kernel crate); attached
 /// with the syscall probes, since inbound connections get their owner at accept()'s return.
-pub const SOCKET_PROBES: [Probe; 6] = [
+pub const SOCKET_PROBES: [Probe; 7] = [
     Probe {
         name: "inet_sock_set_state",
         program: "collector_inet_sock_set_state",
@@ -82,6 +82,11 @@ pub const SOCKET_PROBES: [Probe; 6] = [
         name: "sock_recv_length",
         program: "collector_sock_recv_length",
         tracepoint: "sock_recv_length",
+    },
+    Probe {
+        name: "tcp_destroy_sock",
+        program: "collector_tcp_destroy_sock",
+        tracepoint: "tcp_destroy_sock",
     },
     Probe {
         name: "tcp_retransmit_skb",

@@ -7,7 +7,7 @@ use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{TcpListener, TcpStream},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
 };
@@ -70,6 +70,51 @@ fn workload_bin() -> PathBuf {
         .map(|dir| dir.join("workload"))
         .find(|p| p.is_file())
         .expect("the workload binary beside this executable (cargo build -p tests --bins)")
+}
+
+/// A fresh path for the event sink.
+pub fn sink_path(test: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("collector-{test}-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// The sink's lines, each checked against the documented schema.
+pub fn sink_events(path: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            let time = v["time"].as_str().unwrap_or_else(|| panic!("no time: {line}"));
+            assert!(humantime_like(time), "time is not RFC 3339 with ns: {line}");
+            assert!(v["event"].is_string(), "{line}");
+            assert!(v["measurements"].is_object() && v["metadata"].is_object(), "{line}");
+            assert!(
+                v["measurements"].as_object().unwrap().values().all(serde_json::Value::is_number),
+                "{line}"
+            );
+            v
+        })
+        .collect()
+}
+
+/// `2026-11-24T20:22:59.100617749Z`
+fn humantime_like(t: &str) -> bool {
+    t.len() == 30 && t.ends_with('Z') && t.as_bytes()[10] == b'T' && t.as_bytes()[19] == b'.'
+}
+
+/// Waits until `f` holds (the sink and metrics handlers run on their own threads).
+pub fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A sample's value, 0 when the series does not exist (yet).
+pub fn value(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
+    m.value(name, labels).unwrap_or(0.0)
 }
 
 /// A workload process driven line by line (see src/bin/workload.rs).

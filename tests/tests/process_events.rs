@@ -1,56 +1,9 @@
 //! Process lifecycle events and the metrics defined on them, end to end: the real collector,
 //! real forks, execs, exits and signals, counted exactly; the JSON event sink read back.
-use std::{
-    path::PathBuf,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tests::{Collector, Metrics, Workload, privileged};
-
-/// A fresh path for the event sink.
-fn sink_path(test: &str) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("collector-{test}-{}.jsonl", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    path
-}
-
-/// The sink's lines, each checked against the documented schema.
-fn sink_events(path: &PathBuf) -> Vec<Value> {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    text.lines()
-        .map(|line| {
-            let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-            let time = v["time"].as_str().unwrap_or_else(|| panic!("no time: {line}"));
-            assert!(humantime_like(time), "time is not RFC 3339 with ns: {line}");
-            assert!(v["event"].is_string(), "{line}");
-            assert!(v["measurements"].is_object() && v["metadata"].is_object(), "{line}");
-            assert!(
-                v["measurements"].as_object().unwrap().values().all(Value::is_number),
-                "{line}"
-            );
-            v
-        })
-        .collect()
-}
-
-/// `2026-11-24T20:22:59.100617749Z`
-fn humantime_like(t: &str) -> bool {
-    t.len() == 30 && t.ends_with('Z') && t.as_bytes()[10] == b'T' && t.as_bytes()[19] == b'.'
-}
-
-/// Waits until `f` holds (the sink and metrics handlers run on their own threads).
-fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !f() {
-        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn value(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
-    m.value(name, labels).unwrap_or(0.0)
-}
+use tests::{Collector, Metrics, Workload, eventually, privileged, sink_events, sink_path, value};
 
 #[test]
 fn children_started_and_exited_are_counted_by_outcome_and_written_to_the_sink() {

@@ -28,6 +28,8 @@ const TEST_PEERS: &[(&str, &str)] = &[
     ("bpftrace", "bpftrace"),
     ("syscount", "libbpf-tools"),
     ("taskset", "util-linux"),
+    ("nginx", "nginx-light"),
+    ("wrk", "wrk"),
 ];
 
 pub fn ensure_toolchain() -> anyhow::Result<()> {

@@ -20,11 +20,18 @@
 //!   pin CPU            pin this process to one CPU (for the benchmark)
 //!   time_getppid N     N getppid() calls; prints `done NS` with the loop's wall time
 //!   time_pread N       N 4 KiB pread() from a file on tmpfs (/dev/shm); prints `done NS`
+//!   tcp_connect ADDR PORT C S   C times: connect to ADDR:PORT, send S bytes, shut down the
+//!                      sending side, read until the peer closes; prints `done RECEIVED`
+//!   tcp_listen ADDR    listen on ADDR, port chosen by the kernel; prints `done PORT`
+//!   tcp_accept C R S   C times: accept on that listener, read R bytes, send S, close
+//!   tcp_refused ADDR PORT  one connect to a port nobody listens on; prints `done ERRNO`
+//!   udp_send ADDR PORT U D  U datagrams of D bytes to ADDR:PORT
 //!
 //! Raw syscalls (`libc::syscall`) are used where libc might substitute another syscall
 //! (glibc's nanosleep() calls clock_nanosleep, for instance).
 use std::{
-    io::{BufRead as _, Write as _},
+    io::{BufRead as _, Read as _, Write as _},
+    net::{IpAddr, Shutdown, TcpListener, TcpStream, UdpSocket},
     os::fd::AsRawFd as _,
     time::Instant,
 };
@@ -143,15 +150,55 @@ fn timed(f: impl FnOnce()) -> String {
     format!(" {}", start.elapsed().as_nanos())
 }
 
+fn tcp_connect(addr: IpAddr, port: u16, connections: u64, send: u64) -> String {
+    let mut received = 0;
+    for _ in 0..connections {
+        let mut s = TcpStream::connect((addr, port)).expect("connect");
+        s.write_all(&vec![b'x'; send as usize]).expect("send");
+        s.shutdown(Shutdown::Write).expect("shutdown");
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).expect("receive");
+        received += buf.len();
+    }
+    format!(" {received}")
+}
+
+fn tcp_accept(listener: &TcpListener, connections: u64, receive: u64, send: u64) {
+    for _ in 0..connections {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = vec![0; receive as usize];
+        s.read_exact(&mut buf).expect("receive");
+        s.write_all(&vec![b'y'; send as usize]).expect("send");
+    }
+}
+
+fn tcp_refused(addr: IpAddr, port: u16) -> String {
+    let err = TcpStream::connect((addr, port)).expect_err("someone listens on the closed port");
+    format!(" {}", err.raw_os_error().unwrap_or(0))
+}
+
+fn udp_send(addr: IpAddr, port: u16, datagrams: u64, size: u64) {
+    let bind: IpAddr = if addr.is_ipv4() { [0, 0, 0, 0].into() } else { [0u16; 8].into() };
+    let s = UdpSocket::bind((bind, 0)).expect("bind");
+    for _ in 0..datagrams {
+        let sent = s.send_to(&vec![b'u'; size as usize], (addr, port)).expect("send");
+        assert_eq!(sent as u64, size);
+    }
+}
+
 fn main() {
     let stdout = std::io::stdout();
     writeln!(stdout.lock(), "ready {}", std::process::id()).unwrap();
     let mut held: Vec<libc::pid_t> = Vec::new();
+    let mut listener: Option<TcpListener> = None;
     for line in std::io::stdin().lock().lines() {
         let line = line.unwrap();
         let mut words = line.split_whitespace();
         let Some(cmd) = words.next() else { continue };
-        let args: Vec<u64> = words.filter_map(|w| w.parse().ok()).collect();
+        let words: Vec<&str> = words.collect();
+        // The socket commands start with an address; the numbers follow it.
+        let addr: Option<IpAddr> = words.first().and_then(|w| w.parse().ok());
+        let args: Vec<u64> = words.iter().filter_map(|w| w.parse().ok()).collect();
         let n = args.first().copied().unwrap_or(0);
         let mut result = String::new();
         match cmd {
@@ -204,6 +251,15 @@ fn main() {
             "pin" => pin(n),
             "time_getppid" => result = timed(|| getppid(n)),
             "time_pread" => result = timed(|| pread_tmpfs(n)),
+            "tcp_connect" => result = tcp_connect(addr.unwrap(), args[0] as u16, args[1], args[2]),
+            "tcp_listen" => {
+                let l = TcpListener::bind((addr.unwrap(), 0)).expect("listen");
+                result = format!(" {}", l.local_addr().unwrap().port());
+                listener = Some(l);
+            }
+            "tcp_accept" => tcp_accept(listener.as_ref().expect("tcp_listen first"), n, args[1], args[2]),
+            "tcp_refused" => result = tcp_refused(addr.unwrap(), args[0] as u16),
+            "udp_send" => udp_send(addr.unwrap(), args[0] as u16, args[1], args[2]),
             other => panic!("unknown command {other}"),
         }
         writeln!(stdout.lock(), "done{result}").unwrap();

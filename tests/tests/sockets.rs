@@ -1,0 +1,263 @@
+//! Socket and TCP activity of targets, end to end: real sockets on loopback between a target
+//! workload and this test process (never a target), counted exactly, and the `tcp.*` events
+//! read back from the JSON sink.
+use std::{
+    io::{Read as _, Write as _},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, TcpListener, TcpStream, UdpSocket},
+    path::Path,
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use serde_json::Value;
+use tests::{Collector, Metrics, Workload, eventually, privileged, sink_events, sink_path, value};
+
+const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+
+/// The sink's events named `name`.
+fn events_named(sink: &Path, name: &str) -> Vec<Value> {
+    sink_events(sink).into_iter().filter(|e| e["event"] == name).collect()
+}
+
+fn family_labels(addr: IpAddr) -> (&'static str, &'static str) {
+    if addr.is_ipv4() { ("ipv4", "inet") } else { ("ipv6", "inet6") }
+}
+
+fn bytes(m: &Metrics, direction: &str, family: &str, protocol: &str) -> f64 {
+    value(
+        m,
+        &format!("collector_socket_{direction}_bytes_total"),
+        &[("target", "app"), ("family", family), ("protocol", protocol)],
+    )
+}
+
+fn opened(m: &Metrics, direction: &str) -> f64 {
+    value(
+        m,
+        "collector_tcp_connections_opened_total",
+        &[("target", "app"), ("direction", direction)],
+    )
+}
+
+/// A non-target server: accepts `connections`, reads each to its end, answers `reply` bytes.
+fn serve(addr: IpAddr, connections: usize, reply: usize) -> (u16, JoinHandle<Vec<usize>>) {
+    let listener = TcpListener::bind((addr, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        (0..connections)
+            .map(|_| {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).unwrap();
+                s.write_all(&vec![b'r'; reply]).unwrap();
+                got.len()
+            })
+            .collect()
+    });
+    (port, server)
+}
+
+fn outbound_connections_are_counted_exactly(addr: IpAddr) {
+    const C: usize = 25;
+    const S: usize = 3000;
+    const R: usize = 700;
+    let (family, family_label) = family_labels(addr);
+    let sink = sink_path(&format!("tcp-out-{family}"));
+    let mut w = Workload::spawn();
+    let c = Collector::start(&["--pid", &format!("app={}", w.pid), "--events", sink.to_str().unwrap()]);
+    let (port, server) = serve(addr, C, R);
+    let received = w.run(&format!("tcp_connect {addr} {port} {C} {S}"));
+    assert_eq!(received, (C * R).to_string(), "the workload's own count");
+    assert_eq!(server.join().unwrap(), vec![S; C], "what the server read");
+
+    eventually("every close event in the sink", Duration::from_secs(10), || {
+        events_named(&sink, "tcp.close").len() >= C
+    });
+    let m = c.metrics();
+    let (out, sent, recv) = (
+        opened(&m, "outbound"),
+        bytes(&m, "sent", family_label, "tcp"),
+        bytes(&m, "received", family_label, "tcp"),
+    );
+    println!("{family}: opened outbound {out}, sent {sent} (expected {}), received {recv} (expected {})", C * S, C * R);
+    assert_eq!(out, C as f64);
+    assert_eq!(opened(&m, "inbound"), 0.0, "the server is not a target");
+    assert_eq!(sent, (C * S) as f64);
+    assert_eq!(recv, (C * R) as f64);
+    assert_eq!(
+        value(&m, "collector_tcp_connect_duration_seconds_count", &[("target", "app")]),
+        C as f64
+    );
+    assert_eq!(
+        value(
+            &m,
+            "collector_tcp_connections",
+            &[("target", "app"), ("direction", "outbound")]
+        ),
+        0.0,
+        "all closed"
+    );
+
+    let closes = events_named(&sink, "tcp.close");
+    let connects = events_named(&sink, "tcp.connect");
+    assert_eq!((connects.len(), closes.len()), (C, C));
+    for e in connects.iter().chain(&closes) {
+        let meta = &e["metadata"];
+        assert_eq!(meta["pid"], w.pid, "{e}");
+        assert_eq!(meta["comm"], "workload", "{e}");
+        assert_eq!(meta["target"], "app", "{e}");
+        assert_eq!(meta["family"], family, "{e}");
+        assert_eq!(meta["daddr"], addr.to_string(), "{e}");
+        assert_eq!(meta["saddr"], addr.to_string(), "{e}");
+        assert_eq!(meta["dport"], port, "{e}");
+        assert!(meta["sport"].as_u64().is_some_and(|p| p > 0 && p != u64::from(port)), "{e}");
+        assert_eq!(meta["direction"], "outbound", "{e}");
+        assert!(e["measurements"]["duration"].as_f64().is_some_and(|d| d >= 0.0), "{e}");
+    }
+    for e in &closes {
+        assert_eq!(e["measurements"]["bytes_sent"], S as f64, "{e}");
+        assert_eq!(e["measurements"]["bytes_received"], R as f64, "{e}");
+    }
+    drop(c);
+    let _ = std::fs::remove_file(&sink);
+}
+
+#[test]
+fn outbound_ipv4_connections_and_bytes_are_counted_exactly() {
+    if privileged() {
+        outbound_connections_are_counted_exactly(V4);
+    }
+}
+
+#[test]
+fn outbound_ipv6_connections_and_bytes_are_counted_exactly() {
+    if privileged() {
+        outbound_connections_are_counted_exactly(V6);
+    }
+}
+
+fn inbound_connections_belong_to_the_accepting_server(addr: IpAddr) {
+    const C: usize = 20;
+    const R: usize = 1500; // the client sends, the server receives
+    const S: usize = 400;
+    let (family, family_label) = family_labels(addr);
+    let sink = sink_path(&format!("tcp-in-{family}"));
+    let mut w = Workload::spawn();
+    let c = Collector::start(&["--pid", &format!("app={}", w.pid), "--events", sink.to_str().unwrap()]);
+    let port: u16 = w.run(&format!("tcp_listen {addr}")).parse().unwrap();
+    // The client is this test process, not a target: its side must not be counted.
+    let client = std::thread::spawn(move || {
+        (0..C)
+            .map(|_| {
+                let mut s = TcpStream::connect((addr, port)).unwrap();
+                s.write_all(&vec![b'q'; R]).unwrap();
+                s.shutdown(Shutdown::Write).unwrap();
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).unwrap();
+                got.len()
+            })
+            .sum::<usize>()
+    });
+    w.run(&format!("tcp_accept {C} {R} {S}"));
+    assert_eq!(client.join().unwrap(), C * S);
+
+    eventually("every close event in the sink", Duration::from_secs(10), || {
+        events_named(&sink, "tcp.close").len() >= C
+    });
+    let m = c.metrics();
+    let (inbound, recv, sent) = (
+        opened(&m, "inbound"),
+        bytes(&m, "received", family_label, "tcp"),
+        bytes(&m, "sent", family_label, "tcp"),
+    );
+    println!("{family}: opened inbound {inbound}, received {recv} (expected {}), sent {sent} (expected {})", C * R, C * S);
+    assert_eq!(inbound, C as f64);
+    assert_eq!(opened(&m, "outbound"), 0.0, "the client is not a target");
+    assert_eq!(recv, (C * R) as f64);
+    assert_eq!(sent, (C * S) as f64);
+
+    let accepts = events_named(&sink, "tcp.accept");
+    let closes = events_named(&sink, "tcp.close");
+    assert_eq!((accepts.len(), closes.len()), (C, C));
+    assert!(events_named(&sink, "tcp.connect").is_empty(), "the client's connect was seen");
+    for e in accepts.iter().chain(&closes) {
+        let meta = &e["metadata"];
+        assert_eq!(meta["pid"], w.pid, "the server's pid: {e}");
+        assert_eq!(meta["sport"], port, "{e}");
+        assert_eq!(meta["family"], family, "{e}");
+        assert_eq!(meta["direction"], "inbound", "{e}");
+    }
+    for e in &closes {
+        assert_eq!(e["measurements"]["bytes_received"], R as f64, "{e}");
+        assert_eq!(e["measurements"]["bytes_sent"], S as f64, "{e}");
+    }
+    drop(c);
+    let _ = std::fs::remove_file(&sink);
+}
+
+#[test]
+fn inbound_ipv4_connections_belong_to_the_accepting_server() {
+    if privileged() {
+        inbound_connections_belong_to_the_accepting_server(V4);
+    }
+}
+
+#[test]
+fn inbound_ipv6_connections_belong_to_the_accepting_server() {
+    if privileged() {
+        inbound_connections_belong_to_the_accepting_server(V6);
+    }
+}
+
+#[test]
+fn a_connect_to_a_closed_port_is_one_refused_connect_error() {
+    if !privileged() {
+        return;
+    }
+    let sink = sink_path("tcp-refused");
+    let mut w = Workload::spawn();
+    let c = Collector::start(&["--pid", &format!("app={}", w.pid), "--events", sink.to_str().unwrap()]);
+    let closed_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let errno = w.run(&format!("tcp_refused 127.0.0.1 {closed_port}"));
+    assert_eq!(errno, libc::ECONNREFUSED.to_string());
+    eventually("the connect error in the sink", Duration::from_secs(10), || {
+        !events_named(&sink, "tcp.connect_error").is_empty()
+    });
+    let m = c.metrics();
+    let errors = value(&m, "collector_tcp_connect_errors_total", &[("target", "app")]);
+    println!("connect errors {errors}, opened {}", opened(&m, "outbound"));
+    assert_eq!(errors, 1.0);
+    assert_eq!(opened(&m, "outbound"), 0.0);
+    let e = events_named(&sink, "tcp.connect_error");
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0]["metadata"]["reason"], "refused", "{}", e[0]);
+    assert_eq!(e[0]["metadata"]["dport"], closed_port, "{}", e[0]);
+    assert_eq!(e[0]["metadata"]["pid"], w.pid, "{}", e[0]);
+    assert_eq!(
+        value(&m, "collector_tcp_resets_total", &[("target", "app"), ("direction", "received")]),
+        1.0,
+        "the RST that refused it"
+    );
+    drop(c);
+    let _ = std::fs::remove_file(&sink);
+}
+
+#[test]
+fn udp_datagrams_sent_are_counted_in_bytes_exactly() {
+    if !privileged() {
+        return;
+    }
+    const U: usize = 333;
+    const D: usize = 1200;
+    let mut w = Workload::spawn();
+    let c = Collector::start(&["--pid", &format!("app={}", w.pid)]);
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    w.run(&format!("udp_send 127.0.0.1 {port} {U} {D}"));
+    let m = c.metrics();
+    let sent = bytes(&m, "sent", "inet", "udp");
+    println!("udp sent {sent}, expected {}", U * D);
+    assert_eq!(sent, (U * D) as f64);
+    assert_eq!(bytes(&m, "sent", "inet", "tcp"), 0.0);
+}
