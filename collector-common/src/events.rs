@@ -127,7 +127,7 @@ pub struct TcpRecord {
 /// Live processes and threads a target gained minus lost in the kernel since the agent
 /// filled `TARGET_OF`.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TargetCounts {
     pub processes: i64,
     pub threads: i64,

@@ -26,6 +26,16 @@ impl TargetId {
     }
 }
 
+/// Set in a `TARGET_OF` value that came from `--pid` (the named process or one of its
+/// descendants): an explicit PID outranks any cgroup, so cgroup moves leave such a value
+/// alone. The rest of the value is the [`TargetId::slot`].
+pub const PID_TREE: u32 = 1 << 31;
+
+/// The [`TargetId::slot`] in a `TARGET_OF` value.
+pub const fn target_slot(value: u32) -> u32 {
+    value & !PID_TREE
+}
+
 /// Per-thread state between `sys_enter` and `sys_exit`, one slot per thread id.
 /// `enter_ns == 0` means "not inside a traced syscall".
 #[repr(C)]
@@ -107,6 +117,16 @@ pub struct KernelOffsets {
     pub socket_sk: u32,
     /// `struct pt_regs`' syscall number (x86 `orig_ax`, arm64 `syscallno`).
     pub regs_syscall_nr: u32,
+    /// task->cgroups->dfl_cgrp (the cgroup v2 cgroup) ->level, ->ancestors[], ->kn->id.
+    pub task_cgroups: u32,
+    pub css_set_dfl_cgrp: u32,
+    pub cgroup_level: u32,
+    pub cgroup_ancestors: u32,
+    pub cgroup_kn: u32,
+    pub kernfs_node_id: u32,
+    /// task->signal->nr_threads: the threads a process takes along when it changes target.
+    pub task_signal: u32,
+    pub signal_nr_threads: u32,
 }
 
 /// Whether the running kernel's `sched_process_exit` passes `group_dead` (Linux 6.16+);
@@ -167,6 +187,7 @@ pub mod maps {
     pub const SOCKETS: &str = "SOCKETS";
     pub const SOCKET_BYTES: &str = "SOCKET_BYTES";
     pub const TCP_COUNTS: &str = "TCP_COUNTS";
+    pub const CGROUP_TARGETS: &str = "CGROUP_TARGETS";
 
     /// Distinct (target, syscall) pairs the kernel aggregates; beyond this, updates fail and
     /// are counted in `MAP_ERRORS`.

@@ -6,6 +6,7 @@
 #![no_main]
 
 mod bench;
+mod cgroups;
 mod events;
 mod globals;
 mod maps;

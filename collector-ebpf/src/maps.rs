@@ -5,13 +5,13 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, PerCpuHashMap},
 };
 use collector_common::{
-    EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, TargetId,
+    EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, TargetId, target_slot,
     events::TargetCounts,
     maps::{MAX_TARGETS, PID_INDEXED_DEFAULT, SYSCALL_ERRORS_ENTRIES, SYSCALL_STATS_ENTRIES},
 };
 
-/// Target of each process, indexed by tgid; [`collector_common::TargetId::slot`], 0 = not a
-/// target. An array, not a hash: the lookup every syscall of every process pays is then an
+/// Target of each process, indexed by tgid: [`collector_common::TargetId::slot`], 0 = not a
+/// target, with [`collector_common::PID_TREE`] set for `--pid` trees. An array, not a hash: the lookup every syscall of every process pays is then an
 /// inlined bounds check and load. Resized to the host's `pid_max` by the agent.
 #[map]
 pub static TARGET_OF: Array<u32> = Array::with_max_entries(PID_INDEXED_DEFAULT, 0);
@@ -55,7 +55,7 @@ pub fn syscall_target(regs: u64) -> u32 {
     if slot.regs == regs {
         return slot.target;
     }
-    let target = TARGET_OF.get(current_tgid()).copied().unwrap_or(0);
+    let target = target_slot(TARGET_OF.get(current_tgid()).copied().unwrap_or(0));
     *slot = CurrentTask { regs, target, _pad: 0 };
     target
 }
@@ -72,7 +72,7 @@ pub fn forget_current_task() {
 /// `TARGET_OF` load, for the probes that have no pt_regs to key [`CURRENT`] with.
 #[inline(always)]
 pub fn target_of_current() -> Option<(u32, TargetId)> {
-    let slot = *TARGET_OF.get(current_tgid())?;
+    let slot = target_slot(*TARGET_OF.get(current_tgid())?);
     TargetId::from_slot(slot).map(|id| (slot, id))
 }
 
@@ -86,6 +86,17 @@ pub fn current_tgid() -> u32 {
 /// Resized to `pid_max` by the agent.
 #[map]
 pub static ENTRY: Array<EntrySlot> = Array::with_max_entries(PID_INDEXED_DEFAULT, 0);
+
+/// Adds to a target's process and thread counts in `TARGET_COUNTS`.
+#[inline(always)]
+pub fn add_counts(target: TargetId, processes: i64, threads: i64) {
+    if let Some(counts) = TARGET_COUNTS.get_ptr_mut(target.0) {
+        unsafe {
+            (*counts).processes += processes;
+            (*counts).threads += threads;
+        }
+    }
+}
 
 /// Processes and threads each target gained (fork) minus lost (exit) since the agent filled
 /// `TARGET_OF`, indexed by target id. Per-CPU so forks on different CPUs need no atomics.

@@ -27,12 +27,13 @@
 //!     0). Kernels before 6.16 pass only `p`; the agent says which in `KERNEL_FEATURES`.
 use aya_ebpf::{EbpfContext as _, macros::raw_tracepoint, programs::RawTracePointContext};
 use aya_log_ebpf::warn;
-use collector_common::{EntrySlot, MapErrorSite, TargetId, events::EventKind};
+use collector_common::{EntrySlot, MapErrorSite, PID_TREE, TargetId, events::EventKind, target_slot};
 
 use crate::{
     events::{Process, emit_exec, emit_process},
     globals::{kernel_feature, offset, read_field},
-    maps::{ENTRY, TARGET_COUNTS, TARGET_OF, count_map_error, forget_current_task, target_of_current},
+    cgroups::cgroup_target_of,
+    maps::{ENTRY, TARGET_OF, add_counts, count_map_error, forget_current_task, target_of_current},
 };
 
 #[raw_tracepoint(tracepoint = "sched_switch")]
@@ -44,10 +45,7 @@ pub fn collector_sched_switch(_ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn collector_fork(ctx: RawTracePointContext) -> i32 {
     // The parent is the current task.
-    let (target, target_id) = match target_of_current() {
-        Some(t) => t,
-        None => return 0,
-    };
+    let parent = TARGET_OF.get(ctx.tgid()).copied().unwrap_or(0);
     let child: *const u8 = ctx.arg(1);
     let (Ok(pid), Ok(tgid)) = (
         read_field::<i32>(child, offset!(task_pid)),
@@ -58,7 +56,18 @@ pub fn collector_fork(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let is_process = pid == tgid;
-    if is_process && TARGET_OF.set(pid as u32, target, 0).is_err() {
+    // A new process stays in its parent's --pid tree; otherwise its cgroup decides, which
+    // also catches a child that clone3(CLONE_INTO_CGROUP) started in another cgroup. A new
+    // thread is in its process.
+    let value = if !is_process || parent & PID_TREE != 0 {
+        parent
+    } else {
+        cgroup_target_of(child)
+    };
+    let Some(target_id) = TargetId::from_slot(target_slot(value)) else {
+        return 0;
+    };
+    if is_process && TARGET_OF.set(pid as u32, value, 0).is_err() {
         count_map_error(MapErrorSite::TargetOf);
         warn!(&ctx, "cannot follow child {} of a target: pid beyond TARGET_OF", pid);
         return 0;
@@ -66,7 +75,7 @@ pub fn collector_fork(ctx: RawTracePointContext) -> i32 {
     add_counts(target_id, is_process as i64, 1);
     if is_process {
         let p = Process {
-            target,
+            target: target_slot(value),
             pid: pid as u32,
             ppid: ctx.tgid(),
             exit_code: 0,
@@ -142,14 +151,4 @@ pub fn collector_exit(ctx: RawTracePointContext) -> i32 {
     };
     emit_process(EventKind::ProcessExit, &p);
     0
-}
-
-#[inline(always)]
-fn add_counts(target: TargetId, processes: i64, threads: i64) {
-    if let Some(counts) = TARGET_COUNTS.get_ptr_mut(target.0) {
-        unsafe {
-            (*counts).processes += processes;
-            (*counts).threads += threads;
-        }
-    }
 }

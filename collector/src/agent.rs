@@ -6,11 +6,15 @@
 //! 3. attach the fork/exec/exit probes, so from here the kernel follows new children;
 //! 4. walk /proc for the descendants that existed before step 3, until a pass finds none
 //!    new (a child forked by a not-yet-known descendant during a pass is found by the next);
-//! 5. attach sys_enter/sys_exit, then serve. Everything counted happened after this point.
+//! 5. put the processes already in target cgroups into their deepest target (a `--pid` tree
+//!    keeps its own), after the cgroup attach probe, so a move meanwhile is seen by one of
+//!    them;
+//! 6. attach the socket probes and sys_enter/sys_exit, then serve. Everything counted
+//!    happened after this point. The cgroup watcher follows new and removed cgroups.
 use std::{
     collections::HashMap,
     sync::{
-        Arc,
+        Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::{Duration, Instant},
@@ -28,12 +32,13 @@ use crate::{
     btf::KernelLayout,
     cli::Cli,
     http,
-    kernel_maps::{KernelMaps, take_events},
+    cgroup_targets,
+    kernel_maps::{KernelMaps, Membership, take_events},
     metrics, poller,
     probes::{Probes, SOCKET_PROBES, SYSCALL_PROBES, TARGET_PROBES},
     process_events::{self, RingFill},
     state::AgentState,
-    targets::{Targets, descendants},
+    targets::{SharedTargets, Targets, descendants},
     telemetry::{
         Telemetry,
         definitions::{EventMetrics, PROCESS_METRICS, TCP_METRICS},
@@ -67,11 +72,13 @@ const DESCENDANT_PASSES: usize = 5;
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let started = Instant::now();
-    let targets = Targets::from_specs(&cli.pids).map_err(|e| Failure::Usage(e.to_string()))?;
+    let mut targets =
+        Targets::from_specs(&cli.pids, cli.max_targets as usize).map_err(|e| Failure::Usage(e.to_string()))?;
     let mut seen = HashMap::new();
     for &(pid, _) in targets.pids() {
         seen.insert(pid, check_process(pid)?);
     }
+    let cgroup_targets = cgroup_targets::resolve(&cli.cgroups, &cli.cgroup_patterns)?;
     check_privileges()?;
     let layout = KernelLayout::read()?;
     let pid_max = read_pid_max()?;
@@ -84,7 +91,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 
     // Handlers before probes: a bad --events path fails before anything is loaded, and no
     // event the kernel sends finds nobody to count it.
-    let (telemetry, mut registry) = start_telemetry(cli.events.as_deref())?;
+    let (telemetry, event_metrics, mut registry) = start_telemetry(cli.events.as_deref())?;
 
     let mut probes = Probes::load(&layout, pid_max, cli.ring_buffer_size)?;
     // Parsing the kernel's BTF (several MB, ~100k types) is the agent's largest allocation
@@ -97,35 +104,46 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     let ring = take_events(probes.ebpf_mut())?;
     let ring_fill = RingFill::new(&ring, cli.ring_buffer_size).context("cannot map the event ring buffer")?;
 
-    let mut initial_counts = vec![TargetCounts::default(); targets.len()];
-    for &(pid, target) in targets.pids() {
+    for (pid, target) in targets.pids().to_vec() {
         match insert_target(&mut maps, pid, target, seen[&pid])? {
-            Some(counts) => add(&mut initial_counts[target.0 as usize], counts, 1),
+            Some(counts) => targets.add_initial(target, counts.processes, counts.threads),
             None => tracing::warn!(pid, "the process exited during start-up"),
         }
     }
+    for (name, cgroup) in &cgroup_targets.initial {
+        cgroup_targets::add(&mut targets, &mut maps, name.clone(), cgroup);
+    }
     probes.attach(&TARGET_PROBES)?;
-    follow_existing_descendants(&targets, &mut maps, &mut initial_counts)?;
+    follow_existing_descendants(&mut targets, &mut maps)?;
+    cgroup_targets::join(&mut targets, &mut maps, cgroup_targets::all_pids())?;
     probes.attach(&SOCKET_PROBES)?;
     probes.attach(&SYSCALL_PROBES)?;
 
+    let targets: SharedTargets = Arc::new(RwLock::new(targets));
     let stop_reader = Arc::new(AtomicBool::new(false));
     let reader = process_events::spawn_reader(ring, targets.clone(), telemetry.clone(), stop_reader.clone());
     let state = Arc::new(AgentState {
         targets,
-        maps,
+        maps: Mutex::new(maps),
         telemetry,
+        event_metrics,
         probes_attached: probes.attached().clone(),
-        initial_counts,
         started,
         map_read_errors: AtomicU64::new(0),
     });
     metrics::register_collectors(&mut registry, state.clone());
     let stop_poller = Arc::new(poller::Stop::default());
     let poller = poller::spawn(state.clone(), ring_fill, cli.poll_interval.into(), stop_poller.clone());
+    let stop_watcher = Arc::new(AtomicBool::new(false));
+    let watcher = cgroup_targets::spawn_watcher(
+        state.clone(),
+        cgroup_targets.changes,
+        cli.series_ttl.into(),
+        stop_watcher.clone(),
+    );
     tracing::info!(
         listen = %cli.listen,
-        targets = %state.targets,
+        targets = %state.targets(),
         pid_max,
         startup_ms = started.elapsed().as_millis() as u64,
         "collector ready"
@@ -134,7 +152,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     drop(probes); // detaches every link and unloads the programs
     stop_poller.stop();
     stop_reader.store(true, Ordering::Relaxed);
-    let _ = (poller.join(), reader.join());
+    stop_watcher.store(true, Ordering::Relaxed);
+    let _ = (poller.join(), reader.join(), watcher.join());
     state.telemetry.detach_all(); // lets the sink write what it has queued
     served?;
     tracing::info!("stopped; all probes detached");
@@ -143,15 +162,16 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 
 /// The event bus with the built-in metrics attached (registered in the returned registry)
 /// and, with `--events`, the sink.
-fn start_telemetry(events: Option<&str>) -> Result<(Arc<Telemetry>, Registry), Failure> {
+fn start_telemetry(events: Option<&str>) -> Result<(Arc<Telemetry>, Arc<EventMetrics>, Registry), Failure> {
     let telemetry = Arc::new(Telemetry::new());
     let mut registry = Registry::default();
     let built_in = [PROCESS_METRICS, TCP_METRICS].concat();
-    Arc::new(EventMetrics::register(&built_in, &mut registry)).attach(&telemetry, "metrics", METRICS_QUEUE)?;
+    let event_metrics = Arc::new(EventMetrics::register(&built_in, &mut registry));
+    event_metrics.clone().attach(&telemetry, "metrics", METRICS_QUEUE)?;
     if let Some(path) = events {
         sink::attach(&telemetry, path).map_err(|e| Failure::Usage(format!("--events {path}: {e}")))?;
     }
-    Ok((telemetry, registry))
+    Ok((telemetry, event_metrics, registry))
 }
 
 /// One process and its threads (from /proc; 1 if it is already gone).
@@ -163,11 +183,6 @@ fn process_counts(pid: u32) -> TargetCounts {
         processes: 1,
         threads: threads as i64,
     }
-}
-
-fn add(total: &mut TargetCounts, counts: TargetCounts, sign: i64) {
-    total.processes += sign * counts.processes;
-    total.threads += sign * counts.threads;
 }
 
 /// A named PID must be a running process, and a process rather than one of its threads
@@ -212,7 +227,7 @@ fn insert_target(
     started: u64,
 ) -> Result<Option<TargetCounts>, Failure> {
     let counts = process_counts(pid);
-    maps.set_target(pid, Some(target))?;
+    maps.set_target(pid, Some((target, Membership::PidTree)))?;
     if start_time(pid) == Some(started) || maps.target_of(pid)?.is_none() {
         return Ok(Some(counts));
     }
@@ -270,11 +285,7 @@ fn start_kernel_log(probes: &mut Probes) {
 }
 
 /// Puts the descendants that existed before the fork probe attached into their target.
-fn follow_existing_descendants(
-    targets: &Targets,
-    maps: &mut KernelMaps,
-    initial: &mut [TargetCounts],
-) -> Result<(), Failure> {
+fn follow_existing_descendants(targets: &mut Targets, maps: &mut KernelMaps) -> Result<(), Failure> {
     let roots: HashMap<u32, TargetId> = targets.pids().iter().copied().collect();
     for _ in 0..DESCENDANT_PASSES {
         let mut added = 0;
@@ -282,11 +293,11 @@ fn follow_existing_descendants(
         let parents: Vec<(u32, u32)> = tree.iter().map(|&(pid, ppid, _)| (pid, ppid)).collect();
         let started: HashMap<u32, u64> = tree.iter().map(|&(pid, _, start)| (pid, start)).collect();
         for (pid, target) in descendants(&parents, &roots) {
-            if maps.target_of(pid)?.is_some() {
+            if matches!(maps.target_of(pid)?, Some((_, Membership::PidTree))) {
                 continue; // already followed by the kernel, or by an earlier pass
             }
             if let Some(counts) = insert_target(maps, pid, target, started[&pid])? {
-                add(&mut initial[target.0 as usize], counts, 1);
+                targets.add_initial(target, counts.processes, counts.threads);
                 added += 1;
             }
         }

@@ -76,6 +76,14 @@ impl KernelLayout {
             file_private_data: offset("file", "private_data")?,
             socket_sk: offset("socket", "sk")?,
             regs_syscall_nr: offset("pt_regs", "orig_ax").or_else(|_| offset("pt_regs", "syscallno"))?,
+            task_cgroups: offset("task_struct", "cgroups")?,
+            css_set_dfl_cgrp: offset("css_set", "dfl_cgrp")?,
+            cgroup_level: offset("cgroup", "level")?,
+            cgroup_ancestors: offset("cgroup", "ancestors")?,
+            cgroup_kn: offset("cgroup", "kn")?,
+            kernfs_node_id: offset("kernfs_node", "id")?,
+            task_signal: offset("task_struct", "signal")?,
+            signal_nr_threads: offset("signal_struct", "nr_threads")?,
         };
         let exit_has_group_dead = tracepoint_arity(&types, "sched_process_exit") == Some(2);
         Ok(KernelLayout {

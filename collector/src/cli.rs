@@ -4,7 +4,10 @@ use std::net::SocketAddr;
 
 use clap::{Parser, ValueEnum};
 
-use crate::targets::PidSpec;
+use crate::{
+    cgroups::{CgroupPattern, CgroupSpec},
+    targets::PidSpec,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,6 +19,7 @@ use crate::targets::PidSpec;
         collector --pid 1234                       # one process, its threads and children (target \"pid-1234\")\n  \
         collector --pid web=1234 --pid web=1235    # two worker processes counted together as \"web\"\n  \
         COLLECTOR_PID=web=1234,db=99 collector     # the same flags from the environment\n  \
+        collector --cgroup-pattern 'system.slice/*.service'  # every service, one target each\n  \
         curl -s localhost:9464/metrics             # then scrape\n\n\
         Needs root (or CAP_BPF and CAP_PERFMON) and a kernel with BTF (/sys/kernel/btf/vmlinux)."
 )]
@@ -28,9 +32,33 @@ pub struct Cli {
         value_name = "[NAME=]PID",
         env = "COLLECTOR_PID",
         value_delimiter = ',',
-        required = true
+        required_unless_present_any = ["cgroups", "cgroup_patterns"]
     )]
     pub pids: Vec<PidSpec>,
+
+    /// A cgroup v2 to observe: every process in it or in a cgroup below it, including
+    /// processes that join later. PATH (absolute, or relative to the cgroup v2 mount) or
+    /// NAME=PATH; the default name is the path relative to the mount. Repeatable.
+    /// [example: --cgroup system.slice/nginx.service --cgroup db=/sys/fs/cgroup/db.slice]
+    #[arg(long = "cgroup", value_name = "[NAME=]PATH", env = "COLLECTOR_CGROUP", value_delimiter = ',')]
+    pub cgroups: Vec<CgroupSpec>,
+
+    /// Every cgroup v2 matching this glob is a target of its own, named by its path relative
+    /// to the mount; cgroups created later that match are picked up while running. `*` `?`
+    /// `[a-z]` match within a path segment, `**` across segments. Repeatable.
+    /// [example: --cgroup-pattern 'system.slice/*.service']
+    #[arg(long = "cgroup-pattern", value_name = "GLOB", env = "COLLECTOR_CGROUP_PATTERN", value_delimiter = ',', value_parser = CgroupPattern::validate)]
+    pub cgroup_patterns: Vec<String>,
+
+    /// How long the series of a removed cgroup target stay in /metrics after the cgroup is
+    /// gone (its kernel entries go at once). [example: --series-ttl 5m]
+    #[arg(long, value_name = "DURATION", env = "COLLECTOR_SERIES_TTL", default_value = "60s", value_parser = parse_duration)]
+    pub series_ttl: humantime::Duration,
+
+    /// Most targets at once; cgroups beyond it are refused and counted in
+    /// collector_targets_rejected_total. [example: --max-targets 200]
+    #[arg(long, value_name = "N", env = "COLLECTOR_MAX_TARGETS", default_value_t = 1000, value_parser = parse_max_targets)]
+    pub max_targets: u32,
 
     /// Address to serve /metrics and /health on. [example: --listen 0.0.0.0:9464]
     #[arg(
@@ -74,6 +102,19 @@ fn parse_poll_interval(s: &str) -> Result<humantime::Duration, String> {
         Err("the poll interval must be longer than zero".into())
     } else {
         Ok(d)
+    }
+}
+
+fn parse_duration(s: &str) -> Result<humantime::Duration, String> {
+    s.parse()
+        .map_err(|e| format!("'{s}' is not a duration ({e}); write e.g. 60s or 5m"))
+}
+
+fn parse_max_targets(s: &str) -> Result<u32, String> {
+    let max = collector_common::maps::MAX_TARGETS;
+    match s.parse::<u32>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a number of targets from 1 to {max}")),
     }
 }
 
@@ -125,6 +166,15 @@ mod tests {
     }
 
     #[test]
+    fn a_cgroup_or_pattern_is_enough_as_a_target() {
+        let cli = parse(&["--cgroup", "web=system.slice/nginx.service"]).unwrap();
+        assert_eq!(cli.cgroups[0].name.as_deref(), Some("web"));
+        assert!(parse(&["--cgroup-pattern", "system.slice/*.service"]).is_ok());
+        assert_eq!(cli.series_ttl, "60s".parse::<humantime::Duration>().unwrap());
+        assert_eq!(cli.max_targets, 1000);
+    }
+
+    #[test]
     fn a_target_is_required() {
         // Guard against the variable leaking in from the test environment.
         assert!(std::env::var_os("COLLECTOR_PID").is_none());
@@ -150,6 +200,10 @@ mod tests {
                 "'soon' is not a duration",
             ),
             (&["--pid", "1", "--poll-interval", "0s"][..], "longer than zero"),
+            (&["--cgroup", "=x"][..], "the name before '=' is empty"),
+            (&["--cgroup-pattern", "a/[b"][..], "--cgroup-pattern"),
+            (&["--pid", "1", "--max-targets", "0"][..], "from 1 to 1024"),
+            (&["--pid", "1", "--series-ttl", "later"][..], "'later' is not a duration"),
             (
                 &["--pid", "1", "--ring-buffer-size", "5000"][..],
                 "'5000' is not a power of two",

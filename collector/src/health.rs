@@ -1,13 +1,16 @@
 //! `/health`: whether the agent can see what it was asked to see.
 //!
 //! `unhealthy` (HTTP 503) when a probe is not attached: metrics would be silently wrong.
-//! `degraded` (HTTP 200) when a target has no live process left: its metrics are complete
-//! but will not grow; that is the target's state, not the agent's failure.
+//! `degraded` (HTTP 200) when a PID target has no live process left (its metrics are
+//! complete but will not grow; that is the target's state, not the agent's failure), or
+//! when there are no targets at all (patterns that match nothing yet).
 use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::state::AgentState;
+use collector_common::TargetId;
+
+use crate::{state::AgentState, targets::TargetKind};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,6 +52,8 @@ pub struct ProbesCheck {
 #[derive(Debug, Serialize)]
 pub struct TargetsCheck {
     pub status: CheckStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'static str>,
     pub targets: BTreeMap<String, TargetHealth>,
 }
 
@@ -71,26 +76,28 @@ impl Health {
             },
             attached,
         };
-        let targets: BTreeMap<String, TargetHealth> = state
-            .targets
-            .ids()
-            .map(|(id, name)| {
+        // A cgroup is a target while it exists, even empty; a PID target lives while a
+        // process of its tree does.
+        let live: Vec<(TargetId, String, bool)> = state
+            .targets()
+            .live()
+            .map(|(id, t)| (id, t.name.clone(), t.kind == TargetKind::Pid))
+            .collect();
+        let targets: BTreeMap<String, TargetHealth> = live
+            .into_iter()
+            .map(|(id, name, is_pid)| {
                 let processes = state.counts(id).map(|c| c.processes);
-                (
-                    name.to_owned(),
-                    TargetHealth {
-                        processes,
-                        alive: processes.is_none_or(|n| n > 0),
-                    },
-                )
+                let alive = !is_pid || processes.is_none_or(|n| n > 0);
+                (name, TargetHealth { processes, alive })
             })
             .collect();
         let targets = TargetsCheck {
-            status: if targets.values().all(|t| t.alive && t.processes.is_some()) {
+            status: if !targets.is_empty() && targets.values().all(|t| t.alive && t.processes.is_some()) {
                 CheckStatus::Pass
             } else {
                 CheckStatus::Warn
             },
+            message: targets.is_empty().then_some("no targets: no --cgroup-pattern matches a cgroup yet"),
             targets,
         };
         let status = match (probes.status, targets.status) {

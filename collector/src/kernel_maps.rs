@@ -2,10 +2,10 @@
 //! aggregates back (summed over CPUs) at scrape time.
 use aya::{
     Ebpf,
-    maps::{Array, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
 };
 use collector_common::{
-    ErrorKey, MapErrorSite, SyscallKey, SyscallStats, TargetId,
+    ErrorKey, MapErrorSite, PID_TREE, SyscallKey, SyscallStats, TargetId,
     events::{EventKind, TargetCounts},
     maps,
     sockets::{SocketBytes, SocketBytesKey, TcpCounts},
@@ -34,6 +34,16 @@ pub struct KernelMaps {
     map_errors: PerCpuArray<MapData, u64>,
     socket_bytes: PerCpuHashMap<MapData, SocketBytesKey, SocketBytes>,
     tcp_counts: PerCpuArray<MapData, TcpCounts>,
+    cgroup_targets: HashMap<MapData, u64, u32>,
+}
+
+/// Why a process is in a target: which decides whether a cgroup move may change it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Membership {
+    /// A `--pid` process or its descendant (`PID_TREE`).
+    PidTree,
+    /// Its cgroup.
+    Cgroup,
 }
 
 fn take<T: TryFrom<Map, Error = MapError>>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, KernelMapError> {
@@ -62,18 +72,73 @@ impl KernelMaps {
             map_errors: take(ebpf, maps::MAP_ERRORS)?,
             socket_bytes: take(ebpf, maps::SOCKET_BYTES)?,
             tcp_counts: take(ebpf, maps::TCP_COUNTS)?,
+            cgroup_targets: take(ebpf, maps::CGROUP_TARGETS)?,
         })
     }
 
-    /// The target `pid` belongs to in the kernel's view, if any.
-    pub fn target_of(&self, pid: u32) -> Result<Option<TargetId>, KernelMapError> {
-        let slot = self.target_of.get(&pid, 0).map_err(err(maps::TARGET_OF))?;
-        Ok(TargetId::from_slot(slot))
+    /// The target `pid` belongs to in the kernel's view, if any, and why.
+    pub fn target_of(&self, pid: u32) -> Result<Option<(TargetId, Membership)>, KernelMapError> {
+        let value = self.target_of.get(&pid, 0).map_err(err(maps::TARGET_OF))?;
+        let membership = if value & PID_TREE != 0 {
+            Membership::PidTree
+        } else {
+            Membership::Cgroup
+        };
+        Ok(TargetId::from_slot(collector_common::target_slot(value)).map(|t| (t, membership)))
     }
 
-    pub fn set_target(&mut self, pid: u32, target: Option<TargetId>) -> Result<(), KernelMapError> {
-        let slot = target.map_or(0, TargetId::slot);
-        self.target_of.set(pid, slot, 0).map_err(err(maps::TARGET_OF))
+    pub fn set_target(&mut self, pid: u32, target: Option<(TargetId, Membership)>) -> Result<(), KernelMapError> {
+        let value = match target {
+            None => 0,
+            Some((t, Membership::PidTree)) => t.slot() | PID_TREE,
+            Some((t, Membership::Cgroup)) => t.slot(),
+        };
+        self.target_of.set(pid, value, 0).map_err(err(maps::TARGET_OF))
+    }
+
+    /// Makes cgroup `id` (and every cgroup below it) `target` in the kernel.
+    pub fn add_cgroup(&mut self, id: u64, target: TargetId) -> Result<(), KernelMapError> {
+        self.cgroup_targets
+            .insert(id, target.slot(), 0)
+            .map_err(err(maps::CGROUP_TARGETS))
+    }
+
+    /// Forgets cgroup `id` (it was removed); a missing entry is not an error.
+    pub fn remove_cgroup(&mut self, id: u64) -> Result<(), KernelMapError> {
+        match self.cgroup_targets.remove(&id) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(KernelMapError::Map {
+                map: maps::CGROUP_TARGETS,
+                source: e,
+            }),
+        }
+    }
+
+    /// Deletes everything the kernel aggregated for `target`, so its id can be reused.
+    pub fn forget_target(&mut self, target: TargetId) -> Result<(), KernelMapError> {
+        let slot = target.slot();
+        let stats: Vec<SyscallKey> = self.syscall_stats.keys().flatten().filter(|k| k.target == slot).collect();
+        for k in stats {
+            let _ = self.syscall_stats.remove(&k);
+        }
+        let errors: Vec<ErrorKey> = self.syscall_errors.keys().flatten().filter(|k| k.target == slot).collect();
+        for k in errors {
+            let _ = self.syscall_errors.remove(&k);
+        }
+        let bytes: Vec<SocketBytesKey> = self.socket_bytes.keys().flatten().filter(|k| k.target == slot).collect();
+        for k in bytes {
+            let _ = self.socket_bytes.remove(&k);
+        }
+        let cpus = aya::util::nr_cpus().map_err(|(_, e)| KernelMapError::Map {
+            map: maps::TARGET_COUNTS,
+            source: MapError::SyscallError(aya::sys::SyscallError { call: "nr_cpus", io_error: e }),
+        })?;
+        let zero_counts = PerCpuValues::try_from(vec![TargetCounts::default(); cpus]).expect("one per CPU");
+        self.target_counts
+            .set(target.0, zero_counts, 0)
+            .map_err(err(maps::TARGET_COUNTS))?;
+        let zero_tcp = PerCpuValues::try_from(vec![TcpCounts::default(); cpus]).expect("one per CPU");
+        self.tcp_counts.set(target.0, zero_tcp, 0).map_err(err(maps::TCP_COUNTS))
     }
 
     /// Processes and threads `target` gained minus lost in the kernel (forks followed,

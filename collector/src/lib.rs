@@ -2,6 +2,8 @@
 //! kernel aggregated. See ARCHITECTURE.md for the data flow; `main.rs` only wires this up.
 pub mod agent;
 pub mod btf;
+pub mod cgroup_targets;
+pub mod cgroups;
 pub mod cli;
 pub mod decode;
 pub mod health;

@@ -114,10 +114,12 @@ struct KernelCollector {
 
 impl Collector for KernelCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let maps = &self.state.maps;
-        let (stats, stats_failed) = maps.syscall_stats();
-        let (errors, errors_failed) = maps.syscall_errors();
-        let map_errors = maps.map_errors();
+        let ((stats, stats_failed), (errors, errors_failed), map_errors) = {
+            let maps = self.state.maps();
+            (maps.syscall_stats(), maps.syscall_errors(), maps.map_errors())
+        };
+        // Targets after maps, never both held: the cgroup watcher takes them in that order too.
+        let targets = self.state.targets();
         self.state.map_read_errors.fetch_add(
             stats_failed + errors_failed + map_errors.is_err() as u64,
             Ordering::Relaxed,
@@ -128,7 +130,7 @@ impl Collector for KernelCollector {
             .map(|(k, v)| {
                 (
                     SyscallLabels {
-                        target: self.state.target_label(k.target),
+                        target: AgentState::target_label(&targets, k.target),
                         syscall: syscall_name(k.nr),
                     },
                     v,
@@ -155,7 +157,7 @@ impl Collector for KernelCollector {
         )?;
         for (k, n) in errors {
             let labels = ErrorLabels {
-                target: self.state.target_label(k.target),
+                target: AgentState::target_label(&targets, k.target),
                 syscall: syscall_name(k.nr),
                 errno: errno_name(k.errno),
             };
@@ -223,6 +225,11 @@ struct EventLabels {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, EncodeLabelSet)]
 struct DropLabels {
     event: &'static str,
     stage: &'static str,
@@ -255,7 +262,7 @@ impl Collector for AgentCollector {
             None,
             MetricType::Counter,
         )?;
-        let kernel = self.state.maps.event_drops().unwrap_or_default();
+        let kernel = self.state.maps().event_drops().unwrap_or_default();
         for (kind, n) in kernel {
             let labels = DropLabels {
                 event: kind.event_name(),
@@ -270,6 +277,28 @@ impl Collector for AgentCollector {
             };
             counter(family.encode_family(&labels)?, n)?;
         }
+
+        let (by_kind, rejected) = {
+            let targets = self.state.targets();
+            let count = |kind| targets.live().filter(|(_, t)| t.kind.label() == kind).count() as i64;
+            ([("pid", count("pid")), ("cgroup", count("cgroup"))], targets.rejected())
+        };
+        let mut family = encoder.encode_descriptor(
+            "collector_targets",
+            "Targets observed now, by kind: pid (--pid) or cgroup (--cgroup, --cgroup-pattern).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (kind, n) in by_kind {
+            ConstGauge::new(n).encode(family.encode_family(&KindLabels { kind })?)?;
+        }
+        let family = encoder.encode_descriptor(
+            "collector_targets_rejected",
+            "Cgroups not observed because --max-targets targets existed already.",
+            None,
+            MetricType::Counter,
+        )?;
+        counter(family, rejected)?;
 
         let Ok(me) = own_process::read() else { return Ok(()) };
         let gauges: [(&str, &str, f64); 3] = [

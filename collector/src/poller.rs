@@ -32,7 +32,9 @@ impl Stop {
 /// Emits the poll events once.
 pub fn poll(state: &AgentState, ring: &RingFill) {
     let now = SystemTime::now();
-    for (id, name) in state.targets.ids() {
+    let ids: Vec<_> = state.targets().ids().map(|(id, name)| (id, name.to_owned())).collect();
+    for (id, name) in ids {
+        let name = name.as_str();
         match state.counts(id) {
             Some(counts) => state.telemetry.execute(
                 Event::new("process.count", now)

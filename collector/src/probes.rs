@@ -28,7 +28,7 @@ pub struct Probe {
 
 /// Probes that keep the target set current; attached before targets are discovered so no
 /// fork between discovery and attach is missed.
-pub const TARGET_PROBES: [Probe; 4] = [
+pub const TARGET_PROBES: [Probe; 5] = [
     Probe {
         name: "sched_switch",
         program: "collector_sched_switch",
@@ -48,6 +48,11 @@ pub const TARGET_PROBES: [Probe; 4] = [
         name: "sched_process_exit",
         program: "collector_exit",
         tracepoint: "sched_process_exit",
+    },
+    Probe {
+        name: "cgroup_attach_task",
+        program: "collector_cgroup_attach_task",
+        tracepoint: "cgroup_attach_task",
     },
 ];
 

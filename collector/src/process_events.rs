@@ -20,7 +20,7 @@ use collector_common::{
 };
 
 use crate::{
-    targets::Targets,
+    targets::{SharedTargets, TargetKind, Targets},
     telemetry::{DropStage, Event, Telemetry},
 };
 
@@ -131,13 +131,14 @@ pub fn to_event(record: &Record, targets: &Targets, clock: &Clock) -> Event {
         Record::Tcp(t) => (&t.header, &t.comm),
     };
     let kind = EventKind::from_u32(header.kind).expect("decoded");
-    let target = TargetId::from_slot(header.target)
-        .and_then(|id| targets.name(id))
-        .unwrap_or("unknown");
-    let event = Event::new(kind.event_name(), clock.wall(header.ktime_ns))
+    let target = TargetId::from_slot(header.target).and_then(|id| targets.get(id));
+    let mut event = Event::new(kind.event_name(), clock.wall(header.ktime_ns))
         .meta("pid", header.pid)
         .meta("comm", text(comm))
-        .meta("target", target);
+        .meta("target", target.map_or("unknown", |t| t.name.as_str()));
+    if let Some(TargetKind::Cgroup { path, .. }) = target.map(|t| &t.kind) {
+        event = event.meta("cgroup", path.as_str());
+    }
     match record {
         Record::Tcp(t) => tcp_event(event, kind, t),
         Record::Start(p) => event.meta("ppid", p.ppid),
@@ -247,7 +248,7 @@ impl Drop for RingFill {
 /// Reads the ring buffer on a thread of its own until `stop`, then drains it once more.
 pub fn spawn_reader(
     mut ring: RingBuf<MapData>,
-    targets: Targets,
+    targets: SharedTargets,
     telemetry: Arc<Telemetry>,
     stop: Arc<AtomicBool>,
 ) -> JoinHandle<()> {
@@ -266,7 +267,10 @@ pub fn spawn_reader(
                 unsafe { libc::poll(&mut pollfd, 1, 100) };
                 while let Some(item) = ring.next() {
                     match decode(&item) {
-                        Ok(record) => telemetry.execute(to_event(&record, &targets, &clock)),
+                        Ok(record) => {
+                            let event = to_event(&record, &targets.read().expect("never poisoned"), &clock);
+                            telemetry.execute(event)
+                        }
                         Err(e) => {
                             tracing::warn!("undecodable ring-buffer record: {e}");
                             telemetry.stats().count_dropped("unknown", DropStage::Decode);
@@ -316,10 +320,13 @@ mod tests {
     }
 
     fn targets() -> Targets {
-        Targets::from_specs(&[PidSpec {
-            name: Some("web".into()),
-            pid: 10,
-        }])
+        Targets::from_specs(
+            &[PidSpec {
+                name: Some("web".into()),
+                pid: 10,
+            }],
+            1000,
+        )
         .unwrap()
     }
 

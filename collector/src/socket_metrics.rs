@@ -39,12 +39,26 @@ struct DirectionLabels {
 impl Collector for SocketCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let state = &self.state;
-        let (bytes, failed) = state.maps.socket_bytes();
+        let (bytes, failed) = state.maps().socket_bytes();
+        let ids: Vec<_> = state.targets().ids().map(|(id, name)| (id, name.to_owned())).collect();
+        let mut tcp: Vec<(String, TcpCounts)> = Vec::new();
+        let mut read_failed = failed;
+        {
+            let maps = state.maps();
+            for (id, name) in ids {
+                match maps.tcp_counts(id) {
+                    Ok(c) => tcp.push((name, c)),
+                    Err(_) => read_failed += 1,
+                }
+            }
+        }
+        state.map_read_errors.fetch_add(read_failed, Ordering::Relaxed);
+        let targets = state.targets();
         let bytes: Vec<_> = bytes
             .into_iter()
             .map(|(k, v)| {
                 let labels = BytesLabels {
-                    target: state.target_label(k.target),
+                    target: AgentState::target_label(&targets, k.target),
                     family: Family::from_u16(k.family).label(),
                     protocol: Protocol::from_u16(k.protocol).label(),
                 };
@@ -69,15 +83,7 @@ impl Collector for SocketCollector {
             }
         }
 
-        let mut tcp: Vec<(String, TcpCounts)> = Vec::new();
-        let mut read_failed = failed;
-        for (id, name) in state.targets.ids() {
-            match state.maps.tcp_counts(id) {
-                Ok(c) => tcp.push((name.to_owned(), c)),
-                Err(_) => read_failed += 1,
-            }
-        }
-        state.map_read_errors.fetch_add(read_failed, Ordering::Relaxed);
+        drop(targets);
 
         let mut family = encoder.encode_descriptor(
             "collector_tcp_connections",

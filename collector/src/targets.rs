@@ -2,9 +2,15 @@
 //!
 //! A target has a name (the `target` label) and a small id the kernel maps use. Several
 //! `--pid NAME=PID` with one NAME are one target: their counts add up in the kernel.
-use std::{collections::HashMap, fmt, str::FromStr};
+use std::{
+    collections::HashMap,
+    fmt,
+    str::FromStr,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
 
-use collector_common::{TargetId, maps::MAX_TARGETS};
+use collector_common::{TargetId, events::TargetCounts, maps::MAX_TARGETS};
 
 /// One `--pid` argument: `PID` or `NAME=PID`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,26 +59,75 @@ impl FromStr for PidSpec {
     }
 }
 
-/// The targets of one run: their names, indexed by [`TargetId`], and the PIDs given for each.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Targets {
-    names: Vec<String>,
-    pids: Vec<(u32, TargetId)>,
+/// What a target is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetKind {
+    /// `--pid`: named processes and their descendants.
+    Pid,
+    /// A cgroup v2 (`--cgroup`, or a `--cgroup-pattern` match) and everything below it.
+    Cgroup {
+        /// Relative to the v2 mount with a leading `/`, as in /proc/PID/cgroup.
+        path: String,
+        /// The cgroup id (its directory's inode number), the `CGROUP_TARGETS` key.
+        id: u64,
+    },
 }
+
+impl TargetKind {
+    /// The `kind` label of `collector_targets`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            TargetKind::Pid => "pid",
+            TargetKind::Cgroup { .. } => "cgroup",
+        }
+    }
+}
+
+/// One target: its name (the `target` label), what it is, the processes and threads the
+/// agent itself put into it (the kernel counts changes from there), and, once its cgroup
+/// is gone, since when.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    pub name: String,
+    pub kind: TargetKind,
+    pub initial: TargetCounts,
+    pub removed_at: Option<Instant>,
+}
+
+/// The targets of a run, indexed by [`TargetId`]; cgroup targets come and go while running.
+/// A removed cgroup's target keeps its id (and its series) until the series TTL has passed,
+/// then the id is free for a new target.
+#[derive(Clone, Debug)]
+pub struct Targets {
+    slots: Vec<Option<Target>>,
+    pids: Vec<(u32, TargetId)>,
+    max: usize,
+    rejected: u64,
+}
+
+/// The target set shared by the agent's threads.
+pub type SharedTargets = Arc<RwLock<Targets>>;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TargetError {
     /// The same PID was given under two names.
     #[error("--pid {pid} is given as both '{first}' and '{second}'; give each PID one name")]
     PidUnderTwoNames { pid: u32, first: String, second: String },
-    /// More distinct targets than the kernel maps have room for.
-    #[error("{0} targets given, at most {MAX_TARGETS} are supported; group PIDs under shared names (--pid NAME=PID)")]
-    TooMany(usize),
+    /// More distinct PID targets than --max-targets.
+    #[error("{0} PID targets given, at most {1} are allowed; group PIDs under shared names (--pid NAME=PID) or raise --max-targets")]
+    TooMany(usize, usize),
 }
 
 impl Targets {
-    pub fn from_specs(specs: &[PidSpec]) -> Result<Self, TargetError> {
-        let mut targets = Targets::default();
+    /// The PID targets of `specs`, with room for `max` targets in all.
+    pub fn from_specs(specs: &[PidSpec], max: usize) -> Result<Self, TargetError> {
+        let max = max.min(MAX_TARGETS as usize);
+        let mut targets = Targets {
+            slots: Vec::new(),
+            pids: Vec::new(),
+            max,
+            rejected: 0,
+        };
         let mut named: HashMap<u32, String> = HashMap::new();
         for spec in specs {
             let name = spec.target_name();
@@ -87,38 +142,139 @@ impl Targets {
                 continue;
             }
             named.insert(spec.pid, name.clone());
-            let id = match targets.names.iter().position(|n| *n == name) {
-                Some(i) => TargetId(i as u32),
+            let existing = targets.ids().find(|(_, n)| *n == name).map(|(id, _)| id);
+            let id = match existing {
+                Some(id) => id,
                 None => {
-                    targets.names.push(name);
-                    TargetId(targets.names.len() as u32 - 1)
+                    targets.slots.push(Some(Target {
+                        name,
+                        kind: TargetKind::Pid,
+                        initial: TargetCounts::default(),
+                        removed_at: None,
+                    }));
+                    TargetId(targets.slots.len() as u32 - 1)
                 }
             };
             targets.pids.push((spec.pid, id));
         }
-        if targets.names.len() > MAX_TARGETS as usize {
-            return Err(TargetError::TooMany(targets.names.len()));
+        if targets.slots.len() > max {
+            return Err(TargetError::TooMany(targets.slots.len(), max));
         }
         Ok(targets)
     }
 
-    pub fn name(&self, id: TargetId) -> Option<&str> {
-        self.names.get(id.0 as usize).map(String::as_str)
+    /// Makes `cgroup` a target named `name`, or returns its target when it is one already.
+    /// `None` when --max-targets are taken: the refusal is counted.
+    pub fn add_cgroup(&mut self, name: String, path: String, id: u64) -> Option<TargetId> {
+        if let Some(existing) = self.cgroup_target(id) {
+            return Some(existing);
+        }
+        let target = Target {
+            name,
+            kind: TargetKind::Cgroup { path, id },
+            initial: TargetCounts::default(),
+            removed_at: None,
+        };
+        if let Some(free) = self.slots.iter().position(Option::is_none) {
+            self.slots[free] = Some(target);
+            return Some(TargetId(free as u32));
+        }
+        if self.slots.len() >= self.max {
+            self.rejected += 1;
+            return None;
+        }
+        self.slots.push(Some(target));
+        Some(TargetId(self.slots.len() as u32 - 1))
     }
 
-    pub fn ids(&self) -> impl Iterator<Item = (TargetId, &str)> {
-        self.names
+    /// The live target of cgroup `id`.
+    pub fn cgroup_target(&self, id: u64) -> Option<TargetId> {
+        self.live().find_map(|(t, target)| match target.kind {
+            TargetKind::Cgroup { id: c, .. } if c == id => Some(t),
+            _ => None,
+        })
+    }
+
+    /// The deepest live cgroup target at or above `path` (a /proc/PID/cgroup path).
+    pub fn deepest_cgroup_target(&self, path: &str) -> Option<TargetId> {
+        let within = |base: &str| base == "/" || path == base || path.starts_with(&format!("{base}/"));
+        self.live()
+            .filter_map(|(t, target)| match &target.kind {
+                TargetKind::Cgroup { path: base, .. } if within(base) => Some((base.len(), t)),
+                _ => None,
+            })
+            .max()
+            .map(|(_, t)| t)
+    }
+
+    /// Marks the target of cgroup `id` removed (its series stay until [`Targets::expired`]).
+    pub fn remove_cgroup(&mut self, id: u64, now: Instant) -> Option<TargetId> {
+        let t = self.cgroup_target(id)?;
+        if let Some(target) = self.slots[t.0 as usize].as_mut() {
+            target.removed_at = Some(now);
+        }
+        Some(t)
+    }
+
+    /// Removed targets whose series have outlived `ttl`.
+    pub fn expired(&self, ttl: Duration, now: Instant) -> Vec<(TargetId, String)> {
+        self.all()
+            .filter(|(_, t)| t.removed_at.is_some_and(|at| now.duration_since(at) >= ttl))
+            .map(|(id, t)| (id, t.name.clone()))
+            .collect()
+    }
+
+    /// Frees an expired target's id.
+    pub fn free(&mut self, id: TargetId) {
+        if let Some(slot) = self.slots.get_mut(id.0 as usize) {
+            *slot = None;
+        }
+    }
+
+    pub fn get(&self, id: TargetId) -> Option<&Target> {
+        self.slots.get(id.0 as usize)?.as_ref()
+    }
+
+    pub fn name(&self, id: TargetId) -> Option<&str> {
+        self.get(id).map(|t| t.name.as_str())
+    }
+
+    pub fn add_initial(&mut self, id: TargetId, processes: i64, threads: i64) {
+        if let Some(Some(t)) = self.slots.get_mut(id.0 as usize) {
+            t.initial.processes += processes;
+            t.initial.threads += threads;
+        }
+    }
+
+    /// Every target with series, removed ones included until they expire.
+    pub fn all(&self) -> impl Iterator<Item = (TargetId, &Target)> {
+        self.slots
             .iter()
             .enumerate()
-            .map(|(i, n)| (TargetId(i as u32), n.as_str()))
+            .filter_map(|(i, t)| t.as_ref().map(|t| (TargetId(i as u32), t)))
+    }
+
+    /// Targets that are current (not removed).
+    pub fn live(&self) -> impl Iterator<Item = (TargetId, &Target)> {
+        self.all().filter(|(_, t)| t.removed_at.is_none())
+    }
+
+    /// (id, name) of every target with series.
+    pub fn ids(&self) -> impl Iterator<Item = (TargetId, &str)> {
+        self.all().map(|(id, t)| (id, t.name.as_str()))
     }
 
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.live().count()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.names.is_empty()
+        self.len() == 0
+    }
+
+    /// Cgroups refused because --max-targets were taken.
+    pub fn rejected(&self) -> u64 {
+        self.rejected
     }
 
     /// The PIDs named on the command line, with their targets.
@@ -129,7 +285,8 @@ impl Targets {
 
 impl fmt::Display for Targets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.names.join(", "))
+        let names: Vec<&str> = self.live().map(|(_, t)| t.name.as_str()).collect();
+        f.write_str(&names.join(", "))
     }
 }
 
@@ -186,7 +343,7 @@ mod tests {
 
     #[test]
     fn pids_sharing_a_name_are_one_target() {
-        let t = Targets::from_specs(&[spec("web=10"), spec("web=11"), spec("12")]).unwrap();
+        let t = Targets::from_specs(&[spec("web=10"), spec("web=11"), spec("12")], 1000).unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(t.pids(), &[(10, TargetId(0)), (11, TargetId(0)), (12, TargetId(1))]);
         assert_eq!(t.name(TargetId(0)), Some("web"));
@@ -195,9 +352,9 @@ mod tests {
 
     #[test]
     fn a_repeated_pid_counts_once_but_two_names_for_one_pid_is_an_error() {
-        let t = Targets::from_specs(&[spec("10"), spec("10")]).unwrap();
+        let t = Targets::from_specs(&[spec("10"), spec("10")], 1000).unwrap();
         assert_eq!(t.pids().len(), 1);
-        let err = Targets::from_specs(&[spec("a=10"), spec("b=10")]).unwrap_err();
+        let err = Targets::from_specs(&[spec("a=10"), spec("b=10")], 1000).unwrap_err();
         assert_eq!(
             err,
             TargetError::PidUnderTwoNames {
@@ -206,6 +363,30 @@ mod tests {
                 second: "b".into()
             }
         );
+    }
+
+    #[test]
+    fn the_deepest_cgroup_target_wins_and_max_targets_refuses_and_counts() {
+        let mut t = Targets::from_specs(&[spec("web=10")], 3).unwrap();
+        let app = t.add_cgroup("app".into(), "/a/app".into(), 100).unwrap();
+        let deep = t.add_cgroup("a/app/deep".into(), "/a/app/deep".into(), 101).unwrap();
+        assert_eq!(t.add_cgroup("again".into(), "/a/app".into(), 100), Some(app));
+        assert_eq!(t.add_cgroup("x".into(), "/x".into(), 102), None);
+        assert_eq!(t.rejected(), 1);
+        assert_eq!(t.deepest_cgroup_target("/a/app"), Some(app));
+        assert_eq!(t.deepest_cgroup_target("/a/app/other/x"), Some(app));
+        assert_eq!(t.deepest_cgroup_target("/a/app/deep/x"), Some(deep));
+        assert_eq!(t.deepest_cgroup_target("/a/application"), None);
+        // Removed: no longer matched, series kept until the TTL, then the id is reused.
+        let start = Instant::now();
+        assert_eq!(t.remove_cgroup(101, start), Some(deep));
+        assert_eq!(t.deepest_cgroup_target("/a/app/deep/x"), Some(app));
+        assert_eq!(t.name(deep), Some("a/app/deep"));
+        assert!(t.expired(Duration::from_secs(60), start).is_empty());
+        let later = start + Duration::from_secs(60);
+        assert_eq!(t.expired(Duration::from_secs(60), later), vec![(deep, "a/app/deep".to_owned())]);
+        t.free(deep);
+        assert_eq!(t.add_cgroup("y".into(), "/y".into(), 103), Some(deep));
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //!
 //! The built-in metrics are the tables [`PROCESS_METRICS`] and [`TCP_METRICS`]; a new
 //! event-derived metric is a new row there, not new code.
-use std::sync::{Arc, atomic::AtomicU64};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex, atomic::AtomicU64},
+};
 
 use prometheus_client::{
     metrics::{
@@ -194,6 +197,9 @@ enum Instrument {
 /// The metrics of a set of definitions, registered and updated from events.
 pub struct EventMetrics {
     defined: Vec<(MetricDef, Instrument)>,
+    /// The label sets created for each target name, by definition index, so a removed
+    /// target's series can be dropped.
+    by_target: Mutex<HashMap<String, HashSet<(usize, Labels)>>>,
 }
 
 impl EventMetrics {
@@ -229,7 +235,10 @@ impl EventMetrics {
                 (*def, instrument)
             })
             .collect();
-        EventMetrics { defined }
+        EventMetrics {
+            defined,
+            by_target: Mutex::default(),
+        }
     }
 
     /// The event names these metrics are defined on.
@@ -242,7 +251,8 @@ impl EventMetrics {
 
     /// Updates every metric defined on `event`'s name.
     pub fn handle(&self, event: &Event) {
-        for (def, instrument) in self.defined.iter().filter(|(d, _)| d.events.contains(&event.name)) {
+        let defined = self.defined.iter().enumerate();
+        for (index, (def, instrument)) in defined.filter(|(_, (d, _))| d.events.contains(&event.name)) {
             if def.keep.is_some_and(|keep| !keep(event)) {
                 continue;
             }
@@ -256,6 +266,13 @@ impl EventMetrics {
                     )
                 })
                 .collect();
+            if let Some((_, target)) = labels.iter().find(|(k, _)| k == "target") {
+                let mut by_target = self.by_target.lock().expect("never poisoned");
+                let sets = by_target.entry(target.clone()).or_default();
+                if !sets.contains(&(index, labels.clone())) {
+                    sets.insert((index, labels.clone()));
+                }
+            }
             let measured = |key| event.measurement(key);
             match (instrument, def.kind) {
                 (Instrument::Counter(f), _) => {
@@ -278,6 +295,19 @@ impl EventMetrics {
                 }
                 _ => unreachable!("an instrument is built from its definition's kind"),
             }
+        }
+    }
+
+    /// Drops every series labelled `target="<name>"` (a target that is gone for good).
+    pub fn forget_target(&self, name: &str) {
+        let sets = self.by_target.lock().expect("never poisoned").remove(name);
+        for (index, labels) in sets.into_iter().flatten() {
+            match &self.defined[index].1 {
+                Instrument::Counter(f) => f.remove(&labels),
+                Instrument::Sum(f) => f.remove(&labels),
+                Instrument::LastValue(f) => f.remove(&labels),
+                Instrument::Distribution(f) => f.remove(&labels),
+            };
         }
     }
 
@@ -387,6 +417,27 @@ mod tests {
             metrics.handle(&exit("a", outcome, 1.0));
         }
         assert!(text(&registry).contains("t_failures_total{} 2"), "{}", text(&registry));
+    }
+
+    #[test]
+    fn a_forgotten_target_loses_its_series_and_others_keep_theirs() {
+        const DEFS: &[MetricDef] = &[MetricDef {
+            name: "t_exits_total",
+            help: "h",
+            events: &["e.exit"],
+            kind: Kind::Counter,
+            tags: &["target", "outcome"],
+            keep: None,
+        }];
+        let mut registry = Registry::default();
+        let metrics = EventMetrics::register(DEFS, &mut registry);
+        metrics.handle(&exit("a", "success", 1.0));
+        metrics.handle(&exit("a", "failure", 1.0));
+        metrics.handle(&exit("b", "success", 1.0));
+        metrics.forget_target("a");
+        let out = text(&registry);
+        assert!(!out.contains("target=\"a\""), "{out}");
+        assert!(out.contains("t_exits_total{target=\"b\",outcome=\"success\"} 1"), "{out}");
     }
 
     #[test]

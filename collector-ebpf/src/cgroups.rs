@@ -1,0 +1,101 @@
+//! Cgroup targets: every process in a target cgroup v2 (or below it) belongs to the deepest
+//! target cgroup above it, unless a `--pid` tree claims it (`PID_TREE`).
+//!
+//! Membership lives in `TARGET_OF` like PID targets, so the syscall path costs the same
+//! for both. It is computed from the task's own cgroup v2:
+//! task->cgroups (struct css_set) ->dfl_cgrp (its cgroup on the default, v2, hierarchy),
+//! then ->ancestors[level..0] (include/linux/cgroup-defs.h: ancestors[i] is the ancestor at
+//! level i, ancestors[level] the cgroup itself), each ->kn->id (the cgroup id: the inode
+//! number of its directory) looked up in `CGROUP_TARGETS`. Not the hook's `dst_cgrp`: on
+//! hybrid hosts attaches to v1 hierarchies fire too, and kernfs ids of different
+//! hierarchies can collide.
+//!
+//! Hook (include/trace/events/cgroup.h, Linux 6.18):
+//!   cgroup:cgroup_attach_task(struct cgroup *dst_cgrp, const char *path,
+//!                             struct task_struct *task, bool threadgroup)
+//!     fired by kernel/cgroup/cgroup.c:cgroup_attach_task() after a successful migration
+//!     (task->cgroups already points at the new css_set), once for the moved process's
+//!     leader, in the task that wrote cgroup.procs. Forks are handled in `processes.rs`
+//!     (a child can start in another cgroup with CLONE_INTO_CGROUP).
+use aya_ebpf::{
+    macros::{map, raw_tracepoint},
+    maps::HashMap,
+    programs::RawTracePointContext,
+};
+use collector_common::{MapErrorSite, PID_TREE, TargetId, maps::MAX_TARGETS, target_slot};
+
+use crate::{
+    globals::{offset, read_field},
+    maps::{TARGET_OF, add_counts, count_map_error, forget_current_task},
+};
+
+/// Deepest cgroup nesting looked at; deeper cgroups match only their 32 nearest ancestors.
+const MAX_DEPTH: i32 = 32;
+
+/// Target cgroups: cgroup id -> [`TargetId::slot`]. Written by the agent.
+#[map]
+pub static CGROUP_TARGETS: HashMap<u64, u32> = HashMap::with_max_entries(MAX_TARGETS, 0);
+
+/// The slot of the deepest target cgroup `task` is in or below; 0 when none.
+#[inline(always)]
+pub fn cgroup_target_of(task: *const u8) -> u32 {
+    let Ok(css_set) = read_field::<*const u8>(task, offset!(task_cgroups)) else {
+        return 0;
+    };
+    let Ok(cgroup) = read_field::<*const u8>(css_set, offset!(css_set_dfl_cgrp)) else {
+        return 0;
+    };
+    let level = read_field::<i32>(cgroup, offset!(cgroup_level)).unwrap_or(0);
+    let ancestors = offset!(cgroup_ancestors);
+    let mut i = level.min(MAX_DEPTH - 1);
+    for _ in 0..MAX_DEPTH {
+        if i < 0 {
+            break;
+        }
+        let at = ancestors + (i as u32) * size_of::<u64>() as u32;
+        if let Ok(ancestor) = read_field::<*const u8>(cgroup, at)
+            && let Ok(kn) = read_field::<*const u8>(ancestor, offset!(cgroup_kn))
+            && let Ok(id) = read_field::<u64>(kn, offset!(kernfs_node_id))
+            && let Some(slot) = unsafe { CGROUP_TARGETS.get(&id) }
+        {
+            return *slot;
+        }
+        i -= 1;
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "cgroup_attach_task")]
+pub fn collector_cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(2);
+    let Ok(tgid) = read_field::<i32>(task, offset!(task_tgid)) else {
+        return 0;
+    };
+    let tgid = tgid as u32;
+    let old = TARGET_OF.get(tgid).copied().unwrap_or(0);
+    if old & PID_TREE != 0 {
+        return 0;
+    }
+    let new = cgroup_target_of(task);
+    if new == old {
+        return 0;
+    }
+    if TARGET_OF.set(tgid, new, 0).is_err() {
+        count_map_error(MapErrorSite::TargetOf);
+        return 0;
+    }
+    // The process takes its threads along from the old target to the new one.
+    let threads = read_field::<*const u8>(task, offset!(task_signal))
+        .and_then(|signal| read_field::<i32>(signal, offset!(signal_nr_threads)))
+        .unwrap_or(1) as i64;
+    if let Some(id) = TargetId::from_slot(target_slot(old)) {
+        add_counts(id, -1, -threads);
+    }
+    if let Some(id) = TargetId::from_slot(new) {
+        add_counts(id, 1, threads);
+    }
+    // The writer may have moved itself; other CPUs running its threads refresh their cache
+    // at their next context switch.
+    forget_current_task();
+    0
+}
