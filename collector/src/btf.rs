@@ -126,3 +126,23 @@ impl Readable for Bytes<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_offset_is_found_in_the_running_kernels_btf() {
+        let Ok(bytes) = std::fs::read(VMLINUX_BTF) else {
+            println!("skipping: {VMLINUX_BTF} is not readable");
+            return;
+        };
+        let layout = KernelLayout::parse(&bytes).unwrap();
+        // KernelOffsets is all u32s; none may be left at the "not set" marker (u32::MAX), and
+        // the sock fields keep their order.
+        let offsets: [u32; size_of::<KernelOffsets>() / 4] = unsafe { std::mem::transmute(layout.offsets) };
+        assert!(offsets.iter().all(|&o| o < 1 << 14), "{:?}", layout.offsets);
+        assert!(layout.offsets.sock_family < layout.offsets.sock_protocol);
+        assert_eq!(layout.features.nr_accept4, syscalls::Sysno::accept4 as u32);
+    }
+}
