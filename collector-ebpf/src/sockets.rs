@@ -99,9 +99,15 @@ fn connecting(sk: *const u8) {
     if read_field::<u16>(sk, offset!(sock_protocol)) != Ok(IPPROTO_TCP) {
         return;
     }
-    let Some((target, _)) = target_of_current() else {
-        return;
-    };
+    if let Some((target, _)) = target_of_current() {
+        follow(sk, target, DIRECTION_OUTBOUND);
+    }
+}
+
+/// Makes the current process the owner of `sk` from now on; `None` when `SOCKETS` is full
+/// (counted). An inbound connection is established already; an outbound one is not yet.
+#[inline(always)]
+fn follow(sk: *const u8, target: u32, direction: u8) -> Option<Connection> {
     let c = Connection {
         start_ns: unsafe { bpf_ktime_get_ns() },
         bytes_sent: 0,
@@ -110,13 +116,15 @@ fn connecting(sk: *const u8) {
         comm: bpf_get_current_comm().unwrap_or_default(),
         target,
         pid: current_tgid(),
-        direction: DIRECTION_OUTBOUND,
-        established: 0,
+        direction,
+        established: (direction == DIRECTION_INBOUND) as u8,
         _pad: [0; 6],
     };
     if SOCKETS.insert(&(sk as u64), &c, 0).is_err() {
         count_map_error(MapErrorSite::Sockets);
+        return None;
     }
+    Some(c)
 }
 
 #[inline(always)]
@@ -201,22 +209,9 @@ pub fn accepted(fd: u64, target: u32) {
     if read_field::<u8>(sk, offset!(sock_state)) == Ok(TCP_CLOSE as u8) {
         return;
     }
-    let c = Connection {
-        start_ns: unsafe { bpf_ktime_get_ns() },
-        bytes_sent: 0,
-        bytes_received: 0,
-        closed_ns: 0,
-        comm: bpf_get_current_comm().unwrap_or_default(),
-        target,
-        pid: current_tgid(),
-        direction: DIRECTION_INBOUND,
-        established: 1,
-        _pad: [0; 6],
-    };
-    if SOCKETS.insert(&(sk as u64), &c, 0).is_err() {
-        count_map_error(MapErrorSite::Sockets);
+    let Some(c) = follow(sk, target, DIRECTION_INBOUND) else {
         return;
-    }
+    };
     count(target, |t| t.open_inbound += 1);
     emit(EventKind::TcpAccept, sk, &c, 0, 0);
 }

@@ -256,14 +256,7 @@ impl FromStr for CgroupSpec {
             _ => (None, s),
         };
         if let Some(name) = name {
-            if name.is_empty() {
-                return Err(format!(
-                    "'{s}': the name before '=' is empty (expected NAME=PATH, e.g. web=system.slice/nginx.service)"
-                ));
-            }
-            if let Some(bad) = name.chars().find(|c| c.is_control()) {
-                return Err(format!("'{s}': the name contains the control character {bad:?}"));
-            }
+            crate::targets::check_name(s, name, "NAME=PATH, e.g. web=system.slice/nginx.service")?;
         }
         if path.is_empty() {
             return Err(format!(

@@ -35,14 +35,7 @@ impl FromStr for PidSpec {
             None => (None, s),
         };
         if let Some(name) = name {
-            if name.is_empty() {
-                return Err(format!(
-                    "'{s}': the name before '=' is empty (expected NAME=PID, e.g. web=1234)"
-                ));
-            }
-            if let Some(bad) = name.chars().find(|c| c.is_control()) {
-                return Err(format!("'{s}': the name contains the control character {bad:?}"));
-            }
+            check_name(s, name, "NAME=PID, e.g. web=1234")?;
         }
         let pid = match pid.parse::<u32>() {
             Ok(pid) if pid > 0 => pid,
@@ -92,6 +85,18 @@ pub struct Target {
     pub kind: TargetKind,
     pub initial: TargetCounts,
     pub removed_at: Option<Instant>,
+}
+
+/// A target name given as `NAME=...` in `arg`: not empty, no control characters.
+/// `expected` shows the form, for the message.
+pub fn check_name(arg: &str, name: &str, expected: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err(format!("'{arg}': the name before '=' is empty (expected {expected})"));
+    }
+    if let Some(bad) = name.chars().find(|c| c.is_control()) {
+        return Err(format!("'{arg}': the name contains the control character {bad:?}"));
+    }
+    Ok(())
 }
 
 /// The targets of a run, indexed by [`TargetId`]; cgroup targets come and go while running.
