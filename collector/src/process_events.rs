@@ -26,10 +26,6 @@ use crate::{
 
 /// A decoded ring-buffer record.
 #[derive(Clone, Copy, Debug)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "a record lives briefly on the reader's stack; boxing would allocate per exec"
-)]
 pub enum Record {
     Start(ProcessRecord),
     Exec(ExecRecord),
