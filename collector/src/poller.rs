@@ -32,15 +32,16 @@ impl Stop {
 /// Emits the poll events once.
 pub fn poll(state: &AgentState, ring: &RingFill) {
     let now = SystemTime::now();
-    let ids: Vec<_> = state.targets().ids().map(|(id, name)| (id, name.to_owned())).collect();
-    for (id, name) in ids {
-        let name = name.as_str();
+    let targets: Vec<_> = state.targets().all().map(|(id, t)| (id, t.clone())).collect();
+    for (id, target) in targets {
+        let name = target.name.as_str();
         match state.counts(id) {
             Some(counts) => state.telemetry.execute(
-                Event::new("process.count", now)
-                    .measure("processes", counts.processes as f64)
-                    .measure("threads", counts.threads as f64)
-                    .meta("target", name),
+                target.describe(
+                    Event::new("process.count", now)
+                        .measure("processes", counts.processes as f64)
+                        .measure("threads", counts.threads as f64),
+                ),
             ),
             None => tracing::warn!(target = name, "cannot read the target's process counts"),
         }

@@ -20,7 +20,7 @@ use collector_common::{
 };
 
 use crate::{
-    targets::{SharedTargets, TargetKind, Targets},
+    targets::{SharedTargets, Targets},
     telemetry::{DropStage, Event, Telemetry},
 };
 
@@ -127,14 +127,13 @@ pub fn to_event(record: &Record, targets: &Targets, clock: &Clock) -> Event {
         Record::Tcp(t) => (&t.header, &t.comm),
     };
     let kind = EventKind::from_u32(header.kind).expect("decoded");
-    let target = TargetId::from_slot(header.target).and_then(|id| targets.get(id));
-    let mut event = Event::new(kind.event_name(), clock.wall(header.ktime_ns))
+    let event = Event::new(kind.event_name(), clock.wall(header.ktime_ns))
         .meta("pid", header.pid)
-        .meta("comm", text(comm))
-        .meta("target", target.map_or("unknown", |t| t.name.as_str()));
-    if let Some(TargetKind::Cgroup { path, .. }) = target.map(|t| &t.kind) {
-        event = event.meta("cgroup", path.as_str());
-    }
+        .meta("comm", text(comm));
+    let event = match TargetId::from_slot(header.target).and_then(|id| targets.get(id)) {
+        Some(target) => target.describe(event),
+        None => event.meta("target", "unknown"),
+    };
     match record {
         Record::Tcp(t) => tcp_event(event, kind, t),
         Record::Start(p) => event.meta("ppid", p.ppid),

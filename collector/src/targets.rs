@@ -12,6 +12,8 @@ use std::{
 
 use collector_common::{TargetId, events::TargetCounts, maps::MAX_TARGETS};
 
+use crate::telemetry::Event;
+
 /// One `--pid` argument: `PID` or `NAME=PID`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PidSpec {
@@ -97,6 +99,17 @@ pub fn check_name(arg: &str, name: &str, expected: &str) -> Result<(), String> {
         return Err(format!("'{arg}': the name contains the control character {bad:?}"));
     }
     Ok(())
+}
+
+impl Target {
+    /// Adds the target's metadata to `event`: `target`, and `cgroup` for a cgroup target.
+    pub fn describe(&self, event: Event) -> Event {
+        let event = event.meta("target", self.name.as_str());
+        match &self.kind {
+            TargetKind::Cgroup { path, .. } => event.meta("cgroup", path.as_str()),
+            TargetKind::Pid => event,
+        }
+    }
 }
 
 /// The targets of a run, indexed by [`TargetId`]; cgroup targets come and go while running.

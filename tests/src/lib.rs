@@ -442,6 +442,135 @@ fn split_labels(s: &str) -> Vec<&str> {
     parts
 }
 
+/// Where the cgroup v2 hierarchy is mounted (the collector's own discovery, from
+/// /proc/self/mountinfo); `None` without a v2 mount.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    collector::cgroups::CgroupFs::discover()
+        .ok()
+        .map(|fs| fs.mount().to_path_buf())
+}
+
+/// Moves process `pid` into the cgroup directory `dir` (writes it to `dir/cgroup.procs`); the
+/// kernel has moved it when this returns.
+pub fn move_to_cgroup(pid: u32, dir: &Path) {
+    std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+        .unwrap_or_else(|e| panic!("cannot move {pid} into {}: {e}", dir.display()));
+}
+
+/// A cgroup tree of one's own under the v2 hierarchy, `<mount>/<name>-<pid of this process>`,
+/// with the cgroups made below it. Dropping it (also on a panic) moves every process still in
+/// it to the root cgroup and removes every cgroup in it, deepest first.
+pub struct CgroupTree {
+    /// The v2 mount.
+    pub mount: PathBuf,
+    /// `<mount>/<name>-<pid>`.
+    pub root: PathBuf,
+}
+
+impl CgroupTree {
+    /// Creates the tree's root cgroup; `None` when no cgroup v2 hierarchy is mounted.
+    pub fn create(name: &str) -> Option<CgroupTree> {
+        let mount = cgroup2_mount()?;
+        let root = mount.join(format!("{name}-{}", std::process::id()));
+        let tree = CgroupTree { mount, root };
+        if tree.root.exists() {
+            tree.clean(); // left over by an earlier run that was killed
+        }
+        std::fs::create_dir(&tree.root).unwrap_or_else(|e| panic!("cannot create {}: {e}", tree.root.display()));
+        Some(tree)
+    }
+
+    /// The cgroup `sub` below the root (`""`: the root itself).
+    pub fn path(&self, sub: &str) -> PathBuf {
+        if sub.is_empty() {
+            self.root.clone()
+        } else {
+            self.root.join(sub)
+        }
+    }
+
+    /// The path of `sub` relative to the mount, without a leading `/` (the default target name).
+    pub fn relative(&self, sub: &str) -> String {
+        self.path(sub)
+            .strip_prefix(&self.mount)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Creates the cgroup `sub` (and any missing parents) and returns its path.
+    pub fn mkdir(&self, sub: &str) -> PathBuf {
+        let path = self.path(sub);
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        path
+    }
+
+    /// The cgroup id of `sub`: its directory's inode number.
+    pub fn id(&self, sub: &str) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(self.path(sub)).unwrap().ino()
+    }
+
+    /// Moves process `pid` into the cgroup `sub`.
+    pub fn move_in(&self, pid: u32, sub: &str) {
+        move_to_cgroup(pid, &self.path(sub));
+    }
+
+    /// Moves process `pid` back to the hierarchy's root cgroup.
+    pub fn move_out(&self, pid: u32) {
+        move_to_cgroup(pid, &self.mount);
+    }
+
+    /// Removes the empty cgroup `sub`.
+    pub fn rmdir(&self, sub: &str) {
+        let path = self.path(sub);
+        std::fs::remove_dir(&path).unwrap_or_else(|e| panic!("cannot remove {}: {e}", path.display()));
+    }
+
+    fn clean(&self) {
+        let mut dirs = Vec::new();
+        let mut stack = vec![self.root.clone()];
+        while let Some(dir) = stack.pop() {
+            if let Ok(entries) = std::fs::read_dir(&dir) {
+                stack.extend(
+                    entries
+                        .flatten()
+                        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                        .map(|e| e.path()),
+                );
+            }
+            dirs.push(dir);
+        }
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for dir in dirs {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            loop {
+                for pid in std::fs::read_to_string(dir.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                {
+                    let _ = std::fs::write(self.mount.join("cgroup.procs"), pid);
+                }
+                match std::fs::remove_dir(&dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                    Err(e) if Instant::now() > deadline => {
+                        eprintln!("cannot remove cgroup {}: {e}", dir.display());
+                        break;
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for CgroupTree {
+    fn drop(&mut self) {
+        self.clean();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

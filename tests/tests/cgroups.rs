@@ -1,0 +1,482 @@
+//! cgroup v2 targets, end to end: each test makes its own cgroup tree under the real v2
+//! hierarchy, moves real workloads in and out by writing `cgroup.procs`, and counts exactly
+//! what the collector reports for `--cgroup` and `--cgroup-pattern` targets. The tree is
+//! removed however the test ends (`tests::CgroupTree`).
+use std::{
+    io::{Read as _, Write as _},
+    net::{TcpListener, UdpSocket},
+    process::Command,
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use tests::{
+    CgroupTree, Collector, Metrics, Workload, bpf_ids_held_by, cgroup2_mount, collector_output, eventually, http_get,
+    privileged, sink_events, sink_path, skip, value,
+};
+
+/// The test's own cgroup tree, `collector-test-<test>-<pid>`; `None` (after saying why) when
+/// the host has no cgroup v2 hierarchy.
+fn tree(test: &str) -> Option<CgroupTree> {
+    let tree = CgroupTree::create(&format!("collector-test-{test}"));
+    if tree.is_none() {
+        skip("no cgroup v2 hierarchy mounted (no cgroup2 line in /proc/self/mountinfo)");
+    }
+    tree
+}
+
+fn getppids(m: &Metrics, target: &str) -> f64 {
+    value(
+        m,
+        "collector_syscalls_total",
+        &[("target", target), ("syscall", "getppid")],
+    )
+}
+
+/// getppid counted over every target.
+fn all_getppids(m: &Metrics) -> f64 {
+    m.select("collector_syscalls_total", &[("syscall", "getppid")])
+        .iter()
+        .map(|s| s.value)
+        .sum()
+}
+
+fn targets_of_kind(m: &Metrics, kind: &str) -> f64 {
+    value(m, "collector_targets", &[("kind", kind)])
+}
+
+fn starts(m: &Metrics, target: &str) -> f64 {
+    value(m, "collector_process_starts_total", &[("target", target)])
+}
+
+fn exits(m: &Metrics, target: &str, outcome: &str) -> f64 {
+    value(
+        m,
+        "collector_process_exits_total",
+        &[("target", target), ("outcome", outcome)],
+    )
+}
+
+/// Every sample labelled `target="<target>"`.
+fn series_of(m: &Metrics, target: &str) -> usize {
+    m.0.iter()
+        .filter(|s| s.labels.get("target").map(String::as_str) == Some(target))
+        .count()
+}
+
+/// A non-target server in this process: accepts `connections`, reads each to its end, answers
+/// `reply` bytes.
+fn serve(connections: usize, reply: usize) -> (u16, JoinHandle<Vec<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        (0..connections)
+            .map(|_| {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).unwrap();
+                s.write_all(&vec![b'r'; reply]).unwrap();
+                got.len()
+            })
+            .collect()
+    });
+    (port, server)
+}
+
+/// The keys (cgroup ids) of the `CGROUP_TARGETS` map held by the collector `pid`, read with
+/// bpftool. Keys are dumped as byte arrays (`["0x2a","0x00",...]`, little-endian).
+fn cgroup_target_keys(pid: u32) -> Vec<u64> {
+    let bpftool = |args: &[&str]| -> Value {
+        let out = Command::new("bpftool").args(args).output().expect("run bpftool");
+        assert!(
+            out.status.success(),
+            "bpftool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let id = bpf_ids_held_by(pid, "map_id:")
+        .into_iter()
+        .map(|id| id.to_string())
+        .find(|id| bpftool(&["-j", "map", "show", "id", id])["name"] == "CGROUP_TARGETS")
+        .unwrap_or_else(|| panic!("collector {pid} holds no CGROUP_TARGETS map"));
+    let dump = bpftool(&["-j", "map", "dump", "id", &id]);
+    dump.as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| match &entry["key"] {
+            Value::Array(bytes) => {
+                let bytes: Vec<u8> = bytes
+                    .iter()
+                    .map(|b| u8::from_str_radix(b.as_str().unwrap().trim_start_matches("0x"), 16).unwrap())
+                    .collect();
+                u64::from_le_bytes(bytes[..8].try_into().unwrap())
+            }
+            Value::Number(n) => n.as_u64().unwrap(),
+            other => panic!("unexpected key {other} in {entry}"),
+        })
+        .collect()
+}
+
+#[test]
+fn a_cgroup_target_counts_its_own_and_nested_processes_exactly_and_no_others() {
+    if !privileged() {
+        return;
+    }
+    let Some(tree) = tree("exact") else { return };
+    let app = tree.mkdir("app");
+    tree.mkdir("app/nested");
+    let app_cgroup = format!("/{}", tree.relative("app"));
+    let sink = sink_path("cgroup-exact");
+    // Dropped before the tree (declared after it), so the tree removes empty cgroups.
+    let mut a = Workload::spawn();
+    let mut b = Workload::spawn();
+    let mut outsider = Workload::spawn();
+    tree.move_in(a.pid, "app"); // before the collector starts
+    tree.move_in(outsider.pid, ""); // the target's parent: not in the target
+    let c = Collector::start(&[
+        "--cgroup",
+        &format!("app={}", app.display()),
+        "--events",
+        sink.to_str().unwrap(),
+        "--poll-interval",
+        "1s",
+    ]);
+    tree.move_in(b.pid, "app/nested"); // joins after the start, one level down
+
+    a.run("getppid 1000");
+    b.run("getppid 2000");
+    outsider.run("getppid 3000");
+    let m = c.metrics();
+    let (app_calls, all_calls) = (getppids(&m, "app"), all_getppids(&m));
+    println!("getppid under app {app_calls} (expected 3000), over all targets {all_calls}");
+    assert_eq!(app_calls, 3000.0);
+    assert_eq!(all_calls, 3000.0, "the outsider in the parent cgroup was counted");
+    assert_eq!((targets_of_kind(&m, "cgroup"), targets_of_kind(&m, "pid")), (1.0, 0.0));
+
+    // Children inherit the cgroup: counted from their first syscall.
+    a.run("spawn_exit 30"); // exit codes i % 3: 10 success, 20 failure
+    b.run("fork_getppid 500"); // one more start, exit 0
+    eventually("every exit counted", Duration::from_secs(10), || {
+        let m = c.metrics();
+        exits(&m, "app", "success") + exits(&m, "app", "failure") >= 31.0
+    });
+    let m = c.metrics();
+    let (started, success, failure, signal) = (
+        starts(&m, "app"),
+        exits(&m, "app", "success"),
+        exits(&m, "app", "failure"),
+        exits(&m, "app", "signal"),
+    );
+    println!("starts {started}, exits success {success} failure {failure} signal {signal}");
+    assert_eq!(started, 31.0);
+    assert_eq!((success, failure, signal), (11.0, 20.0, 0.0));
+    assert_eq!(getppids(&m, "app"), 3500.0, "the forked child's calls");
+    eventually("two live processes polled", Duration::from_secs(5), || {
+        c.metrics().value("collector_processes", &[("target", "app")]) == Some(2.0)
+    });
+
+    // A process that leaves stops counting, and so do its new children. Then one more child
+    // of a, whose exit, once counted, says that every earlier event has been through.
+    tree.move_out(b.pid);
+    b.run("getppid 700");
+    b.run("fork_getppid 10");
+    a.run("spawn_exit 1");
+    eventually("a's last child counted", Duration::from_secs(10), || {
+        exits(&c.metrics(), "app", "success") >= 12.0
+    });
+    let m = c.metrics();
+    println!(
+        "after b left: getppid {}, starts {} (expected 3500, 32)",
+        getppids(&m, "app"),
+        starts(&m, "app")
+    );
+    assert_eq!(getppids(&m, "app"), 3500.0, "calls after leaving were counted");
+    assert_eq!(starts(&m, "app"), 32.0, "a child forked after leaving was counted");
+    let left = Instant::now();
+    eventually("one live process polled", Duration::from_secs(5), || {
+        c.metrics().value("collector_processes", &[("target", "app")]) == Some(1.0)
+    });
+    println!("process gauge back to 1 {:?} after b left", left.elapsed());
+
+    // Sockets.
+    const C: usize = 10;
+    const S: usize = 2000;
+    const R: usize = 500;
+    let (port, server) = serve(C, R);
+    let received = a.run(&format!("tcp_connect 127.0.0.1 {port} {C} {S}"));
+    assert_eq!(received, (C * R).to_string());
+    assert_eq!(server.join().unwrap(), vec![S; C]);
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    a.run(&format!(
+        "udp_send 127.0.0.1 {} 20 100",
+        receiver.local_addr().unwrap().port()
+    ));
+    eventually("every tcp.close in the sink", Duration::from_secs(10), || {
+        sink_events(&sink).iter().filter(|e| e["event"] == "tcp.close").count() >= C
+    });
+    let m = c.metrics();
+    let bytes = |direction: &str, protocol: &str| {
+        value(
+            &m,
+            &format!("collector_socket_{direction}_bytes_total"),
+            &[("target", "app"), ("family", "inet"), ("protocol", protocol)],
+        )
+    };
+    let opened = |direction: &str| {
+        value(
+            &m,
+            "collector_tcp_connections_opened_total",
+            &[("target", "app"), ("direction", direction)],
+        )
+    };
+    let (out, inbound, sent, recv, udp) = (
+        opened("outbound"),
+        opened("inbound"),
+        bytes("sent", "tcp"),
+        bytes("received", "tcp"),
+        bytes("sent", "udp"),
+    );
+    println!(
+        "tcp opened outbound {out} inbound {inbound}, sent {sent} (expected {}), received {recv} (expected {}), udp sent {udp} (expected 2000)",
+        C * S,
+        C * R
+    );
+    assert_eq!((out, inbound), (C as f64, 0.0));
+    assert_eq!(sent, (C * S) as f64);
+    assert_eq!(recv, (C * R) as f64);
+    assert_eq!(udp, 2000.0);
+
+    // Events carry the target cgroup's path.
+    let events = sink_events(&sink);
+    let of_app: Vec<&Value> = events.iter().filter(|e| e["metadata"]["target"] == "app").collect();
+    let count = |name: &str| of_app.iter().filter(|e| e["event"] == name).count();
+    println!(
+        "sink: {} events of app: {} process.start, {} process.exit, {} tcp.connect, {} tcp.close",
+        of_app.len(),
+        count("process.start"),
+        count("process.exit"),
+        count("tcp.connect"),
+        count("tcp.close")
+    );
+    assert_eq!(
+        (count("process.start"), count("tcp.connect"), count("tcp.close")),
+        (32, C, C)
+    );
+    let wrong: Vec<String> = of_app
+        .iter()
+        .filter(|e| e["metadata"]["cgroup"] != app_cgroup.as_str())
+        .map(|e| format!("{} cgroup={}", e["event"], e["metadata"]["cgroup"]))
+        .collect();
+    assert!(wrong.is_empty(), "events without cgroup {app_cgroup:?}: {wrong:?}");
+    let nested_child = of_app
+        .iter()
+        .find(|e| e["event"] == "process.start" && e["metadata"]["ppid"] == b.pid)
+        .expect("the start of b's child");
+    println!("b's child (in app/nested): {nested_child}");
+    drop(c);
+    let _ = std::fs::remove_file(&sink);
+}
+
+#[test]
+fn a_pid_target_inside_a_cgroup_target_is_counted_under_the_pid_target() {
+    if !privileged() {
+        return;
+    }
+    let Some(tree) = tree("pid-first") else { return };
+    let app = tree.mkdir("app");
+    let mut solo = Workload::spawn();
+    let mut other = Workload::spawn();
+    tree.move_in(solo.pid, "app");
+    tree.move_in(other.pid, "app");
+    let c = Collector::start(&[
+        "--cgroup",
+        &format!("app={}", app.display()),
+        "--pid",
+        &format!("solo={}", solo.pid),
+    ]);
+    solo.run("getppid 1234");
+    solo.run("fork_getppid 100"); // a descendant of the PID target, in the cgroup too
+    other.run("getppid 111");
+    other.run("spawn_exit 1"); // after solo's child: once its exit is in, so is all before it
+    eventually("both children's exits", Duration::from_secs(10), || {
+        let m = c.metrics();
+        exits(&m, "solo", "success") + exits(&m, "app", "success") >= 2.0
+    });
+    let m = c.metrics();
+    let (solo_calls, app_calls) = (getppids(&m, "solo"), getppids(&m, "app"));
+    let (solo_starts, app_starts) = (starts(&m, "solo"), starts(&m, "app"));
+    println!(
+        "getppid solo {solo_calls} (expected 1334), app {app_calls} (expected 111); starts solo {solo_starts}, app {app_starts} (expected 1, 1)"
+    );
+    assert_eq!(solo_calls, 1334.0);
+    assert_eq!(app_calls, 111.0);
+    assert_eq!((solo_starts, app_starts), (1.0, 1.0));
+    assert_eq!((targets_of_kind(&m, "pid"), targets_of_kind(&m, "cgroup")), (1.0, 1.0));
+}
+
+#[test]
+fn a_pattern_picks_up_a_matching_cgroup_created_after_the_start() {
+    if !privileged() {
+        return;
+    }
+    let Some(tree) = tree("pattern") else { return };
+    let pattern = format!("{}/svc-*", tree.root.display());
+    let target = tree.relative("svc-a");
+    tree.mkdir("web"); // does not match
+    let mut w = Workload::spawn();
+    let mut bystander = Workload::spawn();
+    tree.move_in(bystander.pid, "web");
+    let c = Collector::start(&[
+        "--cgroup-pattern",
+        &pattern,
+        "--poll-interval",
+        "1s",
+        "--log-format",
+        "json",
+    ]);
+    let (status, health) = c.health();
+    println!("/health with nothing matching: {status} {health}");
+    assert_eq!(status, 200);
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["checks"]["targets"]["status"], "warn");
+    assert_eq!(targets_of_kind(&c.metrics(), "cgroup"), 0.0);
+
+    tree.mkdir("svc-a");
+    let created = Instant::now();
+    tree.move_in(w.pid, "svc-a");
+    eventually("the new cgroup a target", Duration::from_secs(5), || {
+        targets_of_kind(&c.metrics(), "cgroup") == 1.0
+    });
+    println!("svc-a picked up {:?} after mkdir", created.elapsed());
+    w.run("getppid 4321");
+    bystander.run("getppid 100");
+    let m = c.metrics();
+    let (calls, all) = (getppids(&m, &target), all_getppids(&m));
+    println!("getppid under {target} {calls} (expected 4321), over all targets {all}");
+    assert_eq!(calls, 4321.0);
+    assert_eq!(all, 4321.0, "the non-matching cgroup web was counted");
+    println!("/health with svc-a: {:?}", c.health());
+
+    let log = c.stop_and_read_log();
+    let warnings: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["level"] == "WARN")
+        .collect();
+    println!("warnings: {warnings:?}");
+    assert!(
+        warnings.iter().any(|w| w.to_string().contains("svc-*")),
+        "no warning about the pattern that matched nothing:\n{log}"
+    );
+}
+
+#[test]
+fn a_removed_cgroup_leaves_the_kernel_map_at_once_and_its_series_after_the_ttl() {
+    if !privileged() {
+        return;
+    }
+    let Some(tree) = tree("removal") else { return };
+    let pattern = format!("{}/svc-*", tree.root.display());
+    let target = tree.relative("svc-a");
+    tree.mkdir("svc-a");
+    let id = tree.id("svc-a");
+    let mut w = Workload::spawn();
+    tree.move_in(w.pid, "svc-a");
+    let c = Collector::start(&["--cgroup-pattern", &pattern, "--series-ttl", "2s"]);
+    eventually("svc-a a target", Duration::from_secs(5), || {
+        targets_of_kind(&c.metrics(), "cgroup") == 1.0
+    });
+    w.run("getppid 500");
+    assert_eq!(getppids(&c.metrics(), &target), 500.0);
+    let keys = cgroup_target_keys(c.pid());
+    println!("CGROUP_TARGETS keys {keys:?}, svc-a is {id}");
+    assert!(keys.contains(&id), "svc-a ({id}) not in CGROUP_TARGETS {keys:?}");
+
+    tree.move_out(w.pid);
+    tree.rmdir("svc-a");
+    let removed = Instant::now();
+    let m = c.metrics();
+    let present = series_of(&m, &target);
+    println!(
+        "right after rmdir: {present} series of {target}, getppid {}",
+        getppids(&m, &target)
+    );
+    assert!(present > 0, "the series went with the cgroup, before the ttl");
+    assert_eq!(getppids(&m, &target), 500.0);
+
+    eventually("svc-a out of CGROUP_TARGETS", Duration::from_secs(2), || {
+        !cgroup_target_keys(c.pid()).contains(&id)
+    });
+    println!("svc-a left CGROUP_TARGETS {:?} after rmdir", removed.elapsed());
+    eventually("the series of svc-a gone", Duration::from_secs(4), || {
+        series_of(&c.metrics(), &target) == 0
+    });
+    println!("series of svc-a gone {:?} after rmdir (ttl 2 s)", removed.elapsed());
+    println!(
+        "collector_targets{{kind=\"cgroup\"}} now {}",
+        targets_of_kind(&c.metrics(), "cgroup")
+    );
+}
+
+#[test]
+fn a_cgroup_that_is_not_a_v2_directory_is_a_usage_error() {
+    if !privileged() {
+        return;
+    }
+    let Some(mount) = cgroup2_mount() else {
+        return skip("no cgroup v2 hierarchy mounted");
+    };
+    let missing = mount.join(format!("collector-test-missing-{}", std::process::id()));
+    for (path, needle) in [
+        ("/tmp".to_owned(), "is not in the cgroup v2 hierarchy"),
+        (mount.join("cgroup.procs").display().to_string(), "is not a directory"),
+        (missing.display().to_string(), "does not exist"),
+    ] {
+        // A port of its own, to see that nothing serves on it afterwards.
+        let listen = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .to_string();
+        let (code, stderr) = collector_output(&["--cgroup", &path, "--listen", &listen]);
+        println!("--cgroup {path}: exit {code:?}, stderr {stderr:?}");
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(http_get(&listen, "/health").is_none(), "something serves on {listen}");
+    }
+}
+
+#[test]
+fn beyond_max_targets_matching_cgroups_are_rejected_and_counted() {
+    if !privileged() {
+        return;
+    }
+    let Some(tree) = tree("max-targets") else { return };
+    let pattern = format!("{}/svc-*", tree.root.display());
+    tree.mkdir("svc-a");
+    tree.mkdir("svc-b");
+    let c = Collector::start(&["--cgroup-pattern", &pattern, "--max-targets", "1"]);
+    let counts = || {
+        let m = c.metrics();
+        (
+            targets_of_kind(&m, "cgroup"),
+            value(&m, "collector_targets_rejected_total", &[]),
+        )
+    };
+    eventually("one target, one rejected", Duration::from_secs(5), || {
+        counts() == (1.0, 1.0)
+    });
+    std::thread::sleep(Duration::from_secs(2)); // rescans must not count the same cgroup again
+    let (targets, rejected) = counts();
+    let (_, health) = c.health();
+    println!(
+        "--max-targets 1, 2 matching: {targets} target(s) {:?}, {rejected} rejected",
+        health["checks"]["targets"]["targets"]
+            .as_object()
+            .map(|t| t.keys().collect::<Vec<_>>())
+    );
+    assert_eq!((targets, rejected), (1.0, 1.0));
+}
