@@ -37,8 +37,16 @@
 //!   file->private_data (struct socket) -> sk, to the socket, and `SOCKETS[sk]` gets the
 //!   accepting process. A non-target client's connect() is never recorded.
 //! Everything later on a connection (established, bytes, retransmits, resets, close,
-//! destruction) is attributed through `SOCKETS[sk]`. Bytes go to the process that moves them: the byte
-//! probes run in the sender or receiver, so `target_of_current()` names it.
+//! destruction) is attributed through `SOCKETS[sk]`. Bytes go to the process that moves
+//! them: the byte probes run in the sender or receiver, so `target_of_current()` names it.
+//!
+//! Fields read (offsets from the kernel's BTF, `collector/src/btf.rs`):
+//! include/net/sock.h `struct sock_common` (first member of `struct sock`): skc_family,
+//! skc_state, skc_daddr/skc_rcv_saddr (IPv4, network order), skc_v6_daddr/skc_v6_rcv_saddr,
+//! skc_dport (network order); `struct sock`: sk_protocol, sk_err; include/net/inet_sock.h
+//! `struct inet_sock`: inet_sport (network order). The fd path: include/linux/sched.h
+//! task_struct.files, include/linux/fdtable.h files_struct.fdt and fdtable.{max_fds, fd},
+//! include/linux/fs.h file.private_data, include/linux/net.h socket.sk.
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
     macros::{map, raw_tracepoint},

@@ -87,8 +87,10 @@ impl Drop for Nginx {
     }
 }
 
-fn count_lines(path: &Path) -> usize {
-    std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
+fn count_lines_with(path: &Path, needle: &str) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().filter(|l| l.contains(needle)).count())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -148,9 +150,9 @@ fn nginx_under_wrk_accepts_exactly_what_its_access_log_says() {
                 &[("target", "nginx"), ("direction", "inbound")],
             ) == accepted(&m)
     });
-    eventually("the sink caught up", Duration::from_secs(20), || {
-        let m = c.metrics();
-        count_lines(&sink) as f64 >= 2.0 * accepted(&m)
+    let accepted_now = accepted(&c.metrics());
+    eventually("every tcp.close in the sink", Duration::from_secs(20), || {
+        count_lines_with(&sink, "\"event\":\"tcp.close\"") as f64 >= accepted_now
     });
     let m = c.metrics();
     let logged = nginx.access_log_lines() - logged_before;
@@ -190,6 +192,12 @@ fn nginx_under_wrk_accepts_exactly_what_its_access_log_says() {
     assert_eq!(summed("bytes_received"), value(&m, "collector_socket_received_bytes_total", &labels));
     assert_eq!(summed("bytes_sent"), value(&m, "collector_socket_sent_bytes_total", &labels));
     assert_eq!(dropped, 0.0, "events were dropped");
+    let map_errors: f64 = m
+        .select("collector_bpf_map_errors_total", &[])
+        .iter()
+        .map(|s| s.value)
+        .sum();
+    assert_eq!(map_errors, 0.0, "kernel map updates failed");
     assert!(logged > 1000, "wrk made only {logged} requests: {wrk}");
     assert_eq!(requests, logged, "connections with a request vs the access log");
     assert_eq!(connections, accepts as f64);
