@@ -244,6 +244,77 @@ fn a_connect_to_a_closed_port_is_one_refused_connect_error() {
 }
 
 #[test]
+fn a_connect_whose_syns_go_unanswered_is_a_timeout_connect_error() {
+    if !privileged() {
+        return;
+    }
+    let sink = sink_path("tcp-timeout");
+    let mut w = Workload::spawn();
+    let c = Collector::start(&["--pid", &format!("app={}", w.pid), "--events", sink.to_str().unwrap()]);
+    // A listener with backlog 0 whose one queue slot is taken drops further SYNs
+    // (net/ipv4/tcp_input.c: tcp_conn_request, sk_acceptq_is_full), so the target's connect
+    // retries its SYN once (TCP_SYNCNT 1) and gives up with ETIMEDOUT, a few seconds later.
+    let listener = socket_listening_with_backlog_0();
+    let port = listener.local_addr().unwrap().port();
+    let _queued = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let errno = w.run(&format!("tcp_timeout 127.0.0.1 {port}"));
+    assert_eq!(errno, libc::ETIMEDOUT.to_string());
+    eventually("the connect error in the sink", Duration::from_secs(10), || {
+        !events_named(&sink, "tcp.connect_error").is_empty()
+    });
+    let e = events_named(&sink, "tcp.connect_error");
+    println!("connect errors {}: {}", e.len(), e[0]);
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0]["metadata"]["reason"], "timeout", "{}", e[0]);
+    let m = c.metrics();
+    assert_eq!(value(&m, "collector_tcp_connect_errors_total", &[("target", "app")]), 1.0);
+    assert!(
+        value(&m, "collector_tcp_retransmits_total", &[("target", "app")]) >= 1.0,
+        "the SYN was retransmitted"
+    );
+    drop(c);
+    let _ = std::fs::remove_file(&sink);
+}
+
+/// A TCP listener on 127.0.0.1 with an accept backlog of 0 (std's listen uses 128).
+fn socket_listening_with_backlog_0() -> TcpListener {
+    use std::os::fd::AsRawFd as _;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: listen() again on the socket std just bound and listened on, to shrink its queue.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    listener
+}
+
+#[test]
+fn closing_with_unread_data_sends_a_reset_counted_for_the_target() {
+    if !privileged() {
+        return;
+    }
+    const C: usize = 5;
+    let mut w = Workload::spawn();
+    let c = Collector::start(&["--pid", &format!("app={}", w.pid)]);
+    let port: u16 = w.run("tcp_listen 127.0.0.1").parse().unwrap();
+    let client = std::thread::spawn(move || {
+        (0..C)
+            .map(|_| {
+                let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+                s.write_all(b"never read").unwrap();
+                let mut buf = [0u8; 16];
+                s.read(&mut buf).map_err(|e| e.kind())
+            })
+            .collect::<Vec<_>>()
+    });
+    w.run(&format!("tcp_accept_reset {C}"));
+    let seen = client.join().unwrap();
+    let m = c.metrics();
+    let sent = value(&m, "collector_tcp_resets_total", &[("target", "app"), ("direction", "sent")]);
+    println!("resets sent {sent}; the client saw {seen:?}");
+    assert_eq!(sent, C as f64);
+    assert!(seen.iter().all(|r| *r == Err(std::io::ErrorKind::ConnectionReset)), "{seen:?}");
+}
+
+#[test]
 fn udp_datagrams_sent_are_counted_in_bytes_exactly() {
     if !privileged() {
         return;

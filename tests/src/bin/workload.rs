@@ -25,6 +25,10 @@
 //!   tcp_listen ADDR    listen on ADDR, port chosen by the kernel; prints `done PORT`
 //!   tcp_accept C R S   C times: accept on that listener, read R bytes, send S, close
 //!   tcp_refused ADDR PORT  one connect to a port nobody listens on; prints `done ERRNO`
+//!   tcp_timeout ADDR PORT  one connect with a single SYN retry (TCP_SYNCNT 1) to a port
+//!                      whose SYNs are dropped; prints `done ERRNO`
+//!   tcp_accept_reset C C times: accept on the listener and close without reading what the
+//!                      peer sent, which makes the kernel send a reset
 //!   udp_send ADDR PORT U D  U datagrams of D bytes to ADDR:PORT
 //!
 //! Raw syscalls (`libc::syscall`) are used where libc might substitute another syscall
@@ -177,6 +181,46 @@ fn tcp_refused(addr: IpAddr, port: u16) -> String {
     format!(" {}", err.raw_os_error().unwrap_or(0))
 }
 
+fn tcp_timeout(addr: IpAddr, port: u16) -> String {
+    let IpAddr::V4(v4) = addr else { panic!("tcp_timeout takes an IPv4 address") };
+    // SAFETY: plain socket calls on a socket this function owns and closes.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let syncnt: libc::c_int = 1;
+        let set = libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_SYNCNT,
+            (&raw const syncnt).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+        assert_eq!(set, 0, "TCP_SYNCNT: {}", std::io::Error::last_os_error());
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(v4).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let r = libc::connect(fd, (&raw const sa).cast(), size_of::<libc::sockaddr_in>() as libc::socklen_t);
+        let errno = if r == 0 { 0 } else { std::io::Error::last_os_error().raw_os_error().unwrap_or(0) };
+        libc::close(fd);
+        format!(" {errno}")
+    }
+}
+
+fn tcp_accept_reset(listener: &TcpListener, connections: u64) {
+    for _ in 0..connections {
+        let (s, _) = listener.accept().expect("accept");
+        // Wait for the peer's data, then drop it unread: close() with unread data resets.
+        let mut one = [0u8; 1];
+        s.peek(&mut one).expect("peek");
+        drop(s);
+    }
+}
+
 fn udp_send(addr: IpAddr, port: u16, datagrams: u64, size: u64) {
     let bind: IpAddr = if addr.is_ipv4() { [0, 0, 0, 0].into() } else { [0u16; 8].into() };
     let s = UdpSocket::bind((bind, 0)).expect("bind");
@@ -259,6 +303,8 @@ fn main() {
             }
             "tcp_accept" => tcp_accept(listener.as_ref().expect("tcp_listen first"), n, args[1], args[2]),
             "tcp_refused" => result = tcp_refused(addr.unwrap(), args[0] as u16),
+            "tcp_timeout" => result = tcp_timeout(addr.unwrap(), args[0] as u16),
+            "tcp_accept_reset" => tcp_accept_reset(listener.as_ref().expect("tcp_listen first"), n),
             "udp_send" => udp_send(addr.unwrap(), args[0] as u16, args[1], args[2]),
             other => panic!("unknown command {other}"),
         }
