@@ -32,7 +32,9 @@ impl Stop {
 /// Emits the poll events once.
 pub fn poll(state: &AgentState, ring: &RingFill) {
     let now = SystemTime::now();
-    let targets: Vec<_> = state.targets().all().map(|(id, t)| (id, t.clone())).collect();
+    // Removed cgroups are not polled: nothing new is said about them, so once their series
+    // expire no queued event brings one back.
+    let targets: Vec<_> = state.targets().live().map(|(id, t)| (id, t.clone())).collect();
     for (id, target) in targets {
         let name = target.name.as_str();
         match state.counts(id) {
