@@ -124,9 +124,9 @@ pub struct KernelOffsets {
     pub cgroup_ancestors: u32,
     pub cgroup_kn: u32,
     pub kernfs_node_id: u32,
-    /// task->signal->nr_threads: the threads a process takes along when it changes target.
+    /// task->signal->live: the threads a process takes along when it changes target.
     pub task_signal: u32,
-    pub signal_nr_threads: u32,
+    pub signal_live: u32,
 }
 
 /// Whether the running kernel's `sched_process_exit` passes `group_dead` (Linux 6.16+);

@@ -29,7 +29,8 @@ use crate::{
     maps::{TARGET_OF, add_counts, count_map_error, forget_current_task},
 };
 
-/// Deepest cgroup nesting looked at; deeper cgroups match only their 32 nearest ancestors.
+/// Levels of cgroup nesting looked at: a cgroup nested deeper than this is matched only by
+/// its ancestors at levels 0..=31 (the agent applies the same limit).
 const MAX_DEPTH: i32 = 32;
 
 /// Target cgroups: cgroup id -> [`TargetId::slot`]. Written by the agent.
@@ -84,9 +85,11 @@ pub fn collector_cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
         count_map_error(MapErrorSite::TargetOf);
         return 0;
     }
-    // The process takes its threads along from the old target to the new one.
+    // The process takes its live threads along from the old target to the new one
+    // (signal->live drops before a thread's exit tracepoint, which counted it out already;
+    // nr_threads only drops later, at release).
     let threads = read_field::<*const u8>(task, offset!(task_signal))
-        .and_then(|signal| read_field::<i32>(signal, offset!(signal_nr_threads)))
+        .and_then(|signal| read_field::<i32>(signal, offset!(signal_live)))
         .unwrap_or(1) as i64;
     if let Some(id) = TargetId::from_slot(target_slot(old)) {
         add_counts(id, -1, -threads);

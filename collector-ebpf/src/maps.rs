@@ -46,18 +46,20 @@ pub struct CurrentTask {
 /// The target of the thread whose syscall passes `regs` to `sys_enter`/`sys_exit`; 0 when
 /// it is not a target. After a context switch the first syscall pays one helper call and a
 /// `TARGET_OF` load; the rest of that thread's syscalls on this CPU hit the cache.
+/// Also says whether the answer was looked up (a cache miss, after a context switch or a
+/// change of target) rather than cached.
 #[inline(always)]
-pub fn syscall_target(regs: u64) -> u32 {
+pub fn syscall_target(regs: u64) -> (u32, bool) {
     let Some(slot) = CURRENT.get_ptr_mut(0) else {
-        return 0;
+        return (0, false);
     };
     let slot = unsafe { &mut *slot };
     if slot.regs == regs {
-        return slot.target;
+        return (slot.target, false);
     }
     let target = target_slot(TARGET_OF.get(current_tgid()).copied().unwrap_or(0));
     *slot = CurrentTask { regs, target, _pad: 0 };
-    target
+    (target, true)
 }
 
 /// Forgets this CPU's cached task (on a context switch, or when its target changed).

@@ -64,14 +64,16 @@ pub fn collector_fork(ctx: RawTracePointContext) -> i32 {
     } else {
         cgroup_target_of(child)
     };
-    let Some(target_id) = TargetId::from_slot(target_slot(value)) else {
-        return 0;
-    };
-    if is_process && TARGET_OF.set(pid as u32, value, 0).is_err() {
+    // Written for every new process, 0 included: an entry left by an earlier process with
+    // this pid (one the agent added as it exited) must not pass to the newcomer.
+    if is_process && TARGET_OF.set(pid as u32, value, 0).is_err() && value != 0 {
         count_map_error(MapErrorSite::TargetOf);
         warn!(&ctx, "cannot follow child {} of a target: pid beyond TARGET_OF", pid);
         return 0;
     }
+    let Some(target_id) = TargetId::from_slot(target_slot(value)) else {
+        return 0;
+    };
     add_counts(target_id, is_process as i64, 1);
     if is_process {
         let p = Process {
@@ -118,15 +120,16 @@ pub fn collector_exec(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn collector_exit(ctx: RawTracePointContext) -> i32 {
+    // The thread dies inside exit()/exit_group() (or a fatal signal), whose sys_exit never
+    // comes: clear its slot so a future thread with this id starts empty. Whatever its
+    // target now: it may have left its target while inside that syscall.
+    if let Some(slot) = ENTRY.get_ptr_mut(ctx.pid()) {
+        unsafe { *slot = EntrySlot::default() };
+    }
     let Some((target, target_id)) = target_of_current() else {
         return 0;
     };
     let tgid = ctx.tgid();
-    // The thread dies inside exit()/exit_group() (or a fatal signal), whose sys_exit never
-    // comes: clear its slot so a future thread with this id starts empty.
-    if let Some(slot) = ENTRY.get_ptr_mut(ctx.pid()) {
-        unsafe { *slot = EntrySlot::default() };
-    }
     let group_dead = if kernel_feature!(exit_has_group_dead) == 1 {
         ctx.arg::<u64>(1) & 0xff != 0
     } else {

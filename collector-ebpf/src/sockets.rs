@@ -175,6 +175,12 @@ fn closed(sk: *const u8) {
         return;
     }
     c.closed_ns = unsafe { bpf_ktime_get_ns() };
+    close_count(c);
+}
+
+/// One open connection of `c`'s target fewer.
+#[inline(always)]
+fn close_count(c: &Connection) {
     let direction = c.direction;
     count(c.target, |t| match direction {
         DIRECTION_INBOUND => t.open_inbound -= 1,
@@ -194,8 +200,10 @@ pub fn collector_tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     if c.closed_ns == 0 {
-        // Not seen closing (the CLOSE transition happened before the entry was made).
+        // Not seen closing: a reset closed it between accept()'s state check and the
+        // entry. It was counted open, so it is closed here.
         c.closed_ns = unsafe { bpf_ktime_get_ns() };
+        close_count(&c);
     }
     emit(EventKind::TcpClose, sk, &c, c.closed_ns.saturating_sub(c.start_ns), 0);
     0

@@ -33,7 +33,7 @@ const MAX_ERRNO: i64 = 4095;
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn collector_sys_enter(ctx: RawTracePointContext) -> i32 {
-    let target = syscall_target(ctx.arg(0));
+    let (target, _) = syscall_target(ctx.arg(0));
     if target == 0 {
         return 0;
     }
@@ -53,8 +53,16 @@ pub fn collector_sys_enter(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn collector_sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
-    let target = syscall_target(regs as u64);
+    let (target, looked_up) = syscall_target(regs as u64);
     if target == 0 {
+        if looked_up {
+            // The thread may have stopped being a target during this syscall (moved out of
+            // its cgroup while blocked): its entry would otherwise stay behind. A target
+            // change always clears the cache, so checking on a miss is enough.
+            if let Some(slot) = ENTRY.get_ptr_mut(ctx.pid()) {
+                unsafe { (*slot).enter_ns = 0 };
+            }
+        }
         return 0;
     }
     let Some(slot) = ENTRY.get_ptr_mut(ctx.pid()) else {

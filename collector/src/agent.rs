@@ -115,7 +115,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     }
     probes.attach(&TARGET_PROBES)?;
     follow_existing_descendants(&mut targets, &mut maps)?;
-    cgroup_targets::join(&mut targets, &mut maps, cgroup_targets::all_pids())?;
+    let seen = cgroup_targets::look_at(cgroup_targets::all_pids());
+    cgroup_targets::join(&mut targets, &mut maps, &seen)?;
     probes.attach(&SOCKET_PROBES)?;
     probes.attach(&SYSCALL_PROBES)?;
 

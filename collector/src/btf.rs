@@ -83,7 +83,7 @@ impl KernelLayout {
             cgroup_kn: offset("cgroup", "kn")?,
             kernfs_node_id: offset("kernfs_node", "id")?,
             task_signal: offset("task_struct", "signal")?,
-            signal_nr_threads: offset("signal_struct", "nr_threads")?,
+            signal_live: offset("signal_struct", "live")?,
         };
         let exit_has_group_dead = tracepoint_arity(&types, "sched_process_exit") == Some(2);
         Ok(KernelLayout {

@@ -9,6 +9,7 @@
 //! Which target a process belongs to (documented in the README): an explicit `--pid` tree
 //! first, then the deepest target cgroup at or above the process's cgroup v2.
 use std::{
+    collections::HashMap,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -32,12 +33,21 @@ use crate::{
 pub struct CgroupTargets {
     /// `--cgroup` targets (name, cgroup) and the current matches of the patterns.
     pub initial: Vec<(String, Cgroup)>,
-    /// Changes to the patterns' matches after `initial`, and what produces them.
-    pub changes: Option<(Receiver<CgroupChange>, CgroupWatcher)>,
+    /// Changes to the watched cgroups after `initial`, what produces them, and the names
+    /// `--cgroup NAME=PATH` gave (by path relative to the mount).
+    pub changes: Option<Watched>,
 }
 
-/// Resolves `--cgroup` and `--cgroup-pattern` and starts watching the patterns. A bad path
-/// or pattern is a usage error; a pattern that matches nothing only warns.
+pub struct Watched {
+    changes: Receiver<CgroupChange>,
+    _watcher: CgroupWatcher,
+    names: HashMap<String, String>,
+}
+
+/// Resolves `--cgroup` and `--cgroup-pattern` and starts watching both: a `--cgroup` path is
+/// watched as a pattern matching just itself, so a service whose cgroup is removed and made
+/// anew (a restart) stays observed. A bad path or pattern is a usage error; a pattern that
+/// matches nothing only warns.
 pub fn resolve(specs: &[CgroupSpec], patterns: &[String]) -> Result<CgroupTargets, Failure> {
     if specs.is_empty() && patterns.is_empty() {
         return Ok(CgroupTargets {
@@ -47,32 +57,58 @@ pub fn resolve(specs: &[CgroupSpec], patterns: &[String]) -> Result<CgroupTarget
     }
     let fs = CgroupFs::discover().map_err(|e| Failure::Runtime(e.into()))?;
     let mut initial = Vec::new();
+    let mut names = HashMap::new();
+    let mut watched = Vec::new();
     for spec in specs {
         let cgroup = fs
             .resolve(&spec.path)
             .map_err(|e| Failure::Usage(format!("--cgroup {}: {e}", spec.path)))?;
-        initial.push((spec.target_name(&cgroup), cgroup));
-    }
-    let patterns: Vec<CgroupPattern> = patterns
-        .iter()
-        .map(|p| CgroupPattern::parse(p, &fs).map_err(|e| Failure::Usage(format!("--cgroup-pattern {p}: {e}"))))
-        .collect::<Result<_, _>>()?;
-    let changes = if patterns.is_empty() {
-        None
-    } else {
-        let texts: Vec<String> = patterns.iter().map(|p| p.as_str().to_owned()).collect();
-        let (matched, changes, watcher) =
-            cgroups::watch(fs, patterns, Duration::from_secs(1)).map_err(|e| Failure::Runtime(e.into()))?;
-        if matched.is_empty() {
-            tracing::warn!(
-                patterns = texts.join(", "),
-                "no cgroup matches --cgroup-pattern yet; cgroups created later are picked up"
-            );
+        let name = spec.target_name(&cgroup);
+        if cgroup.name != "/" {
+            // (The root cgroup is never removed, and patterns do not match it.)
+            let literal = CgroupPattern::parse(&glob_literal(&cgroup.name), &fs)
+                .map_err(|e| Failure::Usage(format!("--cgroup {}: {e}", spec.path)))?;
+            watched.push(literal);
+            names.insert(cgroup.name.clone(), name.clone());
         }
-        initial.extend(matched.into_iter().map(|c| (c.name.clone(), c)));
-        Some((changes, watcher))
-    };
-    Ok(CgroupTargets { initial, changes })
+        initial.push((name, cgroup));
+    }
+    for p in patterns {
+        let pattern =
+            CgroupPattern::parse(p, &fs).map_err(|e| Failure::Usage(format!("--cgroup-pattern {p}: {e}")))?;
+        watched.push(pattern);
+    }
+    if watched.is_empty() {
+        return Ok(CgroupTargets { initial, changes: None });
+    }
+    let (matched, changes, watcher) =
+        cgroups::watch(fs, watched, Duration::from_secs(1)).map_err(|e| Failure::Runtime(e.into()))?;
+    let from_patterns: Vec<Cgroup> = matched.into_iter().filter(|c| !names.contains_key(&c.name)).collect();
+    if !patterns.is_empty() && from_patterns.is_empty() {
+        tracing::warn!(
+            patterns = patterns.join(", "),
+            "no cgroup matches --cgroup-pattern yet; cgroups created later are picked up"
+        );
+    }
+    initial.extend(from_patterns.into_iter().map(|c| (c.name.clone(), c)));
+    Ok(CgroupTargets {
+        initial,
+        changes: Some(Watched {
+            changes,
+            _watcher: watcher,
+            names,
+        }),
+    })
+}
+
+/// A glob matching exactly `path`: each glob metacharacter as a one-character class.
+fn glob_literal(path: &str) -> String {
+    path.chars()
+        .map(|c| match c {
+            '*' | '?' | '[' | ']' | '{' | '}' => format!("[{c}]"),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// `cgroup` as it appears in /proc/PID/cgroup: relative to the mount, with a leading `/`.
@@ -84,7 +120,8 @@ fn proc_path(cgroup: &Cgroup) -> String {
 }
 
 /// Adds `cgroup` as a target, in the agent's set and in the kernel's `CGROUP_TARGETS`.
-/// `None` when --max-targets are taken (counted in the set).
+/// `None` when --max-targets are taken (counted in the set), or when the kernel map
+/// refused it (then the target is taken back out: it would never see a process).
 pub fn add(targets: &mut Targets, maps: &mut KernelMaps, name: String, cgroup: &Cgroup) -> Option<TargetId> {
     let Some(target) = targets.add_cgroup(name.clone(), proc_path(cgroup), cgroup.id) else {
         tracing::warn!(cgroup = %cgroup.path.display(), "--max-targets reached; the cgroup is not observed");
@@ -92,29 +129,68 @@ pub fn add(targets: &mut Targets, maps: &mut KernelMaps, name: String, cgroup: &
     };
     if let Err(e) = maps.add_cgroup(cgroup.id, target) {
         tracing::warn!(cgroup = %cgroup.path.display(), "cannot add the cgroup to the kernel's targets: {e}");
+        targets.free(target);
+        return None;
     }
     Some(target)
 }
 
-/// Puts each of `pids` into the deepest target cgroup it is in, unless a `--pid` tree has
-/// it, and counts it into that target's starting processes and threads.
-pub fn join(targets: &mut Targets, maps: &mut KernelMaps, pids: impl IntoIterator<Item = u32>) -> Result<(), KernelMapError> {
-    for pid in pids {
-        let Some(path) = cgroups::v2_path_of(pid) else {
-            continue; // exited meanwhile
-        };
-        let before = maps.target_of(pid)?;
+/// A process seen in /proc before the locks are taken: its cgroup v2 path and start time.
+pub struct Seen {
+    pid: u32,
+    path: String,
+    started: u64,
+}
+
+/// Reads, for each of `pids` that is a live process (not a zombie), its cgroup and start.
+pub fn look_at(pids: impl IntoIterator<Item = u32>) -> Vec<Seen> {
+    pids.into_iter()
+        .filter_map(|pid| {
+            let stat = procfs::process::Process::new(pid as i32).ok()?.stat().ok()?;
+            if matches!(stat.state, 'Z' | 'X') {
+                return None; // exited: its entry would outlive it
+            }
+            let path = cgroups::v2_path_of(pid)?;
+            Some(Seen {
+                pid,
+                path,
+                started: stat.starttime,
+            })
+        })
+        .collect()
+}
+
+fn start_time(pid: u32) -> Option<u64> {
+    procfs::process::Process::new(pid as i32)
+        .ok()?
+        .stat()
+        .ok()
+        .map(|s| s.starttime)
+}
+
+/// Puts each process `seen` into the deepest target cgroup it is in, unless a `--pid` tree
+/// has it, and counts it into that target's starting processes and threads. A process that
+/// exited, or moved, since it was seen is left as the kernel has it (the fork, exit and
+/// attach probes keep those current), so a recycled PID never inherits a target from here.
+pub fn join(targets: &mut Targets, maps: &mut KernelMaps, seen: &[Seen]) -> Result<(), KernelMapError> {
+    for p in seen {
+        let before = maps.target_of(p.pid)?;
         if matches!(before, Some((_, Membership::PidTree))) {
             continue;
         }
-        let Some(target) = targets.deepest_cgroup_target(&path) else {
+        let Some(target) = targets.deepest_cgroup_target(&p.path) else {
             continue;
         };
         if before == Some((target, Membership::Cgroup)) {
             continue; // the kernel got there first (a fork or a move)
         }
-        maps.set_target(pid, Some((target, Membership::Cgroup)))?;
-        let threads = std::fs::read_dir(format!("/proc/{pid}/task")).map_or(1, |d| d.count()) as i64;
+        maps.set_target(p.pid, Some((target, Membership::Cgroup)))?;
+        let threads = std::fs::read_dir(format!("/proc/{}/task", p.pid)).map_or(1, |d| d.count()) as i64;
+        let unchanged = start_time(p.pid) == Some(p.started) && cgroups::v2_path_of(p.pid).as_deref() == Some(&p.path);
+        if !unchanged {
+            maps.set_target(p.pid, before)?;
+            continue;
+        }
         if let Some((old, _)) = before {
             targets.add_initial(old, -1, -threads);
         }
@@ -133,22 +209,13 @@ pub fn all_pids() -> Vec<u32> {
 /// Follows the patterns' cgroups while running: a new match becomes a target at once, with
 /// the processes already in it; a removed cgroup leaves `CGROUP_TARGETS` at once and its
 /// series after `ttl`.
-pub fn spawn_watcher(
-    state: Arc<AgentState>,
-    changes: Option<(Receiver<CgroupChange>, CgroupWatcher)>,
-    ttl: Duration,
-    stop: Arc<AtomicBool>,
-) -> JoinHandle<()> {
+pub fn spawn_watcher(state: Arc<AgentState>, watched: Option<Watched>, ttl: Duration, stop: Arc<AtomicBool>) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("cgroup-watcher".into())
         .spawn(move || {
-            let (changes, _watcher) = match changes {
-                Some((rx, w)) => (Some(rx), Some(w)),
-                None => (None, None),
-            };
             while !stop.load(Ordering::Relaxed) {
-                let change = match &changes {
-                    Some(rx) => match rx.recv_timeout(Duration::from_millis(250)) {
+                let change = match &watched {
+                    Some(w) => match w.changes.recv_timeout(Duration::from_millis(250)) {
                         Ok(change) => Some(change),
                         Err(RecvTimeoutError::Timeout) => None,
                         Err(RecvTimeoutError::Disconnected) => {
@@ -161,8 +228,8 @@ pub fn spawn_watcher(
                         None
                     }
                 };
-                if let Some(change) = change {
-                    apply(&state, change);
+                if let (Some(change), Some(w)) = (change, &watched) {
+                    apply(&state, change, &w.names);
                 }
                 expire(&state, ttl);
             }
@@ -170,28 +237,30 @@ pub fn spawn_watcher(
         .expect("spawn the cgroup watcher")
 }
 
-fn apply(state: &AgentState, change: CgroupChange) {
-    let mut targets = state.targets.write().expect("never poisoned");
-    let mut maps = state.maps();
+fn apply(state: &AgentState, change: CgroupChange, names: &HashMap<String, String>) {
     match change {
         CgroupChange::Added(cgroup) => {
-            let Some(target) = add(&mut targets, &mut maps, cgroup.name.clone(), &cgroup) else {
-                return;
-            };
-            tracing::info!(target = %cgroup.name, "cgroup target added");
+            // /proc is read before the locks: the ring-buffer reader and scrapes wait on them.
             // Processes moved in between mkdir and now were not seen by the kernel hook.
-            let pids = cgroups::procs_recursive(&cgroup.path).unwrap_or_default();
-            if let Err(e) = join(&mut targets, &mut maps, pids) {
-                tracing::warn!(target = %cgroup.name, "cannot add the cgroup's processes: {e}");
+            let seen = look_at(cgroups::procs_recursive(&cgroup.path).unwrap_or_default());
+            let name = names.get(&cgroup.name).cloned().unwrap_or_else(|| cgroup.name.clone());
+            let mut targets = state.targets.write().expect("never poisoned");
+            let mut maps = state.maps();
+            if add(&mut targets, &mut maps, name.clone(), &cgroup).is_none() {
+                return;
             }
-            let _ = target;
+            tracing::info!(target = %name, "cgroup target added");
+            if let Err(e) = join(&mut targets, &mut maps, &seen) {
+                tracing::warn!(target = %name, "cannot add the cgroup's processes: {e}");
+            }
         }
         CgroupChange::Removed(cgroup) => {
+            let mut targets = state.targets.write().expect("never poisoned");
             if targets.remove_cgroup(cgroup.id, Instant::now()).is_some() {
-                if let Err(e) = maps.remove_cgroup(cgroup.id) {
-                    tracing::warn!(target = %cgroup.name, "cannot remove the cgroup from the kernel's targets: {e}");
+                if let Err(e) = state.maps().remove_cgroup(cgroup.id) {
+                    tracing::warn!(cgroup = %cgroup.name, "cannot remove the cgroup from the kernel's targets: {e}");
                 }
-                tracing::info!(target = %cgroup.name, "cgroup target removed; its series expire after --series-ttl");
+                tracing::info!(cgroup = %cgroup.name, "cgroup target removed; its series expire after --series-ttl");
             }
         }
     }
@@ -201,13 +270,22 @@ fn apply(state: &AgentState, change: CgroupChange) {
 /// series, and frees their ids.
 fn expire(state: &AgentState, ttl: Duration) {
     let expired = state.targets().expired(ttl, Instant::now());
+    if expired.is_empty() {
+        return;
+    }
+    // Processes still pointing at an expired target (its cgroup was renamed out of the
+    // pattern rather than removed) leave it before the id can serve another target.
+    let everyone = all_pids();
     for (id, name) in expired {
-        if let Err(e) = state.maps().forget_target(id) {
-            tracing::warn!(target = %name, "cannot delete the target's kernel aggregates: {e}");
+        let mut targets = state.targets.write().expect("never poisoned");
+        let mut maps = state.maps();
+        if let Err(e) = maps.forget_target(id, &everyone) {
+            tracing::warn!(target = %name, "cannot delete the target's kernel state: {e}");
             continue;
         }
+        targets.free(id);
+        drop((maps, targets));
         state.event_metrics.forget_target(&name);
-        state.targets.write().expect("never poisoned").free(id);
         tracing::debug!(target = %name, "series of the removed target expired");
     }
 }

@@ -8,7 +8,7 @@ use collector_common::{
     ErrorKey, MapErrorSite, PID_TREE, SyscallKey, SyscallStats, TargetId,
     events::{EventKind, TargetCounts},
     maps,
-    sockets::{SocketBytes, SocketBytesKey, TcpCounts},
+    sockets::{Connection, SocketBytes, SocketBytesKey, TcpCounts},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,7 @@ pub struct KernelMaps {
     socket_bytes: PerCpuHashMap<MapData, SocketBytesKey, SocketBytes>,
     tcp_counts: PerCpuArray<MapData, TcpCounts>,
     cgroup_targets: HashMap<MapData, u64, u32>,
+    sockets: HashMap<MapData, u64, Connection>,
 }
 
 /// Why a process is in a target: which decides whether a cgroup move may change it.
@@ -73,6 +74,7 @@ impl KernelMaps {
             socket_bytes: take(ebpf, maps::SOCKET_BYTES)?,
             tcp_counts: take(ebpf, maps::TCP_COUNTS)?,
             cgroup_targets: take(ebpf, maps::CGROUP_TARGETS)?,
+            sockets: take(ebpf, maps::SOCKETS)?,
         })
     }
 
@@ -114,9 +116,26 @@ impl KernelMaps {
         }
     }
 
-    /// Deletes everything the kernel aggregated for `target`, so its id can be reused.
-    pub fn forget_target(&mut self, target: TargetId) -> Result<(), KernelMapError> {
+    /// Deletes everything the kernel holds for `target`, so its id can be reused: its
+    /// aggregates and counts, the connections it owns, and the `TARGET_OF` entries of any of
+    /// `pids` still in it by cgroup.
+    pub fn forget_target(&mut self, target: TargetId, pids: &[u32]) -> Result<(), KernelMapError> {
         let slot = target.slot();
+        for &pid in pids {
+            if self.target_of(pid)? == Some((target, Membership::Cgroup)) {
+                self.set_target(pid, None)?;
+            }
+        }
+        let owned: Vec<u64> = self
+            .sockets
+            .iter()
+            .flatten()
+            .filter(|(_, c)| c.target == slot)
+            .map(|(sk, _)| sk)
+            .collect();
+        for sk in owned {
+            let _ = self.sockets.remove(&sk);
+        }
         let stats: Vec<SyscallKey> = self.syscall_stats.keys().flatten().filter(|k| k.target == slot).collect();
         for k in stats {
             let _ = self.syscall_stats.remove(&k);

@@ -114,12 +114,13 @@ struct KernelCollector {
 
 impl Collector for KernelCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // Targets first and held across the map reads (the lock order everywhere), so no id
+        // is freed and reused between reading a key and naming it.
+        let targets = self.state.targets();
         let ((stats, stats_failed), (errors, errors_failed), map_errors) = {
             let maps = self.state.maps();
             (maps.syscall_stats(), maps.syscall_errors(), maps.map_errors())
         };
-        // Targets after maps, never both held: the cgroup watcher takes them in that order too.
-        let targets = self.state.targets();
         self.state.map_read_errors.fetch_add(
             stats_failed + errors_failed + map_errors.is_err() as u64,
             Ordering::Relaxed,

@@ -39,21 +39,19 @@ struct DirectionLabels {
 impl Collector for SocketCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let state = &self.state;
-        let (bytes, failed) = state.maps().socket_bytes();
-        let ids: Vec<_> = state.targets().ids().map(|(id, name)| (id, name.to_owned())).collect();
+        // Targets, then maps (the lock order everywhere), both held while keys are named.
+        let targets = state.targets();
+        let maps = state.maps();
+        let (bytes, mut read_failed) = maps.socket_bytes();
         let mut tcp: Vec<(String, TcpCounts)> = Vec::new();
-        let mut read_failed = failed;
-        {
-            let maps = state.maps();
-            for (id, name) in ids {
-                match maps.tcp_counts(id) {
-                    Ok(c) => tcp.push((name, c)),
-                    Err(_) => read_failed += 1,
-                }
+        for (id, name) in targets.ids() {
+            match maps.tcp_counts(id) {
+                Ok(c) => tcp.push((name.to_owned(), c)),
+                Err(_) => read_failed += 1,
             }
         }
+        drop(maps);
         state.map_read_errors.fetch_add(read_failed, Ordering::Relaxed);
-        let targets = state.targets();
         let bytes: Vec<_> = bytes
             .into_iter()
             .map(|(k, v)| {

@@ -54,6 +54,9 @@ impl FromStr for PidSpec {
     }
 }
 
+/// The deepest cgroup level the kernel matches targets at (it walks ancestors 31..=0).
+pub const MAX_CGROUP_LEVEL: usize = 31;
+
 /// What a target is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TargetKind {
@@ -183,9 +186,24 @@ impl Targets {
 
     /// Makes `cgroup` a target named `name`, or returns its target when it is one already.
     /// `None` when --max-targets are taken: the refusal is counted.
+    ///
+    /// A removed target of the same name whose series have not expired yet is taken up
+    /// again (a service restarted, its cgroup made anew): one set of series, continuing.
     pub fn add_cgroup(&mut self, name: String, path: String, id: u64) -> Option<TargetId> {
         if let Some(existing) = self.cgroup_target(id) {
             return Some(existing);
+        }
+        let removed_of_that_name = self
+            .all()
+            .find(|(_, t)| t.removed_at.is_some() && t.name == name)
+            .map(|(t, _)| t);
+        if let Some(t) = removed_of_that_name
+            && let Some(target) = self.slots[t.0 as usize].as_mut()
+        {
+            target.kind = TargetKind::Cgroup { path, id };
+            target.removed_at = None;
+            target.initial = TargetCounts::default();
+            return Some(t);
         }
         let target = Target {
             name,
@@ -213,9 +231,15 @@ impl Targets {
         })
     }
 
-    /// The deepest live cgroup target at or above `path` (a /proc/PID/cgroup path).
+    /// The deepest live cgroup target at or above `path` (a /proc/PID/cgroup path). Like the
+    /// kernel (`collector-ebpf/src/cgroups.rs`), only targets at most [`MAX_CGROUP_LEVEL`]
+    /// levels below the root are considered.
     pub fn deepest_cgroup_target(&self, path: &str) -> Option<TargetId> {
-        let within = |base: &str| base == "/" || path == base || path.starts_with(&format!("{base}/"));
+        let level = |p: &str| p.split('/').filter(|s| !s.is_empty()).count();
+        let within = |base: &str| {
+            level(base) <= MAX_CGROUP_LEVEL
+                && (base == "/" || path == base || path.starts_with(&format!("{base}/")))
+        };
         self.live()
             .filter_map(|(t, target)| match &target.kind {
                 TargetKind::Cgroup { path: base, .. } if within(base) => Some((base.len(), t)),
@@ -405,6 +429,11 @@ mod tests {
         assert_eq!(t.expired(Duration::from_secs(60), later), vec![(deep, "a/app/deep".to_owned())]);
         t.free(deep);
         assert_eq!(t.add_cgroup("y".into(), "/y".into(), 103), Some(deep));
+        // Made anew under the same name before its series expired: the same target again.
+        t.remove_cgroup(100, later);
+        assert_eq!(t.add_cgroup("app".into(), "/a/app".into(), 200), Some(app));
+        assert_eq!(t.cgroup_target(200), Some(app));
+        assert_eq!(t.deepest_cgroup_target("/a/app/x"), Some(app));
     }
 
     #[test]
