@@ -421,6 +421,49 @@ fn a_removed_cgroup_leaves_the_kernel_map_at_once_and_its_series_after_the_ttl()
 }
 
 #[test]
+fn a_cgroup_removed_and_made_anew_at_its_path_stays_the_same_target() {
+    if !privileged() {
+        return;
+    }
+    // A service restart: its cgroup is removed and made again (a new cgroup id), and its
+    // processes come back into it. `--cgroup` names a path, so the target follows it, and its
+    // counts go on in one set of series.
+    let Some(tree) = tree("restart") else { return };
+    tree.mkdir("svc");
+    let mut first = Workload::spawn();
+    tree.move_in(first.pid, "svc");
+    let c = Collector::start(&["--cgroup", &format!("web={}", tree.path("svc").display())]);
+    first.run("getppid 700");
+    assert_eq!(getppids(&c.metrics(), "web"), 700.0);
+    tree.move_out(first.pid);
+    let old_id = tree.id("svc");
+    tree.rmdir("svc");
+    eventually("the old cgroup out of CGROUP_TARGETS", Duration::from_secs(3), || {
+        !cgroup_target_keys(c.pid()).contains(&old_id)
+    });
+    tree.mkdir("svc");
+    let new_id = tree.id("svc");
+    eventually("the new cgroup in CGROUP_TARGETS", Duration::from_secs(3), || {
+        cgroup_target_keys(c.pid()).contains(&new_id)
+    });
+    let mut second = Workload::spawn();
+    tree.move_in(second.pid, "svc");
+    second.run("getppid 300");
+    first.run("getppid 50"); // no longer in the cgroup
+    let m = c.metrics();
+    let (calls, targets) = (getppids(&m, "web"), targets_of_kind(&m, "cgroup"));
+    let web_series = m
+        .select("collector_syscalls_total", &[("target", "web"), ("syscall", "getppid")])
+        .len();
+    println!(
+        "ids {old_id} -> {new_id}; getppid under web {calls} (expected 1000) in {web_series} series; cgroup targets {targets}"
+    );
+    assert_eq!(calls, 1000.0);
+    assert_eq!(web_series, 1, "one series per target and syscall");
+    assert_eq!(targets, 1.0);
+}
+
+#[test]
 fn a_cgroup_that_is_not_a_v2_directory_is_a_usage_error() {
     if !privileged() {
         return;
