@@ -5,9 +5,10 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, PerCpuHashMap},
 };
 use collector_common::{
-    EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, TargetId, target_slot,
+    EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, TargetId,
     events::TargetCounts,
     maps::{MAX_TARGETS, PID_INDEXED_DEFAULT, SYSCALL_ERRORS_ENTRIES, SYSCALL_STATS_ENTRIES},
+    target_slot,
 };
 
 /// Target of each process, indexed by tgid: [`collector_common::TargetId::slot`], 0 = not a

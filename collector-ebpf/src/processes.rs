@@ -30,9 +30,9 @@ use aya_log_ebpf::warn;
 use collector_common::{EntrySlot, MapErrorSite, PID_TREE, TargetId, events::EventKind, target_slot};
 
 use crate::{
+    cgroups::cgroup_target_of,
     events::{Process, emit_exec, emit_process},
     globals::{kernel_feature, offset, read_field},
-    cgroups::cgroup_target_of,
     maps::{ENTRY, TARGET_OF, add_counts, count_map_error, forget_current_task, target_of_current},
 };
 

@@ -30,9 +30,9 @@ use tokio::{
 
 use crate::{
     btf::KernelLayout,
+    cgroup_targets,
     cli::Cli,
     http,
-    cgroup_targets,
     kernel_maps::{KernelMaps, Membership, take_events},
     metrics, poller,
     probes::{Probes, SOCKET_PROBES, SYSCALL_PROBES, TARGET_PROBES},

@@ -74,8 +74,7 @@ pub fn resolve(specs: &[CgroupSpec], patterns: &[String]) -> Result<CgroupTarget
         initial.push((name, cgroup));
     }
     for p in patterns {
-        let pattern =
-            CgroupPattern::parse(p, &fs).map_err(|e| Failure::Usage(format!("--cgroup-pattern {p}: {e}")))?;
+        let pattern = CgroupPattern::parse(p, &fs).map_err(|e| Failure::Usage(format!("--cgroup-pattern {p}: {e}")))?;
         watched.push(pattern);
     }
     if watched.is_empty() {
@@ -209,7 +208,12 @@ pub fn all_pids() -> Vec<u32> {
 /// Follows the patterns' cgroups while running: a new match becomes a target at once, with
 /// the processes already in it; a removed cgroup leaves `CGROUP_TARGETS` at once and its
 /// series after `ttl`.
-pub fn spawn_watcher(state: Arc<AgentState>, watched: Option<Watched>, ttl: Duration, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+pub fn spawn_watcher(
+    state: Arc<AgentState>,
+    watched: Option<Watched>,
+    ttl: Duration,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("cgroup-watcher".into())
         .spawn(move || {

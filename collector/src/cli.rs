@@ -40,7 +40,12 @@ pub struct Cli {
     /// processes that join later. PATH (absolute, or relative to the cgroup v2 mount) or
     /// NAME=PATH; the default name is the path relative to the mount. Repeatable.
     /// [example: --cgroup system.slice/nginx.service --cgroup db=/sys/fs/cgroup/db.slice]
-    #[arg(long = "cgroup", value_name = "[NAME=]PATH", env = "COLLECTOR_CGROUP", value_delimiter = ',')]
+    #[arg(
+        long = "cgroup",
+        value_name = "[NAME=]PATH",
+        env = "COLLECTOR_CGROUP",
+        value_delimiter = ','
+    )]
     pub cgroups: Vec<CgroupSpec>,
 
     /// Every cgroup v2 matching this glob is a target of its own, named by its path relative
@@ -203,7 +208,10 @@ mod tests {
             (&["--cgroup", "=x"][..], "the name before '=' is empty"),
             (&["--cgroup-pattern", "a/[b"][..], "--cgroup-pattern"),
             (&["--pid", "1", "--max-targets", "0"][..], "from 1 to 1024"),
-            (&["--pid", "1", "--series-ttl", "later"][..], "'later' is not a duration"),
+            (
+                &["--pid", "1", "--series-ttl", "later"][..],
+                "'later' is not a duration",
+            ),
             (
                 &["--pid", "1", "--ring-buffer-size", "5000"][..],
                 "'5000' is not a power of two",

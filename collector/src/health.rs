@@ -97,7 +97,9 @@ impl Health {
             } else {
                 CheckStatus::Warn
             },
-            message: targets.is_empty().then_some("no targets: no --cgroup-pattern matches a cgroup yet"),
+            message: targets
+                .is_empty()
+                .then_some("no targets: no --cgroup-pattern matches a cgroup yet"),
             targets,
         };
         let status = match (probes.status, targets.status) {

@@ -136,28 +136,48 @@ impl KernelMaps {
         for sk in owned {
             let _ = self.sockets.remove(&sk);
         }
-        let stats: Vec<SyscallKey> = self.syscall_stats.keys().flatten().filter(|k| k.target == slot).collect();
+        let stats: Vec<SyscallKey> = self
+            .syscall_stats
+            .keys()
+            .flatten()
+            .filter(|k| k.target == slot)
+            .collect();
         for k in stats {
             let _ = self.syscall_stats.remove(&k);
         }
-        let errors: Vec<ErrorKey> = self.syscall_errors.keys().flatten().filter(|k| k.target == slot).collect();
+        let errors: Vec<ErrorKey> = self
+            .syscall_errors
+            .keys()
+            .flatten()
+            .filter(|k| k.target == slot)
+            .collect();
         for k in errors {
             let _ = self.syscall_errors.remove(&k);
         }
-        let bytes: Vec<SocketBytesKey> = self.socket_bytes.keys().flatten().filter(|k| k.target == slot).collect();
+        let bytes: Vec<SocketBytesKey> = self
+            .socket_bytes
+            .keys()
+            .flatten()
+            .filter(|k| k.target == slot)
+            .collect();
         for k in bytes {
             let _ = self.socket_bytes.remove(&k);
         }
         let cpus = aya::util::nr_cpus().map_err(|(_, e)| KernelMapError::Map {
             map: maps::TARGET_COUNTS,
-            source: MapError::SyscallError(aya::sys::SyscallError { call: "nr_cpus", io_error: e }),
+            source: MapError::SyscallError(aya::sys::SyscallError {
+                call: "nr_cpus",
+                io_error: e,
+            }),
         })?;
         let zero_counts = PerCpuValues::try_from(vec![TargetCounts::default(); cpus]).expect("one per CPU");
         self.target_counts
             .set(target.0, zero_counts, 0)
             .map_err(err(maps::TARGET_COUNTS))?;
         let zero_tcp = PerCpuValues::try_from(vec![TcpCounts::default(); cpus]).expect("one per CPU");
-        self.tcp_counts.set(target.0, zero_tcp, 0).map_err(err(maps::TCP_COUNTS))
+        self.tcp_counts
+            .set(target.0, zero_tcp, 0)
+            .map_err(err(maps::TCP_COUNTS))
     }
 
     /// Processes and threads `target` gained minus lost in the kernel (forks followed,

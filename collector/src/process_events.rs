@@ -153,7 +153,11 @@ pub fn to_event(record: &Record, targets: &Targets, clock: &Clock) -> Event {
 /// The TCP part of a `tcp.*` event: endpoints and direction always, then what the kind has.
 fn tcp_event(event: Event, kind: EventKind, t: &TcpRecord) -> Event {
     let (family, saddr, daddr) = if t.family == AF_INET6 {
-        ("ipv6", Ipv6Addr::from(t.saddr).to_string(), Ipv6Addr::from(t.daddr).to_string())
+        (
+            "ipv6",
+            Ipv6Addr::from(t.saddr).to_string(),
+            Ipv6Addr::from(t.daddr).to_string(),
+        )
     } else {
         let v4 = |a: [u8; 16]| Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string();
         ("ipv4", v4(t.saddr), v4(t.daddr))

@@ -135,7 +135,9 @@ pub enum TargetError {
     #[error("--pid {pid} is given as both '{first}' and '{second}'; give each PID one name")]
     PidUnderTwoNames { pid: u32, first: String, second: String },
     /// More distinct PID targets than --max-targets.
-    #[error("{0} PID targets given, at most {1} are allowed; group PIDs under shared names (--pid NAME=PID) or raise --max-targets")]
+    #[error(
+        "{0} PID targets given, at most {1} are allowed; group PIDs under shared names (--pid NAME=PID) or raise --max-targets"
+    )]
     TooMany(usize, usize),
 }
 
@@ -237,8 +239,7 @@ impl Targets {
     pub fn deepest_cgroup_target(&self, path: &str) -> Option<TargetId> {
         let level = |p: &str| p.split('/').filter(|s| !s.is_empty()).count();
         let within = |base: &str| {
-            level(base) <= MAX_CGROUP_LEVEL
-                && (base == "/" || path == base || path.starts_with(&format!("{base}/")))
+            level(base) <= MAX_CGROUP_LEVEL && (base == "/" || path == base || path.starts_with(&format!("{base}/")))
         };
         self.live()
             .filter_map(|(t, target)| match &target.kind {
@@ -426,7 +427,10 @@ mod tests {
         assert_eq!(t.name(deep), Some("a/app/deep"));
         assert!(t.expired(Duration::from_secs(60), start).is_empty());
         let later = start + Duration::from_secs(60);
-        assert_eq!(t.expired(Duration::from_secs(60), later), vec![(deep, "a/app/deep".to_owned())]);
+        assert_eq!(
+            t.expired(Duration::from_secs(60), later),
+            vec![(deep, "a/app/deep".to_owned())]
+        );
         t.free(deep);
         assert_eq!(t.add_cgroup("y".into(), "/y".into(), 103), Some(deep));
         // Made anew under the same name before its series expired: the same target again.

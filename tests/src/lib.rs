@@ -90,7 +90,11 @@ pub fn sink_events(path: &Path) -> Vec<serde_json::Value> {
             assert!(v["event"].is_string(), "{line}");
             assert!(v["measurements"].is_object() && v["metadata"].is_object(), "{line}");
             assert!(
-                v["measurements"].as_object().unwrap().values().all(serde_json::Value::is_number),
+                v["measurements"]
+                    .as_object()
+                    .unwrap()
+                    .values()
+                    .all(serde_json::Value::is_number),
                 "{line}"
             );
             v

@@ -53,7 +53,12 @@ http {{
         );
         std::fs::write(dir.join("nginx.conf"), conf).unwrap();
         let child = Command::new("nginx")
-            .args(["-p", &dir.to_string_lossy(), "-c", &dir.join("nginx.conf").to_string_lossy()])
+            .args([
+                "-p",
+                &dir.to_string_lossy(),
+                "-c",
+                &dir.join("nginx.conf").to_string_lossy(),
+            ])
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start nginx");
@@ -189,8 +194,14 @@ fn nginx_under_wrk_accepts_exactly_what_its_access_log_says() {
     // The kernel's per-target byte counters and the per-connection ones agree.
     let summed = |key: &str| -> f64 { closes.iter().map(|e| e["measurements"][key].as_f64().unwrap()).sum() };
     let labels = [("target", "nginx"), ("family", "inet"), ("protocol", "tcp")];
-    assert_eq!(summed("bytes_received"), value(&m, "collector_socket_received_bytes_total", &labels));
-    assert_eq!(summed("bytes_sent"), value(&m, "collector_socket_sent_bytes_total", &labels));
+    assert_eq!(
+        summed("bytes_received"),
+        value(&m, "collector_socket_received_bytes_total", &labels)
+    );
+    assert_eq!(
+        summed("bytes_sent"),
+        value(&m, "collector_socket_sent_bytes_total", &labels)
+    );
     assert_eq!(dropped, 0.0, "events were dropped");
     let map_errors: f64 = m
         .select("collector_bpf_map_errors_total", &[])

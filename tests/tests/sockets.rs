@@ -21,7 +21,11 @@ fn events_named(sink: &Path, name: &str) -> Vec<Value> {
 }
 
 fn family_labels(addr: IpAddr) -> (&'static str, &'static str) {
-    if addr.is_ipv4() { ("ipv4", "inet") } else { ("ipv6", "inet6") }
+    if addr.is_ipv4() {
+        ("ipv4", "inet")
+    } else {
+        ("ipv6", "inet6")
+    }
 }
 
 fn bytes(m: &Metrics, direction: &str, family: &str, protocol: &str) -> f64 {
@@ -80,7 +84,11 @@ fn outbound_connections_are_counted_exactly(addr: IpAddr) {
         bytes(&m, "sent", family_label, "tcp"),
         bytes(&m, "received", family_label, "tcp"),
     );
-    println!("{family}: opened outbound {out}, sent {sent} (expected {}), received {recv} (expected {})", C * S, C * R);
+    println!(
+        "{family}: opened outbound {out}, sent {sent} (expected {}), received {recv} (expected {})",
+        C * S,
+        C * R
+    );
     assert_eq!(out, C as f64);
     assert_eq!(opened(&m, "inbound"), 0.0, "the server is not a target");
     assert_eq!(sent, (C * S) as f64);
@@ -111,7 +119,10 @@ fn outbound_connections_are_counted_exactly(addr: IpAddr) {
         assert_eq!(meta["daddr"], addr.to_string(), "{e}");
         assert_eq!(meta["saddr"], addr.to_string(), "{e}");
         assert_eq!(meta["dport"], port, "{e}");
-        assert!(meta["sport"].as_u64().is_some_and(|p| p > 0 && p != u64::from(port)), "{e}");
+        assert!(
+            meta["sport"].as_u64().is_some_and(|p| p > 0 && p != u64::from(port)),
+            "{e}"
+        );
         assert_eq!(meta["direction"], "outbound", "{e}");
         assert!(e["measurements"]["duration"].as_f64().is_some_and(|d| d >= 0.0), "{e}");
     }
@@ -171,7 +182,11 @@ fn inbound_connections_belong_to_the_accepting_server(addr: IpAddr) {
         bytes(&m, "received", family_label, "tcp"),
         bytes(&m, "sent", family_label, "tcp"),
     );
-    println!("{family}: opened inbound {inbound}, received {recv} (expected {}), sent {sent} (expected {})", C * R, C * S);
+    println!(
+        "{family}: opened inbound {inbound}, received {recv} (expected {}), sent {sent} (expected {})",
+        C * R,
+        C * S
+    );
     assert_eq!(inbound, C as f64);
     assert_eq!(opened(&m, "outbound"), 0.0, "the client is not a target");
     assert_eq!(recv, (C * R) as f64);
@@ -180,7 +195,10 @@ fn inbound_connections_belong_to_the_accepting_server(addr: IpAddr) {
     let accepts = events_named(&sink, "tcp.accept");
     let closes = events_named(&sink, "tcp.close");
     assert_eq!((accepts.len(), closes.len()), (C, C));
-    assert!(events_named(&sink, "tcp.connect").is_empty(), "the client's connect was seen");
+    assert!(
+        events_named(&sink, "tcp.connect").is_empty(),
+        "the client's connect was seen"
+    );
     for e in accepts.iter().chain(&closes) {
         let meta = &e["metadata"];
         assert_eq!(meta["pid"], w.pid, "the server's pid: {e}");
@@ -235,7 +253,11 @@ fn a_connect_to_a_closed_port_is_one_refused_connect_error() {
     assert_eq!(e[0]["metadata"]["dport"], closed_port, "{}", e[0]);
     assert_eq!(e[0]["metadata"]["pid"], w.pid, "{}", e[0]);
     assert_eq!(
-        value(&m, "collector_tcp_resets_total", &[("target", "app"), ("direction", "received")]),
+        value(
+            &m,
+            "collector_tcp_resets_total",
+            &[("target", "app"), ("direction", "received")]
+        ),
         1.0,
         "the RST that refused it"
     );
@@ -268,7 +290,10 @@ fn a_connect_whose_syns_go_unanswered_is_a_timeout_connect_error() {
     assert_eq!(e.len(), 1);
     assert_eq!(e[0]["metadata"]["reason"], "timeout", "{}", e[0]);
     let m = c.metrics();
-    assert_eq!(value(&m, "collector_tcp_connect_errors_total", &[("target", "app")]), 1.0);
+    assert_eq!(
+        value(&m, "collector_tcp_connect_errors_total", &[("target", "app")]),
+        1.0
+    );
     assert!(
         value(&m, "collector_tcp_retransmits_total", &[("target", "app")]) >= 1.0,
         "the SYN was retransmitted"
@@ -308,10 +333,17 @@ fn closing_with_unread_data_sends_a_reset_counted_for_the_target() {
     w.run(&format!("tcp_accept_reset {C}"));
     let seen = client.join().unwrap();
     let m = c.metrics();
-    let sent = value(&m, "collector_tcp_resets_total", &[("target", "app"), ("direction", "sent")]);
+    let sent = value(
+        &m,
+        "collector_tcp_resets_total",
+        &[("target", "app"), ("direction", "sent")],
+    );
     println!("resets sent {sent}; the client saw {seen:?}");
     assert_eq!(sent, C as f64);
-    assert!(seen.iter().all(|r| *r == Err(std::io::ErrorKind::ConnectionReset)), "{seen:?}");
+    assert!(
+        seen.iter().all(|r| *r == Err(std::io::ErrorKind::ConnectionReset)),
+        "{seen:?}"
+    );
 }
 
 #[test]

@@ -124,9 +124,7 @@ const CONNECT_BUCKETS: &[f64] = &[
 ];
 
 /// Connection lifetimes: 100 µs to a day.
-const CONNECTION_BUCKETS: &[f64] = &[
-    0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0, 86400.0,
-];
+const CONNECTION_BUCKETS: &[f64] = &[0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0, 86400.0];
 
 /// The built-in metrics of TCP connections. Bytes, retransmits, resets and the open
 /// connections gauge are kernel counters read at scrape time instead (`metrics.rs`): they
@@ -243,7 +241,11 @@ impl EventMetrics {
 
     /// The event names these metrics are defined on.
     pub fn events(&self) -> Vec<&'static str> {
-        let mut names: Vec<_> = self.defined.iter().flat_map(|(d, _)| d.events.iter().copied()).collect();
+        let mut names: Vec<_> = self
+            .defined
+            .iter()
+            .flat_map(|(d, _)| d.events.iter().copied())
+            .collect();
         names.sort();
         names.dedup();
         names
@@ -437,7 +439,10 @@ mod tests {
         metrics.forget_target("a");
         let out = text(&registry);
         assert!(!out.contains("target=\"a\""), "{out}");
-        assert!(out.contains("t_exits_total{target=\"b\",outcome=\"success\"} 1"), "{out}");
+        assert!(
+            out.contains("t_exits_total{target=\"b\",outcome=\"success\"} 1"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -182,7 +182,9 @@ fn tcp_refused(addr: IpAddr, port: u16) -> String {
 }
 
 fn tcp_timeout(addr: IpAddr, port: u16) -> String {
-    let IpAddr::V4(v4) = addr else { panic!("tcp_timeout takes an IPv4 address") };
+    let IpAddr::V4(v4) = addr else {
+        panic!("tcp_timeout takes an IPv4 address")
+    };
     // SAFETY: plain socket calls on a socket this function owns and closes.
     unsafe {
         let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
@@ -204,8 +206,16 @@ fn tcp_timeout(addr: IpAddr, port: u16) -> String {
             },
             sin_zero: [0; 8],
         };
-        let r = libc::connect(fd, (&raw const sa).cast(), size_of::<libc::sockaddr_in>() as libc::socklen_t);
-        let errno = if r == 0 { 0 } else { std::io::Error::last_os_error().raw_os_error().unwrap_or(0) };
+        let r = libc::connect(
+            fd,
+            (&raw const sa).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        );
+        let errno = if r == 0 {
+            0
+        } else {
+            std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+        };
         libc::close(fd);
         format!(" {errno}")
     }
@@ -222,7 +232,11 @@ fn tcp_accept_reset(listener: &TcpListener, connections: u64) {
 }
 
 fn udp_send(addr: IpAddr, port: u16, datagrams: u64, size: u64) {
-    let bind: IpAddr = if addr.is_ipv4() { [0, 0, 0, 0].into() } else { [0u16; 8].into() };
+    let bind: IpAddr = if addr.is_ipv4() {
+        [0, 0, 0, 0].into()
+    } else {
+        [0u16; 8].into()
+    };
     let s = UdpSocket::bind((bind, 0)).expect("bind");
     for _ in 0..datagrams {
         let sent = s.send_to(&vec![b'u'; size as usize], (addr, port)).expect("send");
