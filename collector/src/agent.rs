@@ -208,7 +208,7 @@ fn check_process(pid: u32) -> Result<u64, Failure> {
 }
 
 /// When the process started (clock ticks since boot): with the PID, its identity.
-fn start_time(pid: u32) -> Option<u64> {
+pub(crate) fn start_time(pid: u32) -> Option<u64> {
     procfs::process::Process::new(pid as i32)
         .ok()?
         .stat()

@@ -22,7 +22,7 @@ use std::{
 use collector_common::TargetId;
 
 use crate::{
-    agent::Failure,
+    agent::{Failure, start_time},
     cgroups::{self, Cgroup, CgroupChange, CgroupFs, CgroupPattern, CgroupSpec, CgroupWatcher},
     kernel_maps::{KernelMapError, KernelMaps, Membership},
     state::AgentState,
@@ -157,14 +157,6 @@ pub fn look_at(pids: impl IntoIterator<Item = u32>) -> Vec<Seen> {
             })
         })
         .collect()
-}
-
-fn start_time(pid: u32) -> Option<u64> {
-    procfs::process::Process::new(pid as i32)
-        .ok()?
-        .stat()
-        .ok()
-        .map(|s| s.starttime)
 }
 
 /// Puts each process `seen` into the deepest target cgroup it is in, unless a `--pid` tree

@@ -121,6 +121,30 @@ pub fn value(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> f64 {
     m.value(name, labels).unwrap_or(0.0)
 }
 
+/// A TCP server in this (never a target) process on `addr`, port chosen by the kernel:
+/// accepts `connections`, reads each to its end, answers `reply` bytes. Returns the port and
+/// the bytes read from each connection.
+pub fn serve_tcp(
+    addr: std::net::IpAddr,
+    connections: usize,
+    reply: usize,
+) -> (u16, std::thread::JoinHandle<Vec<usize>>) {
+    let listener = TcpListener::bind((addr, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        (0..connections)
+            .map(|_| {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut got = Vec::new();
+                s.read_to_end(&mut got).unwrap();
+                s.write_all(&vec![b'r'; reply]).unwrap();
+                got.len()
+            })
+            .collect()
+    });
+    (port, server)
+}
+
 /// A workload process driven line by line (see src/bin/workload.rs).
 pub struct Workload {
     child: Child,

@@ -3,17 +3,15 @@
 //! what the collector reports for `--cgroup` and `--cgroup-pattern` targets. The tree is
 //! removed however the test ends (`tests::CgroupTree`).
 use std::{
-    io::{Read as _, Write as _},
-    net::{TcpListener, UdpSocket},
+    net::{Ipv4Addr, TcpListener, UdpSocket},
     process::Command,
-    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 use tests::{
     CgroupTree, Collector, Metrics, Workload, bpf_ids_held_by, cgroup2_mount, collector_output, eventually, http_get,
-    privileged, sink_events, sink_path, skip, value,
+    privileged, serve_tcp, sink_events, sink_path, skip, value,
 };
 
 /// The test's own cgroup tree, `collector-test-<test>-<pid>`; `None` (after saying why) when
@@ -63,25 +61,6 @@ fn series_of(m: &Metrics, target: &str) -> usize {
     m.0.iter()
         .filter(|s| s.labels.get("target").map(String::as_str) == Some(target))
         .count()
-}
-
-/// A non-target server in this process: accepts `connections`, reads each to its end, answers
-/// `reply` bytes.
-fn serve(connections: usize, reply: usize) -> (u16, JoinHandle<Vec<usize>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        (0..connections)
-            .map(|_| {
-                let (mut s, _) = listener.accept().unwrap();
-                let mut got = Vec::new();
-                s.read_to_end(&mut got).unwrap();
-                s.write_all(&vec![b'r'; reply]).unwrap();
-                got.len()
-            })
-            .collect()
-    });
-    (port, server)
 }
 
 /// The keys (cgroup ids) of the `CGROUP_TARGETS` map held by the collector `pid`, read with
@@ -204,7 +183,7 @@ fn a_cgroup_target_counts_its_own_and_nested_processes_exactly_and_no_others() {
     const C: usize = 10;
     const S: usize = 2000;
     const R: usize = 500;
-    let (port, server) = serve(C, R);
+    let (port, server) = serve_tcp(Ipv4Addr::LOCALHOST.into(), C, R);
     let received = a.run(&format!("tcp_connect 127.0.0.1 {port} {C} {S}"));
     assert_eq!(received, (C * R).to_string());
     assert_eq!(server.join().unwrap(), vec![S; C]);

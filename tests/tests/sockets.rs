@@ -5,12 +5,11 @@ use std::{
     io::{Read as _, Write as _},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, TcpListener, TcpStream, UdpSocket},
     path::Path,
-    thread::JoinHandle,
     time::Duration,
 };
 
 use serde_json::Value;
-use tests::{Collector, Metrics, Workload, eventually, privileged, sink_events, sink_path, value};
+use tests::{Collector, Metrics, Workload, eventually, privileged, serve_tcp, sink_events, sink_path, value};
 
 const V4: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
@@ -44,24 +43,6 @@ fn opened(m: &Metrics, direction: &str) -> f64 {
     )
 }
 
-/// A non-target server: accepts `connections`, reads each to its end, answers `reply` bytes.
-fn serve(addr: IpAddr, connections: usize, reply: usize) -> (u16, JoinHandle<Vec<usize>>) {
-    let listener = TcpListener::bind((addr, 0)).unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        (0..connections)
-            .map(|_| {
-                let (mut s, _) = listener.accept().unwrap();
-                let mut got = Vec::new();
-                s.read_to_end(&mut got).unwrap();
-                s.write_all(&vec![b'r'; reply]).unwrap();
-                got.len()
-            })
-            .collect()
-    });
-    (port, server)
-}
-
 fn outbound_connections_are_counted_exactly(addr: IpAddr) {
     const C: usize = 25;
     const S: usize = 3000;
@@ -70,7 +51,7 @@ fn outbound_connections_are_counted_exactly(addr: IpAddr) {
     let sink = sink_path(&format!("tcp-out-{family}"));
     let mut w = Workload::spawn();
     let c = Collector::start(&["--pid", &format!("app={}", w.pid), "--events", sink.to_str().unwrap()]);
-    let (port, server) = serve(addr, C, R);
+    let (port, server) = serve_tcp(addr, C, R);
     let received = w.run(&format!("tcp_connect {addr} {port} {C} {S}"));
     assert_eq!(received, (C * R).to_string(), "the workload's own count");
     assert_eq!(server.join().unwrap(), vec![S; C], "what the server read");
