@@ -47,6 +47,18 @@ pub struct EntrySlot {
     pub target: u32,
 }
 
+/// The syscall filter's per-CPU cache entry (`CURRENT`): the last thread seen in a syscall on
+/// a CPU, by its `struct pt_regs` address, and its target slot. The agent zeroes every CPU's
+/// entry after it changes `TARGET_OF` itself, so no CPU keeps an old answer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CurrentTask {
+    pub regs: u64,
+    /// [`TargetId::slot`], 0 = not a target.
+    pub target: u32,
+    pub _pad: u32,
+}
+
 /// Key of the per-(target, syscall) aggregation maps.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -188,6 +200,7 @@ pub mod maps {
     pub const SOCKET_BYTES: &str = "SOCKET_BYTES";
     pub const TCP_COUNTS: &str = "TCP_COUNTS";
     pub const CGROUP_TARGETS: &str = "CGROUP_TARGETS";
+    pub const CURRENT: &str = "CURRENT";
 
     /// Distinct (target, syscall) pairs the kernel aggregates; beyond this, updates fail and
     /// are counted in `MAP_ERRORS`.
@@ -217,6 +230,7 @@ pub mod globals {
 mod pod {
     use super::*;
     unsafe impl aya::Pod for EntrySlot {}
+    unsafe impl aya::Pod for CurrentTask {}
     unsafe impl aya::Pod for SyscallKey {}
     unsafe impl aya::Pod for SyscallStats {}
     unsafe impl aya::Pod for ErrorKey {}

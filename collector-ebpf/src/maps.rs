@@ -5,7 +5,7 @@ use aya_ebpf::{
     maps::{Array, PerCpuArray, PerCpuHashMap},
 };
 use collector_common::{
-    EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, TargetId,
+    CurrentTask, EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, TargetId,
     events::TargetCounts,
     maps::{MAX_TARGETS, PID_INDEXED_DEFAULT, SYSCALL_ERRORS_ENTRIES, SYSCALL_STATS_ENTRIES},
     target_slot,
@@ -34,15 +34,6 @@ pub static TARGET_OF: Array<u32> = Array::with_max_entries(PID_INDEXED_DEFAULT, 
 /// an old entry.
 #[map]
 pub static CURRENT: PerCpuArray<CurrentTask> = PerCpuArray::with_max_entries(1, 0);
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-pub struct CurrentTask {
-    pub regs: u64,
-    /// [`TargetId::slot`] of the task's process, 0 = not a target.
-    pub target: u32,
-    pub _pad: u32,
-}
 
 /// The target of the thread whose syscall passes `regs` to `sys_enter`/`sys_exit`; 0 when
 /// it is not a target. After a context switch the first syscall pays one helper call and a

@@ -246,7 +246,7 @@ fn apply(state: &AgentState, change: CgroupChange, names: &HashMap<String, Strin
                 return;
             }
             tracing::info!(target = %name, "cgroup target added");
-            if let Err(e) = join(&mut targets, &mut maps, &seen) {
+            if let Err(e) = join(&mut targets, &mut maps, &seen).and_then(|()| maps.forget_current_tasks()) {
                 tracing::warn!(target = %name, "cannot add the cgroup's processes: {e}");
             }
         }
@@ -275,7 +275,10 @@ fn expire(state: &AgentState, ttl: Duration) {
     for (id, name) in expired {
         let mut targets = state.targets.write().expect("never poisoned");
         let mut maps = state.maps();
-        if let Err(e) = maps.forget_target(id, &everyone) {
+        if let Err(e) = maps
+            .forget_target(id, &everyone)
+            .and_then(|()| maps.forget_current_tasks())
+        {
             tracing::warn!(target = %name, "cannot delete the target's kernel state: {e}");
             continue;
         }

@@ -5,7 +5,7 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
 };
 use collector_common::{
-    ErrorKey, MapErrorSite, PID_TREE, SyscallKey, SyscallStats, TargetId,
+    CurrentTask, ErrorKey, MapErrorSite, PID_TREE, SyscallKey, SyscallStats, TargetId,
     events::{EventKind, TargetCounts},
     maps,
     sockets::{Connection, SocketBytes, SocketBytesKey, TcpCounts},
@@ -16,6 +16,9 @@ pub enum KernelMapError {
     /// The object lacks a map this agent expects (a build mismatch).
     #[error("the embedded eBPF object has no map {0}")]
     Missing(&'static str),
+    /// The possible CPUs could not be read (/sys/devices/system/cpu/possible).
+    #[error("cannot read the possible CPUs: {0}")]
+    Cpus(#[source] std::io::Error),
     /// A map syscall failed.
     #[error("map {map}: {source}")]
     Map {
@@ -36,6 +39,7 @@ pub struct KernelMaps {
     tcp_counts: PerCpuArray<MapData, TcpCounts>,
     cgroup_targets: HashMap<MapData, u64, u32>,
     sockets: HashMap<MapData, u64, Connection>,
+    current: PerCpuArray<MapData, CurrentTask>,
 }
 
 /// Why a process is in a target: which decides whether a cgroup move may change it.
@@ -75,6 +79,7 @@ impl KernelMaps {
             tcp_counts: take(ebpf, maps::TCP_COUNTS)?,
             cgroup_targets: take(ebpf, maps::CGROUP_TARGETS)?,
             sockets: take(ebpf, maps::SOCKETS)?,
+            current: take(ebpf, maps::CURRENT)?,
         })
     }
 
@@ -96,6 +101,14 @@ impl KernelMaps {
             Some((t, Membership::Cgroup)) => t.slot(),
         };
         self.target_of.set(pid, value, 0).map_err(err(maps::TARGET_OF))
+    }
+
+    /// Empties every CPU's syscall-filter cache, after the agent changed `TARGET_OF` for
+    /// processes that may be running (a thread that never blocks would otherwise keep its
+    /// CPU's old answer until its next context switch).
+    pub fn forget_current_tasks(&mut self) -> Result<(), KernelMapError> {
+        let empty = PerCpuValues::try_from(vec![CurrentTask::default(); nr_cpus()?]).expect("one per CPU");
+        self.current.set(0, empty, 0).map_err(err(maps::CURRENT))
     }
 
     /// Makes cgroup `id` (and every cgroup below it) `target` in the kernel.
@@ -163,13 +176,7 @@ impl KernelMaps {
         for k in bytes {
             let _ = self.socket_bytes.remove(&k);
         }
-        let cpus = aya::util::nr_cpus().map_err(|(_, e)| KernelMapError::Map {
-            map: maps::TARGET_COUNTS,
-            source: MapError::SyscallError(aya::sys::SyscallError {
-                call: "nr_cpus",
-                io_error: e,
-            }),
-        })?;
+        let cpus = nr_cpus()?;
         let zero_counts = PerCpuValues::try_from(vec![TargetCounts::default(); cpus]).expect("one per CPU");
         self.target_counts
             .set(target.0, zero_counts, 0)
@@ -255,6 +262,11 @@ impl KernelMaps {
             })
             .collect()
     }
+}
+
+/// Possible CPUs: the number of values a per-CPU map holds.
+fn nr_cpus() -> Result<usize, KernelMapError> {
+    aya::util::nr_cpus().map_err(|(_, e)| KernelMapError::Cpus(e))
 }
 
 fn sum_per_cpu<K, V: aya::Pod>(
