@@ -167,9 +167,10 @@ fn nginx_under_wrk_accepts_exactly_what_its_access_log_says() {
         .iter()
         .map(|s| s.value)
         .sum();
-    // A connection that carried a request: nginx read bytes from it. wrk stops mid-flight,
-    // so a few connections it opened last may close before sending their request; nginx
-    // accepts those too but has nothing to log.
+    // A connection that carried a request: nginx read bytes from it. wrk stops mid-flight
+    // (and reconnects after an error), so some connections close before sending their
+    // request; nginx accepts those too but has nothing to log. Their number is printed, not
+    // bounded: it depends on wrk's timing, not on the collector.
     let events = sink_events(&sink);
     let closes: Vec<_> = events
         .iter()
@@ -213,10 +214,6 @@ fn nginx_under_wrk_accepts_exactly_what_its_access_log_says() {
     assert_eq!(requests, logged, "connections with a request vs the access log");
     assert_eq!(connections, accepts as f64);
     assert_eq!(closes.len(), accepts);
-    assert!(
-        closes.len() - requests <= 32,
-        "more connections without a request than wrk has open at once"
-    );
     assert!(
         !nginx_pids.contains(&nginx.child.id().into()),
         "the master accepted? workers do"
