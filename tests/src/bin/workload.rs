@@ -20,6 +20,8 @@
 //!   pin CPU            pin this process to one CPU (for the benchmark)
 //!   time_getppid N     N getppid() calls; prints `done NS` with the loop's wall time
 //!   time_pread N       N 4 KiB pread() from a file on tmpfs (/dev/shm); prints `done NS`
+//!   time_udp_send N    N sendto() of 64 bytes to a UDP socket of its own on 127.0.0.1 (never
+//!                      read: the kernel drops what does not fit); prints `done NS`
 //!   tcp_connect ADDR PORT C S   C times: connect to ADDR:PORT, send S bytes, shut down the
 //!                      sending side, read until the peer closes; prints `done RECEIVED`
 //!   tcp_listen ADDR    listen on ADDR, port chosen by the kernel; prints `done PORT`
@@ -144,6 +146,19 @@ fn pread_tmpfs(n: u64) {
     for _ in 0..n {
         let got = unsafe { libc::pread(file.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
         assert_eq!(got, 4096);
+    }
+}
+
+fn udp_send_loopback(n: u64) -> impl FnOnce() {
+    let receiver = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let to = receiver.local_addr().unwrap();
+    let sender = UdpSocket::bind("127.0.0.1:0").unwrap();
+    move || {
+        let payload = [0u8; 64];
+        for _ in 0..n {
+            sender.send_to(&payload, to).unwrap();
+        }
+        drop(receiver);
     }
 }
 
@@ -309,6 +324,7 @@ fn main() {
             "pin" => pin(n),
             "time_getppid" => result = timed(|| getppid(n)),
             "time_pread" => result = timed(|| pread_tmpfs(n)),
+            "time_udp_send" => result = timed(udp_send_loopback(n)),
             "tcp_connect" => result = tcp_connect(addr.unwrap(), args[0] as u16, args[1], args[2]),
             "tcp_listen" => {
                 let l = TcpListener::bind((addr.unwrap(), 0)).expect("listen");
