@@ -110,7 +110,6 @@ pub struct KernelOffsets {
     pub binprm_filename: u32,
     /// `struct sock` (its `__sk_common` is its first member, so these are offsets into both).
     pub sock_family: u32,
-    pub sock_state: u32,
     pub sock_protocol: u32,
     pub sock_err: u32,
     pub sock_daddr: u32,

@@ -42,7 +42,7 @@
 //!
 //! Fields read (offsets from the kernel's BTF, `collector/src/btf.rs`):
 //! include/net/sock.h `struct sock_common` (first member of `struct sock`): skc_family,
-//! skc_state, skc_daddr/skc_rcv_saddr (IPv4, network order), skc_v6_daddr/skc_v6_rcv_saddr,
+//! skc_daddr/skc_rcv_saddr (IPv4, network order), skc_v6_daddr/skc_v6_rcv_saddr,
 //! skc_dport (network order); `struct sock`: sk_protocol, sk_err; include/net/inet_sock.h
 //! `struct inet_sock`: inet_sport (network order). The fd path: include/linux/sched.h
 //! task_struct.files, include/linux/fdtable.h files_struct.fdt and fdtable.{max_fds, fd},
@@ -200,8 +200,8 @@ pub fn collector_tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     if c.closed_ns == 0 {
-        // Not seen closing: a reset closed it between accept()'s state check and the
-        // entry. It was counted open, so it is closed here.
+        // Not seen closing: it reached TCP_CLOSE before accept() returned it (a reset in
+        // the accept queue). It was counted open, so it is closed here.
         c.closed_ns = unsafe { bpf_ktime_get_ns() };
         close_count(&c);
     }
@@ -220,11 +220,8 @@ pub fn accepted(fd: u64, target: u32) {
     if (family != AF_INET && family != AF_INET6) || read_field::<u16>(sk, offset!(sock_protocol)) != Ok(IPPROTO_TCP) {
         return;
     }
-    // A connection reset while it waited in the accept queue is already closed: following
-    // it would keep its entry forever.
-    if read_field::<u8>(sk, offset!(sock_state)) == Ok(TCP_CLOSE as u8) {
-        return;
-    }
+    // A connection reset while it waited in the accept queue is accepted all the same; it is
+    // closed already, which its destruction accounts for (`collector_tcp_destroy_sock`).
     let Some(c) = follow(sk, target, DIRECTION_INBOUND) else {
         return;
     };

@@ -60,7 +60,6 @@ impl KernelLayout {
             task_group_leader: offset("task_struct", "group_leader")?,
             binprm_filename: offset("linux_binprm", "filename")?,
             sock_family: offset("sock", "__sk_common.skc_family")?,
-            sock_state: offset("sock", "__sk_common.skc_state")?,
             sock_protocol: offset("sock", "sk_protocol")?,
             sock_err: offset("sock", "sk_err")?,
             sock_daddr: offset("sock", "__sk_common.skc_daddr")?,
