@@ -149,33 +149,9 @@ impl KernelMaps {
         for sk in owned {
             let _ = self.sockets.remove(&sk);
         }
-        let stats: Vec<SyscallKey> = self
-            .syscall_stats
-            .keys()
-            .flatten()
-            .filter(|k| k.target == slot)
-            .collect();
-        for k in stats {
-            let _ = self.syscall_stats.remove(&k);
-        }
-        let errors: Vec<ErrorKey> = self
-            .syscall_errors
-            .keys()
-            .flatten()
-            .filter(|k| k.target == slot)
-            .collect();
-        for k in errors {
-            let _ = self.syscall_errors.remove(&k);
-        }
-        let bytes: Vec<SocketBytesKey> = self
-            .socket_bytes
-            .keys()
-            .flatten()
-            .filter(|k| k.target == slot)
-            .collect();
-        for k in bytes {
-            let _ = self.socket_bytes.remove(&k);
-        }
+        remove_where(&mut self.syscall_stats, |k| k.target == slot);
+        remove_where(&mut self.syscall_errors, |k| k.target == slot);
+        remove_where(&mut self.socket_bytes, |k| k.target == slot);
         let cpus = nr_cpus()?;
         let zero_counts = PerCpuValues::try_from(vec![TargetCounts::default(); cpus]).expect("one per CPU");
         self.target_counts
@@ -261,6 +237,14 @@ impl KernelMaps {
                 Ok((site, v.iter().sum()))
             })
             .collect()
+    }
+}
+
+/// Deletes the entries of `map` whose key matches; one that vanished meanwhile is no error.
+fn remove_where<K: aya::Pod, V: aya::Pod>(map: &mut PerCpuHashMap<MapData, K, V>, matches: impl Fn(&K) -> bool) {
+    let keys: Vec<K> = map.keys().flatten().filter(|k| matches(k)).collect();
+    for k in keys {
+        let _ = map.remove(&k);
     }
 }
 
