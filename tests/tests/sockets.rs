@@ -270,6 +270,11 @@ fn a_connect_whose_syns_go_unanswered_is_a_timeout_connect_error() {
     println!("connect errors {}: {}", e.len(), e[0]);
     assert_eq!(e.len(), 1);
     assert_eq!(e[0]["metadata"]["reason"], "timeout", "{}", e[0]);
+    // The sink and the metrics are two handlers, each on its own thread: the sink having the
+    // event says nothing of whether the metrics handler has counted it yet.
+    eventually("the connect error counted", Duration::from_secs(10), || {
+        value(&c.metrics(), "collector_tcp_connect_errors_total", &[("target", "app")]) > 0.0
+    });
     let m = c.metrics();
     assert_eq!(
         value(&m, "collector_tcp_connect_errors_total", &[("target", "app")]),
