@@ -220,9 +220,7 @@ fn a_connect_to_a_closed_port_is_one_refused_connect_error() {
     let closed_port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let errno = w.run(&format!("tcp_refused 127.0.0.1 {closed_port}"));
     assert_eq!(errno, libc::ECONNREFUSED.to_string());
-    eventually("the connect error in the sink", Duration::from_secs(10), || {
-        !events_named(&sink, "tcp.connect_error").is_empty()
-    });
+    wait_for_connect_error(&c, &sink);
     let m = c.metrics();
     let errors = value(&m, "collector_tcp_connect_errors_total", &[("target", "app")]);
     println!("connect errors {errors}, opened {}", opened(&m, "outbound"));
@@ -263,18 +261,11 @@ fn a_connect_whose_syns_go_unanswered_is_a_timeout_connect_error() {
     std::thread::sleep(Duration::from_millis(100));
     let errno = w.run(&format!("tcp_timeout 127.0.0.1 {port}"));
     assert_eq!(errno, libc::ETIMEDOUT.to_string());
-    eventually("the connect error in the sink", Duration::from_secs(10), || {
-        !events_named(&sink, "tcp.connect_error").is_empty()
-    });
+    wait_for_connect_error(&c, &sink);
     let e = events_named(&sink, "tcp.connect_error");
     println!("connect errors {}: {}", e.len(), e[0]);
     assert_eq!(e.len(), 1);
     assert_eq!(e[0]["metadata"]["reason"], "timeout", "{}", e[0]);
-    // The sink and the metrics are two handlers, each on its own thread: the sink having the
-    // event says nothing of whether the metrics handler has counted it yet.
-    eventually("the connect error counted", Duration::from_secs(10), || {
-        value(&c.metrics(), "collector_tcp_connect_errors_total", &[("target", "app")]) > 0.0
-    });
     let m = c.metrics();
     assert_eq!(
         value(&m, "collector_tcp_connect_errors_total", &[("target", "app")]),
@@ -286,6 +277,18 @@ fn a_connect_whose_syns_go_unanswered_is_a_timeout_connect_error() {
     );
     drop(c);
     let _ = std::fs::remove_file(&sink);
+}
+
+/// Waits until the target's connect error is both in the sink and counted. The sink and the
+/// metrics are two handlers, each on its own thread: the sink having the event says nothing
+/// of whether the metrics handler has counted it yet.
+fn wait_for_connect_error(c: &Collector, sink: &Path) {
+    eventually("the connect error in the sink", Duration::from_secs(10), || {
+        !events_named(sink, "tcp.connect_error").is_empty()
+    });
+    eventually("the connect error counted", Duration::from_secs(10), || {
+        value(&c.metrics(), "collector_tcp_connect_errors_total", &[("target", "app")]) > 0.0
+    });
 }
 
 /// A TCP listener on 127.0.0.1 with an accept backlog of 0 (std's listen uses 128).
