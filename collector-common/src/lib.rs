@@ -201,25 +201,31 @@ pub mod maps {
     pub const CGROUP_TARGETS: &str = "CGROUP_TARGETS";
     pub const CURRENT: &str = "CURRENT";
 
-    /// Distinct (target, syscall) pairs the kernel aggregates; beyond this, updates fail and
-    /// are counted in `MAP_ERRORS`.
+    // Sizes the kernel crate declares its maps with. The agent sets the real sizes at load
+    // (`collector/src/kernel/probes.rs`, `MapSizes`), from its flags, whose defaults these are.
+
+    /// Distinct (target, syscall) pairs the kernel aggregates (`--max-syscall-series`);
+    /// beyond this, updates fail and are counted in `MAP_ERRORS`.
     pub const SYSCALL_STATS_ENTRIES: u32 = 8192;
+    /// Distinct (target, syscall, errno) error counters (`--max-error-series`).
     pub const SYSCALL_ERRORS_ENTRIES: u32 = 8192;
-    /// Open TCP connections of targets followed at once; beyond this, new ones are counted
-    /// in `MAP_ERRORS` and not followed.
+    /// Open TCP connections of targets followed at once (`--max-connections`); beyond this,
+    /// new ones are counted in `MAP_ERRORS` and not followed.
     pub const SOCKETS_ENTRIES: u32 = 32768;
-    /// Distinct (target, family, protocol) byte counters.
+    /// Distinct (target, family, protocol) byte counters (`--max-socket-series`).
     pub const SOCKET_BYTES_ENTRIES: u32 = 4096;
-    /// Default size of the `EVENTS` ring buffer (a power of two, in bytes).
+    /// Size of the `EVENTS` ring buffer in bytes, a power of two (`--ring-buffer-size`).
     pub const EVENTS_DEFAULT_BYTES: u32 = 1 << 20;
-    /// Most targets the agent can name (`TARGET_COUNTS` is indexed by target id).
+    /// Most targets the agent can name (`--max-targets` is at most this); the maps with one
+    /// entry per target (`CGROUP_TARGETS`, `TARGET_COUNTS`, `TCP_COUNTS`) are sized to
+    /// `--max-targets`.
     pub const MAX_TARGETS: u32 = 1024;
-    /// Placeholder size of the arrays indexed by pid/tid; the agent sets them to the host's
-    /// `pid_max` before loading.
+    /// Size of the arrays indexed by pid/tid; the agent sets them to the host's `pid_max`.
     pub const PID_INDEXED_DEFAULT: u32 = 32768;
 }
 
-/// Names of the read-only globals the agent sets before load.
+/// Names of the globals the agent sets before load (`.data`, not `.rodata`: see
+/// `collector-ebpf/src/globals.rs`).
 pub mod globals {
     pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
     pub const KERNEL_FEATURES: &str = "KERNEL_FEATURES";

@@ -1,27 +1,26 @@
 //! Start-up, serving and shutdown: the order things happen in, and what each failure says.
+//! Wiring only: each step is owned by `kernel/`, `targets/`, `telemetry/` or `export/`.
 //!
 //! Order matters for exactness:
-//! 1. validate the input and the host (nothing is loaded yet);
-//! 2. load the object and put the named PIDs into `TARGET_OF`;
-//! 3. attach the fork/exec/exit probes, so from here the kernel follows new children;
-//! 4. walk /proc for the descendants that existed before step 3, until a pass finds none
-//!    new (a child forked by a not-yet-known descendant during a pass is found by the next);
-//! 5. put the processes already in target cgroups into their deepest target (a `--pid` tree
-//!    keeps its own), after the cgroup attach probe, so a move meanwhile is seen by one of
-//!    them;
-//! 6. attach the socket probes and sys_enter/sys_exit, then serve. Everything counted
-//!    happened after this point. The cgroup watcher follows new and removed cgroups.
+//! 1. check the input and the host (nothing is loaded yet);
+//! 2. load the object and put the named PIDs and cgroups into the kernel's maps;
+//! 3. attach the follow families (fork/exec/exit, cgroup moves), so from here the kernel
+//!    follows new children and moves;
+//! 4. put the processes that existed before step 3 into their targets (descendants of the
+//!    named PIDs, members of target cgroups); a process created or moved meanwhile is seen
+//!    by one of the two;
+//! 5. attach the measuring families (sockets, then syscalls), then serve. Everything counted
+//!    happened after this point.
+//!
+//! SIGINT/SIGTERM are caught from the first step: during start-up they stop it at the next
+//! step boundary, later they stop serving; either way the agent detaches everything and exits 0.
 use std::{
-    collections::HashMap,
-    sync::{
-        Arc, Mutex, RwLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
-    },
+    sync::Arc,
+    thread::JoinHandle,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, anyhow};
-use collector_common::{TargetId, events::TargetCounts};
 use prometheus_client::registry::Registry;
 use tokio::{
     net::TcpListener,
@@ -29,21 +28,19 @@ use tokio::{
 };
 
 use crate::{
-    btf::KernelLayout,
-    cgroup_targets,
     cli::Cli,
-    http,
-    kernel_maps::{KernelMaps, Membership, take_events},
-    metrics, poller,
-    probes::{Probes, SOCKET_PROBES, SYSCALL_PROBES, TARGET_PROBES},
-    process_events::{self, RingFill},
-    state::AgentState,
-    targets::{SharedTargets, Targets, descendants},
-    telemetry::{
-        Telemetry,
-        definitions::{EventMetrics, PROCESS_METRICS, TCP_METRICS},
-        sink,
+    export::{self, Sources, http},
+    kernel::{
+        btf::KernelLayout,
+        families::Stage,
+        maps::{KernelMaps, take_events},
+        probes::Probes,
+        records::DecodeError,
+        ring::{self, RingFill},
     },
+    shutdown::Shutdown,
+    targets::{self, Checked, Request, TargetError, Targets},
+    telemetry::{DropStage, Telemetry, builtin, definitions::EventMetrics, kernel_events, poller, sink},
 };
 
 /// How the agent failed, which decides the exit code.
@@ -55,10 +52,24 @@ pub enum Failure {
     Runtime(anyhow::Error),
 }
 
-impl<E: Into<anyhow::Error>> From<E> for Failure {
-    fn from(e: E) -> Self {
-        Failure::Runtime(e.into())
+impl From<TargetError> for Failure {
+    fn from(e: TargetError) -> Self {
+        if e.is_usage() {
+            Failure::Usage(e.to_string())
+        } else {
+            Failure::Runtime(e.into())
+        }
     }
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Runtime(e)
+    }
+}
+
+fn runtime(e: impl Into<anyhow::Error>) -> Failure {
+    Failure::Runtime(e.into())
 }
 
 /// How long serving may take to wind down after SIGINT/SIGTERM before we stop anyway.
@@ -67,98 +78,179 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 /// Events that may wait for the metrics handler before new ones are dropped.
 const METRICS_QUEUE: usize = 65_536;
 
-/// Passes over /proc for pre-existing descendants before giving up on a fixpoint.
-const DESCENDANT_PASSES: usize = 5;
-
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     let started = Instant::now();
-    let mut targets =
-        Targets::from_specs(&cli.pids, cli.max_targets as usize).map_err(|e| Failure::Usage(e.to_string()))?;
-    let mut seen = HashMap::new();
-    for &(pid, _) in targets.pids() {
-        seen.insert(pid, check_process(pid)?);
-    }
-    let cgroup_targets = cgroup_targets::resolve(&cli.cgroups, &cli.cgroup_patterns)?;
-    check_privileges()?;
-    let layout = KernelLayout::read()?;
-    let pid_max = read_pid_max()?;
-    let listener = TcpListener::bind(cli.listen).await.map_err(|e| {
-        anyhow!(
-            "cannot listen on {}: {e}; choose another address with --listen",
-            cli.listen
-        )
-    })?;
+    let signalled = Shutdown::new().map_err(runtime)?;
+    catch_signals(&signalled)?;
+    let Some(agent) = start(&cli, started, &signalled)? else {
+        tracing::info!("stopped during start-up; nothing is left loaded");
+        return Ok(());
+    };
+    tracing::info!(
+        listen = %cli.listen,
+        targets = %agent.sources.targets.read().set(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "collector ready"
+    );
+    let Running {
+        probes,
+        workers,
+        listener,
+        sources,
+        registry,
+    } = agent;
+    let telemetry = sources.telemetry.clone();
+    let served = serve(listener, Arc::new(sources), registry, &signalled).await;
+    drop(probes); // detaches every link and unloads the programs
+    drop(workers); // then the reader drains what the programs wrote before
+    telemetry.detach_all(); // lets the sink write what it has queued
+    served.map_err(runtime)?;
+    tracing::info!("stopped; all probes detached");
+    Ok(())
+}
 
+/// The agent once started. Dropping it detaches everything.
+struct Running {
+    probes: Probes,
+    workers: Workers,
+    listener: TcpListener,
+    sources: Sources,
+    registry: Registry,
+}
+
+/// The agent's threads (ring-buffer reader, poller, cgroup watcher) and the one signal that
+/// stops them: dropping this triggers it and waits for each.
+struct Workers {
+    stop: Shutdown,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop.trigger();
+        for thread in self.threads.drain(..) {
+            if thread.join().is_err() {
+                tracing::warn!("a worker thread panicked");
+            }
+        }
+    }
+}
+
+/// Runs steps 1 to 5; `None` when a signal came first.
+fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Running>, Failure> {
+    let checked = Checked::check(&Request {
+        pids: &cli.pids,
+        cgroups: &cli.cgroups,
+        patterns: &cli.cgroup_patterns,
+        max_targets: cli.max_targets as usize,
+    })?;
+    check_privileges()?;
+    let layout = KernelLayout::read().map_err(runtime)?;
+    let pid_max = read_pid_max().map_err(runtime)?;
+    let listener = bind(cli)?;
     // Handlers before probes: a bad --events path fails before anything is loaded, and no
     // event the kernel sends finds nobody to count it.
     let (telemetry, event_metrics, mut registry) = start_telemetry(cli.events.as_deref())?;
+    if signalled.is_triggered() {
+        return Ok(None);
+    }
 
-    let mut probes = Probes::load(&layout, pid_max, cli.ring_buffer_size)?;
+    let mut probes = Probes::load(&layout, &cli.map_sizes(pid_max)).map_err(runtime)?;
     // Parsing the kernel's BTF (several MB, ~100k types) is the agent's largest allocation
     // and is freed at once; hand the pages back so the resident size reflects what runs
     // (~60 MB -> under 30 MB measured by `cargo xtask bench`).
     // SAFETY: malloc_trim only releases free heap memory.
     unsafe { libc::malloc_trim(0) };
     start_kernel_log(&mut probes);
-    let mut maps = KernelMaps::take(probes.ebpf_mut())?;
-    let ring = take_events(probes.ebpf_mut())?;
+    let maps = KernelMaps::take(probes.ebpf_mut()).map_err(runtime)?;
+    let ring = take_events(probes.ebpf_mut()).map_err(runtime)?;
     let ring_fill = RingFill::new(&ring, cli.ring_buffer_size).context("cannot map the event ring buffer")?;
-
-    for (pid, target) in targets.pids().to_vec() {
-        match insert_target(&mut maps, pid, target, seen[&pid])? {
-            Some(counts) => targets.add_initial(target, counts.processes, counts.threads),
-            None => tracing::warn!(pid, "the process exited during start-up"),
-        }
+    let (targets, following) = Targets::install(checked, maps)?;
+    probes.attach(Stage::Follow).map_err(runtime)?;
+    if signalled.is_triggered() {
+        return Ok(None);
     }
-    for (name, cgroup) in &cgroup_targets.initial {
-        cgroup_targets::add(&mut targets, &mut maps, name.clone(), cgroup);
+    targets.discover_existing()?;
+    probes.attach(Stage::Measure).map_err(runtime)?;
+    if signalled.is_triggered() {
+        return Ok(None);
     }
-    probes.attach(&TARGET_PROBES)?;
-    follow_existing_descendants(&mut targets, &mut maps)?;
-    let seen = cgroup_targets::look_at(cgroup_targets::all_pids());
-    cgroup_targets::join(&mut targets, &mut maps, &seen)?;
-    probes.attach(&SOCKET_PROBES)?;
-    probes.attach(&SYSCALL_PROBES)?;
 
-    let targets: SharedTargets = Arc::new(RwLock::new(targets));
-    let stop_reader = Arc::new(AtomicBool::new(false));
-    let reader = process_events::spawn_reader(ring, targets.clone(), telemetry.clone(), stop_reader.clone());
-    let state = Arc::new(AgentState {
+    let mut workers = Workers {
+        stop: Shutdown::new().map_err(runtime)?,
+        threads: Vec::new(),
+    };
+    let reader = {
+        let (targets, telemetry) = (targets.clone(), telemetry.clone());
+        let clock = kernel_events::Clock::now();
+        ring::spawn_reader(ring, workers.stop.clone(), move |record| match record {
+            Ok(record) => telemetry.execute(kernel_events::to_event(&record, targets.read().set(), &clock)),
+            Err(e) => undecodable(&telemetry, &e),
+        })
+    };
+    workers
+        .threads
+        .push(reader.context("cannot start the ring-buffer reader")?);
+    let poll = poller::spawn(
+        targets.clone(),
+        telemetry.clone(),
+        ring_fill,
+        cli.poll_interval.into(),
+        workers.stop.clone(),
+    );
+    workers.threads.push(poll.context("cannot start the poller")?);
+    let forget = move |name: &str| event_metrics.forget_target(name);
+    let watcher = targets::spawn_watcher(&targets, following, cli.series_ttl.into(), workers.stop.clone(), forget)?;
+    workers.threads.extend(watcher);
+
+    let sources = Sources {
         targets,
-        maps: Mutex::new(maps),
         telemetry,
-        event_metrics,
-        probes_attached: probes.attached().clone(),
+        probes: probes.attached().clone(),
         started,
-        map_read_errors: AtomicU64::new(0),
+    };
+    export::register_collectors(&mut registry, &sources);
+    Ok(Some(Running {
+        probes,
+        workers,
+        listener,
+        sources,
+        registry,
+    }))
+}
+
+fn undecodable(telemetry: &Telemetry, e: &DecodeError) {
+    tracing::warn!("undecodable ring-buffer record: {e}");
+    telemetry.stats().count_dropped("unknown", DropStage::Decode);
+}
+
+/// From here a SIGINT or SIGTERM triggers `signalled`.
+fn catch_signals(signalled: &Shutdown) -> Result<(), Failure> {
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let signalled = signalled.clone();
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = sigint.recv() => "SIGINT",
+            _ = sigterm.recv() => "SIGTERM",
+        };
+        tracing::info!(signal = name, "stopping");
+        signalled.trigger();
     });
-    metrics::register_collectors(&mut registry, state.clone());
-    let stop_poller = Arc::new(poller::Stop::default());
-    let poller = poller::spawn(state.clone(), ring_fill, cli.poll_interval.into(), stop_poller.clone());
-    let stop_watcher = Arc::new(AtomicBool::new(false));
-    let watcher = cgroup_targets::spawn_watcher(
-        state.clone(),
-        cgroup_targets.changes,
-        cli.series_ttl.into(),
-        stop_watcher.clone(),
-    );
-    tracing::info!(
-        listen = %cli.listen,
-        targets = %state.targets(),
-        pid_max,
-        startup_ms = started.elapsed().as_millis() as u64,
-        "collector ready"
-    );
-    let served = serve_until_signal(listener, state.clone(), registry).await;
-    drop(probes); // detaches every link and unloads the programs
-    stop_poller.stop();
-    stop_reader.store(true, Ordering::Relaxed);
-    stop_watcher.store(true, Ordering::Relaxed);
-    let _ = (poller.join(), reader.join(), watcher.join());
-    state.telemetry.detach_all(); // lets the sink write what it has queued
-    served?;
-    tracing::info!("stopped; all probes detached");
     Ok(())
+}
+
+/// The listening socket, bound before anything is loaded so a taken port fails first.
+fn bind(cli: &Cli) -> Result<TcpListener, Failure> {
+    let listener = std::net::TcpListener::bind(cli.listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(TcpListener::from_std);
+    listener.map_err(|e| {
+        runtime(anyhow!(
+            "cannot listen on {}: {e}; choose another address with --listen",
+            cli.listen
+        ))
+    })
 }
 
 /// The event bus with the built-in metrics attached (registered in the returned registry)
@@ -166,74 +258,15 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 fn start_telemetry(events: Option<&str>) -> Result<(Arc<Telemetry>, Arc<EventMetrics>, Registry), Failure> {
     let telemetry = Arc::new(Telemetry::new());
     let mut registry = Registry::default();
-    let built_in = [PROCESS_METRICS, TCP_METRICS].concat();
-    let event_metrics = Arc::new(EventMetrics::register(&built_in, &mut registry));
-    event_metrics.clone().attach(&telemetry, "metrics", METRICS_QUEUE)?;
+    let event_metrics = Arc::new(EventMetrics::register(&builtin::all(), &mut registry));
+    event_metrics
+        .clone()
+        .attach(&telemetry, "metrics", METRICS_QUEUE)
+        .map_err(runtime)?;
     if let Some(path) = events {
         sink::attach(&telemetry, path).map_err(|e| Failure::Usage(format!("--events {path}: {e}")))?;
     }
     Ok((telemetry, event_metrics, registry))
-}
-
-/// One process and its threads (from /proc; 1 if it is already gone).
-fn process_counts(pid: u32) -> TargetCounts {
-    let threads = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|d| d.count())
-        .unwrap_or(1);
-    TargetCounts {
-        processes: 1,
-        threads: threads as i64,
-    }
-}
-
-/// A named PID must be a running process, and a process rather than one of its threads
-/// (`TARGET_OF` is indexed by process id). Returns its start time, which with the PID
-/// identifies it.
-fn check_process(pid: u32) -> Result<u64, Failure> {
-    let status = procfs::process::Process::new(pid as i32)
-        .and_then(|p| p.status())
-        .map_err(|_| {
-            Failure::Usage(format!(
-                "--pid {pid}: no process with PID {pid} is running; check it with `ps -p {pid}`"
-            ))
-        })?;
-    if status.tgid != pid as i32 {
-        return Err(Failure::Usage(format!(
-            "--pid {pid}: {pid} is a thread of process {}; give the process id (--pid {})",
-            status.tgid, status.tgid
-        )));
-    }
-    start_time(pid)
-        .ok_or_else(|| Failure::Usage(format!("--pid {pid}: the process exited; check it with `ps -p {pid}`")))
-}
-
-/// When the process started (clock ticks since boot): with the PID, its identity.
-pub(crate) fn start_time(pid: u32) -> Option<u64> {
-    procfs::process::Process::new(pid as i32)
-        .ok()?
-        .stat()
-        .ok()
-        .map(|s| s.starttime)
-}
-
-/// Makes `pid` a target in the kernel, provided it is still the process seen started at
-/// `started`, and returns what it adds to the target's counts. A process that exited in
-/// between, or whose PID was reused, must not stay a target: its entry is taken back out,
-/// unless the exit probe saw it exit as a target, cleared the entry and counted the exit
-/// (then the returned counts balance that).
-fn insert_target(
-    maps: &mut KernelMaps,
-    pid: u32,
-    target: TargetId,
-    started: u64,
-) -> Result<Option<TargetCounts>, Failure> {
-    let counts = process_counts(pid);
-    maps.set_target(pid, Some((target, Membership::PidTree)))?;
-    if start_time(pid) == Some(started) || maps.target_of(pid)?.is_none() {
-        return Ok(Some(counts));
-    }
-    maps.set_target(pid, None)?;
-    Ok(None)
 }
 
 /// Loading tracing programs needs CAP_BPF and CAP_PERFMON (Linux 5.8+), or CAP_SYS_ADMIN.
@@ -249,7 +282,7 @@ fn check_privileges() -> Result<(), Failure> {
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
         Ok(())
     } else {
-        Err(Failure::Runtime(anyhow!(
+        Err(runtime(anyhow!(
             "not enough privilege to load eBPF programs: run as root (sudo) or grant CAP_BPF and CAP_PERFMON \
              (setcap cap_bpf,cap_perfmon+ep collector)"
         )))
@@ -285,61 +318,28 @@ fn start_kernel_log(probes: &mut Probes) {
     }
 }
 
-/// Puts the descendants that existed before the fork probe attached into their target.
-fn follow_existing_descendants(targets: &mut Targets, maps: &mut KernelMaps) -> Result<(), Failure> {
-    let roots: HashMap<u32, TargetId> = targets.pids().iter().copied().collect();
-    for _ in 0..DESCENDANT_PASSES {
-        let mut added = 0;
-        let tree = process_tree()?;
-        let parents: Vec<(u32, u32)> = tree.iter().map(|&(pid, ppid, _)| (pid, ppid)).collect();
-        let started: HashMap<u32, u64> = tree.iter().map(|&(pid, _, start)| (pid, start)).collect();
-        for (pid, target) in descendants(&parents, &roots) {
-            if matches!(maps.target_of(pid)?, Some((_, Membership::PidTree))) {
-                continue; // already followed by the kernel, or by an earlier pass
-            }
-            if let Some(counts) = insert_target(maps, pid, target, started[&pid])? {
-                targets.add_initial(target, counts.processes, counts.threads);
-                added += 1;
-            }
-        }
-        if added == 0 {
-            return Ok(());
-        }
-        tracing::debug!(added, "followed existing descendants");
-    }
-    tracing::warn!(
-        "processes kept forking while descendants were being discovered; later forks are followed by the kernel"
-    );
-    Ok(())
-}
-
-/// Every (pid, ppid, start time) on the host; processes that vanish while being read are
-/// skipped.
-fn process_tree() -> anyhow::Result<Vec<(u32, u32, u64)>> {
-    let all = procfs::process::all_processes().context("cannot list processes in /proc")?;
-    Ok(all
-        .filter_map(|p| p.ok()?.stat().ok())
-        .map(|stat| (stat.pid as u32, stat.ppid as u32, stat.starttime))
-        .collect())
-}
-
-async fn serve_until_signal(listener: TcpListener, state: Arc<AgentState>, registry: Registry) -> anyhow::Result<()> {
-    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut server = tokio::spawn(http::serve(listener, state, registry, async {
-        let _ = stop_rx.await;
+/// Serves until `signalled`, then gives open connections [`SHUTDOWN_GRACE`] to finish.
+async fn serve(
+    listener: TcpListener,
+    sources: Arc<Sources>,
+    registry: Registry,
+    signalled: &Shutdown,
+) -> anyhow::Result<()> {
+    let graceful = signalled.clone();
+    let mut server = tokio::spawn(http::serve(listener, sources, registry, async move {
+        graceful.stopped().await;
     }));
-    let signal = tokio::select! {
-        _ = sigint.recv() => "SIGINT",
-        _ = sigterm.recv() => "SIGTERM",
+    tokio::select! {
+        () = signalled.stopped() => {}
         result = &mut server => {
             result.context("HTTP server task failed")?.context("HTTP server failed")?;
+            // The server also stops on the signal, and may be the first to notice it.
+            if signalled.is_triggered() {
+                return Ok(());
+            }
             return Err(anyhow!("HTTP server stopped unexpectedly"));
         }
-    };
-    tracing::info!(signal, "stopping");
-    let _ = stop_tx.send(());
+    }
     if tokio::time::timeout(SHUTDOWN_GRACE, server).await.is_err() {
         tracing::warn!("open HTTP connections did not close in time; stopping anyway");
     }

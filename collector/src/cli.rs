@@ -4,9 +4,11 @@ use std::net::SocketAddr;
 
 use clap::{Parser, ValueEnum};
 
+use collector_common::maps;
+
 use crate::{
-    cgroups::{CgroupPattern, CgroupSpec},
-    targets::PidSpec,
+    kernel::probes::MapSizes,
+    targets::{CgroupSpec, PidSpec, cgroup::pattern::CgroupPattern},
 };
 
 #[derive(Debug, Parser)]
@@ -95,8 +97,54 @@ pub struct Cli {
 
     /// Size of the kernel's event ring buffer in bytes: a power of two, 4096 or more. Events
     /// that do not fit are dropped and counted (stage "kernel"). [example: --ring-buffer-size 4194304]
-    #[arg(long, value_name = "BYTES", env = "COLLECTOR_RING_BUFFER_SIZE", default_value_t = collector_common::maps::EVENTS_DEFAULT_BYTES, value_parser = parse_ring_buffer_size)]
+    #[arg(long, value_name = "BYTES", env = "COLLECTOR_RING_BUFFER_SIZE", default_value_t = maps::EVENTS_DEFAULT_BYTES, value_parser = parse_ring_buffer_size)]
     pub ring_buffer_size: u32,
+
+    /// Distinct (target, syscall) pairs the kernel aggregates; updates beyond it are counted
+    /// in collector_bpf_map_errors_total{map="SYSCALL_STATS"}. [example: --max-syscall-series 16384]
+    #[arg(long, value_name = "N", env = "COLLECTOR_MAX_SYSCALL_SERIES", default_value_t = maps::SYSCALL_STATS_ENTRIES, value_parser = parse_entries)]
+    pub max_syscall_series: u32,
+
+    /// Distinct (target, syscall, errno) error counters in the kernel; beyond it counted in
+    /// collector_bpf_map_errors_total{map="SYSCALL_ERRORS"}. [example: --max-error-series 16384]
+    #[arg(long, value_name = "N", env = "COLLECTOR_MAX_ERROR_SERIES", default_value_t = maps::SYSCALL_ERRORS_ENTRIES, value_parser = parse_entries)]
+    pub max_error_series: u32,
+
+    /// TCP connections of targets followed at once; new ones beyond it are not followed and
+    /// are counted in collector_bpf_map_errors_total{map="SOCKETS"}. [example: --max-connections 65536]
+    #[arg(long, value_name = "N", env = "COLLECTOR_MAX_CONNECTIONS", default_value_t = maps::SOCKETS_ENTRIES, value_parser = parse_entries)]
+    pub max_connections: u32,
+
+    /// Distinct (target, address family, protocol) socket byte counters; beyond it counted in
+    /// collector_bpf_map_errors_total{map="SOCKET_BYTES"}. [example: --max-socket-series 8192]
+    #[arg(long, value_name = "N", env = "COLLECTOR_MAX_SOCKET_SERIES", default_value_t = maps::SOCKET_BYTES_ENTRIES, value_parser = parse_entries)]
+    pub max_socket_series: u32,
+}
+
+impl Cli {
+    /// The runtime map sizes these flags ask for, on a host with `pid_max`.
+    pub fn map_sizes(&self, pid_max: u32) -> MapSizes {
+        MapSizes {
+            pid_max,
+            ring_buffer_bytes: self.ring_buffer_size,
+            targets: self.max_targets,
+            syscall_stats: self.max_syscall_series,
+            syscall_errors: self.max_error_series,
+            sockets: self.max_connections,
+            socket_bytes: self.max_socket_series,
+        }
+    }
+}
+
+/// Most entries a runtime-sized map may be given: 16 Mi, far beyond any host's need, so a
+/// typo does not ask the kernel for gigabytes.
+const MAX_ENTRIES: u32 = 1 << 24;
+
+fn parse_entries(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if (1..=MAX_ENTRIES).contains(&n) => Ok(n),
+        _ => Err(format!("'{s}' is not a number of entries from 1 to {MAX_ENTRIES}")),
+    }
 }
 
 fn parse_poll_interval(s: &str) -> Result<humantime::Duration, String> {
@@ -116,7 +164,7 @@ fn parse_duration(s: &str) -> Result<humantime::Duration, String> {
 }
 
 fn parse_max_targets(s: &str) -> Result<u32, String> {
-    let max = collector_common::maps::MAX_TARGETS;
+    let max = maps::MAX_TARGETS;
     match s.parse::<u32>() {
         Ok(n) if (1..=max).contains(&n) => Ok(n),
         _ => Err(format!("'{s}' is not a number of targets from 1 to {max}")),
@@ -177,6 +225,8 @@ mod tests {
         assert!(parse(&["--cgroup-pattern", "system.slice/*.service"]).is_ok());
         assert_eq!(cli.series_ttl, "60s".parse::<humantime::Duration>().unwrap());
         assert_eq!(cli.max_targets, 1000);
+        let sizes = cli.map_sizes(32768);
+        assert_eq!((sizes.targets, sizes.syscall_stats, sizes.sockets), (1000, 8192, 32768));
     }
 
     #[test]
@@ -216,6 +266,7 @@ mod tests {
                 &["--pid", "1", "--ring-buffer-size", "5000"][..],
                 "'5000' is not a power of two",
             ),
+            (&["--pid", "1", "--max-connections", "0"][..], "from 1 to 16777216"),
         ] {
             let err = parse(args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");

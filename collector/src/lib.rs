@@ -1,21 +1,14 @@
 //! The collector agent: loads the kernel programs, keeps the target set, and serves what the
-//! kernel aggregated. See ARCHITECTURE.md for the data flow; `main.rs` only wires this up.
+//! kernel aggregated. The folders follow the data flow (ARCHITECTURE.md draws it):
+//! `kernel/` (programs, maps, records) -> `targets/` (who is observed) -> `telemetry/`
+//! (events and metrics defined on them) -> `export/` (what is served). `agent.rs` wires them
+//! in order and `main.rs` only calls it.
 pub mod agent;
-pub mod btf;
-pub mod cgroup_targets;
-pub mod cgroups;
 pub mod cli;
-pub mod decode;
-pub mod health;
-pub mod http;
-pub mod kernel_maps;
+pub mod export;
+pub mod kernel;
 pub mod logging;
-pub mod metrics;
-pub mod own_process;
-pub mod poller;
-pub mod probes;
-pub mod process_events;
-pub mod socket_metrics;
-pub mod state;
+pub mod shutdown;
+pub mod sync;
 pub mod targets;
 pub mod telemetry;

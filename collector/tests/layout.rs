@@ -55,7 +55,10 @@ fn paths_after(code: &str, prefix: &str) -> Vec<Vec<String>> {
     let mut out = Vec::new();
     let mut rest = code;
     while let Some(at) = rest.find(prefix) {
-        let preceded_by_ident = rest[..at].chars().next_back().is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
+        let preceded_by_ident = rest[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':');
         rest = &rest[at + prefix.len()..];
         if !preceded_by_ident {
             expand(rest, Vec::new(), &mut out);
@@ -96,7 +99,9 @@ fn expand(text: &str, base: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
                 }
             }
         }
-        let ident_len = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
+        let ident_len = rest
+            .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len());
         if ident_len == 0 {
             if !path.is_empty() {
                 out.push(path);
@@ -130,7 +135,11 @@ fn imports(known: &BTreeMap<String, PathBuf>) -> BTreeMap<String, BTreeSet<Strin
             let text = fs::read_to_string(file).unwrap();
             let code = code(&text);
             let is_mod_file = file.ends_with("mod.rs") || file.ends_with("lib.rs");
-            let mut segments: Vec<String> = module.split("::").filter(|s| !s.is_empty()).map(str::to_owned).collect();
+            let mut segments: Vec<String> = module
+                .split("::")
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
             // `super` of a.rs in folder x is x; of x/mod.rs it is x's parent.
             let parent: Vec<String> = if is_mod_file || segments.is_empty() {
                 segments.pop();
@@ -138,12 +147,39 @@ fn imports(known: &BTreeMap<String, PathBuf>) -> BTreeMap<String, BTreeSet<Strin
             } else {
                 segments[..segments.len() - 1].to_vec()
             };
+            let here: Vec<String> = module
+                .split("::")
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let relative_to = |base: &[String], prefix: &str| {
+                paths_after(code, prefix)
+                    .into_iter()
+                    .map(|p| base.iter().cloned().chain(p).collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
+            };
+            let mut paths = paths_after(code, "crate::");
+            paths.extend(relative_to(&parent, "super::"));
+            paths.extend(relative_to(&here, "self::"));
+            // A folder's mod.rs names its children bare: `watcher::spawn(..)`.
+            if is_mod_file {
+                let prefix = if module.is_empty() {
+                    String::new()
+                } else {
+                    format!("{module}::")
+                };
+                for child in known
+                    .keys()
+                    .filter_map(|m| m.strip_prefix(&prefix))
+                    .filter(|c| !c.contains("::") && !c.is_empty())
+                {
+                    let mut base = here.clone();
+                    base.push(child.to_owned());
+                    paths.extend(relative_to(&base, &format!("{child}::")));
+                }
+            }
             let mut found = BTreeSet::new();
-            let from_root = paths_after(code, "crate::");
-            let from_parent = paths_after(code, "super::")
-                .into_iter()
-                .map(|p| parent.iter().cloned().chain(p).collect::<Vec<_>>());
-            for path in from_root.into_iter().chain(from_parent) {
+            for path in paths {
                 if let Some(target) = resolve(&path, known).filter(|t| t != module && !t.is_empty()) {
                     found.insert(target);
                 }
@@ -232,12 +268,18 @@ fn modules_import_each_other_without_cycles_and_stay_small() {
         println!("cycle: {}", cycle.join(" <-> "));
     }
     assert!(cycles.is_empty(), "import cycles: {cycles:?}");
-    assert!(too_big.is_empty(), "modules over {MAX_CODE_LINES} lines of code: {too_big:?}");
+    assert!(
+        too_big.is_empty(),
+        "modules over {MAX_CODE_LINES} lines of code: {too_big:?}"
+    );
 }
 
 #[test]
 fn brace_groups_and_super_paths_are_expanded() {
-    let paths = paths_after("use crate::{a, b::{c, d::E}, f::G};\nlet x = crate::h::i(); my_crate::z;", "crate::");
+    let paths = paths_after(
+        "use crate::{a, b::{c, d::E}, f::G};\nlet x = crate::h::i(); my_crate::z;",
+        "crate::",
+    );
     let joined: Vec<String> = paths.iter().map(|p| p.join("::")).collect();
     assert_eq!(joined, ["a", "b::c", "b::d::E", "f::G", "h::i"]);
 }

@@ -473,7 +473,7 @@ fn split_labels(s: &str) -> Vec<&str> {
 /// Where the cgroup v2 hierarchy is mounted (the collector's own discovery, from
 /// /proc/self/mountinfo); `None` without a v2 mount.
 pub fn cgroup2_mount() -> Option<PathBuf> {
-    collector::cgroups::CgroupFs::discover()
+    collector::targets::cgroup::fs::CgroupFs::discover()
         .ok()
         .map(|fs| fs.mount().to_path_buf())
 }

@@ -81,7 +81,7 @@ fn bench(root: &Path, quick: bool) -> anyhow::Result<()> {
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
-        .expect("xtask lives in the workspace")
+        .expect("CARGO_MANIFEST_DIR is xtask/ inside the workspace, so it has a parent")
         .to_path_buf()
 }
 
@@ -103,7 +103,8 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
         .stdout(Stdio::piped());
     let mut child = cmd.spawn().context("cannot start cargo test")?;
     let mut totals = TestTotals::default();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+    let stdout = child.stdout.take().context("cargo test started without its stdout")?;
+    for line in BufReader::new(stdout).lines() {
         let line = line?;
         println!("{line}");
         totals.add(&line);

@@ -1,7 +1,7 @@
 //! Installing what building and testing need, only when it is missing.
 //!
-//! The recipe and versions are the ones ../shared/ENVIRONMENT.md verified on these machines:
-//! bpf-linker 0.13 linked against LLVM 22 (the LLVM of the nightly that builds the kernel
+//! The recipe and versions are the ones verified on these machines (Debian, stable Rust 1.95,
+//! nightly 1.97 with LLVM 22): bpf-linker 0.13 linked against LLVM 22 (the LLVM of the nightly that builds the kernel
 //! crate); it needs LLVM 22's development files, which Debian and Ubuntu package.
 use std::{
     ffi::OsString,

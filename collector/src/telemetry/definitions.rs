@@ -2,8 +2,8 @@
 //! to do with it (count it, add or keep a measurement, or put it in a histogram), the metadata
 //! keys that become labels, and optionally which events to keep.
 //!
-//! The built-in metrics are the tables [`PROCESS_METRICS`] and [`TCP_METRICS`]; a new
-//! event-derived metric is a new row there, not new code.
+//! The built-in metrics are tables of definitions (`builtin.rs`); a new event-derived
+//! metric is a new row there, not new code.
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex, atomic::AtomicU64},
@@ -19,7 +19,11 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use super::{DropStage, Event, EventFilter, Telemetry, TelemetryError};
+use super::{
+    bus::{DropStage, EventFilter, Telemetry, TelemetryError},
+    event::Event,
+};
+use crate::sync::lock;
 
 /// What a definition does with each event it keeps.
 #[derive(Clone, Copy, Debug)]
@@ -55,123 +59,6 @@ pub struct MetricDef {
     pub keep: Option<fn(&Event) -> bool>,
 }
 
-/// Process lifetimes: 1 ms to a day, roughly x4 apart.
-const LIFETIME_BUCKETS: &[f64] = &[
-    0.001, 0.004, 0.016, 0.064, 0.25, 1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0, 16384.0, 86400.0,
-];
-
-/// The built-in metrics of the process lifecycle.
-pub const PROCESS_METRICS: &[MetricDef] = &[
-    MetricDef {
-        name: "collector_process_starts_total",
-        help: "Processes created by target processes (fork or clone of a new process)",
-        events: &["process.start"],
-        kind: Kind::Counter,
-        tags: &["target"],
-        keep: None,
-    },
-    MetricDef {
-        name: "collector_process_execs_total",
-        help: "Programs executed by target processes",
-        events: &["process.exec"],
-        kind: Kind::Counter,
-        tags: &["target"],
-        keep: None,
-    },
-    MetricDef {
-        name: "collector_process_exits_total",
-        help: "Target processes that ended: outcome success (exit 0), failure (non-zero exit) or signal",
-        events: &["process.exit"],
-        kind: Kind::Counter,
-        tags: &["target", "outcome"],
-        keep: None,
-    },
-    MetricDef {
-        name: "collector_process_lifetime_seconds",
-        help: "Lifetime of target processes that ended, from start to exit",
-        events: &["process.exit"],
-        kind: Kind::Distribution {
-            measurement: "duration",
-            buckets: LIFETIME_BUCKETS,
-            scale: 1.0,
-        },
-        tags: &["target"],
-        keep: None,
-    },
-    MetricDef {
-        name: "collector_processes",
-        help: "Live processes of each target, as of the last poll",
-        events: &["process.count"],
-        kind: Kind::LastValue {
-            measurement: "processes",
-        },
-        tags: &["target"],
-        keep: None,
-    },
-    MetricDef {
-        name: "collector_threads",
-        help: "Live threads of each target, as of the last poll",
-        events: &["process.count"],
-        kind: Kind::LastValue { measurement: "threads" },
-        tags: &["target"],
-        keep: None,
-    },
-];
-
-/// TCP handshakes: 16 µs (loopback) to 64 s (SYN retries), x4 apart.
-const CONNECT_BUCKETS: &[f64] = &[
-    0.000016, 0.000064, 0.000256, 0.001, 0.004, 0.016, 0.064, 0.25, 1.0, 4.0, 16.0, 64.0,
-];
-
-/// Connection lifetimes: 100 µs to a day.
-const CONNECTION_BUCKETS: &[f64] = &[0.0001, 0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0, 3600.0, 86400.0];
-
-/// The built-in metrics of TCP connections. Bytes, retransmits, resets and the open
-/// connections gauge are kernel counters read at scrape time instead (`metrics.rs`): they
-/// are too frequent for events, or must stay exact when events are dropped.
-pub const TCP_METRICS: &[MetricDef] = &[
-    MetricDef {
-        name: "collector_tcp_connections_opened_total",
-        help: "TCP connections of targets that were established: outbound by connect(), inbound by accept()",
-        events: &["tcp.connect", "tcp.accept"],
-        kind: Kind::Counter,
-        tags: &["target", "direction"],
-        keep: None,
-    },
-    MetricDef {
-        name: "collector_tcp_connect_errors_total",
-        help: "connect() calls of targets whose connection was never established",
-        events: &["tcp.connect_error"],
-        kind: Kind::Counter,
-        tags: &["target"],
-        keep: None,
-    },
-    MetricDef {
-        name: "collector_tcp_connect_duration_seconds",
-        help: "Time from a target's SYN to the established connection",
-        events: &["tcp.connect"],
-        kind: Kind::Distribution {
-            measurement: "duration",
-            buckets: CONNECT_BUCKETS,
-            scale: 1.0,
-        },
-        tags: &["target"],
-        keep: None,
-    },
-    MetricDef {
-        name: "collector_tcp_connection_duration_seconds",
-        help: "Lifetime of closed TCP connections of targets, from established (outbound) or accepted (inbound) to closed",
-        events: &["tcp.close"],
-        kind: Kind::Distribution {
-            measurement: "duration",
-            buckets: CONNECTION_BUCKETS,
-            scale: 1.0,
-        },
-        tags: &["target", "direction"],
-        keep: None,
-    },
-];
-
 type Labels = Vec<(String, String)>;
 
 /// Builds histograms with a definition's buckets.
@@ -185,11 +72,12 @@ impl MetricConstructor<Histogram> for Buckets {
 }
 
 #[derive(Clone)]
+/// A definition's metric family, with the measurement it reads (and a distribution's scale).
 enum Instrument {
     Counter(Family<Labels, Counter>),
-    Sum(Family<Labels, Counter<f64, AtomicU64>>),
-    LastValue(Family<Labels, Gauge<f64, AtomicU64>>),
-    Distribution(Family<Labels, Histogram, Buckets>),
+    Sum(Family<Labels, Counter<f64, AtomicU64>>, &'static str),
+    LastValue(Family<Labels, Gauge<f64, AtomicU64>>, &'static str),
+    Distribution(Family<Labels, Histogram, Buckets>, &'static str, f64),
 }
 
 /// The metrics of a set of definitions, registered and updated from events.
@@ -214,20 +102,24 @@ impl EventMetrics {
                         registry.register(base, def.help, f.clone());
                         Instrument::Counter(f)
                     }
-                    Kind::Sum { .. } => {
+                    Kind::Sum { measurement } => {
                         let f = Family::default();
                         registry.register(base, def.help, f.clone());
-                        Instrument::Sum(f)
+                        Instrument::Sum(f, measurement)
                     }
-                    Kind::LastValue { .. } => {
+                    Kind::LastValue { measurement } => {
                         let f = Family::default();
                         registry.register(base, def.help, f.clone());
-                        Instrument::LastValue(f)
+                        Instrument::LastValue(f, measurement)
                     }
-                    Kind::Distribution { buckets, .. } => {
+                    Kind::Distribution {
+                        measurement,
+                        buckets,
+                        scale,
+                    } => {
                         let f = Family::new_with_constructor(Buckets(buckets));
                         registry.register(base, def.help, f.clone());
-                        Instrument::Distribution(f)
+                        Instrument::Distribution(f, measurement, scale)
                     }
                 };
                 (*def, instrument)
@@ -269,46 +161,44 @@ impl EventMetrics {
                 })
                 .collect();
             if let Some((_, target)) = labels.iter().find(|(k, _)| k == "target") {
-                let mut by_target = self.by_target.lock().expect("never poisoned");
+                let mut by_target = lock(&self.by_target);
                 let sets = by_target.entry(target.clone()).or_default();
                 if !sets.contains(&(index, labels.clone())) {
                     sets.insert((index, labels.clone()));
                 }
             }
-            let measured = |key| event.measurement(key);
-            match (instrument, def.kind) {
-                (Instrument::Counter(f), _) => {
+            match instrument {
+                Instrument::Counter(f) => {
                     f.get_or_create(&labels).inc();
                 }
-                (Instrument::Sum(f), Kind::Sum { measurement }) => {
-                    if let Some(v) = measured(measurement) {
+                Instrument::Sum(f, measurement) => {
+                    if let Some(v) = event.measurement(measurement) {
                         f.get_or_create(&labels).inc_by(v);
                     }
                 }
-                (Instrument::LastValue(f), Kind::LastValue { measurement }) => {
-                    if let Some(v) = measured(measurement) {
+                Instrument::LastValue(f, measurement) => {
+                    if let Some(v) = event.measurement(measurement) {
                         f.get_or_create(&labels).set(v);
                     }
                 }
-                (Instrument::Distribution(f), Kind::Distribution { measurement, scale, .. }) => {
-                    if let Some(v) = measured(measurement) {
+                Instrument::Distribution(f, measurement, scale) => {
+                    if let Some(v) = event.measurement(measurement) {
                         f.get_or_create(&labels).observe(v * scale);
                     }
                 }
-                _ => unreachable!("an instrument is built from its definition's kind"),
             }
         }
     }
 
     /// Drops every series labelled `target="<name>"` (a target that is gone for good).
     pub fn forget_target(&self, name: &str) {
-        let sets = self.by_target.lock().expect("never poisoned").remove(name);
+        let sets = lock(&self.by_target).remove(name);
         for (index, labels) in sets.into_iter().flatten() {
             match &self.defined[index].1 {
                 Instrument::Counter(f) => f.remove(&labels),
-                Instrument::Sum(f) => f.remove(&labels),
-                Instrument::LastValue(f) => f.remove(&labels),
-                Instrument::Distribution(f) => f.remove(&labels),
+                Instrument::Sum(f, _) => f.remove(&labels),
+                Instrument::LastValue(f, _) => f.remove(&labels),
+                Instrument::Distribution(f, ..) => f.remove(&labels),
             };
         }
     }
@@ -443,14 +333,5 @@ mod tests {
             out.contains("t_exits_total{target=\"b\",outcome=\"success\"} 1"),
             "{out}"
         );
-    }
-
-    #[test]
-    fn built_in_metrics_are_named_by_prometheus_conventions() {
-        for def in PROCESS_METRICS.iter().chain(TCP_METRICS) {
-            assert!(def.name.starts_with("collector_"), "{}", def.name);
-            let is_counter = matches!(def.kind, Kind::Counter | Kind::Sum { .. });
-            assert_eq!(is_counter, def.name.ends_with("_total"), "{}", def.name);
-        }
     }
 }

@@ -12,7 +12,10 @@ use std::{
 
 use serde_json::{Map, Value as Json, json};
 
-use super::{DropStage, Event, EventFilter, Telemetry, TelemetryError};
+use super::{
+    bus::{DropStage, EventFilter, Telemetry, TelemetryError},
+    event::Event,
+};
 
 /// Events that may wait for the writer before new ones are dropped.
 pub const SINK_CAPACITY: usize = 16_384;

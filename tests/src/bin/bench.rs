@@ -377,7 +377,7 @@ struct Floor(#[allow(dead_code)] aya::Ebpf);
 
 impl Floor {
     fn attach() -> Floor {
-        let mut ebpf = aya::Ebpf::load(collector::probes::OBJECT).expect("load the eBPF object");
+        let mut ebpf = aya::Ebpf::load(collector::kernel::probes::OBJECT).expect("load the eBPF object");
         for (name, tp) in [("bench_floor_enter", "sys_enter"), ("bench_floor_exit", "sys_exit")] {
             let prog: &mut aya::programs::RawTracePoint = ebpf.program_mut(name).unwrap().try_into().unwrap();
             prog.load().unwrap();

@@ -1,5 +1,7 @@
-//! Typed access to the kernel maps: writing the target set at start-up, and reading the
-//! aggregates back (summed over CPUs) at scrape time.
+//! Typed access to the kernel maps: the writes that keep the target set (`TARGET_OF`,
+//! `CGROUP_TARGETS`, the filter cache, deleting an expired target's entries), and reading the
+//! aggregates back, summed over CPUs, at scrape time. Writes take `&mut self` and reads
+//! `&self`, so whoever holds the maps behind a lock decides who may write (`targets/`).
 use aya::{
     Ebpf,
     maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
@@ -107,8 +109,7 @@ impl KernelMaps {
     /// processes that may be running (a thread that never blocks would otherwise keep its
     /// CPU's old answer until its next context switch).
     pub fn forget_current_tasks(&mut self) -> Result<(), KernelMapError> {
-        let empty = PerCpuValues::try_from(vec![CurrentTask::default(); nr_cpus()?]).expect("one per CPU");
-        self.current.set(0, empty, 0).map_err(err(maps::CURRENT))
+        self.current.set(0, zero_per_cpu()?, 0).map_err(err(maps::CURRENT))
     }
 
     /// Makes cgroup `id` (and every cgroup below it) `target` in the kernel.
@@ -152,14 +153,11 @@ impl KernelMaps {
         remove_where(&mut self.syscall_stats, |k| k.target == slot);
         remove_where(&mut self.syscall_errors, |k| k.target == slot);
         remove_where(&mut self.socket_bytes, |k| k.target == slot);
-        let cpus = nr_cpus()?;
-        let zero_counts = PerCpuValues::try_from(vec![TargetCounts::default(); cpus]).expect("one per CPU");
         self.target_counts
-            .set(target.0, zero_counts, 0)
+            .set(target.0, zero_per_cpu()?, 0)
             .map_err(err(maps::TARGET_COUNTS))?;
-        let zero_tcp = PerCpuValues::try_from(vec![TcpCounts::default(); cpus]).expect("one per CPU");
         self.tcp_counts
-            .set(target.0, zero_tcp, 0)
+            .set(target.0, zero_per_cpu()?, 0)
             .map_err(err(maps::TCP_COUNTS))
     }
 
@@ -248,9 +246,11 @@ fn remove_where<K: aya::Pod, V: aya::Pod>(map: &mut PerCpuHashMap<MapData, K, V>
     }
 }
 
-/// Possible CPUs: the number of values a per-CPU map holds.
-fn nr_cpus() -> Result<usize, KernelMapError> {
-    aya::util::nr_cpus().map_err(|(_, e)| KernelMapError::Cpus(e))
+/// A zero value for every possible CPU, to reset a per-CPU array entry.
+fn zero_per_cpu<T: aya::Pod + Default>() -> Result<PerCpuValues<T>, KernelMapError> {
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| KernelMapError::Cpus(e))?;
+    // try_from refuses only a length other than the number of possible CPUs, which this is.
+    PerCpuValues::try_from(vec![T::default(); cpus]).map_err(KernelMapError::Cpus)
 }
 
 fn sum_per_cpu<K, V: aya::Pod>(

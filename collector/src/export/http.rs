@@ -1,4 +1,4 @@
-//! The HTTP endpoints, on tokio: `/metrics` and `/health`.
+//! The HTTP endpoints, on tokio (axum): `/metrics` and `/health`.
 use std::{future::Future, sync::Arc};
 
 use axum::{
@@ -11,17 +11,18 @@ use axum::{
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use crate::{health::Health, metrics, state::AgentState};
+use super::{Sources, exposition, health::Health};
 
 #[derive(Clone)]
 struct Shared {
-    state: Arc<AgentState>,
+    sources: Arc<Sources>,
     registry: Arc<Registry>,
 }
 
+/// Serves until `shutdown` resolves, then lets open requests finish.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<AgentState>,
+    sources: Arc<Sources>,
     registry: Registry,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
@@ -29,18 +30,18 @@ pub async fn serve(
     let app = Router::new()
         .route("/metrics", get(get_metrics))
         .route("/health", get(get_health))
-        .with_state(Shared { state, registry });
+        .with_state(Shared { sources, registry });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
 async fn get_metrics(State(shared): State<Shared>, headers: HeaderMap) -> Response {
-    let openmetrics = metrics::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let openmetrics = exposition::wants_openmetrics(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     // Reading the maps is a series of bpf() syscalls: keep them off the async workers.
-    match tokio::task::spawn_blocking(move || metrics::encode(&shared.registry)).await {
-        Ok(body) if openmetrics => ([(header::CONTENT_TYPE, metrics::OPENMETRICS)], body).into_response(),
+    match tokio::task::spawn_blocking(move || exposition::encode(&shared.registry)).await {
+        Ok(body) if openmetrics => ([(header::CONTENT_TYPE, exposition::OPENMETRICS)], body).into_response(),
         Ok(body) => (
-            [(header::CONTENT_TYPE, metrics::PROMETHEUS_TEXT)],
-            metrics::to_prometheus_text(&body),
+            [(header::CONTENT_TYPE, exposition::PROMETHEUS_TEXT)],
+            exposition::to_prometheus_text(&body),
         )
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("scrape failed: {e}")).into_response(),
@@ -48,7 +49,7 @@ async fn get_metrics(State(shared): State<Shared>, headers: HeaderMap) -> Respon
 }
 
 async fn get_health(State(shared): State<Shared>) -> Response {
-    let health = Health::of(&shared.state);
+    let health = Health::of(&shared.sources);
     let code = StatusCode::from_u16(health.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (code, axum::Json(health)).into_response()
 }

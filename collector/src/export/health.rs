@@ -8,9 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use collector_common::TargetId;
-
-use crate::{state::AgentState, targets::TargetKind};
+use super::Sources;
+use crate::targets::TargetKind;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -66,8 +65,8 @@ pub struct TargetHealth {
 }
 
 impl Health {
-    pub fn of(state: &AgentState) -> Health {
-        let attached = state.probes_attached.clone();
+    pub fn of(sources: &Sources) -> Health {
+        let attached = sources.probes.clone();
         let probes = ProbesCheck {
             status: if attached.values().all(|&a| a) {
                 CheckStatus::Pass
@@ -78,19 +77,17 @@ impl Health {
         };
         // A cgroup is a target while it exists, even empty; a PID target lives while a
         // process of its tree does.
-        let live: Vec<(TargetId, String, bool)> = state
-            .targets()
-            .live()
-            .map(|(id, t)| (id, t.name.clone(), t.kind == TargetKind::Pid))
-            .collect();
-        let targets: BTreeMap<String, TargetHealth> = live
-            .into_iter()
-            .map(|(id, name, is_pid)| {
-                let processes = state.counts(id).map(|c| c.processes);
-                let alive = !is_pid || processes.is_none_or(|n| n > 0);
-                (name, TargetHealth { processes, alive })
-            })
-            .collect();
+        let targets: BTreeMap<String, TargetHealth> = {
+            let view = sources.targets.read();
+            view.set()
+                .live()
+                .map(|(id, t)| {
+                    let processes = view.counts(id).map(|c| c.processes);
+                    let alive = t.kind != TargetKind::Pid || processes.is_none_or(|n| n > 0);
+                    (t.name.clone(), TargetHealth { processes, alive })
+                })
+                .collect()
+        };
         let targets = TargetsCheck {
             status: if !targets.is_empty() && targets.values().all(|t| t.alive && t.processes.is_some()) {
                 CheckStatus::Pass
@@ -111,7 +108,7 @@ impl Health {
             status,
             checks: Checks { probes, targets },
             version: env!("CARGO_PKG_VERSION"),
-            uptime_seconds: state.started.elapsed().as_secs(),
+            uptime_seconds: sources.started.elapsed().as_secs(),
         }
     }
 

@@ -1,11 +1,15 @@
 //! What the kernel programs need to know about the running kernel, read from its BTF
-//! (/sys/kernel/btf/vmlinux): field offsets of `task_struct`, `linux_binprm`, `sock` and the
-//! fd table, and whether `sched_process_exit` passes `group_dead`. aya has no CO-RE relocations for Rust programs, so the agent finds
-//! these here and hands them to the programs as read-only globals before load.
+//! (/sys/kernel/btf/vmlinux): the offsets of the struct fields each probe family declares
+//! (`families.rs`), and whether `sched_process_exit` passes `group_dead`. aya has no CO-RE
+//! relocations for Rust programs, so the agent finds these here and writes them into the
+//! object's `.data` globals before load (`collector-ebpf/src/globals.rs` says why not
+//! `.rodata`).
 use std::path::Path;
 
 use btfparse::{Readable, TypeInformation, TypeVariant};
 use collector_common::{KernelFeatures, KernelOffsets};
+
+use super::families::FAMILIES;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -42,53 +46,33 @@ impl KernelLayout {
 
     pub fn parse(btf: &[u8]) -> Result<Self, BtfError> {
         let types = TypeInformation::new(&Bytes(btf)).map_err(|e| BtfError::Parse(format!("{e:?}")))?;
-        let offset = |ty: &str, field: &str| -> Result<u32, BtfError> {
-            let id = types
-                .id_of(ty)
-                .ok_or_else(|| BtfError::Parse(format!("no struct {ty}")))?;
+        let offset = |ty: &str, field: &str| -> Result<u32, String> {
+            let id = types.id_of(ty).ok_or_else(|| format!("no struct {ty}"))?;
             match types.offset_of(id, field) {
                 Ok((_, btfparse::Offset::ByteOffset(o))) => Ok(o),
-                Ok((_, other)) => Err(BtfError::Parse(format!("{ty}.{field} is a bitfield ({other:?})"))),
-                Err(e) => Err(BtfError::Parse(format!("{ty}.{field}: {e:?}"))),
+                Ok((_, other)) => Err(format!("{ty}.{field} is a bitfield ({other:?})")),
+                Err(e) => Err(format!("{ty}.{field}: {e:?}")),
             }
         };
-        let offsets = KernelOffsets {
-            task_pid: offset("task_struct", "pid")?,
-            task_tgid: offset("task_struct", "tgid")?,
-            task_exit_code: offset("task_struct", "exit_code")?,
-            task_start_time: offset("task_struct", "start_time")?,
-            task_group_leader: offset("task_struct", "group_leader")?,
-            binprm_filename: offset("linux_binprm", "filename")?,
-            sock_family: offset("sock", "__sk_common.skc_family")?,
-            sock_protocol: offset("sock", "sk_protocol")?,
-            sock_err: offset("sock", "sk_err")?,
-            sock_daddr: offset("sock", "__sk_common.skc_daddr")?,
-            sock_rcv_saddr: offset("sock", "__sk_common.skc_rcv_saddr")?,
-            sock_dport: offset("sock", "__sk_common.skc_dport")?,
-            sock_v6_daddr: offset("sock", "__sk_common.skc_v6_daddr")?,
-            sock_v6_rcv_saddr: offset("sock", "__sk_common.skc_v6_rcv_saddr")?,
-            inet_sport: offset("inet_sock", "inet_sport")?,
-            task_files: offset("task_struct", "files")?,
-            files_fdt: offset("files_struct", "fdt")?,
-            fdtable_max_fds: offset("fdtable", "max_fds")?,
-            fdtable_fd: offset("fdtable", "fd")?,
-            file_private_data: offset("file", "private_data")?,
-            socket_sk: offset("socket", "sk")?,
-            regs_syscall_nr: offset("pt_regs", "orig_ax").or_else(|_| offset("pt_regs", "syscallno"))?,
-            task_cgroups: offset("task_struct", "cgroups")?,
-            css_set_dfl_cgrp: offset("css_set", "dfl_cgrp")?,
-            cgroup_level: offset("cgroup", "level")?,
-            cgroup_ancestors: offset("cgroup", "ancestors")?,
-            cgroup_kn: offset("cgroup", "kn")?,
-            kernfs_node_id: offset("kernfs_node", "id")?,
-            task_signal: offset("task_struct", "signal")?,
-            signal_live: offset("signal_struct", "live")?,
-        };
+        let mut offsets = KernelOffsets::default();
+        for family in &FAMILIES {
+            for field in family.fields {
+                // The first path the kernel has; if none, the error of the last one tried.
+                let value = field
+                    .paths
+                    .iter()
+                    .map(|path| offset(field.ty, path))
+                    .reduce(Result::or)
+                    .unwrap_or_else(|| Err(format!("{}: the family names no field", field.ty)))
+                    .map_err(|e| BtfError::Parse(format!("{e} (needed by the {} probes)", family.name)))?;
+                *(field.slot)(&mut offsets) = value;
+            }
+        }
         let exit_has_group_dead = tracepoint_arity(&types, "sched_process_exit") == Some(2);
         Ok(KernelLayout {
             offsets,
             features: KernelFeatures {
-                exit_has_group_dead: exit_has_group_dead as u32,
+                exit_has_group_dead: u32::from(exit_has_group_dead),
                 nr_accept: syscalls::Sysno::accept as u32,
                 nr_accept4: syscalls::Sysno::accept4 as u32,
             },

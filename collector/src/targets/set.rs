@@ -1,58 +1,16 @@
-//! Targets: what the user asked to observe, and the processes that belong to each.
+//! The target set: what the user asked to observe, by name and id (pure: no /proc, no kernel).
 //!
 //! A target has a name (the `target` label) and a small id the kernel maps use. Several
 //! `--pid NAME=PID` with one NAME are one target: their counts add up in the kernel.
 use std::{
     collections::HashMap,
     fmt,
-    str::FromStr,
-    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
 use collector_common::{TargetId, events::TargetCounts, maps::MAX_TARGETS};
 
-use crate::telemetry::Event;
-
-/// One `--pid` argument: `PID` or `NAME=PID`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PidSpec {
-    pub name: Option<String>,
-    pub pid: u32,
-}
-
-impl PidSpec {
-    /// The target name: `NAME`, or `pid-PID` when none was given.
-    pub fn target_name(&self) -> String {
-        self.name.clone().unwrap_or_else(|| format!("pid-{}", self.pid))
-    }
-}
-
-impl FromStr for PidSpec {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (name, pid) = match s.split_once('=') {
-            Some((name, pid)) => (Some(name), pid),
-            None => (None, s),
-        };
-        if let Some(name) = name {
-            check_name(s, name, "NAME=PID, e.g. web=1234")?;
-        }
-        let pid = match pid.parse::<u32>() {
-            Ok(pid) if pid > 0 => pid,
-            _ => {
-                return Err(format!(
-                    "'{s}': '{pid}' is not a process id (expected PID or NAME=PID, e.g. 1234 or web=1234)"
-                ));
-            }
-        };
-        Ok(PidSpec {
-            name: name.map(str::to_owned),
-            pid,
-        })
-    }
-}
+use super::{error::TargetError, spec::PidSpec};
 
 /// The deepest cgroup level the kernel matches targets at (it walks ancestors 31..=0).
 pub const MAX_CGROUP_LEVEL: usize = 31;
@@ -92,60 +50,22 @@ pub struct Target {
     pub removed_at: Option<Instant>,
 }
 
-/// A target name given as `NAME=...` in `arg`: not empty, no control characters.
-/// `expected` shows the form, for the message.
-pub fn check_name(arg: &str, name: &str, expected: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err(format!("'{arg}': the name before '=' is empty (expected {expected})"));
-    }
-    if let Some(bad) = name.chars().find(|c| c.is_control()) {
-        return Err(format!("'{arg}': the name contains the control character {bad:?}"));
-    }
-    Ok(())
-}
-
-impl Target {
-    /// Adds the target's metadata to `event`: `target`, and `cgroup` for a cgroup target.
-    pub fn describe(&self, event: Event) -> Event {
-        let event = event.meta("target", self.name.as_str());
-        match &self.kind {
-            TargetKind::Cgroup { path, .. } => event.meta("cgroup", path.as_str()),
-            TargetKind::Pid => event,
-        }
-    }
-}
-
 /// The targets of a run, indexed by [`TargetId`]; cgroup targets come and go while running.
 /// A removed cgroup's target keeps its id (and its series) until the series TTL has passed,
 /// then the id is free for a new target.
 #[derive(Clone, Debug)]
-pub struct Targets {
+pub struct TargetSet {
     slots: Vec<Option<Target>>,
     pids: Vec<(u32, TargetId)>,
     max: usize,
     rejected: u64,
 }
 
-/// The target set shared by the agent's threads.
-pub type SharedTargets = Arc<RwLock<Targets>>;
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TargetError {
-    /// The same PID was given under two names.
-    #[error("--pid {pid} is given as both '{first}' and '{second}'; give each PID one name")]
-    PidUnderTwoNames { pid: u32, first: String, second: String },
-    /// More distinct PID targets than --max-targets.
-    #[error(
-        "{0} PID targets given, at most {1} are allowed; group PIDs under shared names (--pid NAME=PID) or raise --max-targets"
-    )]
-    TooMany(usize, usize),
-}
-
-impl Targets {
+impl TargetSet {
     /// The PID targets of `specs`, with room for `max` targets in all.
     pub fn from_specs(specs: &[PidSpec], max: usize) -> Result<Self, TargetError> {
         let max = max.min(MAX_TARGETS as usize);
-        let mut targets = Targets {
+        let mut targets = TargetSet {
             slots: Vec::new(),
             pids: Vec::new(),
             max,
@@ -250,7 +170,7 @@ impl Targets {
             .map(|(_, t)| t)
     }
 
-    /// Marks the target of cgroup `id` removed (its series stay until [`Targets::expired`]).
+    /// Marks the target of cgroup `id` removed (its series stay until [`TargetSet::expired`]).
     pub fn remove_cgroup(&mut self, id: u64, now: Instant) -> Option<TargetId> {
         let t = self.cgroup_target(id)?;
         if let Some(target) = self.slots[t.0 as usize].as_mut() {
@@ -265,6 +185,11 @@ impl Targets {
             .filter(|(_, t)| t.removed_at.is_some_and(|at| now.duration_since(at) >= ttl))
             .map(|(id, t)| (id, t.name.clone()))
             .collect()
+    }
+
+    /// When the series of the earliest removed target expire.
+    pub fn next_expiry(&self, ttl: Duration) -> Option<Instant> {
+        self.all().filter_map(|(_, t)| t.removed_at).min().map(|at| at + ttl)
     }
 
     /// Frees an expired target's id.
@@ -326,33 +251,11 @@ impl Targets {
     }
 }
 
-impl fmt::Display for Targets {
+impl fmt::Display for TargetSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let names: Vec<&str> = self.live().map(|(_, t)| t.name.as_str()).collect();
         f.write_str(&names.join(", "))
     }
-}
-
-/// The processes that descend from `roots`, each with the target of its nearest root
-/// ancestor (a PID named on the command line beats an ancestor's target). `processes` is
-/// every (pid, ppid) on the host; roots themselves are not returned.
-pub fn descendants(processes: &[(u32, u32)], roots: &HashMap<u32, TargetId>) -> Vec<(u32, TargetId)> {
-    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for &(pid, ppid) in processes {
-        children.entry(ppid).or_default().push(pid);
-    }
-    let mut found = Vec::new();
-    let mut stack: Vec<(u32, TargetId)> = roots.iter().map(|(&pid, &t)| (pid, t)).collect();
-    while let Some((parent, target)) = stack.pop() {
-        for &child in children.get(&parent).into_iter().flatten() {
-            if roots.contains_key(&child) {
-                continue; // a root of its own, walked from there
-            }
-            found.push((child, target));
-            stack.push((child, target));
-        }
-    }
-    found
 }
 
 #[cfg(test)]
@@ -364,29 +267,8 @@ mod tests {
     }
 
     #[test]
-    fn a_bare_pid_is_named_after_it() {
-        assert_eq!(spec("1234").target_name(), "pid-1234");
-        assert_eq!(spec("web=1234").target_name(), "web");
-    }
-
-    #[test]
-    fn malformed_pid_specs_say_what_is_wrong() {
-        for (input, needle) in [
-            ("abc", "'abc' is not a process id"),
-            ("0", "'0' is not a process id"),
-            ("-5", "is not a process id"),
-            ("web=", "'' is not a process id"),
-            ("=12", "the name before '=' is empty"),
-            ("web=12x", "'12x' is not a process id"),
-        ] {
-            let err = input.parse::<PidSpec>().unwrap_err();
-            assert!(err.contains(needle), "{input}: {err}");
-        }
-    }
-
-    #[test]
     fn pids_sharing_a_name_are_one_target() {
-        let t = Targets::from_specs(&[spec("web=10"), spec("web=11"), spec("12")], 1000).unwrap();
+        let t = TargetSet::from_specs(&[spec("web=10"), spec("web=11"), spec("12")], 1000).unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(t.pids(), &[(10, TargetId(0)), (11, TargetId(0)), (12, TargetId(1))]);
         assert_eq!(t.name(TargetId(0)), Some("web"));
@@ -395,22 +277,18 @@ mod tests {
 
     #[test]
     fn a_repeated_pid_counts_once_but_two_names_for_one_pid_is_an_error() {
-        let t = Targets::from_specs(&[spec("10"), spec("10")], 1000).unwrap();
+        let t = TargetSet::from_specs(&[spec("10"), spec("10")], 1000).unwrap();
         assert_eq!(t.pids().len(), 1);
-        let err = Targets::from_specs(&[spec("a=10"), spec("b=10")], 1000).unwrap_err();
-        assert_eq!(
-            err,
-            TargetError::PidUnderTwoNames {
-                pid: 10,
-                first: "a".into(),
-                second: "b".into()
-            }
+        let err = TargetSet::from_specs(&[spec("a=10"), spec("b=10")], 1000).unwrap_err();
+        assert!(
+            matches!(&err, TargetError::PidUnderTwoNames { pid: 10, first, second } if first == "a" && second == "b"),
+            "{err:?}"
         );
     }
 
     #[test]
     fn the_deepest_cgroup_target_wins_and_max_targets_refuses_and_counts() {
-        let mut t = Targets::from_specs(&[spec("web=10")], 3).unwrap();
+        let mut t = TargetSet::from_specs(&[spec("web=10")], 3).unwrap();
         let app = t.add_cgroup("app".into(), "/a/app".into(), 100).unwrap();
         let deep = t.add_cgroup("a/app/deep".into(), "/a/app/deep".into(), 101).unwrap();
         assert_eq!(t.add_cgroup("again".into(), "/a/app".into(), 100), Some(app));
@@ -438,15 +316,5 @@ mod tests {
         assert_eq!(t.add_cgroup("app".into(), "/a/app".into(), 200), Some(app));
         assert_eq!(t.cgroup_target(200), Some(app));
         assert_eq!(t.deepest_cgroup_target("/a/app/x"), Some(app));
-    }
-
-    #[test]
-    fn descendants_take_the_target_of_their_nearest_named_ancestor() {
-        // 1 -> 10 (target a) -> 11 -> 12 (target b) -> 13; 1 -> 20 (not a target)
-        let procs = [(10, 1), (11, 10), (12, 11), (13, 12), (20, 1), (21, 20)];
-        let roots = HashMap::from([(10, TargetId(0)), (12, TargetId(1))]);
-        let mut found = descendants(&procs, &roots);
-        found.sort();
-        assert_eq!(found, vec![(11, TargetId(0)), (13, TargetId(1))]);
     }
 }

@@ -1,0 +1,259 @@
+//! The metrics read from kernel maps at scrape time, described as data, the way
+//! `telemetry/builtin.rs` describes the metrics defined on events: which map, the exposed
+//! name and type, the labels and which key field each is decoded from, and which value
+//! field each sample shows. `scrape.rs` reads the maps and encodes these rows; a new
+//! kernel-side metric is a row here (and, for a new map, a [`Source`]).
+//!
+//! Names are the contract (README): `_total` on counters, base units.
+
+/// The kernel map a metric is read from (summed over CPUs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// `SYSCALL_STATS`: (target, syscall) -> latency histogram.
+    SyscallStats,
+    /// `SYSCALL_ERRORS`: (target, syscall, errno) -> count.
+    SyscallErrors,
+    /// `SOCKET_BYTES`: (target, family, protocol) -> bytes sent and received.
+    SocketBytes,
+    /// `TCP_COUNTS`: target -> open connections, retransmits, resets.
+    TcpCounts,
+    /// `TARGET_COUNTS`: target -> processes and threads gained minus lost, plus what the
+    /// agent put there at start (the numbers `/health` shows).
+    TargetCounts,
+    /// `MAP_ERRORS`: map -> failed updates.
+    MapErrors,
+}
+
+/// A label decoded from a field of the map's key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    /// The target's name.
+    Target,
+    /// The syscall's name on this architecture.
+    Syscall,
+    /// The errno's symbolic name.
+    Errno,
+    /// `inet`, `inet6`, `unix` or `other`.
+    Family,
+    /// `tcp`, `udp` or `other`.
+    Protocol,
+    /// The map an update failed on.
+    Map,
+}
+
+/// The number a sample shows, from the map's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Value {
+    /// Calls: the sum of the latency buckets (so `_count` equals it by construction).
+    Calls,
+    /// The latency histogram, in seconds.
+    Latency,
+    /// A plain count (errors, failed updates).
+    Count,
+    BytesSent,
+    BytesReceived,
+    OpenOutbound,
+    OpenInbound,
+    Retransmits,
+    ResetsSent,
+    ResetsReceived,
+    Processes,
+    Threads,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Type {
+    Counter,
+    Gauge,
+    /// In seconds.
+    Histogram,
+}
+
+/// One metric family read from a kernel map.
+#[derive(Clone, Copy, Debug)]
+pub struct KernelMetric {
+    /// The exposed name (with `_total` on counters, `_seconds` on histograms).
+    pub name: &'static str,
+    pub help: &'static str,
+    pub kind: Type,
+    pub source: Source,
+    /// Labels from the key, in this order.
+    pub labels: &'static [(&'static str, Key)],
+    /// The samples of each map entry: one per element, each with an optional fixed label
+    /// (after the key's) and the value it shows.
+    pub samples: &'static [(Option<(&'static str, &'static str)>, Value)],
+}
+
+const TARGET: (&str, Key) = ("target", Key::Target);
+const SYSCALL: (&str, Key) = ("syscall", Key::Syscall);
+
+pub const KERNEL_METRICS: &[KernelMetric] = &[
+    KernelMetric {
+        name: "collector_syscalls_total",
+        help: "System calls made by target processes (counted when they return).",
+        kind: Type::Counter,
+        source: Source::SyscallStats,
+        labels: &[TARGET, SYSCALL],
+        samples: &[(None, Value::Calls)],
+    },
+    KernelMetric {
+        name: "collector_syscall_errors_total",
+        help: "System calls of target processes that returned an error, by errno.",
+        kind: Type::Counter,
+        source: Source::SyscallErrors,
+        labels: &[TARGET, SYSCALL, ("errno", Key::Errno)],
+        samples: &[(None, Value::Count)],
+    },
+    KernelMetric {
+        name: "collector_syscall_duration_seconds",
+        help: "Time from syscall entry to return, in log2 buckets measured in the kernel.",
+        kind: Type::Histogram,
+        source: Source::SyscallStats,
+        labels: &[TARGET, SYSCALL],
+        samples: &[(None, Value::Latency)],
+    },
+    KernelMetric {
+        name: "collector_socket_sent_bytes_total",
+        help: "Bytes target processes sent on sockets, by address family and protocol.",
+        kind: Type::Counter,
+        source: Source::SocketBytes,
+        labels: &[TARGET, ("family", Key::Family), ("protocol", Key::Protocol)],
+        samples: &[(None, Value::BytesSent)],
+    },
+    KernelMetric {
+        name: "collector_socket_received_bytes_total",
+        help: "Bytes target processes received from sockets, by address family and protocol.",
+        kind: Type::Counter,
+        source: Source::SocketBytes,
+        labels: &[TARGET, ("family", Key::Family), ("protocol", Key::Protocol)],
+        samples: &[(None, Value::BytesReceived)],
+    },
+    KernelMetric {
+        name: "collector_tcp_connections",
+        help: "TCP connections of targets open now: outbound (connect) or inbound (accept), since the agent started.",
+        kind: Type::Gauge,
+        source: Source::TcpCounts,
+        labels: &[TARGET],
+        samples: &[
+            (Some(("direction", "outbound")), Value::OpenOutbound),
+            (Some(("direction", "inbound")), Value::OpenInbound),
+        ],
+    },
+    KernelMetric {
+        name: "collector_tcp_retransmits_total",
+        help: "TCP segments retransmitted on connections of targets.",
+        kind: Type::Counter,
+        source: Source::TcpCounts,
+        labels: &[TARGET],
+        samples: &[(None, Value::Retransmits)],
+    },
+    KernelMetric {
+        name: "collector_tcp_resets_total",
+        help: "TCP resets on connections of targets: sent by this host, or received from the peer.",
+        kind: Type::Counter,
+        source: Source::TcpCounts,
+        labels: &[TARGET],
+        samples: &[
+            (Some(("direction", "sent")), Value::ResetsSent),
+            (Some(("direction", "received")), Value::ResetsReceived),
+        ],
+    },
+    KernelMetric {
+        name: "collector_processes",
+        help: "Live processes of each target.",
+        kind: Type::Gauge,
+        source: Source::TargetCounts,
+        labels: &[TARGET],
+        samples: &[(None, Value::Processes)],
+    },
+    KernelMetric {
+        name: "collector_threads",
+        help: "Live threads of each target.",
+        kind: Type::Gauge,
+        source: Source::TargetCounts,
+        labels: &[TARGET],
+        samples: &[(None, Value::Threads)],
+    },
+    KernelMetric {
+        name: "collector_bpf_map_errors_total",
+        help: "Map updates that failed in the kernel (map full, or a read of kernel memory failed).",
+        kind: Type::Counter,
+        source: Source::MapErrors,
+        labels: &[("map", Key::Map)],
+        samples: &[(None, Value::Count)],
+    },
+];
+
+impl Source {
+    /// The key fields an entry of this map has.
+    pub fn keys(self) -> &'static [Key] {
+        match self {
+            Source::SyscallStats => &[Key::Target, Key::Syscall],
+            Source::SyscallErrors => &[Key::Target, Key::Syscall, Key::Errno],
+            Source::SocketBytes => &[Key::Target, Key::Family, Key::Protocol],
+            Source::TcpCounts | Source::TargetCounts => &[Key::Target],
+            Source::MapErrors => &[Key::Map],
+        }
+    }
+
+    /// The values an entry of this map has.
+    pub fn values(self) -> &'static [Value] {
+        match self {
+            Source::SyscallStats => &[Value::Calls, Value::Latency],
+            Source::SyscallErrors | Source::MapErrors => &[Value::Count],
+            Source::SocketBytes => &[Value::BytesSent, Value::BytesReceived],
+            Source::TcpCounts => &[
+                Value::OpenOutbound,
+                Value::OpenInbound,
+                Value::Retransmits,
+                Value::ResetsSent,
+                Value::ResetsReceived,
+            ],
+            Source::TargetCounts => &[Value::Processes, Value::Threads],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{kernel::families::FAMILIES, telemetry::builtin};
+
+    #[test]
+    fn every_row_reads_fields_its_map_has_and_follows_the_naming_rules() {
+        for m in KERNEL_METRICS {
+            for (_, key) in m.labels {
+                assert!(m.source.keys().contains(key), "{}: {key:?}", m.name);
+            }
+            for (_, value) in m.samples {
+                assert!(m.source.values().contains(value), "{}: {value:?}", m.name);
+                assert_eq!(*value == Value::Latency, m.kind == Type::Histogram, "{}", m.name);
+            }
+            assert!(m.name.starts_with("collector_"), "{}", m.name);
+            assert_eq!(m.kind == Type::Counter, m.name.ends_with("_total"), "{}", m.name);
+            assert_eq!(m.kind == Type::Histogram, m.name.ends_with("_seconds"), "{}", m.name);
+        }
+    }
+
+    #[test]
+    fn every_metric_of_a_probe_family_is_exported_and_claimed_once() {
+        let exported: Vec<&str> = KERNEL_METRICS
+            .iter()
+            .map(|m| m.name)
+            .chain(builtin::all().iter().map(|d| d.name))
+            .collect();
+        let claimed: Vec<&str> = FAMILIES.iter().flat_map(|f| f.metrics.iter().copied()).collect();
+        for name in &claimed {
+            assert_eq!(
+                claimed.iter().filter(|n| *n == name).count(),
+                1,
+                "{name} in two families"
+            );
+            assert!(exported.contains(name), "{name} is claimed but not exported");
+        }
+        // The map-error counter is the agent's own health, fed by every family.
+        for name in exported.iter().filter(|n| **n != "collector_bpf_map_errors_total") {
+            assert!(claimed.contains(name), "{name} is exported but no family feeds it");
+        }
+    }
+}

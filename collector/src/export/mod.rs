@@ -1,0 +1,51 @@
+//! What the agent serves: the exposition of `/metrics` (`exposition`), the metrics read from
+//! kernel maps at scrape time (the table `kernel_metrics`, read by `scrape`), the agent's own
+//! metrics (`agent_metrics`), label decoders (`names`), `/health` (`health`) and the HTTP
+//! server (`http`). Later exporters (OTLP) join here.
+//!
+//! This folder reads the target set, the kernel maps through it, and the telemetry counts;
+//! nothing below it calls back up.
+pub mod agent_metrics;
+pub mod exposition;
+pub mod health;
+pub mod http;
+pub mod kernel_metrics;
+pub mod names;
+pub mod scrape;
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, atomic::AtomicU64},
+    time::Instant,
+};
+
+use prometheus_client::registry::Registry;
+
+use crate::{targets::Targets, telemetry::Telemetry};
+
+/// What the endpoints read. Fixed after start-up; what changes has its own owner (the
+/// target set, the telemetry counts).
+#[derive(Debug)]
+pub struct Sources {
+    pub targets: Targets,
+    pub telemetry: Arc<Telemetry>,
+    /// Probe name -> attached, as of the end of start-up.
+    pub probes: BTreeMap<&'static str, bool>,
+    pub started: Instant,
+}
+
+/// Adds the scrape-time collectors to `registry`, which already holds the metrics defined
+/// on events.
+pub fn register_collectors(registry: &mut Registry, sources: &Sources) {
+    let read_errors = Arc::new(AtomicU64::new(0));
+    registry.register_collector(Box::new(scrape::KernelCollector {
+        targets: sources.targets.clone(),
+        read_errors: read_errors.clone(),
+    }));
+    registry.register_collector(Box::new(agent_metrics::AgentCollector {
+        targets: sources.targets.clone(),
+        telemetry: sources.telemetry.clone(),
+        probes: sources.probes.clone(),
+        read_errors,
+    }));
+}

@@ -1,0 +1,242 @@
+//! The one scrape-time collector of kernel maps: on every scrape it reads each map the
+//! [`KERNEL_METRICS`] table uses once, summed over CPUs, names the keys while the target set
+//! is held still, and encodes each row of the table. A map entry that cannot be read is
+//! counted in `collector_map_read_errors_total`, never a failed scrape.
+use std::{
+    borrow::Cow,
+    collections::BTreeMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use collector_common::{
+    ErrorKey, MapErrorSite, SyscallKey, SyscallStats, TargetId,
+    events::TargetCounts,
+    histogram,
+    sockets::{Family, Protocol, SocketBytes, SocketBytesKey, TcpCounts},
+};
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, NoLabelSet},
+    metrics::MetricType,
+    registry::Unit,
+};
+
+use super::{
+    exposition::counter,
+    kernel_metrics::{KERNEL_METRICS, Key, Source, Type, Value},
+    names::{errno_name, syscall_name},
+};
+use crate::targets::{Targets, View};
+
+/// One map entry, summed over CPUs.
+#[derive(Clone, Copy, Debug)]
+enum Row {
+    Syscall(SyscallKey, SyscallStats),
+    Error(ErrorKey, u64),
+    Bytes(SocketBytesKey, SocketBytes),
+    Tcp(TargetId, TcpCounts),
+    Counts(TargetId, TargetCounts),
+    MapError(MapErrorSite, u64),
+}
+
+/// What one sample shows.
+enum Sample<'a> {
+    Counter(u64),
+    Gauge(i64),
+    Histogram(&'a SyscallStats),
+}
+
+#[derive(Debug)]
+pub struct KernelCollector {
+    pub targets: Targets,
+    /// Shared with the agent's own metrics, which export it.
+    pub read_errors: Arc<AtomicU64>,
+}
+
+/// Entries read from a map as rows, with the count that could not be read.
+fn tag<E>((entries, failed): (Vec<E>, u64), row: impl Fn(E) -> Row) -> (Vec<Row>, u64) {
+    (entries.into_iter().map(row).collect(), failed)
+}
+
+/// Reads every entry of `source`; returns them and how many could not be read.
+fn read(source: Source, view: &View<'_>) -> (Vec<Row>, u64) {
+    let maps = view.maps();
+    let per_target = |read: &dyn Fn(TargetId) -> Option<Row>| {
+        let ids: Vec<TargetId> = view.set().ids().map(|(id, _)| id).collect();
+        let rows: Vec<Row> = ids.iter().filter_map(|&id| read(id)).collect();
+        let failed = (ids.len() - rows.len()) as u64;
+        (rows, failed)
+    };
+    match source {
+        Source::SyscallStats => tag(maps.syscall_stats(), |(k, v)| Row::Syscall(k, v)),
+        Source::SyscallErrors => tag(maps.syscall_errors(), |(k, v)| Row::Error(k, v)),
+        Source::SocketBytes => tag(maps.socket_bytes(), |(k, v)| Row::Bytes(k, v)),
+        Source::TcpCounts => per_target(&|id| maps.tcp_counts(id).ok().map(|c| Row::Tcp(id, c))),
+        Source::TargetCounts => per_target(&|id| view.counts(id).map(|c| Row::Counts(id, c))),
+        Source::MapErrors => match maps.map_errors() {
+            Ok(all) => (all.into_iter().map(|(site, n)| Row::MapError(site, n)).collect(), 0),
+            Err(_) => (Vec::new(), 1),
+        },
+    }
+}
+
+impl Key {
+    /// The label value of this key field of `row`; `None` if the row has no such field
+    /// (the table test proves no row asks for one).
+    fn decode(self, row: &Row, view: &View<'_>) -> Option<Cow<'static, str>> {
+        let target = |slot: u32| Cow::Owned(view.label(slot));
+        Some(match (self, row) {
+            (Key::Target, Row::Syscall(k, _)) => target(k.target),
+            (Key::Target, Row::Error(k, _)) => target(k.target),
+            (Key::Target, Row::Bytes(k, _)) => target(k.target),
+            (Key::Target, Row::Tcp(id, _) | Row::Counts(id, _)) => target(id.slot()),
+            (Key::Syscall, Row::Syscall(SyscallKey { nr, .. }, _) | Row::Error(ErrorKey { nr, .. }, _)) => {
+                syscall_name(*nr)
+            }
+            (Key::Errno, Row::Error(k, _)) => errno_name(k.errno),
+            (Key::Family, Row::Bytes(k, _)) => Cow::Borrowed(Family::from_u16(k.family).label()),
+            (Key::Protocol, Row::Bytes(k, _)) => Cow::Borrowed(Protocol::from_u16(k.protocol).label()),
+            (Key::Map, Row::MapError(site, _)) => Cow::Borrowed(site.map_name()),
+            _ => return None,
+        })
+    }
+}
+
+impl Value {
+    fn of(self, row: &Row) -> Option<Sample<'_>> {
+        Some(match (self, row) {
+            (Value::Calls, Row::Syscall(_, s)) => Sample::Counter(s.buckets.iter().sum()),
+            (Value::Latency, Row::Syscall(_, s)) => Sample::Histogram(s),
+            (Value::Count, Row::Error(_, n) | Row::MapError(_, n)) => Sample::Counter(*n),
+            (Value::BytesSent, Row::Bytes(_, b)) => Sample::Counter(b.sent),
+            (Value::BytesReceived, Row::Bytes(_, b)) => Sample::Counter(b.received),
+            (Value::OpenOutbound, Row::Tcp(_, c)) => Sample::Gauge(c.open_outbound),
+            (Value::OpenInbound, Row::Tcp(_, c)) => Sample::Gauge(c.open_inbound),
+            (Value::Retransmits, Row::Tcp(_, c)) => Sample::Counter(c.retransmits),
+            (Value::ResetsSent, Row::Tcp(_, c)) => Sample::Counter(c.resets_sent),
+            (Value::ResetsReceived, Row::Tcp(_, c)) => Sample::Counter(c.resets_received),
+            (Value::Processes, Row::Counts(_, c)) => Sample::Gauge(c.processes),
+            (Value::Threads, Row::Counts(_, c)) => Sample::Gauge(c.threads),
+            _ => return None,
+        })
+    }
+}
+
+type Labels = Vec<(&'static str, Cow<'static, str>)>;
+/// A row's key fields, decoded.
+type Keys = Vec<(Key, Cow<'static, str>)>;
+
+impl Collector for KernelCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        // Held across reading and naming, so no id is freed and reused in between.
+        let view = self.targets.read();
+        let mut rows: BTreeMap<Source, Vec<Row>> = BTreeMap::new();
+        let mut failed = 0;
+        for metric in KERNEL_METRICS {
+            rows.entry(metric.source).or_insert_with(|| {
+                let (read, unread) = read(metric.source, &view);
+                failed += unread;
+                read
+            });
+        }
+        self.read_errors.fetch_add(failed, Ordering::Relaxed);
+        // Every row's key fields named under the view; the maps are not read again.
+        let named: BTreeMap<Source, Vec<(Keys, Row)>> = rows
+            .into_iter()
+            .map(|(source, rows)| {
+                let named = rows
+                    .into_iter()
+                    .map(|row| {
+                        let keys = source
+                            .keys()
+                            .iter()
+                            .filter_map(|&key| Some((key, key.decode(&row, &view)?)))
+                            .collect();
+                        (keys, row)
+                    })
+                    .collect();
+                (source, named)
+            })
+            .collect();
+        drop(view);
+
+        for metric in KERNEL_METRICS {
+            let (base, unit, kind) = match metric.kind {
+                Type::Counter => (metric.name.strip_suffix("_total"), None, MetricType::Counter),
+                Type::Gauge => (Some(metric.name), None, MetricType::Gauge),
+                Type::Histogram => (
+                    metric.name.strip_suffix("_seconds"),
+                    Some(&Unit::Seconds),
+                    MetricType::Histogram,
+                ),
+            };
+            let mut family = encoder.encode_descriptor(base.unwrap_or(metric.name), metric.help, unit, kind)?;
+            for (keys, row) in named.get(&metric.source).into_iter().flatten() {
+                let mut labels: Labels = metric
+                    .labels
+                    .iter()
+                    .filter_map(|(name, key)| Some((*name, label_of(keys, *key)?)))
+                    .collect();
+                for (fixed, value) in metric.samples {
+                    labels.truncate(metric.labels.len());
+                    labels.extend(fixed.map(|(k, v)| (k, Cow::Borrowed(v))));
+                    let Some(sample) = value.of(row) else { continue };
+                    let mut sample_encoder = family.encode_family(&labels)?;
+                    match sample {
+                        Sample::Counter(n) => counter(sample_encoder, n)?,
+                        Sample::Gauge(n) => sample_encoder.encode_gauge(&n)?,
+                        Sample::Histogram(s) => {
+                            let (sum, count, buckets) = histogram_in_seconds(s);
+                            sample_encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn label_of(labels: &[(Key, Cow<'static, str>)], key: Key) -> Option<Cow<'static, str>> {
+    labels.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
+}
+
+/// (sum in seconds, count, per-bucket counts with upper bounds in seconds; `f64::MAX` marks
+/// `+Inf` for the encoder).
+fn histogram_in_seconds(s: &SyscallStats) -> (f64, u64, Vec<(f64, u64)>) {
+    let buckets = s
+        .buckets
+        .iter()
+        .enumerate()
+        .map(|(b, &n)| (histogram::upper_bound_ns(b).map_or(f64::MAX, |ns| ns as f64 / 1e9), n))
+        .collect();
+    (s.sum_ns as f64 / 1e9, s.buckets.iter().sum(), buckets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_the_kernel_buckets_in_seconds() {
+        let mut s = SyscallStats::ZERO;
+        s.buckets[histogram::bucket_of(50_000_000)] = 1; // one 50 ms call
+        s.buckets[0] = 3;
+        s.sum_ns = 50_000_600;
+        let (sum, count, buckets) = histogram_in_seconds(&s);
+        assert_eq!(count, 4);
+        assert!((sum - 0.0500006).abs() < 1e-12);
+        assert_eq!(buckets.len(), histogram::BUCKETS);
+        assert_eq!(buckets[0], (256e-9, 3));
+        let (le, n) = buckets[histogram::bucket_of(50_000_000)];
+        assert_eq!(n, 1);
+        assert!(
+            le >= 0.05 && le / 2.0 < 0.05,
+            "0.05 s must fall in the bucket ending at {le}"
+        );
+        assert_eq!(buckets.last().unwrap().0, f64::MAX);
+    }
+}

@@ -1,0 +1,238 @@
+//! The probe families, each declared once: its programs and the tracepoints they attach to,
+//! the maps it writes, the kernel struct fields it reads (found in BTF at start), and the
+//! metrics it feeds. Loading, attaching, BTF and the metric tables all read these, so a new
+//! family (HTTP, scheduler) is one more entry here plus its kernel module.
+//!
+//! The kernel half of each family is the `collector-ebpf` module of the same name, whose
+//! header cites the `TP_PROTO` of each tracepoint and the kernel source of each field.
+use collector_common::{KernelOffsets, maps};
+
+/// A program and the raw tracepoint it attaches to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// The `probe` label value.
+    pub name: &'static str,
+    pub program: &'static str,
+    pub tracepoint: &'static str,
+}
+
+/// A kernel struct field a family's programs read, and where its offset goes.
+#[derive(Clone, Copy, Debug)]
+pub struct BtfField {
+    pub ty: &'static str,
+    /// The field's path in `ty`, or several: the first the kernel has is used (names differ
+    /// between architectures).
+    pub paths: &'static [&'static str],
+    pub slot: fn(&mut KernelOffsets) -> &mut u32,
+}
+
+/// When a family is attached during start-up (see `agent.rs` for why the order matters).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stage {
+    /// Keeps the target set current (forks, exits, cgroup moves): attached before existing
+    /// processes are discovered, so none created in between is missed.
+    Follow,
+    /// Measures: attached once the target set is complete.
+    Measure,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Family {
+    pub name: &'static str,
+    pub stage: Stage,
+    pub probes: &'static [Probe],
+    /// Maps written by this family's programs (shared maps appear in each family using them).
+    pub maps: &'static [&'static str],
+    pub fields: &'static [BtfField],
+    /// The metrics it feeds, scrape-time and event-defined alike.
+    pub metrics: &'static [&'static str],
+}
+
+macro_rules! probe {
+    ($name:literal => $program:literal) => {
+        Probe {
+            name: $name,
+            program: $program,
+            tracepoint: $name,
+        }
+    };
+}
+
+macro_rules! field {
+    ($slot:ident: $ty:literal . $($path:literal)|+) => {
+        BtfField {
+            ty: $ty,
+            paths: &[$($path),+],
+            slot: |o| &mut o.$slot,
+        }
+    };
+}
+
+/// The process lifecycle (`collector-ebpf/src/processes.rs`): keeps `TARGET_OF` and the
+/// per-target counts current, and sends `process.*` events.
+pub const PROCESSES: Family = Family {
+    name: "processes",
+    stage: Stage::Follow,
+    probes: &[
+        probe!("sched_switch" => "collector_sched_switch"),
+        probe!("sched_process_fork" => "collector_fork"),
+        probe!("sched_process_exec" => "collector_exec"),
+        probe!("sched_process_exit" => "collector_exit"),
+    ],
+    maps: &[
+        maps::TARGET_OF,
+        maps::TARGET_COUNTS,
+        maps::ENTRY,
+        maps::CURRENT,
+        maps::EVENTS,
+        maps::EVENT_DROPS,
+    ],
+    fields: &[
+        field!(task_pid: "task_struct"."pid"),
+        field!(task_tgid: "task_struct"."tgid"),
+        field!(task_exit_code: "task_struct"."exit_code"),
+        field!(task_start_time: "task_struct"."start_time"),
+        field!(task_group_leader: "task_struct"."group_leader"),
+        field!(binprm_filename: "linux_binprm"."filename"),
+    ],
+    metrics: &[
+        "collector_process_starts_total",
+        "collector_process_execs_total",
+        "collector_process_exits_total",
+        "collector_process_lifetime_seconds",
+        "collector_processes",
+        "collector_threads",
+    ],
+};
+
+/// Cgroup membership (`collector-ebpf/src/cgroups.rs`): re-targets processes that move.
+pub const CGROUPS: Family = Family {
+    name: "cgroups",
+    stage: Stage::Follow,
+    probes: &[probe!("cgroup_attach_task" => "collector_cgroup_attach_task")],
+    maps: &[maps::TARGET_OF, maps::TARGET_COUNTS, maps::CURRENT],
+    fields: &[
+        field!(task_tgid: "task_struct"."tgid"),
+        field!(task_cgroups: "task_struct"."cgroups"),
+        field!(css_set_dfl_cgrp: "css_set"."dfl_cgrp"),
+        field!(cgroup_level: "cgroup"."level"),
+        field!(cgroup_ancestors: "cgroup"."ancestors"),
+        field!(cgroup_kn: "cgroup"."kn"),
+        field!(kernfs_node_id: "kernfs_node"."id"),
+        field!(task_signal: "task_struct"."signal"),
+        field!(signal_live: "signal_struct"."live"),
+    ],
+    metrics: &[],
+};
+
+/// TCP connections and socket bytes (`collector-ebpf/src/sockets.rs`). Attached before the
+/// syscalls, whose exit path hands accepted connections to it.
+pub const SOCKETS: Family = Family {
+    name: "sockets",
+    stage: Stage::Measure,
+    probes: &[
+        probe!("inet_sock_set_state" => "collector_inet_sock_set_state"),
+        probe!("sock_send_length" => "collector_sock_send_length"),
+        probe!("sock_recv_length" => "collector_sock_recv_length"),
+        probe!("tcp_destroy_sock" => "collector_tcp_destroy_sock"),
+        probe!("tcp_retransmit_skb" => "collector_tcp_retransmit_skb"),
+        probe!("tcp_send_reset" => "collector_tcp_send_reset"),
+        probe!("tcp_receive_reset" => "collector_tcp_receive_reset"),
+    ],
+    maps: &[
+        maps::SOCKETS,
+        maps::SOCKET_BYTES,
+        maps::TCP_COUNTS,
+        maps::EVENTS,
+        maps::EVENT_DROPS,
+    ],
+    fields: &[
+        field!(sock_family: "sock"."__sk_common.skc_family"),
+        field!(sock_protocol: "sock"."sk_protocol"),
+        field!(sock_err: "sock"."sk_err"),
+        field!(sock_daddr: "sock"."__sk_common.skc_daddr"),
+        field!(sock_rcv_saddr: "sock"."__sk_common.skc_rcv_saddr"),
+        field!(sock_dport: "sock"."__sk_common.skc_dport"),
+        field!(sock_v6_daddr: "sock"."__sk_common.skc_v6_daddr"),
+        field!(sock_v6_rcv_saddr: "sock"."__sk_common.skc_v6_rcv_saddr"),
+        field!(inet_sport: "inet_sock"."inet_sport"),
+        field!(task_files: "task_struct"."files"),
+        field!(files_fdt: "files_struct"."fdt"),
+        field!(fdtable_max_fds: "fdtable"."max_fds"),
+        field!(fdtable_fd: "fdtable"."fd"),
+        field!(file_private_data: "file"."private_data"),
+        field!(socket_sk: "socket"."sk"),
+    ],
+    metrics: &[
+        "collector_socket_sent_bytes_total",
+        "collector_socket_received_bytes_total",
+        "collector_tcp_connections",
+        "collector_tcp_retransmits_total",
+        "collector_tcp_resets_total",
+        "collector_tcp_connections_opened_total",
+        "collector_tcp_connect_errors_total",
+        "collector_tcp_connect_duration_seconds",
+        "collector_tcp_connection_duration_seconds",
+    ],
+};
+
+/// Syscall latency and errors (`collector-ebpf/src/syscalls.rs`): attached last, so
+/// everything counted happened with the target set complete.
+pub const SYSCALLS: Family = Family {
+    name: "syscalls",
+    stage: Stage::Measure,
+    probes: &[
+        probe!("sys_enter" => "collector_sys_enter"),
+        probe!("sys_exit" => "collector_sys_exit"),
+    ],
+    maps: &[maps::ENTRY, maps::CURRENT, maps::SYSCALL_STATS, maps::SYSCALL_ERRORS],
+    fields: &[field!(regs_syscall_nr: "pt_regs"."orig_ax" | "syscallno")],
+    metrics: &[
+        "collector_syscalls_total",
+        "collector_syscall_errors_total",
+        "collector_syscall_duration_seconds",
+    ],
+};
+
+/// Every family, in attach order within each stage.
+pub const FAMILIES: [Family; 4] = [PROCESSES, CGROUPS, SOCKETS, SYSCALLS];
+
+/// Every probe of every family.
+pub fn all_probes() -> impl Iterator<Item = &'static Probe> {
+    FAMILIES.iter().flat_map(|f| f.probes.iter())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn probe_and_program_names_are_unique() {
+        let mut names = HashSet::new();
+        let mut programs = HashSet::new();
+        for probe in all_probes() {
+            assert!(names.insert(probe.name), "{}", probe.name);
+            assert!(programs.insert(probe.program), "{}", probe.program);
+        }
+    }
+
+    #[test]
+    fn every_offset_belongs_to_a_family() {
+        // KernelOffsets is all u32s: mark each slot the families fill, and find none left.
+        let mut offsets = KernelOffsets::default();
+        for field in FAMILIES.iter().flat_map(|f| f.fields) {
+            *(field.slot)(&mut offsets) = 1;
+        }
+        // SAFETY: KernelOffsets is #[repr(C)] and all u32 fields.
+        let all: [u32; size_of::<KernelOffsets>() / 4] = unsafe { std::mem::transmute(offsets) };
+        assert!(all.iter().all(|&o| o == 1), "{offsets:?}");
+    }
+
+    #[test]
+    fn follow_families_come_before_measuring_ones() {
+        let stages: Vec<Stage> = FAMILIES.iter().map(|f| f.stage).collect();
+        assert!(stages.is_sorted(), "{stages:?}");
+    }
+}

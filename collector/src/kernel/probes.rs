@@ -1,0 +1,133 @@
+//! Loading the kernel programs, attaching them, and knowing which are attached.
+//!
+//! Nothing is pinned: every program, link and map belongs to the `Ebpf` object held in
+//! [`Probes`], so dropping it (on shutdown, or on any start-up error) detaches and unloads
+//! everything. No state outlives the agent.
+use std::collections::BTreeMap;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    programs::{ProgramError, RawTracePoint},
+};
+use collector_common::{globals, maps};
+
+use super::{
+    btf::KernelLayout,
+    families::{FAMILIES, Stage, all_probes},
+};
+
+/// The kernel object built from `collector-ebpf` by build.rs. Public for the benchmark, which
+/// attaches the object's floor programs.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/collector"));
+
+/// How many entries each runtime-sized map gets, from the agent's settings. The defaults
+/// (`collector_common::maps::*_DEFAULT`) are documented with the flags in the README.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    /// `TARGET_OF` and `ENTRY`, indexed by pid and tid: the host's `pid_max`.
+    pub pid_max: u32,
+    /// `EVENTS`, in bytes (a power of two).
+    pub ring_buffer_bytes: u32,
+    /// `CGROUP_TARGETS`, `TARGET_COUNTS` and `TCP_COUNTS`, which hold one entry per target.
+    pub targets: u32,
+    pub syscall_stats: u32,
+    pub syscall_errors: u32,
+    pub sockets: u32,
+    pub socket_bytes: u32,
+}
+
+impl MapSizes {
+    fn each(&self) -> [(&'static str, u32); 10] {
+        [
+            (maps::TARGET_OF, self.pid_max),
+            (maps::ENTRY, self.pid_max),
+            (maps::EVENTS, self.ring_buffer_bytes),
+            (maps::CGROUP_TARGETS, self.targets),
+            (maps::TARGET_COUNTS, self.targets),
+            (maps::TCP_COUNTS, self.targets),
+            (maps::SYSCALL_STATS, self.syscall_stats),
+            (maps::SYSCALL_ERRORS, self.syscall_errors),
+            (maps::SOCKETS, self.sockets),
+            (maps::SOCKET_BYTES, self.socket_bytes),
+        ]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The object or one of its maps could not be loaded into the kernel.
+    #[error("cannot load the eBPF object: {0}")]
+    Load(#[source] aya::EbpfError),
+    /// The verifier rejected a program, or the kernel refused to attach it.
+    #[error("cannot {action} probe {probe} (raw tracepoint {tracepoint}): {source}")]
+    Program {
+        action: &'static str,
+        probe: &'static str,
+        tracepoint: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    /// The object lacks a program this agent expects (a build mismatch).
+    #[error("the embedded eBPF object has no program {0}")]
+    Missing(&'static str),
+}
+
+/// The loaded object and the attach state of each probe.
+pub struct Probes {
+    ebpf: Ebpf,
+    attached: BTreeMap<&'static str, bool>,
+}
+
+impl Probes {
+    /// Loads the object with its maps sized by `sizes` and the kernel layout set. No program
+    /// is attached.
+    pub fn load(layout: &KernelLayout, sizes: &MapSizes) -> Result<Self, ProbeError> {
+        let mut loader = EbpfLoader::new();
+        // The kernel's BTF is for CO-RE relocations, which Rust programs do not have; not
+        // loading it saves a second multi-megabyte parse (btf.rs reads what we need).
+        loader.btf(None);
+        for (map, entries) in sizes.each() {
+            loader.map_max_entries(map, entries);
+        }
+        let ebpf = loader
+            .override_global(globals::KERNEL_OFFSETS, &layout.offsets, true)
+            .override_global(globals::KERNEL_FEATURES, &layout.features, true)
+            .load(OBJECT)
+            .map_err(ProbeError::Load)?;
+        let attached = all_probes().map(|p| (p.name, false)).collect();
+        Ok(Probes { ebpf, attached })
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
+    /// Verifies and attaches the probes of every family of `stage`, in order. On error the
+    /// caller drops `self`, which detaches whatever was attached.
+    pub fn attach(&mut self, stage: Stage) -> Result<(), ProbeError> {
+        for probe in FAMILIES.iter().filter(|f| f.stage == stage).flat_map(|f| f.probes) {
+            let err = |action, source| ProbeError::Program {
+                action,
+                probe: probe.name,
+                tracepoint: probe.tracepoint,
+                source: Box::new(source),
+            };
+            let program: &mut RawTracePoint = self
+                .ebpf
+                .program_mut(probe.program)
+                .ok_or(ProbeError::Missing(probe.program))?
+                .try_into()
+                .map_err(|e| err("load", e))?;
+            program.load().map_err(|e| err("load", e))?;
+            program.attach(probe.tracepoint).map_err(|e| err("attach", e))?;
+            self.attached.insert(probe.name, true);
+            tracing::debug!(probe = probe.name, "attached");
+        }
+        Ok(())
+    }
+
+    /// Each probe by its `probe` label, and whether it is attached.
+    pub fn attached(&self) -> &BTreeMap<&'static str, bool> {
+        &self.attached
+    }
+}

@@ -1,0 +1,273 @@
+//! The event bus: handlers attach to event names under an id and receive every matching
+//! event on their own thread through a bounded queue. [`Telemetry::execute`] never blocks:
+//! when a handler's queue is full the event is dropped for that handler and counted in
+//! [`EventStats`] under the handler's stage.
+use std::{
+    collections::BTreeMap,
+    sync::{
+        Arc, Mutex,
+        mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
+    },
+    thread::JoinHandle,
+};
+
+use super::event::Event;
+use crate::sync::lock;
+
+/// Where an event was lost: the `stage` label of `collector_events_dropped_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum DropStage {
+    /// The kernel could not reserve ring-buffer space (counted in the kernel).
+    Kernel,
+    /// A handler's queue was full.
+    Queue,
+    /// The event sink's queue was full: it is behind its writer.
+    Sink,
+    /// A ring-buffer record that could not be decoded.
+    Decode,
+}
+
+impl DropStage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropStage::Kernel => "kernel",
+            DropStage::Queue => "queue",
+            DropStage::Sink => "sink",
+            DropStage::Decode => "decode",
+        }
+    }
+}
+
+/// Events executed per name, and events dropped per (name, stage), since start.
+#[derive(Debug, Default)]
+pub struct EventStats {
+    inner: Mutex<StatsInner>,
+}
+
+#[derive(Debug, Default)]
+struct StatsInner {
+    executed: BTreeMap<&'static str, u64>,
+    dropped: BTreeMap<(&'static str, DropStage), u64>,
+}
+
+impl EventStats {
+    pub fn count_dropped(&self, event: &'static str, stage: DropStage) {
+        *lock(&self.inner).dropped.entry((event, stage)).or_default() += 1;
+    }
+
+    pub fn executed(&self) -> Vec<(&'static str, u64)> {
+        lock(&self.inner).executed.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+
+    pub fn dropped(&self) -> Vec<((&'static str, DropStage), u64)> {
+        lock(&self.inner).dropped.iter().map(|(k, v)| (*k, *v)).collect()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// Handler ids are unique, as in `:telemetry`.
+    #[error("a handler with id {0:?} is already attached")]
+    AlreadyAttached(String),
+    /// The handler's thread could not be started.
+    #[error("cannot start the thread of handler {0:?}: {1}")]
+    Spawn(String, #[source] std::io::Error),
+}
+
+/// Which events a handler receives: the listed names, or every event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventFilter {
+    Names(Vec<&'static str>),
+    All,
+}
+
+impl EventFilter {
+    fn matches(&self, name: &str) -> bool {
+        match self {
+            EventFilter::Names(names) => names.contains(&name),
+            EventFilter::All => true,
+        }
+    }
+}
+
+struct Handler {
+    id: String,
+    filter: EventFilter,
+    stage: DropStage,
+    queue: SyncSender<Arc<Event>>,
+    thread: JoinHandle<()>,
+}
+
+/// The event bus: handlers, and the counts of what passed and what was lost.
+#[derive(Default)]
+pub struct Telemetry {
+    handlers: Mutex<Vec<Handler>>,
+    stats: EventStats,
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<String> = lock(&self.handlers).iter().map(|h| h.id.clone()).collect();
+        f.debug_struct("Telemetry")
+            .field("handlers", &ids)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Telemetry {
+    pub fn new() -> Telemetry {
+        Telemetry::default()
+    }
+
+    pub fn stats(&self) -> &EventStats {
+        &self.stats
+    }
+
+    /// Attaches `handle` under `id` to the events `filter` selects. It runs on a thread of
+    /// its own and sees events in the order they were executed; at most `capacity` wait for
+    /// it, and the ones beyond are dropped and counted under `stage`.
+    pub fn attach(
+        &self,
+        id: &str,
+        filter: EventFilter,
+        capacity: usize,
+        stage: DropStage,
+        mut handle: impl FnMut(&Event) + Send + 'static,
+    ) -> Result<(), TelemetryError> {
+        let mut handlers = lock(&self.handlers);
+        if handlers.iter().any(|h| h.id == id) {
+            return Err(TelemetryError::AlreadyAttached(id.to_owned()));
+        }
+        let (queue, events): (_, Receiver<Arc<Event>>) = sync_channel(capacity);
+        let thread = std::thread::Builder::new()
+            .name(format!("telemetry-{id}"))
+            .spawn(move || {
+                for event in events {
+                    handle(&event);
+                }
+            })
+            .map_err(|e| TelemetryError::Spawn(id.to_owned(), e))?;
+        handlers.push(Handler {
+            id: id.to_owned(),
+            filter,
+            stage,
+            queue,
+            thread,
+        });
+        Ok(())
+    }
+
+    /// Detaches the handler `id` after it has handled every event already queued for it.
+    /// Returns whether it was attached.
+    pub fn detach(&self, id: &str) -> bool {
+        let handler = {
+            let mut handlers = lock(&self.handlers);
+            let Some(i) = handlers.iter().position(|h| h.id == id) else {
+                return false;
+            };
+            handlers.remove(i)
+        };
+        drop(handler.queue);
+        let _ = handler.thread.join();
+        true
+    }
+
+    /// Detaches every handler, draining their queues (on shutdown).
+    pub fn detach_all(&self) {
+        let ids: Vec<String> = lock(&self.handlers).iter().map(|h| h.id.clone()).collect();
+        for id in ids {
+            self.detach(&id);
+        }
+    }
+
+    /// Hands `event` to every handler attached to its name, without waiting for any.
+    pub fn execute(&self, event: Event) {
+        let name = event.name;
+        let event = Arc::new(event);
+        let handlers = lock(&self.handlers);
+        *lock(&self.stats.inner).executed.entry(name).or_default() += 1;
+        for h in handlers.iter().filter(|h| h.filter.matches(name)) {
+            match h.queue.try_send(event.clone()) {
+                Ok(()) => {}
+                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                    self.stats.count_dropped(name, h.stage)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::mpsc::channel, time::SystemTime};
+
+    use super::*;
+
+    fn event(name: &'static str) -> Event {
+        Event::new(name, SystemTime::UNIX_EPOCH)
+            .measure("duration", 1.5)
+            .meta("pid", 7u32)
+    }
+
+    #[test]
+    fn handlers_receive_only_the_events_they_attached_to() {
+        let telemetry = Telemetry::new();
+        let (tx, rx) = channel();
+        let names = EventFilter::Names(vec!["process.exit"]);
+        telemetry
+            .attach("h", names, 16, DropStage::Queue, move |e| tx.send(e.name).unwrap())
+            .unwrap();
+        telemetry.execute(event("process.start"));
+        telemetry.execute(event("process.exit"));
+        assert!(telemetry.detach("h"));
+        assert_eq!(rx.iter().collect::<Vec<_>>(), vec!["process.exit"]);
+        assert_eq!(
+            telemetry.stats().executed(),
+            vec![("process.exit", 1), ("process.start", 1)]
+        );
+    }
+
+    #[test]
+    fn a_detached_handler_receives_nothing_more_and_ids_are_unique() {
+        let telemetry = Telemetry::new();
+        let (tx, rx) = channel();
+        telemetry
+            .attach("h", EventFilter::All, 16, DropStage::Queue, move |e| {
+                tx.send(e.name).unwrap()
+            })
+            .unwrap();
+        assert!(matches!(
+            telemetry.attach("h", EventFilter::All, 16, DropStage::Queue, |_| {}),
+            Err(TelemetryError::AlreadyAttached(id)) if id == "h"
+        ));
+        telemetry.execute(event("a"));
+        assert!(telemetry.detach("h"));
+        assert!(!telemetry.detach("h"));
+        telemetry.execute(event("b"));
+        assert_eq!(rx.iter().collect::<Vec<_>>(), vec!["a"]);
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_without_blocking() {
+        let telemetry = Telemetry::new();
+        let (release_tx, release_rx) = channel::<()>();
+        let (seen_tx, seen_rx) = channel();
+        // The handler blocks on its first event until released, so its queue fills.
+        telemetry
+            .attach("slow", EventFilter::All, 2, DropStage::Sink, move |e| {
+                seen_tx.send(e.name).unwrap();
+                let _ = release_rx.recv();
+            })
+            .unwrap();
+        telemetry.execute(event("e"));
+        assert_eq!(seen_rx.recv().unwrap(), "e"); // the first is being handled: the queue is empty
+        for _ in 0..5 {
+            telemetry.execute(event("e")); // 2 fit in the queue, 3 are dropped
+        }
+        drop(release_tx);
+        telemetry.detach("slow");
+        assert_eq!(seen_rx.iter().count(), 2);
+        assert_eq!(telemetry.stats().dropped(), vec![(("e", DropStage::Sink), 3)]);
+        assert_eq!(telemetry.stats().executed(), vec![("e", 6)]);
+    }
+}

@@ -1,0 +1,171 @@
+//! From kernel records to telemetry events: kernel times to wall-clock times, wait statuses
+//! to outcomes, TCP endpoints to text, and the target's name and cgroup as metadata.
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::{Duration, SystemTime},
+};
+
+use collector_common::{
+    TargetId,
+    events::{EventKind, TcpRecord},
+    sockets::{AF_INET6, connect_error_reason, direction_label},
+};
+
+use super::event::Event;
+use crate::{
+    kernel::records::{Record, kernel_str},
+    targets::{Target, TargetKind, TargetSet},
+};
+
+/// Converts `bpf_ktime_get_ns()` (CLOCK_MONOTONIC) to wall-clock time.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    /// Wall-clock time at monotonic zero.
+    boot: SystemTime,
+}
+
+impl Clock {
+    pub fn now() -> Clock {
+        let mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(Duration::from)
+            .unwrap_or_default();
+        Clock {
+            boot: SystemTime::now() - mono,
+        }
+    }
+
+    pub fn wall(&self, ktime_ns: u64) -> SystemTime {
+        self.boot + Duration::from_nanos(ktime_ns)
+    }
+}
+
+/// How a process ended, from its wait status (`task_struct.exit_code`): the `outcome` label,
+/// and the exit status or the signal's name.
+pub fn outcome(exit_code: u32) -> (&'static str, Result<i64, String>) {
+    let signal = (exit_code & 0x7f) as i32;
+    if signal != 0 {
+        let name = nix::sys::signal::Signal::try_from(signal).map(|s| s.as_str().to_owned());
+        return ("signal", Err(name.unwrap_or_else(|_| signal.to_string())));
+    }
+    let status = i64::from((exit_code >> 8) & 0xff);
+    (if status == 0 { "success" } else { "failure" }, Ok(status))
+}
+
+/// The telemetry event of a record.
+pub fn to_event(record: &Record, targets: &TargetSet, clock: &Clock) -> Event {
+    let (header, comm) = match record {
+        Record::Start(p) | Record::Exit(p) => (&p.header, &p.comm),
+        Record::Exec(e) => (&e.process.header, &e.process.comm),
+        Record::Tcp(t) => (&t.header, &t.comm),
+    };
+    // The kind was checked when the record was decoded.
+    let kind = EventKind::from_u32(header.kind).unwrap_or(EventKind::ProcessStart);
+    let event = Event::new(kind.event_name(), clock.wall(header.ktime_ns))
+        .meta("pid", header.pid)
+        .meta("comm", kernel_str(comm));
+    let event = match TargetId::from_slot(header.target).and_then(|id| targets.get(id)) {
+        Some(target) => describe(event, target),
+        None => event.meta("target", "unknown"),
+    };
+    match record {
+        Record::Tcp(t) => tcp_event(event, kind, t),
+        Record::Start(p) => event.meta("ppid", p.ppid),
+        Record::Exec(e) => event.meta("filename", kernel_str(&e.filename)),
+        Record::Exit(p) => {
+            let lifetime = p.header.ktime_ns.saturating_sub(p.start_ns) as f64 / 1e9;
+            let (outcome, detail) = outcome(p.exit_code);
+            let event = event.measure("duration", lifetime).meta("outcome", outcome);
+            match detail {
+                Ok(status) => event.meta("exit_code", status),
+                Err(signal) => event.meta("signal", signal),
+            }
+        }
+    }
+}
+
+/// The TCP part of a `tcp.*` event: endpoints and direction always, then what the kind has.
+fn tcp_event(event: Event, kind: EventKind, t: &TcpRecord) -> Event {
+    let (family, saddr, daddr) = if t.family == AF_INET6 {
+        (
+            "ipv6",
+            Ipv6Addr::from(t.saddr).to_string(),
+            Ipv6Addr::from(t.daddr).to_string(),
+        )
+    } else {
+        let v4 = |a: [u8; 16]| Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string();
+        ("ipv4", v4(t.saddr), v4(t.daddr))
+    };
+    let event = event
+        .meta("family", family)
+        .meta("saddr", saddr)
+        .meta("sport", u32::from(t.sport))
+        .meta("daddr", daddr)
+        .meta("dport", u32::from(t.dport))
+        .meta("direction", direction_label(t.direction));
+    let seconds = t.duration_ns as f64 / 1e9;
+    match kind {
+        EventKind::TcpConnect => event.measure("duration", seconds),
+        EventKind::TcpConnectError => event.meta("reason", connect_error_reason(t.sk_err)),
+        EventKind::TcpClose => event
+            .measure("duration", seconds)
+            .measure("bytes_sent", t.bytes_sent as f64)
+            .measure("bytes_received", t.bytes_received as f64),
+        _ => event,
+    }
+}
+
+/// Adds a target's metadata to `event`: `target`, and `cgroup` for a cgroup target.
+pub fn describe(event: Event, target: &Target) -> Event {
+    let event = event.meta("target", target.name.as_str());
+    match &target.kind {
+        TargetKind::Cgroup { path, .. } => event.meta("cgroup", path.as_str()),
+        TargetKind::Pid => event,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use collector_common::events::EventKind;
+
+    use super::*;
+    use crate::{kernel::records::tests::process, targets::PidSpec};
+
+    fn targets() -> TargetSet {
+        TargetSet::from_specs(
+            &[PidSpec {
+                name: Some("web".into()),
+                pid: 10,
+            }],
+            1000,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn wait_statuses_decode_to_outcomes() {
+        assert_eq!(outcome(0), ("success", Ok(0)));
+        assert_eq!(outcome(3 << 8), ("failure", Ok(3)));
+        assert_eq!(outcome(9), ("signal", Err("SIGKILL".into())));
+        assert_eq!(outcome(0x80 | 11), ("signal", Err("SIGSEGV".into()))); // core dumped
+    }
+
+    #[test]
+    fn an_exit_record_becomes_a_process_exit_event() {
+        let clock = Clock {
+            boot: SystemTime::UNIX_EPOCH,
+        };
+        let event = to_event(
+            &Record::Exit(process(EventKind::ProcessExit, 42, 9)),
+            &targets(),
+            &clock,
+        );
+        assert_eq!(event.name, "process.exit");
+        assert_eq!(event.time, SystemTime::UNIX_EPOCH + Duration::from_secs(5));
+        assert_eq!(event.measurement("duration"), Some(2.0));
+        assert_eq!(event.metadata("target"), Some(&"web".into()));
+        assert_eq!(event.metadata("comm"), Some(&"worker".into()));
+        assert_eq!(event.metadata("signal"), Some(&"SIGKILL".into()));
+        assert_eq!(event.metadata("outcome"), Some(&"signal".into()));
+        assert_eq!(event.metadata("exit_code"), None);
+    }
+}
