@@ -135,6 +135,6 @@ pub struct TargetCounts {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::*;
+    use super::TargetCounts;
     unsafe impl aya::Pod for TargetCounts {}
 }

@@ -12,7 +12,9 @@ pub const MAX_SHIFT: u32 = 34;
 /// Finite buckets plus the `+Inf` bucket.
 pub const BUCKETS: usize = (MAX_SHIFT - MIN_SHIFT + 2) as usize;
 
-/// The bucket a duration of `ns` nanoseconds falls into.
+/// The bucket a duration of `ns` nanoseconds falls into. Always inlined: the kernel programs
+/// call it on their hot path, where a BPF-to-BPF call would cost more than the body.
+#[allow(clippy::inline_always)]
 #[inline(always)]
 pub fn bucket_of(ns: u64) -> usize {
     if ns <= 1 << MIN_SHIFT {
@@ -34,6 +36,7 @@ pub fn upper_bound_ns(b: usize) -> Option<u64> {
 
 /// floor(log2(v)) for v > 0, by binary search: a handful of branches the BPF verifier accepts
 /// without loops (and without relying on how the BPF backend lowers `leading_zeros`).
+#[allow(clippy::inline_always)] // as bucket_of, whose body it is part of
 #[inline(always)]
 fn log2(mut v: u64) -> u32 {
     let mut r = 0;

@@ -233,7 +233,7 @@ pub mod globals {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::*;
+    use super::{CurrentTask, EntrySlot, ErrorKey, KernelFeatures, KernelOffsets, SyscallKey, SyscallStats};
     unsafe impl aya::Pod for EntrySlot {}
     unsafe impl aya::Pod for CurrentTask {}
     unsafe impl aya::Pod for SyscallKey {}

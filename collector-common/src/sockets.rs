@@ -170,7 +170,7 @@ pub struct TcpCounts {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::*;
+    use super::{Connection, SocketBytes, SocketBytesKey, TcpCounts};
     unsafe impl aya::Pod for Connection {}
     unsafe impl aya::Pod for SocketBytesKey {}
     unsafe impl aya::Pod for SocketBytes {}

@@ -283,7 +283,7 @@ mod tests {
             .get_arguments()
             .filter(|a| a.get_long().is_some_and(|l| l != "help" && l != "version"))
         {
-            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            let help = arg.get_help().map(std::string::ToString::to_string).unwrap_or_default();
             assert!(
                 help.contains("example:"),
                 "--{} lacks an example: {help}",

@@ -59,15 +59,20 @@ pub struct AgentCollector {
 }
 
 /// A counter family of one sample without labels.
-fn one_counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: impl EncodeCounterValue) -> fmt::Result {
+fn one_counter(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: &impl EncodeCounterValue,
+) -> fmt::Result {
     counter(encoder.encode_descriptor(name, help, None, MetricType::Counter)?, value)
 }
 
 /// A gauge family of one sample without labels.
-fn one_gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: impl EncodeGaugeValue) -> fmt::Result {
+fn one_gauge(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: &impl EncodeGaugeValue) -> fmt::Result {
     encoder
         .encode_descriptor(name, help, None, MetricType::Gauge)?
-        .encode_gauge(&value)
+        .encode_gauge(value)
 }
 
 impl Collector for AgentCollector {
@@ -87,7 +92,7 @@ impl Collector for AgentCollector {
             &mut encoder,
             "collector_map_read_errors",
             "Kernel map entries the agent failed to read during scrapes.",
-            self.read_errors.load(Ordering::Relaxed),
+            &self.read_errors.load(Ordering::Relaxed),
         )?;
         let mut family = encoder.encode_descriptor(
             "collector_build_info",
@@ -121,13 +126,13 @@ impl Collector for AgentCollector {
                 me.start_time_seconds,
             ),
         ] {
-            one_gauge(&mut encoder, name, help, value)?;
+            one_gauge(&mut encoder, name, help, &value)?;
         }
         one_counter(
             &mut encoder,
             "process_cpu_seconds",
             "Total user and system CPU time spent in seconds.",
-            me.cpu_seconds,
+            &me.cpu_seconds,
         )
     }
 }
@@ -142,7 +147,7 @@ impl AgentCollector {
             MetricType::Counter,
         )?;
         for (event, n) in stats.executed() {
-            counter(family.encode_family(&EventLabels { event })?, n)?;
+            counter(family.encode_family(&EventLabels { event })?, &n)?;
         }
 
         let mut family = encoder.encode_descriptor(
@@ -161,7 +166,7 @@ impl AgentCollector {
                 event,
                 stage: stage.as_str(),
             };
-            counter(family.encode_family(&labels)?, n)?;
+            counter(family.encode_family(&labels)?, &n)?;
         }
         Ok(())
     }
@@ -188,7 +193,7 @@ impl AgentCollector {
             encoder,
             "collector_targets_rejected",
             "Cgroups not observed because --max-targets targets existed already.",
-            rejected,
+            &rejected,
         )
     }
 }

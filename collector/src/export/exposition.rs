@@ -35,7 +35,7 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
             .find_map(|p| Some((p, line.strip_prefix(p)?)));
         match meta.and_then(|(p, rest)| Some((p, rest.split_once(' ')?))) {
             Some((prefix, (name, rest))) if counters.contains(name) => {
-                out.push_str(&format!("{prefix}{name}_total {rest}"));
+                out.extend([prefix, name, "_total ", rest]);
             }
             _ => out.push_str(line),
         }
@@ -55,8 +55,8 @@ pub fn encode(registry: &Registry) -> String {
 }
 
 /// Encodes one counter sample, without an exemplar.
-pub fn counter(mut metric: MetricEncoder, value: impl EncodeCounterValue) -> Result<(), std::fmt::Error> {
-    metric.encode_counter::<NoLabelSet, _, u64>(&value, None)
+pub fn counter(mut metric: MetricEncoder, value: &impl EncodeCounterValue) -> Result<(), std::fmt::Error> {
+    metric.encode_counter::<NoLabelSet, _, u64>(value, None)
 }
 
 #[cfg(test)]

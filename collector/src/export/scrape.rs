@@ -186,7 +186,7 @@ impl Collector for KernelCollector {
                     let Some(sample) = value.of(row) else { continue };
                     let mut sample_encoder = family.encode_family(&labels)?;
                     match sample {
-                        Sample::Counter(n) => counter(sample_encoder, n)?,
+                        Sample::Counter(n) => counter(sample_encoder, &n)?,
                         Sample::Gauge(n) => sample_encoder.encode_gauge(&n)?,
                         Sample::Histogram(s) => {
                             let (sum, count, buckets) = histogram_in_seconds(s);
@@ -221,6 +221,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(clippy::float_cmp)] // the bounds are exact powers of two
     fn histogram_buckets_are_the_kernel_buckets_in_seconds() {
         let mut s = SyscallStats::ZERO;
         s.buckets[histogram::bucket_of(50_000_000)] = 1; // one 50 ms call

@@ -72,7 +72,7 @@ pub(crate) mod tests {
 
     pub(crate) fn bytes<T>(v: &T) -> Vec<u8> {
         // SAFETY: reading the bytes of a plain #[repr(C)] value.
-        unsafe { std::slice::from_raw_parts((v as *const T).cast::<u8>(), size_of::<T>()) }.to_vec()
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref::<T>(v).cast::<u8>(), size_of::<T>()) }.to_vec()
     }
 
     pub(crate) fn comm(s: &str) -> [u8; COMM_LEN] {

@@ -189,8 +189,8 @@ impl Telemetry {
         for h in handlers.iter().filter(|h| h.filter.matches(name)) {
             match h.queue.try_send(event.clone()) {
                 Ok(()) => {}
-                Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                    self.stats.count_dropped(name, h.stage)
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                    self.stats.count_dropped(name, h.stage);
                 }
             }
         }
@@ -233,7 +233,7 @@ mod tests {
         let (tx, rx) = channel();
         telemetry
             .attach("h", EventFilter::All, 16, DropStage::Queue, move |e| {
-                tx.send(e.name).unwrap()
+                tx.send(e.name).unwrap();
             })
             .unwrap();
         assert!(matches!(

@@ -138,7 +138,7 @@ impl EventMetrics {
             .iter()
             .flat_map(|(d, _)| d.events.iter().copied())
             .collect();
-        names.sort();
+        names.sort_unstable();
         names.dedup();
         names
     }
@@ -156,7 +156,10 @@ impl EventMetrics {
                 .map(|&tag| {
                     (
                         tag.to_owned(),
-                        event.metadata(tag).map(|v| v.to_label()).unwrap_or_default(),
+                        event
+                            .metadata(tag)
+                            .map(super::event::Value::to_label)
+                            .unwrap_or_default(),
                     )
                 })
                 .collect();

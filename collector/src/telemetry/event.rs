@@ -62,11 +62,13 @@ impl Event {
         }
     }
 
+    #[must_use]
     pub fn measure(mut self, key: &'static str, value: f64) -> Event {
         self.measurements.push((key, value));
         self
     }
 
+    #[must_use]
     pub fn meta(mut self, key: &'static str, value: impl Into<Value>) -> Event {
         self.metadata.push((key, value.into()));
         self

@@ -146,7 +146,8 @@ mod tests {
         assert_eq!(outcome(0), ("success", Ok(0)));
         assert_eq!(outcome(3 << 8), ("failure", Ok(3)));
         assert_eq!(outcome(9), ("signal", Err("SIGKILL".into())));
-        assert_eq!(outcome(0x80 | 11), ("signal", Err("SIGSEGV".into()))); // core dumped
+        let core_dumped = 0x80;
+        assert_eq!(outcome(core_dumped | 0xb), ("signal", Err("SIGSEGV".into())));
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub fn procs_recursive(dir: &Path) -> io::Result<Vec<u32>> {
                     .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
                     .map(|e| e.path()),
             ),
-            Err(e) if skip(&e) => continue,
+            Err(e) if skip(&e) => {}
             Err(e) => return Err(e),
         }
     }

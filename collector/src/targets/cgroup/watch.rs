@@ -356,6 +356,16 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
     }
 
+    /// Removes a test's cgroup (and its `child`) however the test ends.
+    struct Cleanup(PathBuf);
+
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir(self.0.join("child"));
+            let _ = fs::remove_dir(&self.0);
+        }
+    }
+
     /// Against the kernel's hierarchy: ids are inodes, names relative to the mount, and mkdir /
     /// rmdir raise inotify events there. Needs root and a cgroup2 mount.
     #[test]
@@ -376,14 +386,6 @@ mod tests {
         let dir = fs.mount().join(&name);
         let patterns = vec![pattern_in(&fs, &format!("{name}/*"))];
         fs::create_dir(&dir).unwrap();
-        // Removes the test cgroups however the test ends.
-        struct Cleanup(PathBuf);
-        impl Drop for Cleanup {
-            fn drop(&mut self) {
-                let _ = fs::remove_dir(self.0.join("child"));
-                let _ = fs::remove_dir(&self.0);
-            }
-        }
         let _cleanup = Cleanup(dir.clone());
 
         let cgroup = fs.resolve(&name).unwrap();
