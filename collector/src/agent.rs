@@ -33,11 +33,13 @@ use crate::{
     kernel::{
         btf::KernelLayout,
         families::Stage,
+        host,
         maps::{KernelMaps, take_events},
         probes::Probes,
         records::DecodeError,
         ring::{self, RingFill},
     },
+    logging,
     shutdown::Shutdown,
     targets::{self, Checked, Request, TargetError, Targets},
     telemetry::{DropStage, Telemetry, builtin, definitions::EventMetrics, kernel_events, poller, sink},
@@ -144,9 +146,9 @@ fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Run
         patterns: &cli.cgroup_patterns,
         max_targets: cli.max_targets as usize,
     })?;
-    check_privileges()?;
+    host::check_privileges().map_err(runtime)?;
     let layout = KernelLayout::read().map_err(runtime)?;
-    let pid_max = read_pid_max().map_err(runtime)?;
+    let pid_max = host::pid_max().map_err(runtime)?;
     let listener = bind(cli)?;
     // Handlers before probes: a bad --events path fails before anything is loaded, and no
     // event the kernel sends finds nobody to count it.
@@ -161,7 +163,7 @@ fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Run
     // (~60 MB -> under 30 MB measured by `cargo xtask bench`).
     // SAFETY: malloc_trim only releases free heap memory.
     unsafe { libc::malloc_trim(0) };
-    start_kernel_log(&mut probes);
+    logging::relay_kernel_log(probes.ebpf_mut());
     let maps = KernelMaps::take(probes.ebpf_mut()).map_err(runtime)?;
     let ring = take_events(probes.ebpf_mut()).map_err(runtime)?;
     let ring_fill = RingFill::new(&ring, cli.ring_buffer_size).context("cannot map the event ring buffer")?;
@@ -184,7 +186,10 @@ fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Run
         let (targets, telemetry) = (targets.clone(), telemetry.clone());
         let clock = kernel_events::Clock::now();
         ring::spawn_reader(ring, workers.stop.clone(), move |record| match record {
-            Ok(record) => telemetry.execute(kernel_events::to_event(&record, targets.read().set(), &clock)),
+            Ok(record) => {
+                let event = kernel_events::to_event(&record, targets.read().set(), &clock);
+                telemetry.execute(event);
+            }
             Err(e) => undecodable(&telemetry, &e),
         })
     };
@@ -267,55 +272,6 @@ fn start_telemetry(events: Option<&str>) -> Result<(Arc<Telemetry>, Arc<EventMet
         sink::attach(&telemetry, path).map_err(|e| Failure::Usage(format!("--events {path}: {e}")))?;
     }
     Ok((telemetry, event_metrics, registry))
-}
-
-/// Loading tracing programs needs CAP_BPF and CAP_PERFMON (Linux 5.8+), or CAP_SYS_ADMIN.
-fn check_privileges() -> Result<(), Failure> {
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_PERFMON: u32 = 38;
-    const CAP_BPF: u32 = 39;
-    let caps = procfs::process::Process::myself()
-        .and_then(|p| p.status())
-        .context("cannot read this process's capabilities from /proc/self/status")?
-        .capeff;
-    let has = |cap: u32| caps & (1 << cap) != 0;
-    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
-        Ok(())
-    } else {
-        Err(runtime(anyhow!(
-            "not enough privilege to load eBPF programs: run as root (sudo) or grant CAP_BPF and CAP_PERFMON \
-             (setcap cap_bpf,cap_perfmon+ep collector)"
-        )))
-    }
-}
-
-fn read_pid_max() -> anyhow::Result<u32> {
-    let text = std::fs::read_to_string("/proc/sys/kernel/pid_max").context("cannot read /proc/sys/kernel/pid_max")?;
-    text.trim()
-        .parse()
-        .with_context(|| format!("unexpected /proc/sys/kernel/pid_max: {text:?}"))
-}
-
-/// Relays the kernel programs' aya-log messages into our log.
-fn start_kernel_log(probes: &mut Probes) {
-    match aya_log::EbpfLogger::init(probes.ebpf_mut()) {
-        // SAFETY: the logger owns its ring-buffer fd, which stays open and unchanged for as
-        // long as the AsyncFd (which owns the logger) lives.
-        Ok(logger) => {
-            match unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) } {
-                Ok(mut logger) => {
-                    tokio::spawn(async move {
-                        while let Ok(mut guard) = logger.readable_mut().await {
-                            guard.get_inner_mut().flush();
-                            guard.clear_ready();
-                        }
-                    });
-                }
-                Err(e) => tracing::warn!("kernel program logs unavailable: {e}"),
-            }
-        }
-        Err(e) => tracing::warn!("kernel program logs unavailable: {e}"),
-    }
 }
 
 /// Serves until `signalled`, then gives open connections [`SHUTDOWN_GRACE`] to finish.

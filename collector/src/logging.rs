@@ -13,3 +13,25 @@ pub fn init(level: &str, format: LogFormat) -> anyhow::Result<()> {
     };
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
+
+/// Relays the kernel programs' aya-log messages into our log.
+pub fn relay_kernel_log(ebpf: &mut aya::Ebpf) {
+    match aya_log::EbpfLogger::init(ebpf) {
+        // SAFETY: the logger owns its ring-buffer fd, which stays open and unchanged for as
+        // long as the AsyncFd (which owns the logger) lives.
+        Ok(logger) => {
+            match unsafe { tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) } {
+                Ok(mut logger) => {
+                    tokio::spawn(async move {
+                        while let Ok(mut guard) = logger.readable_mut().await {
+                            guard.get_inner_mut().flush();
+                            guard.clear_ready();
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!("kernel program logs unavailable: {e}"),
+            }
+        }
+        Err(e) => tracing::warn!("kernel program logs unavailable: {e}"),
+    }
+}

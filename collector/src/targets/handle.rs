@@ -7,7 +7,7 @@ use collector_common::{TargetId, events::TargetCounts};
 use super::{cgroup, error::TargetError, members, proc, request::Checked, set::TargetSet};
 use crate::kernel::maps::KernelMaps;
 
-/// Follows the watched cgroups once running: handed to [`Targets::spawn_watcher`].
+/// Follows the watched cgroups once running: handed to [`super::spawn_watcher`].
 pub struct Following(pub(super) Option<cgroup::Watched>);
 
 pub(super) struct State {
