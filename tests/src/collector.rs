@@ -75,6 +75,10 @@ impl Collector {
 
     /// Sends SIGTERM and waits up to `within` for the exit.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        // Once reaped, its PID is free and may be another process's (pid_max is 32768 here).
+        if let Some(status) = self.child.try_wait().unwrap() {
+            return Some(status);
+        }
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + within;
         loop {
