@@ -14,16 +14,6 @@ use tests::{
     privileged, serve_tcp, sink_events, sink_path, skip, value,
 };
 
-/// The test's own cgroup tree, `collector-test-<test>-<pid>`; `None` (after saying why) when
-/// the host has no cgroup v2 hierarchy.
-fn tree(test: &str) -> Option<CgroupTree> {
-    let tree = CgroupTree::create(&format!("collector-test-{test}"));
-    if tree.is_none() {
-        skip("no cgroup v2 hierarchy mounted (no cgroup2 line in /proc/self/mountinfo)");
-    }
-    tree
-}
-
 fn getppids(m: &Metrics, target: &str) -> f64 {
     value(
         m,
@@ -103,7 +93,9 @@ fn a_cgroup_target_counts_its_own_and_nested_processes_exactly_and_no_others() {
     if !privileged() {
         return;
     }
-    let Some(tree) = tree("exact") else { return };
+    let Some(tree) = CgroupTree::for_test("exact") else {
+        return;
+    };
     let app = tree.mkdir("app");
     tree.mkdir("app/nested");
     let app_cgroup = format!("/{}", tree.relative("app"));
@@ -263,7 +255,9 @@ fn a_pid_target_inside_a_cgroup_target_is_counted_under_the_pid_target() {
     if !privileged() {
         return;
     }
-    let Some(tree) = tree("pid-first") else { return };
+    let Some(tree) = CgroupTree::for_test("pid-first") else {
+        return;
+    };
     let app = tree.mkdir("app");
     let mut solo = Workload::spawn();
     let mut other = Workload::spawn();
@@ -300,7 +294,9 @@ fn a_pattern_picks_up_a_matching_cgroup_created_after_the_start() {
     if !privileged() {
         return;
     }
-    let Some(tree) = tree("pattern") else { return };
+    let Some(tree) = CgroupTree::for_test("pattern") else {
+        return;
+    };
     let pattern = format!("{}/svc-*", tree.root.display());
     let target = tree.relative("svc-a");
     tree.mkdir("web"); // does not match
@@ -356,7 +352,9 @@ fn a_removed_cgroup_leaves_the_kernel_map_at_once_and_its_series_after_the_ttl()
     if !privileged() {
         return;
     }
-    let Some(tree) = tree("removal") else { return };
+    let Some(tree) = CgroupTree::for_test("removal") else {
+        return;
+    };
     let pattern = format!("{}/svc-*", tree.root.display());
     let target = tree.relative("svc-a");
     tree.mkdir("svc-a");
@@ -407,7 +405,9 @@ fn a_cgroup_removed_and_made_anew_at_its_path_stays_the_same_target() {
     // A service restart: its cgroup is removed and made again (a new cgroup id), and its
     // processes come back into it. `--cgroup` names a path, so the target follows it, and its
     // counts go on in one set of series.
-    let Some(tree) = tree("restart") else { return };
+    let Some(tree) = CgroupTree::for_test("restart") else {
+        return;
+    };
     tree.mkdir("svc");
     let mut first = Workload::spawn();
     tree.move_in(first.pid, "svc");
@@ -476,7 +476,9 @@ fn beyond_max_targets_matching_cgroups_are_rejected_and_counted() {
     if !privileged() {
         return;
     }
-    let Some(tree) = tree("max-targets") else { return };
+    let Some(tree) = CgroupTree::for_test("max-targets") else {
+        return;
+    };
     let pattern = format!("{}/svc-*", tree.root.display());
     tree.mkdir("svc-a");
     tree.mkdir("svc-b");
