@@ -8,7 +8,7 @@ mod harness;
 mod http;
 mod workload;
 
-pub use bpf::bpf_ids_held_by;
+pub use bpf::{BpfObjects, bpf_ids_held_by};
 pub use collector::{Collector, collector_bin, collector_output};
 pub use exposition::{Metrics, Sample, value};
 pub use fixtures::{
