@@ -35,24 +35,41 @@ impl Collector {
     /// Starts the collector with `args` (plus `--listen` on a free port) and waits until it
     /// serves `/health`, which it does only once every probe is attached.
     pub fn start(args: &[&str]) -> Collector {
+        let mut collector = Collector::spawn(args, Stdio::piped());
+        collector.wait_until_serving();
+        collector
+    }
+
+    /// Starts the collector with `args` (plus `--listen` on a free port), its stderr going to
+    /// `stderr` (unless that is `Stdio::piped()`, `stop_and_read_log` then reads nothing), and
+    /// does not wait for it.
+    pub fn spawn(args: &[&str], stderr: impl Into<Stdio>) -> Collector {
         let addr = free_addr();
         let child = Command::new(collector_bin())
             .args(args)
             .args(["--listen", &addr])
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            .stderr(stderr)
             .spawn()
             .expect("spawn collector");
-        let mut collector = Collector { child, addr };
+        Collector { child, addr }
+    }
+
+    /// Waits until the collector serves `/health`.
+    pub fn wait_until_serving(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while http_get(&collector.addr, "/health").is_none() {
-            if let Some(status) = collector.child.try_wait().unwrap() {
-                panic!("collector exited during start-up ({status}): {}", collector.stderr());
+        while http_get(&self.addr, "/health").is_none() {
+            if let Some(status) = self.try_wait() {
+                panic!("collector exited during start-up ({status}): {}", self.stderr());
             }
             assert!(Instant::now() < deadline, "collector not ready after 30 s");
             std::thread::sleep(Duration::from_millis(50));
         }
-        collector
+    }
+
+    /// Its exit status, if it has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
     }
 
     pub fn pid(&self) -> u32 {
@@ -76,13 +93,13 @@ impl Collector {
     /// Sends SIGTERM and waits up to `within` for the exit.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
         // Once reaped, its PID is free and may be another process's (pid_max is 32768 here).
-        if let Some(status) = self.child.try_wait().unwrap() {
+        if let Some(status) = self.try_wait() {
             return Some(status);
         }
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + within;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.try_wait() {
                 return Some(status);
             }
             if Instant::now() >= deadline {
