@@ -61,6 +61,18 @@ impl BpfObjects {
     }
 }
 
+impl std::fmt::Display for BpfObjects {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "{} programs, {} maps, {} links",
+            self.progs.len(),
+            self.maps.len(),
+            self.links.len()
+        )
+    }
+}
+
 /// Whether the kernel has the BPF object of `kind` (`prog`, `map`, `link`) with this id.
 fn bpftool_finds(kind: &str, id: u64) -> bool {
     Command::new("bpftool")
