@@ -1,7 +1,7 @@
 //! Helpers for the privileged end-to-end tests: start the real collector binary and real
 //! workloads, scrape, and read the OpenMetrics text back.
 mod bpf;
-mod collector;
+mod collector_process;
 mod exposition;
 mod fixtures;
 mod harness;
@@ -9,7 +9,7 @@ mod http;
 mod workload;
 
 pub use bpf::{BpfObjects, bpf_ids_held_by};
-pub use collector::{Collector, collector_bin, collector_output};
+pub use collector_process::{Collector, collector_bin, collector_output};
 pub use exposition::{Metrics, Sample, value};
 pub use fixtures::{
     cgroups::{CgroupTree, cgroup2_mount, move_to_cgroup},
