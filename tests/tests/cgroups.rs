@@ -2,6 +2,16 @@
 //! hierarchy, moves real workloads in and out by writing `cgroup.procs`, and counts exactly
 //! what the collector reports for `--cgroup` and `--cgroup-pattern` targets. The tree is
 //! removed however the test ends (`tests::CgroupTree`).
+// The test suite: an unexpected failure is a failed test, which unwrap reports with its place;
+// sample values are f64 holding exact counts, compared exactly on purpose; a scenario reads
+// top to bottom, with its helpers where they are first needed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::float_cmp,
+    clippy::items_after_statements,
+    clippy::too_many_lines,
+    clippy::similar_names
+)]
 use std::{
     net::{Ipv4Addr, TcpListener, UdpSocket},
     process::Command,
@@ -13,16 +23,6 @@ use tests::{
     CgroupTree, Collector, Metrics, Workload, bpf_ids_held_by, cgroup2_mount, collector_output, eventually, http_get,
     privileged, serve_tcp, sink_events, sink_path, skip, value,
 };
-
-/// The test's own cgroup tree, `collector-test-<test>-<pid>`; `None` (after saying why) when
-/// the host has no cgroup v2 hierarchy.
-fn tree(test: &str) -> Option<CgroupTree> {
-    let tree = CgroupTree::create(&format!("collector-test-{test}"));
-    if tree.is_none() {
-        skip("no cgroup v2 hierarchy mounted (no cgroup2 line in /proc/self/mountinfo)");
-    }
-    tree
-}
 
 fn getppids(m: &Metrics, target: &str) -> f64 {
     value(
@@ -103,7 +103,9 @@ fn a_cgroup_target_counts_its_own_and_nested_processes_exactly_and_no_others() {
     if !privileged() {
         return;
     }
-    let Some(tree) = tree("exact") else { return };
+    let Some(tree) = CgroupTree::for_test("exact") else {
+        return;
+    };
     let app = tree.mkdir("app");
     tree.mkdir("app/nested");
     let app_cgroup = format!("/{}", tree.relative("app"));
@@ -263,7 +265,9 @@ fn a_pid_target_inside_a_cgroup_target_is_counted_under_the_pid_target() {
     if !privileged() {
         return;
     }
-    let Some(tree) = tree("pid-first") else { return };
+    let Some(tree) = CgroupTree::for_test("pid-first") else {
+        return;
+    };
     let app = tree.mkdir("app");
     let mut solo = Workload::spawn();
     let mut other = Workload::spawn();
@@ -300,7 +304,9 @@ fn a_pattern_picks_up_a_matching_cgroup_created_after_the_start() {
     if !privileged() {
         return;
     }
-    let Some(tree) = tree("pattern") else { return };
+    let Some(tree) = CgroupTree::for_test("pattern") else {
+        return;
+    };
     let pattern = format!("{}/svc-*", tree.root.display());
     let target = tree.relative("svc-a");
     tree.mkdir("web"); // does not match
@@ -356,7 +362,9 @@ fn a_removed_cgroup_leaves_the_kernel_map_at_once_and_its_series_after_the_ttl()
     if !privileged() {
         return;
     }
-    let Some(tree) = tree("removal") else { return };
+    let Some(tree) = CgroupTree::for_test("removal") else {
+        return;
+    };
     let pattern = format!("{}/svc-*", tree.root.display());
     let target = tree.relative("svc-a");
     tree.mkdir("svc-a");
@@ -407,7 +415,9 @@ fn a_cgroup_removed_and_made_anew_at_its_path_stays_the_same_target() {
     // A service restart: its cgroup is removed and made again (a new cgroup id), and its
     // processes come back into it. `--cgroup` names a path, so the target follows it, and its
     // counts go on in one set of series.
-    let Some(tree) = tree("restart") else { return };
+    let Some(tree) = CgroupTree::for_test("restart") else {
+        return;
+    };
     tree.mkdir("svc");
     let mut first = Workload::spawn();
     tree.move_in(first.pid, "svc");
@@ -476,7 +486,9 @@ fn beyond_max_targets_matching_cgroups_are_rejected_and_counted() {
     if !privileged() {
         return;
     }
-    let Some(tree) = tree("max-targets") else { return };
+    let Some(tree) = CgroupTree::for_test("max-targets") else {
+        return;
+    };
     let pattern = format!("{}/svc-*", tree.root.display());
     tree.mkdir("svc-a");
     tree.mkdir("svc-b");

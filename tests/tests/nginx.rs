@@ -1,6 +1,16 @@
 //! A load test with real programs: nginx (from Debian) as the target, wrk driving it on
 //! loopback as fast as this machine goes, one request per connection. What the collector
 //! reports must match nginx's own access log exactly, with nothing dropped.
+// The test suite: an unexpected failure is a failed test, which unwrap reports with its place;
+// sample values are f64 holding exact counts, compared exactly on purpose; a scenario reads
+// top to bottom, with its helpers where they are first needed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::float_cmp,
+    clippy::items_after_statements,
+    clippy::too_many_lines,
+    clippy::similar_names
+)]
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
@@ -93,9 +103,7 @@ impl Drop for Nginx {
 }
 
 fn count_lines_with(path: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(path)
-        .map(|t| t.lines().filter(|l| l.contains(needle)).count())
-        .unwrap_or(0)
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().filter(|l| l.contains(needle)).count())
 }
 
 #[test]
@@ -130,8 +138,7 @@ fn nginx_under_wrk_accepts_exactly_what_its_access_log_says() {
     let rate = wrk
         .lines()
         .find_map(|l| l.strip_prefix("Requests/sec:"))
-        .map(str::trim)
-        .unwrap_or("?")
+        .map_or("?", str::trim)
         .to_owned();
 
     // Every connection wrk made is closed once wrk has exited; nginx finishes its side.

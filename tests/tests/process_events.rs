@@ -1,5 +1,15 @@
 //! Process lifecycle events and the metrics defined on them, end to end: the real collector,
 //! real forks, execs, exits and signals, counted exactly; the JSON event sink read back.
+// The test suite: an unexpected failure is a failed test, which unwrap reports with its place;
+// sample values are f64 holding exact counts, compared exactly on purpose; a scenario reads
+// top to bottom, with its helpers where they are first needed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::float_cmp,
+    clippy::items_after_statements,
+    clippy::too_many_lines,
+    clippy::similar_names
+)]
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -60,9 +70,9 @@ fn children_started_and_exited_are_counted_by_outcome_and_written_to_the_sink() 
         .iter()
         .map(|e| e["metadata"]["exit_code"].as_i64().unwrap())
         .collect();
-    codes.sort();
+    codes.sort_unstable();
     let mut want: Vec<i64> = (0..K as i64).map(|i| i % 3).collect();
-    want.sort();
+    want.sort_unstable();
     assert_eq!(codes, want, "exit codes in the sink");
     for e in &exited {
         let d = e["measurements"]["duration"].as_f64().unwrap();
@@ -217,7 +227,7 @@ fn json_logs_are_one_object_per_line_with_level_message_and_fields() {
     println!(
         "{} JSON log lines; first: {}",
         lines.len(),
-        lines.first().map(|l| l.to_string()).unwrap_or_default()
+        lines.first().map(std::string::ToString::to_string).unwrap_or_default()
     );
     assert!(
         lines

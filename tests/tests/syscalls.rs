@@ -1,8 +1,18 @@
 //! Syscall counts, errors and latency of target processes, end to end: the real collector
 //! binary, real kernel, real workloads. Counts are asserted exactly.
+// The test suite: an unexpected failure is a failed test, which unwrap reports with its place;
+// sample values are f64 holding exact counts, compared exactly on purpose; a scenario reads
+// top to bottom, with its helpers where they are first needed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::float_cmp,
+    clippy::items_after_statements,
+    clippy::too_many_lines,
+    clippy::similar_names
+)]
 use std::time::Duration;
 
-use tests::{Collector, Workload, collector_output, have_tool, privileged};
+use tests::{BpfObjects, Collector, Workload, collector_output, have_tool, privileged};
 
 const GETPPID: &str = "collector_syscalls_total";
 
@@ -247,35 +257,14 @@ fn sigterm_stops_within_2s_and_leaves_no_program_loaded() {
         .terminate(Duration::from_secs(2))
         .expect("collector still running 2 s after SIGTERM");
     assert_eq!(status.code(), Some(0));
-    // Closing the last fd of a link and a program frees them, but the kernel does that
-    // after an RCU grace period (kernel/bpf/syscall.c: bpf_link_put, __bpf_prog_put), so
-    // they can be listed for a moment after the exit.
     let exited = std::time::Instant::now();
-    let mut left: Vec<u64> = ours.clone();
-    while !left.is_empty() && exited.elapsed() < Duration::from_secs(10) {
-        std::thread::sleep(Duration::from_millis(20));
-        let loaded = loaded_program_ids();
-        left.retain(|id| loaded.contains(id));
-    }
+    let held = BpfObjects {
+        progs: ours,
+        ..BpfObjects::default()
+    };
+    let left = held.still_loaded(Duration::from_secs(10)).progs;
     println!("programs gone {:?} after exit", exited.elapsed());
     assert!(left.is_empty(), "programs still loaded 10 s after exit: {left:?}");
-}
-
-fn loaded_program_ids() -> Vec<u64> {
-    bpftool_programs().iter().map(|p| p["id"].as_u64().unwrap()).collect()
-}
-
-fn bpftool_programs() -> Vec<serde_json::Value> {
-    let out = std::process::Command::new("bpftool")
-        .args(["-j", "prog", "show"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "bpftool: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).unwrap()
 }
 
 #[test]

@@ -35,6 +35,16 @@
 //!
 //! Raw syscalls (`libc::syscall`) are used where libc might substitute another syscall
 //! (glibc's nanosleep() calls clock_nanosleep, for instance).
+// The test suite: an unexpected failure is a failed test, which unwrap reports with its place;
+// sample values are f64 holding exact counts, compared exactly on purpose; a scenario reads
+// top to bottom, with its helpers where they are first needed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::float_cmp,
+    clippy::items_after_statements,
+    clippy::too_many_lines,
+    clippy::similar_names
+)]
 use std::{
     io::{BufRead as _, Read as _, Write as _},
     net::{IpAddr, Shutdown, TcpListener, TcpStream, UdpSocket},
@@ -79,7 +89,7 @@ fn fork(child: impl FnOnce()) -> libc::pid_t {
 fn wait_all(children: &[libc::pid_t]) {
     for &child in children {
         let mut status = 0;
-        unsafe { libc::waitpid(child, &mut status, 0) };
+        unsafe { libc::waitpid(child, &raw mut status, 0) };
     }
 }
 
@@ -109,7 +119,7 @@ fn storm(seconds: u64, rate: u64, exec: bool) -> String {
         }
         fork(|| {
             if exec {
-                exec_true()
+                exec_true();
             }
         });
         forked += 1;
@@ -130,7 +140,7 @@ fn pin(cpu: u64) {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu as usize, &mut set);
         assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
+            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &raw const set),
             0,
             "cannot pin to CPU {cpu}"
         );
@@ -313,7 +323,7 @@ fn main() {
                     n,
                     args.get(1).copied().unwrap_or(0),
                     args.get(2).copied().unwrap_or(1) != 0,
-                )
+                );
             }
             "thread_exec" => {
                 std::thread::spawn(exec_true);

@@ -1,0 +1,171 @@
+//! B. Events: process exec and exit storms at fixed rates and flat out, the agent's CPU kept
+//! busy by a spinner, counting what was delivered and what was dropped where.
+use std::{
+    process::{Child, Command},
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use tests::{Collector, Workload};
+
+use crate::{
+    Config,
+    limits::{ALL_ACCOUNTED_TARGET, Check, NO_DROPS_EVENTS_PER_S, NO_DROPS_REACHED_PER_S, NO_DROPS_TARGET},
+    process::{AGENT_CPU, LOOP_CPU, cpu_seconds, pin_process},
+    stats::round1,
+};
+
+const PROCESS_EVENTS: [&str; 3] = ["process.start", "process.exec", "process.exit"];
+
+/// Storm rates in events per second; 0 is as fast as the target can fork.
+const EVENTS_PER_S: [u64; 3] = [1_000, NO_DROPS_EVENTS_PER_S, 0];
+
+#[derive(Serialize)]
+pub struct Events {
+    pub seconds: u64,
+    pub rows: Vec<Storm>,
+    pub targets: Vec<Check>,
+}
+
+/// One storm: events generated (children made times events per child), delivered to the
+/// handlers, and dropped in the kernel or a handler queue.
+#[derive(Serialize)]
+#[allow(clippy::struct_field_names)] // `storm` is the report's JSON key
+pub struct Storm {
+    pub storm: &'static str,
+    pub requested: String,
+    #[serde(skip)]
+    events_per_s: u64,
+    pub generated: f64,
+    pub generated_per_s: f64,
+    pub delivered: f64,
+    pub delivered_per_s: f64,
+    pub dropped_kernel: f64,
+    pub dropped_queue: f64,
+    pub accounted: bool,
+    pub agent_cpu_percent: f64,
+}
+
+pub fn event_throughput(config: &Config) -> Events {
+    let seconds = if config.quick { 2 } else { 10 };
+    let mut rows = Vec::new();
+    // (storm, exec'ing children?, events per child: start, [exec,] exit)
+    for (storm, exec, per_child) in [("exec", true, 3u64), ("exit", false, 2)] {
+        for events_per_s in EVENTS_PER_S {
+            rows.push(run_storm(storm, exec, per_child, events_per_s, seconds));
+        }
+    }
+    let at_limit: Vec<&Storm> = rows
+        .iter()
+        .filter(|r| r.events_per_s == NO_DROPS_EVENTS_PER_S)
+        .collect();
+    let reached = |r: &&Storm| r.generated_per_s >= NO_DROPS_REACHED_PER_S;
+    let no_drops = at_limit
+        .iter()
+        .all(|r| r.dropped_kernel == 0.0 && r.dropped_queue == 0.0);
+    let short: Vec<String> = at_limit
+        .iter()
+        .filter(|r| !reached(r))
+        .map(|r| format!("{} storm reached only {}/s here", r.storm, r.generated_per_s))
+        .collect();
+    let no_drops = Check {
+        note: Some(short.join("; ")),
+        ..Check::new(NO_DROPS_TARGET, no_drops && at_limit.iter().any(reached))
+    };
+    let accounted = Check::new(ALL_ACCOUNTED_TARGET, rows.iter().all(|r| r.accounted));
+    Events {
+        seconds,
+        rows,
+        targets: vec![no_drops, accounted],
+    }
+}
+
+fn run_storm(storm: &'static str, exec: bool, per_child: u64, events_per_s: u64, seconds: u64) -> Storm {
+    let _spinner = Spinner::start(AGENT_CPU);
+    let mut w = Workload::spawn();
+    w.run(&format!("pin {LOOP_CPU}"));
+    let c = Collector::start(&["--pid", &format!("storm={}", w.pid)]);
+    pin_process(c.pid(), AGENT_CPU);
+    let (cpu_before, start) = (cpu_seconds(c.pid()), Instant::now());
+    let out = w.run(&format!(
+        "storm {seconds} {} {}",
+        events_per_s / per_child,
+        u8::from(exec)
+    ));
+    let mut out = out.split_whitespace().map(|v| v.parse::<f64>().unwrap());
+    let (children, storm_ns) = (out.next().unwrap(), out.next().unwrap());
+    let generated = children * per_child as f64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (delivered, kernel, queue) = loop {
+        let t = event_totals(&c);
+        if t.0 + t.1 + t.2 >= generated || Instant::now() > deadline {
+            break t;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let wall = start.elapsed().as_secs_f64();
+    let cpu_percent = (cpu_seconds(c.pid()) - cpu_before) / wall * 100.0;
+    let achieved = generated / (storm_ns / 1e9);
+    let requested = if events_per_s == 0 {
+        "max".to_owned()
+    } else {
+        format!("{events_per_s}/s")
+    };
+    eprintln!(
+        "bench: {storm} storm {requested}: generated {generated} ({achieved:.0}/s), delivered {delivered}, \
+         dropped kernel {kernel} queue {queue}, agent CPU {cpu_percent:.1} %"
+    );
+    Storm {
+        storm,
+        requested,
+        events_per_s,
+        generated,
+        generated_per_s: round1(achieved),
+        delivered,
+        delivered_per_s: round1(delivered / (storm_ns / 1e9)),
+        dropped_kernel: kernel,
+        dropped_queue: queue,
+        accounted: delivered + kernel + queue == generated,
+        agent_cpu_percent: round1(cpu_percent),
+    }
+}
+
+/// (delivered, dropped in the kernel, dropped in a handler queue) over the process events.
+fn event_totals(c: &Collector) -> (f64, f64, f64) {
+    let m = c.metrics();
+    let sum = |name: &str, stage: Option<&str>| -> f64 {
+        PROCESS_EVENTS
+            .iter()
+            .map(|e| match stage {
+                Some(stage) => m.value(name, &[("event", e), ("stage", stage)]),
+                None => m.value(name, &[("event", e)]),
+            })
+            .map(|v| v.unwrap_or(0.0))
+            .sum()
+    };
+    (
+        sum("collector_events_total", None),
+        sum("collector_events_dropped_total", Some("kernel")),
+        sum("collector_events_dropped_total", Some("queue")),
+    )
+}
+
+/// Keeps a CPU busy for as long as it lives.
+struct Spinner(Child);
+
+impl Spinner {
+    fn start(cpu: usize) -> Spinner {
+        let child = Command::new("taskset")
+            .args(["-c", &cpu.to_string(), "sh", "-c", "while :; do :; done"])
+            .spawn()
+            .expect("start a spinner");
+        Spinner(child)
+    }
+}
+
+impl Drop for Spinner {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

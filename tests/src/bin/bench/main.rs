@@ -1,0 +1,139 @@
+//! `cargo xtask bench [--quick]`: what the collector costs, measured side by side with the
+//! floor and with peers in one run (these machines are shared and noisy, so only ratios
+//! inside one run mean anything). Writes report.md and report.json to `--out`.
+//! BENCHMARKS.md explains the method; `limits.rs` holds every pass limit.
+//!
+//! A. cost per syscall: one pinned process times a fixed getppid loop (and a 4 KiB pread
+//!    loop) under each arm; the agent and the peers run on the other CPU.
+//! B. events: process exec and exit storms at fixed rates and flat out, the agent's CPU
+//!    kept busy by a spinner, counting what was delivered and what was dropped where.
+//! C. scrape: /metrics latency and size with synthetic series in the kernel map.
+//! D. idle: agent CPU and RSS with no activity, scraped every 15 s.
+// The test suite: an unexpected failure is a failed test, which unwrap reports with its place;
+// sample values are f64 holding exact counts, compared exactly on purpose; a scenario reads
+// top to bottom, with its helpers where they are first needed.
+#![allow(
+    clippy::unwrap_used,
+    clippy::float_cmp,
+    clippy::items_after_statements,
+    clippy::too_many_lines,
+    clippy::similar_names
+)]
+mod arms;
+mod events;
+mod idle;
+mod limits;
+mod peers;
+mod process;
+mod report;
+mod scrape;
+mod stats;
+mod syscall_cost;
+
+use std::{collections::BTreeMap, path::PathBuf};
+
+use arms::Arm;
+use peers::TracefsMount;
+use report::{Machine, Report};
+use syscall_cost::syscall_cost;
+use tests::cgroup2_mount;
+
+pub struct Config {
+    pub quick: bool,
+    out: PathBuf,
+    pub passes: usize,
+    getppid_calls: u64,
+    pread_calls: u64,
+}
+
+impl Config {
+    fn from_args() -> Config {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let quick = args.iter().any(|a| a == "--quick");
+        let out = args
+            .iter()
+            .position(|a| a == "--out")
+            .and_then(|i| args.get(i + 1))
+            .map_or_else(|| PathBuf::from("target/bench"), PathBuf::from);
+        if quick {
+            Config {
+                quick,
+                out,
+                passes: 1,
+                getppid_calls: 200_000,
+                pread_calls: 50_000,
+            }
+        } else {
+            Config {
+                quick,
+                out,
+                passes: 5,
+                getppid_calls: 2_000_000,
+                pread_calls: 500_000,
+            }
+        }
+    }
+}
+
+fn main() {
+    let config = Config::from_args();
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("error: the benchmark loads eBPF programs: run it as root (cargo xtask bench)");
+        std::process::exit(1);
+    }
+    std::fs::create_dir_all(&config.out).unwrap();
+    let _tracefs = TracefsMount::ensure();
+
+    let machine = Machine::this();
+    eprintln!(
+        "bench: {} passes, {} getppid calls per run",
+        config.passes, config.getppid_calls
+    );
+    // Arm (e) needs a cgroup v2 hierarchy to make its cgroup in.
+    let mut not_measured = BTreeMap::new();
+    let arms: Vec<Arm> = if cgroup2_mount().is_some() {
+        Arm::ALL.to_vec()
+    } else {
+        not_measured.insert(
+            "(e) cgroup target arm",
+            "no cgroup v2 hierarchy is mounted here (no cgroup2 line in /proc/self/mountinfo)",
+        );
+        Arm::ALL.into_iter().filter(|&a| a != Arm::CollectorCgroup).collect()
+    };
+    let syscall = syscall_cost(&config, "getppid", config.getppid_calls, &arms, true);
+    let pread = syscall_cost(
+        &config,
+        "pread",
+        config.pread_calls,
+        &[Arm::Bare, Arm::Floor, Arm::CollectorTarget],
+        true,
+    );
+    // Socket sends also run sock_send_length, whose non-target path is a helper call and a
+    // TARGET_OF load (no pt_regs there to key the syscall filter's cache with).
+    let udp = syscall_cost(
+        &config,
+        "udp_send",
+        config.pread_calls,
+        &[Arm::Bare, Arm::Floor, Arm::CollectorOther, Arm::CollectorTarget],
+        false,
+    );
+    let events = events::event_throughput(&config);
+    let scrape = scrape::scrape_cost(&config);
+    let idle = idle::idle_cost(&config);
+
+    let report = Report {
+        machine,
+        quick: config.quick,
+        passes: config.passes,
+        syscall_cost: syscall,
+        pread_cost: pread,
+        udp_send_cost: udp,
+        events,
+        scrape,
+        idle,
+        not_measured,
+    };
+    let md = report.write(&config.out);
+    println!("{md}");
+    eprintln!("bench: wrote {}/report.md and report.json", config.out.display());
+}

@@ -1,0 +1,199 @@
+//! The report: report.json (what every benchmark measured, as one document) and report.md
+//! (the same, as the tables BENCHMARKS.md quotes).
+use std::{collections::BTreeMap, path::Path, process::Command};
+
+use serde::Serialize;
+
+use crate::{events::Events, idle::Idle, limits::Check, scrape::Scrape, syscall_cost::SyscallCost};
+
+#[derive(Serialize)]
+pub struct Report {
+    pub machine: Machine,
+    pub quick: bool,
+    pub passes: usize,
+    pub syscall_cost: SyscallCost,
+    pub pread_cost: SyscallCost,
+    pub udp_send_cost: SyscallCost,
+    pub events: Events,
+    pub scrape: Vec<Scrape>,
+    pub idle: Idle,
+    /// What this host could not measure, and why.
+    pub not_measured: BTreeMap<&'static str, &'static str>,
+}
+
+#[derive(Serialize)]
+pub struct Machine {
+    pub kernel: String,
+    pub cpu: String,
+    pub cpus: usize,
+    /// When the run started (UTC).
+    pub date: String,
+}
+
+impl Machine {
+    pub fn this() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name")?.split(':').nth(1))
+            .unwrap_or("?")
+            .trim()
+            .to_owned();
+        let output = |program: &str, args: &[&str]| {
+            Command::new(program)
+                .args(args)
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+                .unwrap_or_default()
+        };
+        Machine {
+            kernel: output("uname", &["-r"]),
+            cpu,
+            cpus: std::thread::available_parallelism().map_or(0, std::num::NonZero::get),
+            date: output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        }
+    }
+}
+
+impl Report {
+    /// Writes report.json and report.md into `out`; returns the markdown.
+    pub fn write(&self, out: &Path) -> String {
+        let md = self.markdown();
+        std::fs::write(out.join("report.json"), serde_json::to_string_pretty(self).unwrap()).unwrap();
+        std::fs::write(out.join("report.md"), &md).unwrap();
+        md
+    }
+
+    fn markdown(&self) -> String {
+        let m = &self.machine;
+        let mut md = format!(
+            "# Benchmark report{}\n\n{} · {} CPUs ({}) · kernel {} · {} passes, medians\n\n",
+            if self.quick {
+                " (--quick: arms checked, figures not meaningful)"
+            } else {
+                ""
+            },
+            m.date,
+            m.cpus,
+            m.cpu,
+            m.kernel,
+            self.passes
+        );
+        md += &syscall_cost("A. Cost per syscall: getppid loop", &self.syscall_cost);
+        md += &syscall_cost("A. Realistic: 4 KiB pread from tmpfs", &self.pread_cost);
+        md += &syscall_cost(
+            "A. Socket sends: 64-byte UDP sendto on loopback (no target: the byte probes ride along)",
+            &self.udp_send_cost,
+        );
+        md += &events(&self.events);
+        md += &scrape(&self.scrape);
+        md += &idle(&self.idle);
+        if !self.not_measured.is_empty() {
+            md += "\n## Not measured yet\n\n";
+        }
+        for (what, why) in &self.not_measured {
+            md += &format!("- {what}: {why}\n");
+        }
+        md
+    }
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**MISSED**" }
+}
+
+fn checks(checks: &[Check]) -> String {
+    checks
+        .iter()
+        .map(|c| {
+            let note = c
+                .note
+                .as_deref()
+                .filter(|n| !n.is_empty())
+                .map(|n| format!(" ({n})"))
+                .unwrap_or_default();
+            format!("- {}: {}{note}\n", c.target, verdict(c.met))
+        })
+        .collect()
+}
+
+fn syscall_cost(title: &str, section: &SyscallCost) -> String {
+    let mut md = format!(
+        "## {title} ({} calls per run)\n\n| arm | ns/call | added over (a) | counted / expected |\n|---|---|---|---|\n",
+        section.calls_per_run
+    );
+    for arm in section.arms.values() {
+        let counted: Vec<String> = arm.counted.iter().flatten().map(u64::to_string).collect();
+        let counted = if counted.is_empty() {
+            "-".to_owned()
+        } else {
+            format!("{} / {}", counted.join(", "), arm.expected_count)
+        };
+        md += &format!(
+            "| {} | {} | {} | {} |\n",
+            arm.arm, arm.ns_per_call, arm.added_ns, counted
+        );
+    }
+    md += "\n";
+    if section.targets.is_empty() {
+        for (name, ratio) in &section.ratios {
+            if let Some(ratio) = ratio {
+                md += &format!("- {name} = {ratio}\n");
+            }
+        }
+    }
+    for t in &section.targets {
+        md += &format!("- {}: ratio {} → {}\n", t.target, t.ratio, verdict(t.met));
+    }
+    md + "\n"
+}
+
+fn events(ev: &Events) -> String {
+    let mut md = format!(
+        "## B. Events: process storms for {} s each, the agent's CPU kept busy by a spinner\n\n",
+        ev.seconds
+    );
+    md += "| storm | requested | generated (per s) | delivered (per s) | dropped: kernel | dropped: queue | all accounted | agent CPU % |\n|---|---|---|---|---|---|---|---|\n";
+    for row in &ev.rows {
+        md += &format!(
+            "| {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} |\n",
+            row.storm,
+            row.requested,
+            row.generated,
+            row.generated_per_s,
+            row.delivered,
+            row.delivered_per_s,
+            row.dropped_kernel,
+            row.dropped_queue,
+            row.accounted,
+            row.agent_cpu_percent
+        );
+    }
+    md + "\n" + &checks(&ev.targets)
+}
+
+fn scrape(scrapes: &[Scrape]) -> String {
+    let mut md = "\n## C. Scrape (100 scrapes, OpenMetrics)\n\n| series | samples | p50 ms | p99 ms | bytes | RSS before → after (KiB) | target |\n|---|---|---|---|---|---|---|\n".to_owned();
+    for s in scrapes {
+        md += &format!(
+            "| {} | {} | {} | {} | {} | {} → {} | {} {} |\n",
+            s.series_target,
+            s.samples,
+            s.p50_ms,
+            s.p99_ms,
+            s.bytes,
+            s.rss_before_kib,
+            s.rss_after_kib,
+            s.target,
+            verdict(s.met)
+        );
+    }
+    md
+}
+
+fn idle(idle: &Idle) -> String {
+    format!(
+        "\n## D. Idle ({} s, a scrape every {} s)\n\nCPU {} % of one CPU, RSS {} MiB\n",
+        idle.seconds, idle.scrape_every_s, idle.cpu_percent, idle.rss_mib
+    ) + &checks(&idle.targets)
+}
