@@ -97,7 +97,8 @@ fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     setup::ensure_test_peers()?;
     // Release, so the tests reuse the eBPF object and dependencies `build` just compiled.
     let mut cmd = cargo(root);
-    cmd.args(["test", "--release"])
+    // --no-fail-fast: a failing test binary must not hide the results of the ones after it.
+    cmd.args(["test", "--release", "--no-fail-fast"])
         .args(args)
         .env("COLLECTOR_BIN", &bin)
         .stdout(Stdio::piped());
