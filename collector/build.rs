@@ -1,5 +1,5 @@
 //! Builds the kernel programs (`collector-ebpf`) for the BPF target with the nightly toolchain
-//! and bpf-linker (`cargo xtask setup` installs both); `src/probes.rs` embeds the object.
+//! and bpf-linker (`cargo xtask setup` installs both); `src/kernel/probes.rs` embeds the object.
 use anyhow::{Context as _, anyhow};
 
 fn main() -> anyhow::Result<()> {

@@ -40,7 +40,7 @@
 //! destruction) is attributed through `SOCKETS[sk]`. Bytes go to the process that moves
 //! them: the byte probes run in the sender or receiver, so `target_of_current()` names it.
 //!
-//! Fields read (offsets from the kernel's BTF, `collector/src/btf.rs`):
+//! Fields read (offsets from the kernel's BTF, `collector/src/kernel/btf.rs`):
 //! include/net/sock.h `struct sock_common` (first member of `struct sock`): skc_family,
 //! skc_daddr/skc_rcv_saddr (IPv4, network order), skc_v6_daddr/skc_v6_rcv_saddr,
 //! skc_dport (network order); `struct sock`: sk_protocol, sk_err; include/net/inet_sock.h

@@ -84,13 +84,24 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     let started = Instant::now();
     let signalled = Shutdown::new().map_err(runtime)?;
     catch_signals(&signalled)?;
-    let Some(agent) = start(&cli, started, &signalled)? else {
-        tracing::info!("stopped during start-up; nothing is left loaded");
-        return Ok(());
+    let agent = match start(&cli, started, &signalled) {
+        Ok(Some(agent)) => agent,
+        Ok(None) => {
+            tracing::info!("stopped during start-up; nothing is left loaded");
+            return Ok(());
+        }
+        // A signal can make a step fail (the verifier gives up with EAGAIN when one is
+        // pending): the user asked to stop, and nothing is left loaded either way.
+        Err(e) if signalled.is_triggered() => {
+            tracing::info!(error = ?e, "stopped during start-up; nothing is left loaded");
+            return Ok(());
+        }
+        Err(e) => return Err(e),
     };
     tracing::info!(
         listen = %cli.listen,
         targets = %agent.sources.targets.read().set(),
+        pid_max = agent.pid_max,
         startup_ms = started.elapsed().as_millis() as u64,
         "collector ready"
     );
@@ -100,6 +111,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         listener,
         sources,
         registry,
+        ..
     } = agent;
     let telemetry = sources.telemetry.clone();
     let served = serve(listener, Arc::new(sources), registry, &signalled).await;
@@ -113,6 +125,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 
 /// The agent once started. Dropping it detaches everything.
 struct Running {
+    pid_max: u32,
     probes: Probes,
     workers: Workers,
     listener: TcpListener,
@@ -216,6 +229,7 @@ fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Run
     };
     export::register_collectors(&mut registry, &sources);
     Ok(Some(Running {
+        pid_max,
         probes,
         workers,
         listener,
@@ -269,7 +283,10 @@ fn start_telemetry(events: Option<&str>) -> Result<(Arc<Telemetry>, Arc<EventMet
         .attach(&telemetry, "metrics", METRICS_QUEUE)
         .map_err(runtime)?;
     if let Some(path) = events {
-        sink::attach(&telemetry, path).map_err(|e| Failure::Usage(format!("--events {path}: {e}")))?;
+        sink::attach(&telemetry, path).map_err(|e| match e {
+            sink::SinkError::Open { .. } => Failure::Usage(format!("--events {path}: {e}")),
+            sink::SinkError::Attach(e) => runtime(e),
+        })?;
     }
     Ok((telemetry, event_metrics, registry))
 }

@@ -1,4 +1,5 @@
-//! The agent's layout stays readable: no import cycle between its modules, and no module over
+//! The agent's layout stays readable: its folders import only the ones before them in
+//! [`ORDER`] (the data flow), no import cycle between its modules, and no module over
 //! [`MAX_CODE_LINES`] lines of code (tests, comments and blank lines aside).
 //!
 //! A module's imports are every `crate::` and `super::` path in its code outside its
@@ -14,6 +15,19 @@ use std::{
 };
 
 const MAX_CODE_LINES: usize = 500;
+
+/// The agent's top-level modules in data-flow order: each may use only those before it.
+const ORDER: &[&str] = &[
+    "sync",
+    "shutdown",
+    "kernel",
+    "targets",
+    "telemetry",
+    "export",
+    "cli",
+    "logging",
+    "agent",
+];
 
 /// Module path (`targets::cgroup::watch`; "" for the crate root) -> its source file.
 fn modules(src: &Path) -> BTreeMap<String, PathBuf> {
@@ -98,7 +112,7 @@ fn expand(text: &str, base: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
                 let used = expand(inner, path.clone(), out);
                 consumed += used;
                 inner = &inner[used..];
-                let trimmed = inner.trim_start();
+                let trimmed = skip_rename(inner);
                 consumed += inner.len() - trimmed.len();
                 inner = trimmed;
                 match inner.chars().next() {
@@ -136,11 +150,34 @@ fn expand(text: &str, base: Vec<String>, out: &mut Vec<Vec<String>>) -> usize {
     }
 }
 
-/// The deepest known module that `path` (from the crate root) names.
+/// `text` after white space and an `as name` rename, if there is one.
+fn skip_rename(text: &str) -> &str {
+    let trimmed = text.trim_start();
+    match trimmed.strip_prefix("as ") {
+        Some(rest) => {
+            let rest = rest.trim_start();
+            let name = rest
+                .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            rest[name..].trim_start()
+        }
+        None => trimmed,
+    }
+}
+
+/// The deepest known module that `path` (from the crate root) names; `super` steps up.
 fn resolve(path: &[String], known: &BTreeMap<String, PathBuf>) -> Option<String> {
-    (1..=path.len())
+    let mut normal: Vec<&str> = Vec::new();
+    for segment in path {
+        if segment == "super" {
+            normal.pop();
+        } else {
+            normal.push(segment);
+        }
+    }
+    (1..=normal.len())
         .rev()
-        .map(|n| path[..n].join("::"))
+        .map(|n| normal[..n].join("::"))
         .find(|m| known.contains_key(m))
 }
 
@@ -281,6 +318,27 @@ fn modules_import_each_other_without_cycles_and_stay_small() {
             too_big.push(format!("{name} ({lines} lines)"));
         }
     }
+    let mut against_the_flow = Vec::new();
+    for (module, uses) in &graph {
+        let rank = |m: &str| ORDER.iter().position(|top| Some(*top) == m.split("::").next());
+        if module.is_empty() {
+            continue; // lib.rs declares the folders
+        }
+        let Some(from) = rank(module) else {
+            panic!("module {module} is in no folder of ORDER; add its folder where it belongs in the flow");
+        };
+        for used in uses {
+            if let Some(to) = rank(used)
+                && to > from
+            {
+                against_the_flow.push(format!("{module} uses {used}"));
+            }
+        }
+    }
+    assert!(
+        against_the_flow.is_empty(),
+        "imports against the data flow: {against_the_flow:?}"
+    );
     let cycles = cycles(&graph);
     for cycle in &cycles {
         println!("cycle: {}", cycle.join(" <-> "));
@@ -300,11 +358,18 @@ fn comments_are_not_imports() {
 }
 
 #[test]
-fn brace_groups_and_super_paths_are_expanded() {
+fn brace_groups_renames_and_super_paths_are_expanded() {
     let paths = paths_after(
-        "use crate::{a, b::{c, d::E}, f::G};\nlet x = crate::h::i(); my_crate::z;",
+        "use crate::{a, b::{c as C, d::E}, f::G};\nlet x = crate::h::i(); my_crate::z;",
         "crate::",
     );
     let joined: Vec<String> = paths.iter().map(|p| p.join("::")).collect();
     assert_eq!(joined, ["a", "b::c", "b::d::E", "f::G", "h::i"]);
+    let known: BTreeMap<String, PathBuf> = ["x", "x::y"]
+        .iter()
+        .map(|m| ((*m).to_owned(), PathBuf::new()))
+        .collect();
+    let up = |p: &[&str]| resolve(&p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>(), &known);
+    assert_eq!(up(&["x", "z", "super", "y", "F"]), Some("x::y".to_owned()));
+    assert_eq!(up(&["x", "y", "super", "super", "q"]), None);
 }

@@ -218,7 +218,28 @@ fn histogram_in_seconds(s: &SyscallStats) -> (f64, u64, Vec<(f64, u64)>) {
 
 #[cfg(test)]
 mod tests {
+    use collector_common::sockets::{AF_INET, AF_INET6, AF_UNIX, IPPROTO_TCP, IPPROTO_UDP};
+
     use super::*;
+
+    #[test]
+    fn families_and_protocols_have_the_documented_labels() {
+        let label = |af, proto| {
+            let f = Family::from_af(af);
+            (f.label(), Protocol::of(f, proto).label())
+        };
+        assert_eq!(label(AF_INET, IPPROTO_TCP), ("inet", "tcp"));
+        assert_eq!(label(AF_INET6, IPPROTO_UDP), ("inet6", "udp"));
+        assert_eq!(label(AF_INET, 1), ("inet", "other")); // ICMP
+        assert_eq!(label(AF_UNIX, 0), ("unix", "other"));
+        assert_eq!(label(16, 0), ("other", "other")); // netlink
+        for f in [Family::Inet, Family::Inet6, Family::Unix, Family::Other] {
+            assert_eq!(Family::from_u16(f as u16), f);
+        }
+        for p in [Protocol::Tcp, Protocol::Udp, Protocol::Other] {
+            assert_eq!(Protocol::from_u16(p as u16), p);
+        }
+    }
 
     #[test]
     #[allow(clippy::float_cmp)] // the bounds are exact powers of two

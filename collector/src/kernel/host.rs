@@ -15,10 +15,10 @@ pub enum HostError {
     )]
     Privileges,
     /// /proc/self/status could not be read.
-    #[error("cannot read this process's capabilities from /proc/self/status: {0}")]
+    #[error("cannot read this process's capabilities from /proc/self/status")]
     Status(#[source] procfs::ProcError),
     /// /proc/sys/kernel/pid_max could not be read.
-    #[error("cannot read {PID_MAX}: {0}")]
+    #[error("cannot read {PID_MAX}")]
     PidMaxRead(#[source] io::Error),
     /// /proc/sys/kernel/pid_max is not a number.
     #[error("unexpected {PID_MAX}: {0:?}")]

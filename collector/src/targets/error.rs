@@ -36,13 +36,13 @@ pub enum TargetError {
     #[error(transparent)]
     Hierarchy(CgroupError),
     /// /proc could not be listed.
-    #[error("cannot list processes in /proc: {0}; the agent needs /proc mounted")]
+    #[error("cannot list processes in /proc (the agent needs /proc mounted)")]
     Proc(#[source] procfs::ProcError),
     /// Writing a target into the kernel maps failed.
     #[error(transparent)]
     Kernel(#[from] KernelMapError),
     /// The watcher thread could not be started.
-    #[error("cannot start the cgroup watcher thread: {0}")]
+    #[error("cannot start the cgroup watcher thread")]
     Spawn(#[source] io::Error),
 }
 

@@ -187,9 +187,13 @@ impl TargetSet {
             .collect()
     }
 
-    /// When the series of the earliest removed target expire.
+    /// When the series of the earliest removed target expire (`None`: no removed target, or
+    /// a TTL so long that it never comes).
     pub fn next_expiry(&self, ttl: Duration) -> Option<Instant> {
-        self.all().filter_map(|(_, t)| t.removed_at).min().map(|at| at + ttl)
+        self.all()
+            .filter_map(|(_, t)| t.removed_at)
+            .min()
+            .and_then(|at| at.checked_add(ttl))
     }
 
     /// Frees an expired target's id.

@@ -70,7 +70,7 @@ pub enum TelemetryError {
     #[error("a handler with id {0:?} is already attached")]
     AlreadyAttached(String),
     /// The handler's thread could not be started.
-    #[error("cannot start the thread of handler {0:?}: {1}")]
+    #[error("cannot start the thread of handler {0:?}")]
     Spawn(String, #[source] std::io::Error),
 }
 

@@ -173,7 +173,9 @@ fn events(ev: &Events) -> String {
 }
 
 fn scrape(scrapes: &[Scrape]) -> String {
-    let mut md = "\n## C. Scrape (100 scrapes, OpenMetrics)\n\n| series | samples | p50 ms | p99 ms | bytes | RSS before → after (KiB) | target |\n|---|---|---|---|---|---|---|\n".to_owned();
+    let count = scrapes.first().map_or(0, |s| s.scrapes);
+    let mut md = format!("\n## C. Scrape ({count} scrapes, OpenMetrics)\n\n")
+        + "| series | samples | p50 ms | p99 ms | bytes | RSS before → after (KiB) | target |\n|---|---|---|---|---|---|---|\n";
     for s in scrapes {
         md += &format!(
             "| {} | {} | {} | {} | {} | {} → {} | {} {} |\n",
