@@ -140,12 +140,10 @@ pub struct KernelOffsets {
     pub signal_live: u32,
 }
 
-/// Whether the running kernel's `sched_process_exit` passes `group_dead` (Linux 6.16+);
-/// without it the programs fall back to "the thread-group leader exited".
+/// Facts about the running kernel that are not struct offsets.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KernelFeatures {
-    pub exit_has_group_dead: u32,
     /// This architecture's numbers of accept(2) and accept4(2), whose return is where an
     /// inbound connection gets its owner (see `collector-ebpf/src/sockets.rs`).
     pub nr_accept: u32,

@@ -24,7 +24,13 @@
 //!   sched_process_exit(struct task_struct *p, bool group_dead)
 //!     called from kernel/exit.c:do_exit() in each exiting thread, after `p->exit_code` is
 //!     set; `group_dead` is true for the last thread of the process (signal->live reached
-//!     0). Kernels before 6.16 pass only `p`; the agent says which in `KERNEL_FEATURES`.
+//!     0). Kernels before 6.16 pass only `p`, and refuse to attach a program that reads a
+//!     second argument (kernel/bpf/syscall.c: bpf_raw_tp_link_attach checks the program's
+//!     `max_ctx_offset` against the tracepoint's arguments), so there are two programs and
+//!     the agent loads the one the kernel's BTF says fits (`btf_trace_sched_process_exit`).
+//!     The older one reads `p->signal->live`: do_exit() decrements it
+//!     (`group_dead = atomic_dec_and_test(&tsk->signal->live)`) before that tracepoint, so
+//!     0 there means the last thread.
 use aya_ebpf::{EbpfContext as _, macros::raw_tracepoint, programs::RawTracePointContext};
 use aya_log_ebpf::warn;
 use collector_common::{EntrySlot, MapErrorSite, PID_TREE, TargetId, events::EventKind, target_slot};
@@ -32,7 +38,7 @@ use collector_common::{EntrySlot, MapErrorSite, PID_TREE, TargetId, events::Even
 use crate::{
     cgroups::cgroup_target_of,
     events::{Process, emit_exec, emit_process},
-    globals::{kernel_feature, offset, read_field},
+    globals::{offset, read_field},
     maps::{ENTRY, TARGET_OF, add_counts, count_map_error, forget_current_task, target_of_current},
 };
 
@@ -118,8 +124,24 @@ pub fn collector_exec(ctx: RawTracePointContext) -> i32 {
     0
 }
 
+/// Linux 6.16+: the tracepoint says whether the group is dead.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn collector_exit(ctx: RawTracePointContext) -> i32 {
+    on_exit(&ctx, |ctx, _| ctx.arg::<u64>(1) & 0xff != 0)
+}
+
+/// Before 6.16: the group is dead when its last live thread exits.
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn collector_exit_live(ctx: RawTracePointContext) -> i32 {
+    on_exit(&ctx, |_, task| {
+        read_field::<*const u8>(task, offset!(task_signal))
+            .and_then(|signal| read_field::<i32>(signal, offset!(signal_live)))
+            .is_ok_and(|live| live == 0)
+    })
+}
+
+#[inline(always)]
+fn on_exit(ctx: &RawTracePointContext, group_dead: impl Fn(&RawTracePointContext, *const u8) -> bool) -> i32 {
     // The thread dies inside exit()/exit_group() (or a fatal signal), whose sys_exit never
     // comes: clear its slot so a future thread with this id starts empty. Whatever its
     // target now: it may have left its target while inside that syscall.
@@ -130,11 +152,8 @@ pub fn collector_exit(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let tgid = ctx.tgid();
-    let group_dead = if kernel_feature!(exit_has_group_dead) == 1 {
-        ctx.arg::<u64>(1) & 0xff != 0
-    } else {
-        ctx.pid() == tgid
-    };
+    let task: *const u8 = ctx.arg(0);
+    let group_dead = group_dead(ctx, task);
     add_counts(target_id, -(group_dead as i64), -1);
     if !group_dead {
         return 0;
@@ -142,7 +161,6 @@ pub fn collector_exit(ctx: RawTracePointContext) -> i32 {
     if TARGET_OF.set(tgid, 0u32, 0).is_err() {
         count_map_error(MapErrorSite::TargetOf);
     }
-    let task: *const u8 = ctx.arg(0);
     // The process's lifetime runs from its leader's start, whichever thread dies last.
     let leader = read_field::<*const u8>(task, offset!(task_group_leader)).unwrap_or(task);
     let p = Process {

@@ -225,6 +225,7 @@ fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Run
         targets,
         telemetry,
         probes: probes.attached().clone(),
+        families_off: probes.off().clone(),
         started,
     };
     export::register_collectors(&mut registry, &sources);

@@ -4,6 +4,7 @@
 //! rust-src, LLVM 22 development files, bpf-linker built against them). It checks before it
 //! installs, so it is quick when everything is present; `build`, `run` and `test` run it first.
 mod setup;
+mod vm;
 
 use std::{
     io::{BufRead as _, BufReader},
@@ -95,12 +96,14 @@ fn build(root: &Path) -> anyhow::Result<PathBuf> {
 fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
     let bin = build(root)?;
     setup::ensure_test_peers()?;
+    let kernels = vm::ensure_kernels(root)?;
     // Release, so the tests reuse the eBPF object and dependencies `build` just compiled.
     let mut cmd = cargo(root);
     // --no-fail-fast: a failing test binary must not hide the results of the ones after it.
     cmd.args(["test", "--release", "--no-fail-fast"])
         .args(args)
         .env("COLLECTOR_BIN", &bin)
+        .env("COLLECTOR_VM_KERNELS", kernels)
         .stdout(Stdio::piped());
     let mut child = cmd.spawn().context("cannot start cargo test")?;
     let mut totals = TestTotals::default();

@@ -55,7 +55,7 @@ pub fn ensure_bench_peers() -> anyhow::Result<()> {
     ensure_tools(BENCH_PEERS, "the benchmark's peers")
 }
 
-fn ensure_tools(tools: &[(&str, &str)], for_what: &str) -> anyhow::Result<()> {
+pub(crate) fn ensure_tools(tools: &[(&str, &str)], for_what: &str) -> anyhow::Result<()> {
     let missing: Vec<&str> = tools
         .iter()
         .filter(|(tool, _)| which(tool).is_none())
@@ -167,7 +167,7 @@ pub fn path_with_cargo_bin() -> OsString {
     std::env::join_paths(dirs).unwrap_or_default()
 }
 
-fn which(tool: &str) -> Option<PathBuf> {
+pub(crate) fn which(tool: &str) -> Option<PathBuf> {
     std::env::split_paths(&path_with_cargo_bin())
         .map(|dir| dir.join(tool))
         .find(|p| p.is_file())

@@ -1,6 +1,8 @@
 //! `/health`: whether the agent can see what it was asked to see.
 //!
 //! `unhealthy` (HTTP 503) when a probe is not attached: metrics would be silently wrong.
+//! `degraded` (HTTP 200) when a probe family is off because the kernel cannot give it (its
+//! metrics are missing, said with the reason; the others are exact).
 //! `degraded` (HTTP 200) when a PID target has no live process left (its metrics are
 //! complete but will not grow; that is the target's state, not the agent's failure), or
 //! when there are no targets at all (patterns that match nothing yet).
@@ -9,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::Sources;
-use crate::targets::TargetKind;
+use crate::{kernel::families::FAMILIES, targets::TargetKind};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -46,6 +48,9 @@ pub struct ProbesCheck {
     pub status: CheckStatus,
     /// Probe name -> attached.
     pub attached: BTreeMap<&'static str, bool>,
+    /// Probe families this kernel cannot give, with why: what they measure is missing.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub off: BTreeMap<&'static str, String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,13 +72,22 @@ pub struct TargetHealth {
 impl Health {
     pub fn of(sources: &Sources) -> Health {
         let attached = sources.probes.clone();
+        let off = sources.families_off.clone();
+        // A probe of a family that is on must be attached; a family off is a kernel's limit.
+        let off_probes: Vec<&str> = FAMILIES
+            .iter()
+            .filter(|f| off.contains_key(f.name))
+            .flat_map(|f| f.probes.iter().map(|p| p.name))
+            .collect();
+        let missing = attached.iter().any(|(name, &a)| !a && !off_probes.contains(name));
         let probes = ProbesCheck {
-            status: if attached.values().all(|&a| a) {
-                CheckStatus::Pass
-            } else {
-                CheckStatus::Fail
+            status: match (missing, off.is_empty()) {
+                (true, _) => CheckStatus::Fail,
+                (false, false) => CheckStatus::Warn,
+                (false, true) => CheckStatus::Pass,
             },
             attached,
+            off,
         };
         // A cgroup is a target while it exists, even empty; a PID target lives while a
         // process of its tree does.

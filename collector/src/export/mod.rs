@@ -31,6 +31,8 @@ pub struct Sources {
     pub telemetry: Arc<Telemetry>,
     /// Probe name -> attached, as of the end of start-up.
     pub probes: BTreeMap<&'static str, bool>,
+    /// Probe families that are off on this kernel, with why.
+    pub families_off: BTreeMap<&'static str, String>,
     pub started: Instant,
 }
 

@@ -1,15 +1,15 @@
 //! What the kernel programs need to know about the running kernel, read from its BTF
 //! (/sys/kernel/btf/vmlinux): the offsets of the struct fields each probe family declares
-//! (`families.rs`), and whether `sched_process_exit` passes `group_dead`. aya has no CO-RE
+//! (`families.rs`), and which program fits each tracepoint's arguments. aya has no CO-RE
 //! relocations for Rust programs, so the agent finds these here and writes them into the
 //! object's `.data` globals before load (`collector-ebpf/src/globals.rs` says why not
 //! `.rodata`).
-use std::path::Path;
+use std::{collections::BTreeMap, path::Path};
 
 use btfparse::{Readable, TypeInformation, TypeVariant};
 use collector_common::{KernelFeatures, KernelOffsets};
 
-use super::families::FAMILIES;
+use super::families::{FAMILIES, TCP, all_probes};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -29,10 +29,14 @@ pub enum BtfError {
 }
 
 /// Facts about the running kernel that the programs are loaded with.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct KernelLayout {
     pub offsets: KernelOffsets,
     pub features: KernelFeatures,
+    /// Probe name -> the program that fits this kernel's tracepoint (see `Probe::older`).
+    pub programs: BTreeMap<&'static str, &'static str>,
+    /// Families this kernel cannot give (a tracepoint or field it lacks), with why.
+    pub off: BTreeMap<&'static str, String>,
 }
 
 impl KernelLayout {
@@ -55,7 +59,14 @@ impl KernelLayout {
             }
         };
         let mut offsets = KernelOffsets::default();
+        let mut off = BTreeMap::new();
         for family in &FAMILIES {
+            let missing = family
+                .probes
+                .iter()
+                .find(|p| types.id_of(&format!("btf_trace_{}", p.tracepoint)).is_none())
+                .map(|p| format!("the kernel has no tracepoint {}", p.tracepoint));
+            let mut problem = missing;
             for field in family.fields {
                 // The first path the kernel has; if none, the error of the last one tried.
                 let value = field
@@ -63,19 +74,42 @@ impl KernelLayout {
                     .iter()
                     .map(|path| offset(field.ty, path))
                     .reduce(Result::or)
-                    .unwrap_or_else(|| Err(format!("{}: the family names no field", field.ty)))
-                    .map_err(|e| BtfError::Parse(format!("{e} (needed by the {} probes)", family.name)))?;
-                *(field.slot)(&mut offsets) = value;
+                    .unwrap_or_else(|| Err(format!("{}: the family names no field", field.ty)));
+                match value {
+                    Ok(value) => *(field.slot)(&mut offsets) = value,
+                    Err(e) => problem = problem.or(Some(e)),
+                }
+            }
+            match problem {
+                Some(why) if family.core => {
+                    return Err(BtfError::Parse(format!("{why} (needed by the {} probes)", family.name)));
+                }
+                Some(why) => {
+                    off.insert(family.name, why);
+                }
+                None => {}
             }
         }
-        let exit_has_group_dead = tracepoint_arity(&types, "sched_process_exit") == Some(2);
+        let programs = all_probes()
+            .map(|probe| {
+                let older = probe
+                    .older
+                    .filter(|o| tracepoint_arity(&types, probe.tracepoint).is_some_and(|n| n < o.below_args));
+                (probe.name, older.map_or(probe.program, |o| o.program))
+            })
+            .collect();
+        // Without the tcp family, sys_exit must not take accepted connections over: no
+        // syscall has number u32::MAX.
+        let (nr_accept, nr_accept4) = if off.contains_key(TCP.name) {
+            (u32::MAX, u32::MAX)
+        } else {
+            (syscalls::Sysno::accept as u32, syscalls::Sysno::accept4 as u32)
+        };
         Ok(KernelLayout {
             offsets,
-            features: KernelFeatures {
-                exit_has_group_dead: u32::from(exit_has_group_dead),
-                nr_accept: syscalls::Sysno::accept as u32,
-                nr_accept4: syscalls::Sysno::accept4 as u32,
-            },
+            programs,
+            off,
+            features: KernelFeatures { nr_accept, nr_accept4 },
         })
     }
 }
@@ -127,5 +161,15 @@ mod tests {
         assert!(offsets.iter().all(|&o| o < 1 << 14), "{:?}", layout.offsets);
         assert!(layout.offsets.sock_family < layout.offsets.sock_protocol);
         assert_eq!(layout.features.nr_accept4, syscalls::Sysno::accept4 as u32);
+        // Every probe has a program; sched_process_exit's fits the kernel's arguments.
+        assert_eq!(layout.programs.len(), crate::kernel::families::all_probes().count());
+        assert!(layout.off.is_empty(), "this kernel has every family: {:?}", layout.off);
+        let exit_args = tracepoint_arity(&TypeInformation::new(&Bytes(&bytes)).unwrap(), "sched_process_exit");
+        let want = if exit_args == Some(1) {
+            "collector_exit_live"
+        } else {
+            "collector_exit"
+        };
+        assert_eq!(layout.programs["sched_process_exit"], want, "arity {exit_args:?}");
     }
 }

@@ -14,6 +14,17 @@ pub struct Probe {
     pub name: &'static str,
     pub program: &'static str,
     pub tracepoint: &'static str,
+    /// The program for kernels whose tracepoint passes fewer arguments than `program` reads
+    /// (the kernel refuses to attach a program reading past them).
+    pub older: Option<Older>,
+}
+
+/// A program for kernels whose tracepoint has fewer arguments.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Older {
+    /// Load `program` when the tracepoint passes fewer arguments than this.
+    pub below_args: usize,
+    pub program: &'static str,
 }
 
 /// A kernel struct field a family's programs read, and where its offset goes.
@@ -39,6 +50,9 @@ pub enum Stage {
 #[derive(Clone, Copy, Debug)]
 pub struct Family {
     pub name: &'static str,
+    /// The agent cannot run without it (syscalls, the process lifecycle); any other family
+    /// the running kernel cannot give is turned off and said so, and the rest run on.
+    pub core: bool,
     pub stage: Stage,
     pub probes: &'static [Probe],
     /// Maps written by this family's programs (shared maps appear in each family using them).
@@ -54,6 +68,7 @@ macro_rules! probe {
             name: $name,
             program: $program,
             tracepoint: $name,
+            older: None,
         }
     };
 }
@@ -72,12 +87,22 @@ macro_rules! field {
 /// per-target counts current, and sends `process.*` events.
 pub const PROCESSES: Family = Family {
     name: "processes",
+    core: true,
     stage: Stage::Follow,
     probes: &[
         probe!("sched_switch" => "collector_sched_switch"),
         probe!("sched_process_fork" => "collector_fork"),
         probe!("sched_process_exec" => "collector_exec"),
-        probe!("sched_process_exit" => "collector_exit"),
+        // `group_dead` came with Linux 6.16; before, the program reads signal->live.
+        Probe {
+            name: "sched_process_exit",
+            program: "collector_exit",
+            tracepoint: "sched_process_exit",
+            older: Some(Older {
+                below_args: 2,
+                program: "collector_exit_live",
+            }),
+        },
     ],
     maps: &[
         maps::TARGET_OF,
@@ -94,6 +119,8 @@ pub const PROCESSES: Family = Family {
         field!(task_start_time: "task_struct"."start_time"),
         field!(task_group_leader: "task_struct"."group_leader"),
         field!(binprm_filename: "linux_binprm"."filename"),
+        field!(task_signal: "task_struct"."signal"),
+        field!(signal_live: "signal_struct"."live"),
     ],
     metrics: &[
         "collector_process_starts_total",
@@ -108,6 +135,7 @@ pub const PROCESSES: Family = Family {
 /// Cgroup membership (`collector-ebpf/src/cgroups.rs`): re-targets processes that move.
 pub const CGROUPS: Family = Family {
     name: "cgroups",
+    core: false,
     stage: Stage::Follow,
     probes: &[probe!("cgroup_attach_task" => "collector_cgroup_attach_task")],
     maps: &[maps::TARGET_OF, maps::TARGET_COUNTS, maps::CURRENT],
@@ -125,27 +153,20 @@ pub const CGROUPS: Family = Family {
     metrics: &[],
 };
 
-/// TCP connections and socket bytes (`collector-ebpf/src/sockets.rs`). Attached before the
-/// syscalls, whose exit path hands accepted connections to it.
-pub const SOCKETS: Family = Family {
-    name: "sockets",
+/// TCP connections (`collector-ebpf/src/sockets.rs`). Attached before the syscalls, whose
+/// exit path hands accepted connections to it.
+pub const TCP: Family = Family {
+    name: "tcp",
+    core: false,
     stage: Stage::Measure,
     probes: &[
         probe!("inet_sock_set_state" => "collector_inet_sock_set_state"),
-        probe!("sock_send_length" => "collector_sock_send_length"),
-        probe!("sock_recv_length" => "collector_sock_recv_length"),
         probe!("tcp_destroy_sock" => "collector_tcp_destroy_sock"),
         probe!("tcp_retransmit_skb" => "collector_tcp_retransmit_skb"),
         probe!("tcp_send_reset" => "collector_tcp_send_reset"),
         probe!("tcp_receive_reset" => "collector_tcp_receive_reset"),
     ],
-    maps: &[
-        maps::SOCKETS,
-        maps::SOCKET_BYTES,
-        maps::TCP_COUNTS,
-        maps::EVENTS,
-        maps::EVENT_DROPS,
-    ],
+    maps: &[maps::SOCKETS, maps::TCP_COUNTS, maps::EVENTS, maps::EVENT_DROPS],
     fields: &[
         field!(sock_family: "sock"."__sk_common.skc_family"),
         field!(sock_protocol: "sock"."sk_protocol"),
@@ -164,8 +185,6 @@ pub const SOCKETS: Family = Family {
         field!(socket_sk: "socket"."sk"),
     ],
     metrics: &[
-        "collector_socket_sent_bytes_total",
-        "collector_socket_received_bytes_total",
         "collector_tcp_connections",
         "collector_tcp_retransmits_total",
         "collector_tcp_resets_total",
@@ -176,10 +195,33 @@ pub const SOCKETS: Family = Family {
     ],
 };
 
+/// Socket bytes (`collector-ebpf/src/sockets.rs`): the `sock_send_length` and
+/// `sock_recv_length` tracepoints came with Linux 6.3. Without them, bytes are not counted
+/// (also not the per-connection bytes of `tcp.close`).
+pub const SOCKET_BYTES: Family = Family {
+    name: "socket_bytes",
+    core: false,
+    stage: Stage::Measure,
+    probes: &[
+        probe!("sock_send_length" => "collector_sock_send_length"),
+        probe!("sock_recv_length" => "collector_sock_recv_length"),
+    ],
+    maps: &[maps::SOCKET_BYTES, maps::SOCKETS],
+    fields: &[
+        field!(sock_family: "sock"."__sk_common.skc_family"),
+        field!(sock_protocol: "sock"."sk_protocol"),
+    ],
+    metrics: &[
+        "collector_socket_sent_bytes_total",
+        "collector_socket_received_bytes_total",
+    ],
+};
+
 /// Syscall latency and errors (`collector-ebpf/src/syscalls.rs`): attached last, so
 /// everything counted happened with the target set complete.
 pub const SYSCALLS: Family = Family {
     name: "syscalls",
+    core: true,
     stage: Stage::Measure,
     probes: &[
         probe!("sys_enter" => "collector_sys_enter"),
@@ -195,7 +237,7 @@ pub const SYSCALLS: Family = Family {
 };
 
 /// Every family, in attach order within each stage.
-pub const FAMILIES: [Family; 4] = [PROCESSES, CGROUPS, SOCKETS, SYSCALLS];
+pub const FAMILIES: [Family; 5] = [PROCESSES, CGROUPS, TCP, SOCKET_BYTES, SYSCALLS];
 
 /// Every probe of every family.
 pub fn all_probes() -> impl Iterator<Item = &'static Probe> {

@@ -13,7 +13,7 @@ use collector_common::{globals, maps};
 
 use super::{
     btf::KernelLayout,
-    families::{FAMILIES, Stage, all_probes},
+    families::{FAMILIES, Family, Stage, all_probes},
 };
 
 /// The kernel object built from `collector-ebpf` by build.rs. Public for the benchmark, which
@@ -59,10 +59,11 @@ pub enum ProbeError {
     #[error("cannot load the eBPF object: {0}")]
     Load(#[source] aya::EbpfError),
     /// The verifier rejected a program, or the kernel refused to attach it.
-    #[error("cannot {action} probe {probe} (raw tracepoint {tracepoint}): {source}")]
+    #[error("cannot {action} probe {probe} (program {program} on raw tracepoint {tracepoint})")]
     Program {
         action: &'static str,
         probe: &'static str,
+        program: &'static str,
         tracepoint: &'static str,
         #[source]
         source: Box<ProgramError>,
@@ -76,6 +77,10 @@ pub enum ProbeError {
 pub struct Probes {
     ebpf: Ebpf,
     attached: BTreeMap<&'static str, bool>,
+    /// Probe name -> the program that fits this kernel.
+    programs: BTreeMap<&'static str, &'static str>,
+    /// Families that are off, with why.
+    off: BTreeMap<&'static str, String>,
 }
 
 impl Probes {
@@ -95,35 +100,95 @@ impl Probes {
             .load(OBJECT)
             .map_err(ProbeError::Load)?;
         let attached = all_probes().map(|p| (p.name, false)).collect();
-        Ok(Probes { ebpf, attached })
+        let mut probes = Probes {
+            ebpf,
+            attached,
+            programs: layout.programs.clone(),
+            off: BTreeMap::new(),
+        };
+        for family in FAMILIES.iter().filter(|f| layout.off.contains_key(f.name)) {
+            probes.turn_off(family, layout.off[family.name].clone());
+        }
+        Ok(probes)
     }
 
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }
 
-    /// Verifies and attaches the probes of every family of `stage`, in order. On error the
-    /// caller drops `self`, which detaches whatever was attached.
+    /// Verifies and attaches the probes of every family of `stage`, in order. A family the
+    /// kernel cannot give is off (said once in the log and kept in [`Probes::off`]) and the
+    /// others run on; only a core family failing is an error, after which the caller drops
+    /// `self`, which detaches whatever was attached.
     pub fn attach(&mut self, stage: Stage) -> Result<(), ProbeError> {
-        for probe in FAMILIES.iter().filter(|f| f.stage == stage).flat_map(|f| f.probes) {
+        for family in FAMILIES.iter().filter(|f| f.stage == stage) {
+            if self.off.contains_key(family.name) {
+                continue;
+            }
+            match self.attach_family(family) {
+                Ok(()) => {}
+                Err(e) if family.core => return Err(e),
+                Err(e) => {
+                    self.unload(family);
+                    self.turn_off(family, format!("{:#}", anyhow::Error::from(e)));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn attach_family(&mut self, family: &Family) -> Result<(), ProbeError> {
+        for probe in family.probes {
+            let name = self.programs.get(probe.name).copied().unwrap_or(probe.program);
             let err = |action, source| ProbeError::Program {
                 action,
                 probe: probe.name,
+                program: name,
                 tracepoint: probe.tracepoint,
                 source: Box::new(source),
             };
             let program: &mut RawTracePoint = self
                 .ebpf
-                .program_mut(probe.program)
-                .ok_or(ProbeError::Missing(probe.program))?
+                .program_mut(name)
+                .ok_or(ProbeError::Missing(name))?
                 .try_into()
                 .map_err(|e| err("load", e))?;
             program.load().map_err(|e| err("load", e))?;
             program.attach(probe.tracepoint).map_err(|e| err("attach", e))?;
             self.attached.insert(probe.name, true);
-            tracing::debug!(probe = probe.name, "attached");
+            tracing::debug!(probe = probe.name, program = name, "attached");
         }
         Ok(())
+    }
+
+    /// Unloads (and so detaches) the family's programs that did load: a family is on whole
+    /// or not at all, so no metric of it is half counted.
+    fn unload(&mut self, family: &Family) {
+        for probe in family.probes {
+            let name = self.programs.get(probe.name).copied().unwrap_or(probe.program);
+            let program: Option<&mut RawTracePoint> = self.ebpf.program_mut(name).and_then(|p| p.try_into().ok());
+            if let Some(program) = program
+                && let Err(e) = program.unload()
+            {
+                tracing::debug!(program = name, "unload: {e}");
+            }
+            self.attached.insert(probe.name, false);
+        }
+    }
+
+    fn turn_off(&mut self, family: &Family, why: String) {
+        tracing::warn!(
+            family = family.name,
+            reason = %why,
+            not_measured = family.metrics.join(", "),
+            "probe family off: this kernel cannot give it; the other families run on"
+        );
+        self.off.insert(family.name, why);
+    }
+
+    /// Families that are off, with why.
+    pub fn off(&self) -> &BTreeMap<&'static str, String> {
+        &self.off
     }
 
     /// Each probe by its `probe` label, and whether it is attached.

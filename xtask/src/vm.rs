@@ -1,0 +1,96 @@
+//! The kernels the end-to-end suite also runs on, in virtual machines: Debian's own kernel
+//! packages, fetched with `apt-get download` and unpacked under `target/kernels/` (nothing is
+//! installed on the host), booted by virtme-ng with the host's root filesystem and QEMU
+//! without KVM (nested guests fail under KVM on these machines).
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{run, setup};
+
+/// One kernel of the matrix: its label (the test's name for it) and Debian's package.
+pub struct Kernel {
+    pub label: &'static str,
+    /// The metapackage whose dependency names the current image of that release.
+    pub metapackage: &'static str,
+}
+
+/// Debian 12's kernel (bookworm, this host's suite). The other releases (11's 5.10, 13's
+/// 6.12) need their suites' package lists added first; see the kernels issue.
+pub const MATRIX: &[Kernel] = &[Kernel {
+    label: "6.1",
+    metapackage: "linux-image-amd64",
+}];
+
+/// The tools that boot a guest: QEMU, depmod (virtme-ng builds the guest's module list),
+/// and virtme-ng from PyPI (Debian has none).
+const VM_TOOLS: &[(&str, &str)] = &[("qemu-system-x86_64", "qemu-system-x86"), ("depmod", "kmod")];
+const VIRTME_NG: &str = "virtme-ng==1.42";
+
+/// Installs what booting a guest needs and fetches every kernel of the matrix, then returns
+/// `LABEL=VMLINUZ,...` for the tests (`COLLECTOR_VM_KERNELS`).
+pub fn ensure_kernels(root: &Path) -> anyhow::Result<String> {
+    setup::ensure_tools(VM_TOOLS, "the kernel matrix")?;
+    if setup::which("vng").is_none() {
+        eprintln!("setup: pip install {VIRTME_NG} (for the kernel matrix)");
+        run(Command::new("python3").args(["-m", "pip", "install", "-q", VIRTME_NG]))
+            .context("cannot install virtme-ng from PyPI")?;
+    }
+    let kernels = MATRIX
+        .iter()
+        .map(|k| Ok(format!("{}={}", k.label, fetch(root, k)?.display())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(kernels.join(","))
+}
+
+/// The kernel image of `kernel`, downloaded and unpacked once into `target/kernels/LABEL`.
+fn fetch(root: &Path, kernel: &Kernel) -> anyhow::Result<PathBuf> {
+    let dir = root.join("target/kernels").join(kernel.label);
+    if let Some(image) = image_in(&dir) {
+        return Ok(image);
+    }
+    // The standard flavour: the cloud one lacks 9p, which shares the host's root.
+    let image = format!("{}-unsigned", depends_on(kernel.metapackage)?);
+    let download = dir.join("download");
+    std::fs::create_dir_all(&download).with_context(|| format!("cannot create {}", download.display()))?;
+    eprintln!("setup: apt-get download {image} (for the kernel matrix)");
+    run(Command::new("apt-get")
+        .args(["download", &image])
+        .current_dir(&download))?;
+    let deb = std::fs::read_dir(&download)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "deb"))
+        .with_context(|| format!("apt-get download left no .deb in {}", download.display()))?;
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))?;
+    std::fs::remove_dir_all(&download)?;
+    image_in(&dir).with_context(|| format!("{image} has no /boot/vmlinuz-*"))
+}
+
+fn image_in(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_dir(dir.join("boot"))
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+}
+
+/// The package `metapackage` depends on (`linux-image-amd64` -> `linux-image-6.1.0-57-amd64`).
+fn depends_on(metapackage: &str) -> anyhow::Result<String> {
+    let out = Command::new("apt-cache")
+        .args(["depends", metapackage])
+        .stderr(Stdio::null())
+        .output()
+        .context("cannot run apt-cache")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    match text.lines().find_map(|l| l.trim().strip_prefix("Depends: ")) {
+        Some(package) => Ok(package.trim().to_owned()),
+        None => bail!("apt-cache knows no {metapackage}; run apt-get update"),
+    }
+}
