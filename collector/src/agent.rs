@@ -32,7 +32,7 @@ use crate::{
     export::{self, Sources, http},
     kernel::{
         btf::KernelLayout,
-        families::Stage,
+        families::{CGROUPS, Stage},
         host,
         maps::{KernelMaps, take_events},
         probes::Probes,
@@ -180,6 +180,14 @@ fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Run
     let maps = KernelMaps::take(probes.ebpf_mut()).map_err(runtime)?;
     let ring = take_events(probes.ebpf_mut()).map_err(runtime)?;
     let ring_fill = RingFill::new(&ring, cli.ring_buffer_size).context("cannot map the event ring buffer")?;
+    if let Some(why) = probes.off().get(CGROUPS.name)
+        && !(cli.cgroups.is_empty() && cli.cgroup_patterns.is_empty())
+    {
+        return Err(runtime(anyhow!(
+            "--cgroup and --cgroup-pattern need the cgroups probe family, which this kernel cannot give ({why}); \
+             name the processes with --pid instead"
+        )));
+    }
     let (targets, following) = Targets::install(checked, maps)?;
     probes.attach(Stage::Follow).map_err(runtime)?;
     if signalled.is_triggered() {

@@ -23,8 +23,11 @@ use tests::{Collector, Workload, collector_bin, eventually, have_tool, privilege
 
 /// What each kernel of the matrix cannot give (the families `/health` must name as off).
 const OFF: &[(&str, &[&str])] = &[
-    // sock_send_length and sock_recv_length came with Linux 6.3.
+    // struct cgroup has ancestor_ids, not ancestors, before 5.15; the byte tracepoints
+    // sock_send_length and sock_recv_length came with 6.3.
+    ("5.10", &["cgroups", "socket_bytes"]),
     ("6.1", &["socket_bytes"]),
+    ("6.12", &[]),
 ];
 
 /// The guest half's name, as libtest's `--exact` filter wants it.

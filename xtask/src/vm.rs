@@ -1,6 +1,7 @@
 //! The kernels the end-to-end suite also runs on, in virtual machines: Debian's own kernel
 //! packages, fetched with `apt-get download` and unpacked under `target/kernels/` (nothing is
-//! installed on the host), booted by virtme-ng with the host's root filesystem and QEMU
+//! installed on the host, and each release's package lists are read into `target/kernels/apt`,
+//! never into the host's apt state), booted by virtme-ng with the host's root filesystem and QEMU
 //! without KVM (nested guests fail under KVM on these machines).
 use std::{
     path::{Path, PathBuf},
@@ -11,19 +12,31 @@ use anyhow::{Context as _, bail};
 
 use crate::{run, setup};
 
-/// One kernel of the matrix: its label (the test's name for it) and Debian's package.
+/// One kernel of the matrix: its label (the test's name for it) and where Debian has it.
 pub struct Kernel {
     pub label: &'static str,
-    /// The metapackage whose dependency names the current image of that release.
-    pub metapackage: &'static str,
+    /// The Debian suite whose `linux-image-amd64` names the image.
+    pub suite: &'static str,
 }
 
-/// Debian 12's kernel (bookworm, this host's suite). The other releases (11's 5.10, 13's
-/// 6.12) need their suites' package lists added first; see the kernels issue.
-pub const MATRIX: &[Kernel] = &[Kernel {
-    label: "6.1",
-    metapackage: "linux-image-amd64",
-}];
+const METAPACKAGE: &str = "linux-image-amd64";
+const MIRROR: &str = "http://deb.debian.org/debian";
+
+/// Debian 11, 12 and 13's kernels.
+pub const MATRIX: &[Kernel] = &[
+    Kernel {
+        label: "5.10",
+        suite: "bullseye",
+    },
+    Kernel {
+        label: "6.1",
+        suite: "bookworm",
+    },
+    Kernel {
+        label: "6.12",
+        suite: "trixie",
+    },
+];
 
 /// The tools that boot a guest: QEMU, depmod (virtme-ng builds the guest's module list),
 /// and virtme-ng from PyPI (Debian has none).
@@ -53,13 +66,15 @@ fn fetch(root: &Path, kernel: &Kernel) -> anyhow::Result<PathBuf> {
         return Ok(image);
     }
     // The standard flavour: the cloud one lacks 9p, which shares the host's root.
-    let image = format!("{}-unsigned", depends_on(kernel.metapackage)?);
+    let apt = AptSuite::read(&root.join("target/kernels/apt").join(kernel.suite), kernel.suite)?;
+    let image = format!("{}-unsigned", apt.depends_on(METAPACKAGE)?);
     let download = dir.join("download");
     std::fs::create_dir_all(&download).with_context(|| format!("cannot create {}", download.display()))?;
-    eprintln!("setup: apt-get download {image} (for the kernel matrix)");
-    run(Command::new("apt-get")
-        .args(["download", &image])
-        .current_dir(&download))?;
+    eprintln!(
+        "setup: apt-get download {image} from {} (for the kernel matrix)",
+        kernel.suite
+    );
+    run(apt.command("apt-get").args(["download", &image]).current_dir(&download))?;
     let deb = std::fs::read_dir(&download)?
         .flatten()
         .map(|e| e.path())
@@ -81,16 +96,54 @@ fn image_in(dir: &Path) -> Option<PathBuf> {
         })
 }
 
-/// The package `metapackage` depends on (`linux-image-amd64` -> `linux-image-6.1.0-57-amd64`).
-fn depends_on(metapackage: &str) -> anyhow::Result<String> {
-    let out = Command::new("apt-cache")
-        .args(["depends", metapackage])
-        .stderr(Stdio::null())
-        .output()
-        .context("cannot run apt-cache")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    match text.lines().find_map(|l| l.trim().strip_prefix("Depends: ")) {
-        Some(package) => Ok(package.trim().to_owned()),
-        None => bail!("apt-cache knows no {metapackage}; run apt-get update"),
+/// One Debian suite's package lists, kept in a directory of their own.
+struct AptSuite {
+    options: Vec<String>,
+}
+
+impl AptSuite {
+    /// Reads `suite`'s package lists into `dir` (apt-get update with every path there).
+    fn read(dir: &Path, suite: &str) -> anyhow::Result<AptSuite> {
+        for sub in ["lists/partial", "cache/archives/partial"] {
+            std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let sources = dir.join("sources.list");
+        std::fs::write(&sources, format!("deb {MIRROR} {suite} main\n"))?;
+        let options = [
+            format!("Dir::Etc::SourceList={}", sources.display()),
+            "Dir::Etc::SourceParts=/nonexistent".to_owned(),
+            format!("Dir::State::Lists={}", dir.join("lists").display()),
+            format!("Dir::Cache={}", dir.join("cache").display()),
+            // The host's apt lock is not ours to take: these lists are private.
+            "Debug::NoLocking=1".to_owned(),
+        ]
+        .into_iter()
+        .flat_map(|o| ["-o".to_owned(), o])
+        .collect();
+        let apt = AptSuite { options };
+        eprintln!("setup: apt-get update for {suite} (for the kernel matrix)");
+        run(apt.command("apt-get").args(["update", "-qq"]))?;
+        Ok(apt)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.args(&self.options).stdin(Stdio::null());
+        cmd
+    }
+
+    /// The package `metapackage` depends on (`linux-image-amd64` -> `linux-image-6.1.0-57-amd64`).
+    fn depends_on(&self, metapackage: &str) -> anyhow::Result<String> {
+        let out = self
+            .command("apt-cache")
+            .args(["depends", metapackage])
+            .stderr(Stdio::null())
+            .output()
+            .context("cannot run apt-cache")?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        match text.lines().find_map(|l| l.trim().strip_prefix("Depends: ")) {
+            Some(package) => Ok(package.trim().to_owned()),
+            None => bail!("apt-cache knows no {metapackage} in these lists"),
+        }
     }
 }

@@ -51,7 +51,7 @@ impl KernelLayout {
     pub fn parse(btf: &[u8]) -> Result<Self, BtfError> {
         let types = TypeInformation::new(&Bytes(btf)).map_err(|e| BtfError::Parse(format!("{e:?}")))?;
         let offset = |ty: &str, field: &str| -> Result<u32, String> {
-            let id = types.id_of(ty).ok_or_else(|| format!("no struct {ty}"))?;
+            let id = struct_id(&types, ty).ok_or_else(|| format!("no struct {ty}"))?;
             match types.offset_of(id, field) {
                 Ok((_, btfparse::Offset::ByteOffset(o))) => Ok(o),
                 Ok((_, other)) => Err(format!("{ty}.{field} is a bitfield ({other:?})")),
@@ -112,6 +112,21 @@ impl KernelLayout {
             features: KernelFeatures { nr_accept, nr_accept4 },
         })
     }
+}
+
+/// The id of the struct named `ty`. The name may also belong to a forward declaration
+/// (Linux 5.10's BTF has `FWD 'pt_regs'` beside `STRUCT 'pt_regs'`), and the name index
+/// keeps only one of them, so a declaration found there is passed over for the definition.
+fn struct_id(types: &TypeInformation, ty: &str) -> Option<u32> {
+    let is_struct = |id: u32| matches!(types.from_id(id), Some(TypeVariant::Struct(_)));
+    types.id_of(ty).filter(|&id| is_struct(id)).or_else(|| {
+        types
+            .get()
+            .iter()
+            .filter(|(_, t)| matches!(t, TypeVariant::Struct(_)))
+            .map(|(&id, _)| id)
+            .find(|&id| types.name_of(id).as_deref() == Some(ty))
+    })
 }
 
 /// Number of `TP_PROTO` arguments of a tracepoint, from the `btf_trace_<name>` typedef the

@@ -50,6 +50,8 @@ pub enum Stage {
 #[derive(Clone, Copy, Debug)]
 pub struct Family {
     pub name: &'static str,
+    /// What it measures, in words, for the log line that says a family is off.
+    pub what: &'static str,
     /// The agent cannot run without it (syscalls, the process lifecycle); any other family
     /// the running kernel cannot give is turned off and said so, and the rest run on.
     pub core: bool,
@@ -87,6 +89,7 @@ macro_rules! field {
 /// per-target counts current, and sends `process.*` events.
 pub const PROCESSES: Family = Family {
     name: "processes",
+    what: "the process lifecycle",
     core: true,
     stage: Stage::Follow,
     probes: &[
@@ -135,6 +138,7 @@ pub const PROCESSES: Family = Family {
 /// Cgroup membership (`collector-ebpf/src/cgroups.rs`): re-targets processes that move.
 pub const CGROUPS: Family = Family {
     name: "cgroups",
+    what: "cgroup targets (--cgroup, --cgroup-pattern): processes moving in and out",
     core: false,
     stage: Stage::Follow,
     probes: &[probe!("cgroup_attach_task" => "collector_cgroup_attach_task")],
@@ -157,6 +161,7 @@ pub const CGROUPS: Family = Family {
 /// exit path hands accepted connections to it.
 pub const TCP: Family = Family {
     name: "tcp",
+    what: "TCP connections",
     core: false,
     stage: Stage::Measure,
     probes: &[
@@ -200,6 +205,7 @@ pub const TCP: Family = Family {
 /// (also not the per-connection bytes of `tcp.close`).
 pub const SOCKET_BYTES: Family = Family {
     name: "socket_bytes",
+    what: "socket bytes (also the bytes of tcp.close events)",
     core: false,
     stage: Stage::Measure,
     probes: &[
@@ -221,6 +227,7 @@ pub const SOCKET_BYTES: Family = Family {
 /// everything counted happened with the target set complete.
 pub const SYSCALLS: Family = Family {
     name: "syscalls",
+    what: "syscall counts, errors and latency",
     core: true,
     stage: Stage::Measure,
     probes: &[

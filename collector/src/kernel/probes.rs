@@ -180,8 +180,14 @@ impl Probes {
         tracing::warn!(
             family = family.name,
             reason = %why,
-            not_measured = family.metrics.join(", "),
-            "probe family off: this kernel cannot give it; the other families run on"
+            "probe family {} off: this kernel cannot give it, so {} are not measured{}; the other families run on",
+            family.name,
+            family.what,
+            if family.metrics.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", family.metrics.join(", "))
+            }
         );
         self.off.insert(family.name, why);
     }
