@@ -44,6 +44,10 @@ enum Task {
     },
     /// Run every test: unit tests and the privileged end-to-end tests (as root).
     Test {
+        /// Only the kernel-matrix test, on this kernel of it (5.10, 6.1, 6.12): for chasing
+        /// what one kernel refuses. Example: cargo xtask test --kernel 6.1 -- --nocapture
+        #[arg(long, value_name = "LABEL")]
+        kernel: Option<String>,
         /// Extra arguments for `cargo test` (a filter, `-- --nocapture`...).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
@@ -60,7 +64,7 @@ fn main() -> anyhow::Result<()> {
             let err = Command::new(&bin).args(args).exec();
             Err(err).with_context(|| format!("cannot run {}", bin.display()))
         }
-        Task::Test { args } => test(&root, &args),
+        Task::Test { kernel, args } => test(&root, kernel.as_deref(), &args),
         Task::Bench { quick } => bench(&root, quick),
     }
 }
@@ -93,14 +97,16 @@ fn build(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(root.join("target/release/collector"))
 }
 
-fn test(root: &Path, args: &[String]) -> anyhow::Result<()> {
+fn test(root: &Path, kernel: Option<&str>, args: &[String]) -> anyhow::Result<()> {
     let bin = build(root)?;
     setup::ensure_test_peers()?;
-    let kernels = vm::ensure_kernels(root)?;
+    let kernels = vm::ensure_kernels(root, kernel)?;
+    let only_kernels = kernel.map(|_| ["--test", "kernels"]);
     // Release, so the tests reuse the eBPF object and dependencies `build` just compiled.
     let mut cmd = cargo(root);
     // --no-fail-fast: a failing test binary must not hide the results of the ones after it.
     cmd.args(["test", "--release", "--no-fail-fast"])
+        .args(only_kernels.iter().flatten())
         .args(args)
         .env("COLLECTOR_BIN", &bin)
         .env("COLLECTOR_VM_KERNELS", kernels)

@@ -43,9 +43,19 @@ pub const MATRIX: &[Kernel] = &[
 const VM_TOOLS: &[(&str, &str)] = &[("qemu-system-x86_64", "qemu-system-x86"), ("depmod", "kmod")];
 const VIRTME_NG: &str = "virtme-ng==1.42";
 
-/// Installs what booting a guest needs and fetches every kernel of the matrix, then returns
-/// `LABEL=VMLINUZ,...` for the tests (`COLLECTOR_VM_KERNELS`).
-pub fn ensure_kernels(root: &Path) -> anyhow::Result<String> {
+/// Installs what booting a guest needs and fetches every kernel of the matrix (or only the
+/// one labelled `only`), then returns `LABEL=VMLINUZ,...` for the tests
+/// (`COLLECTOR_VM_KERNELS`).
+pub fn ensure_kernels(root: &Path, only: Option<&str>) -> anyhow::Result<String> {
+    if let Some(label) = only
+        && !MATRIX.iter().any(|k| k.label == label)
+    {
+        let labels: Vec<&str> = MATRIX.iter().map(|k| k.label).collect();
+        bail!(
+            "--kernel {label}: not in the kernel matrix; choose one of {}",
+            labels.join(", ")
+        );
+    }
     setup::ensure_tools(VM_TOOLS, "the kernel matrix")?;
     if setup::which("vng").is_none() {
         eprintln!("setup: pip install {VIRTME_NG} (for the kernel matrix)");
@@ -54,6 +64,7 @@ pub fn ensure_kernels(root: &Path) -> anyhow::Result<String> {
     }
     let kernels = MATRIX
         .iter()
+        .filter(|k| only.is_none_or(|label| k.label == label))
         .map(|k| Ok(format!("{}={}", k.label, fetch(root, k)?.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(kernels.join(","))
