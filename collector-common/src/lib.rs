@@ -84,6 +84,16 @@ impl SyscallStats {
     };
 }
 
+/// Key of `EXIT_CLAIMS`: a process by its identity (tgid and its leader's start time), so a
+/// recycled tgid or a reused `signal_struct` is never mistaken for it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExitClaim {
+    pub tgid: u32,
+    pub _pad: u32,
+    pub start_ns: u64,
+}
+
 /// Key of the per-(target, syscall, errno) error counters.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -198,6 +208,14 @@ pub mod maps {
     pub const TCP_COUNTS: &str = "TCP_COUNTS";
     pub const CGROUP_TARGETS: &str = "CGROUP_TARGETS";
     pub const CURRENT: &str = "CURRENT";
+    pub const SWITCHES: &str = "SWITCHES";
+    pub const EXIT_CLAIMS: &str = "EXIT_CLAIMS";
+
+    /// Index in `SWITCHES` set to 1 once the tcp family is attached: only then may
+    /// `sys_exit` hand accepted connections over to it.
+    pub const SWITCH_TCP: u32 = 0;
+    /// Entries of `SWITCHES`.
+    pub const SWITCHES_ENTRIES: u32 = 1;
 
     // Sizes the kernel crate declares its maps with. The agent sets the real sizes at load
     // (`collector/src/kernel/probes.rs`, `MapSizes`), from its flags, whose defaults these are.
@@ -231,12 +249,13 @@ pub mod globals {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{CurrentTask, EntrySlot, ErrorKey, KernelFeatures, KernelOffsets, SyscallKey, SyscallStats};
+    use super::{CurrentTask, EntrySlot, ErrorKey, ExitClaim, KernelFeatures, KernelOffsets, SyscallKey, SyscallStats};
     unsafe impl aya::Pod for EntrySlot {}
     unsafe impl aya::Pod for CurrentTask {}
     unsafe impl aya::Pod for SyscallKey {}
     unsafe impl aya::Pod for SyscallStats {}
     unsafe impl aya::Pod for ErrorKey {}
+    unsafe impl aya::Pod for ExitClaim {}
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for KernelFeatures {}
 }

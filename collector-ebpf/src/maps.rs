@@ -7,7 +7,7 @@ use aya_ebpf::{
 use collector_common::{
     CurrentTask, EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, TargetId,
     events::TargetCounts,
-    maps::{MAX_TARGETS, PID_INDEXED_DEFAULT, SYSCALL_ERRORS_ENTRIES, SYSCALL_STATS_ENTRIES},
+    maps::{MAX_TARGETS, PID_INDEXED_DEFAULT, SWITCHES_ENTRIES, SYSCALL_ERRORS_ENTRIES, SYSCALL_STATS_ENTRIES},
     target_slot,
 };
 
@@ -34,6 +34,17 @@ pub static TARGET_OF: Array<u32> = Array::with_max_entries(PID_INDEXED_DEFAULT, 
 /// an old entry.
 #[map]
 pub static CURRENT: PerCpuArray<CurrentTask> = PerCpuArray::with_max_entries(1, 0);
+
+/// Switches the agent sets once a family is attached (`collector_common::maps::SWITCH_*`):
+/// a family that the kernel refused is then never fed by another family's program.
+#[map]
+pub static SWITCHES: Array<u32> = Array::with_max_entries(SWITCHES_ENTRIES, 0);
+
+/// Whether switch `index` is on.
+#[inline(always)]
+pub fn switched_on(index: u32) -> bool {
+    SWITCHES.get(index).copied() == Some(1)
+}
 
 /// The target of the thread whose syscall passes `regs` to `sys_enter`/`sys_exit`; 0 when
 /// it is not a target. After a context switch the first syscall pays one helper call and a

@@ -31,9 +31,15 @@
 //!     The older one reads `p->signal->live`: do_exit() decrements it
 //!     (`group_dead = atomic_dec_and_test(&tsk->signal->live)`) before that tracepoint, so
 //!     0 there means the last thread.
-use aya_ebpf::{EbpfContext as _, macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::BPF_NOEXIST,
+    macros::{map, raw_tracepoint},
+    maps::LruHashMap,
+    programs::RawTracePointContext,
+};
 use aya_log_ebpf::warn;
-use collector_common::{EntrySlot, MapErrorSite, PID_TREE, TargetId, events::EventKind, target_slot};
+use collector_common::{EntrySlot, ExitClaim, MapErrorSite, PID_TREE, TargetId, events::EventKind, target_slot};
 
 use crate::{
     cgroups::cgroup_target_of,
@@ -130,13 +136,30 @@ pub fn collector_exit(ctx: RawTracePointContext) -> i32 {
     on_exit(&ctx, |ctx, _| ctx.arg::<u64>(1) & 0xff != 0)
 }
 
-/// Before 6.16: the group is dead when its last live thread exits.
+/// Threads of a process that found `signal->live` at 0 on their way out: the first to claim
+/// the process reports its exit. LRU, so claims of long-gone processes make room; a claim is
+/// only needed for the moment the process's threads are dying.
+#[map]
+static EXIT_CLAIMS: LruHashMap<ExitClaim, u8> = LruHashMap::with_max_entries(1024, 0);
+
+/// Before 6.16: the group is dead once its live threads reach 0. Several threads can see 0
+/// (those whose decrement came before the last one, still on their way to the tracepoint:
+/// exit_mm() lies between), so the first to claim the process is the one that ends it.
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn collector_exit_live(ctx: RawTracePointContext) -> i32 {
-    on_exit(&ctx, |_, task| {
-        read_field::<*const u8>(task, offset!(task_signal))
-            .and_then(|signal| read_field::<i32>(signal, offset!(signal_live)))
-            .is_ok_and(|live| live == 0)
+    on_exit(&ctx, |ctx, task| {
+        let live = read_field::<*const u8>(task, offset!(task_signal))
+            .and_then(|signal| read_field::<i32>(signal, offset!(signal_live)));
+        if live != Ok(0) {
+            return false;
+        }
+        let leader = read_field::<*const u8>(task, offset!(task_group_leader)).unwrap_or(task);
+        let claim = ExitClaim {
+            tgid: ctx.tgid(),
+            _pad: 0,
+            start_ns: read_field::<u64>(leader, offset!(task_start_time)).unwrap_or(0),
+        };
+        EXIT_CLAIMS.insert(&claim, &0, u64::from(BPF_NOEXIST)).is_ok()
     })
 }
 

@@ -20,11 +20,11 @@
 //! time, and neither is counted.
 
 use aya_ebpf::{EbpfContext as _, helpers::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawTracePointContext};
-use collector_common::{EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, histogram};
+use collector_common::{EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, histogram, maps::SWITCH_TCP};
 
 use crate::{
     globals::{kernel_feature, offset, read_field},
-    maps::{ENTRY, SYSCALL_ERRORS, SYSCALL_STATS, get_or_insert, syscall_target},
+    maps::{ENTRY, SYSCALL_ERRORS, SYSCALL_STATS, get_or_insert, switched_on, syscall_target},
     sockets,
 };
 
@@ -89,7 +89,7 @@ pub fn collector_sys_exit(ctx: RawTracePointContext) -> i32 {
 /// Where an inbound connection gets its owner; see sockets.rs.
 #[inline(always)]
 fn accept_returned(nr: u32, ret: i64, target: u32) {
-    if ret >= 0 && (nr == kernel_feature!(nr_accept) || nr == kernel_feature!(nr_accept4)) {
+    if ret >= 0 && (nr == kernel_feature!(nr_accept) || nr == kernel_feature!(nr_accept4)) && switched_on(SWITCH_TCP) {
         sockets::accepted(ret as u64, target);
     }
 }

@@ -180,6 +180,8 @@ fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Run
     let maps = KernelMaps::take(probes.ebpf_mut()).map_err(runtime)?;
     let ring = take_events(probes.ebpf_mut()).map_err(runtime)?;
     let ring_fill = RingFill::new(&ring, cli.ring_buffer_size).context("cannot map the event ring buffer")?;
+    let (targets, following) = Targets::install(checked, maps)?;
+    probes.attach(Stage::Follow).map_err(runtime)?;
     if let Some(why) = probes.off().get(CGROUPS.name)
         && !(cli.cgroups.is_empty() && cli.cgroup_patterns.is_empty())
     {
@@ -188,8 +190,6 @@ fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Run
              name the processes with --pid instead"
         )));
     }
-    let (targets, following) = Targets::install(checked, maps)?;
-    probes.attach(Stage::Follow).map_err(runtime)?;
     if signalled.is_triggered() {
         return Ok(None);
     }

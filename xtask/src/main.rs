@@ -101,7 +101,8 @@ fn test(root: &Path, kernel: Option<&str>, args: &[String]) -> anyhow::Result<()
     let bin = build(root)?;
     setup::ensure_test_peers()?;
     let kernels = vm::ensure_kernels(root, kernel)?;
-    let only_kernels = kernel.map(|_| ["--test", "kernels"]);
+    // With --kernel, the extra arguments are the test binary's (`-- --nocapture`).
+    let only_kernels = kernel.map(|_| ["--test", "kernels", "--"]);
     // Release, so the tests reuse the eBPF object and dependencies `build` just compiled.
     let mut cmd = cargo(root);
     // --no-fail-fast: a failing test binary must not hide the results of the ones after it.
@@ -110,6 +111,7 @@ fn test(root: &Path, kernel: Option<&str>, args: &[String]) -> anyhow::Result<()
         .args(args)
         .env("COLLECTOR_BIN", &bin)
         .env("COLLECTOR_VM_KERNELS", kernels)
+        .env("COLLECTOR_VNG_BIN", root.join("target/kernels/venv/bin"))
         .stdout(Stdio::piped());
     let mut child = cmd.spawn().context("cannot start cargo test")?;
     let mut totals = TestTotals::default();

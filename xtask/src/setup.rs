@@ -137,7 +137,7 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
 }
 
 /// Installs Debian/Ubuntu packages; elsewhere says what to install.
-fn apt_install(packages: &[&str], for_what: &str) -> anyhow::Result<()> {
+pub(crate) fn apt_install(packages: &[&str], for_what: &str) -> anyhow::Result<()> {
     if which("apt-get").is_none() {
         bail!(
             "{for_what} needs the packages {} (or your distribution's equivalents); install them and rerun",

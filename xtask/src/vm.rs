@@ -43,9 +43,10 @@ pub const MATRIX: &[Kernel] = &[
 const VM_TOOLS: &[(&str, &str)] = &[("qemu-system-x86_64", "qemu-system-x86"), ("depmod", "kmod")];
 const VIRTME_NG: &str = "virtme-ng==1.42";
 
-/// Installs what booting a guest needs and fetches every kernel of the matrix (or only the
-/// one labelled `only`), then returns `LABEL=VMLINUZ,...` for the tests
-/// (`COLLECTOR_VM_KERNELS`).
+/// Installs what booting a guest needs (virtme-ng into `target/kernels/venv`) and fetches
+/// every kernel of the matrix (or only the one labelled `only`), then returns
+/// `LABEL=VMLINUZ,...` for the tests (`COLLECTOR_VM_KERNELS`); the venv's `bin` is where the
+/// tests find `vng` (`COLLECTOR_VNG_BIN`).
 pub fn ensure_kernels(root: &Path, only: Option<&str>) -> anyhow::Result<String> {
     if let Some(label) = only
         && !MATRIX.iter().any(|k| k.label == label)
@@ -57,9 +58,23 @@ pub fn ensure_kernels(root: &Path, only: Option<&str>) -> anyhow::Result<String>
         );
     }
     setup::ensure_tools(VM_TOOLS, "the kernel matrix")?;
-    if setup::which("vng").is_none() {
-        eprintln!("setup: pip install {VIRTME_NG} (for the kernel matrix)");
-        run(Command::new("python3").args(["-m", "pip", "install", "-q", VIRTME_NG]))
+    let venv = root.join("target/kernels/venv");
+    if !venv.join("bin/vng").is_file() {
+        // A venv of its own: Debian's python refuses a system-wide pip install (PEP 668).
+        if Command::new("python3")
+            .args(["-m", "venv", "--help"])
+            .stdout(Stdio::null())
+            .status()
+            .map_or(true, |s| !s.success())
+        {
+            setup::apt_install(&["python3-venv"], "the kernel matrix")?;
+        }
+        eprintln!(
+            "setup: pip install {VIRTME_NG} into {} (for the kernel matrix)",
+            venv.display()
+        );
+        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
+        run(Command::new(venv.join("bin/pip")).args(["install", "-q", VIRTME_NG]))
             .context("cannot install virtme-ng from PyPI")?;
     }
     let kernels = MATRIX
@@ -91,8 +106,13 @@ fn fetch(root: &Path, kernel: &Kernel) -> anyhow::Result<PathBuf> {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .with_context(|| format!("apt-get download left no .deb in {}", download.display()))?;
-    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&dir))?;
-    std::fs::remove_dir_all(&download)?;
+    // Unpacked beside and renamed into place, so an interrupted run leaves no half kernel
+    // that a later one would take for whole.
+    let unpacked = dir.with_extension("partial");
+    let _ = std::fs::remove_dir_all(&unpacked);
+    run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
+    std::fs::remove_dir_all(&dir)?;
+    std::fs::rename(&unpacked, &dir)?;
     image_in(&dir).with_context(|| format!("{image} has no /boot/vmlinuz-*"))
 }
 
@@ -123,6 +143,8 @@ impl AptSuite {
         let options = [
             format!("Dir::Etc::SourceList={}", sources.display()),
             "Dir::Etc::SourceParts=/nonexistent".to_owned(),
+            // Nor the host's apt.conf.d: its hooks and extra downloads are for the host.
+            "Dir::Etc::Parts=/nonexistent".to_owned(),
             format!("Dir::State::Lists={}", dir.join("lists").display()),
             format!("Dir::Cache={}", dir.join("cache").display()),
             // The host's apt lock is not ours to take: these lists are private.

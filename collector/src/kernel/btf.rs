@@ -9,7 +9,7 @@ use std::{collections::BTreeMap, path::Path};
 use btfparse::{Readable, TypeInformation, TypeVariant};
 use collector_common::{KernelFeatures, KernelOffsets};
 
-use super::families::{FAMILIES, TCP, all_probes};
+use super::families::{FAMILIES, all_probes};
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
@@ -98,18 +98,14 @@ impl KernelLayout {
                 (probe.name, older.map_or(probe.program, |o| o.program))
             })
             .collect();
-        // Without the tcp family, sys_exit must not take accepted connections over: no
-        // syscall has number u32::MAX.
-        let (nr_accept, nr_accept4) = if off.contains_key(TCP.name) {
-            (u32::MAX, u32::MAX)
-        } else {
-            (syscalls::Sysno::accept as u32, syscalls::Sysno::accept4 as u32)
-        };
         Ok(KernelLayout {
             offsets,
             programs,
             off,
-            features: KernelFeatures { nr_accept, nr_accept4 },
+            features: KernelFeatures {
+                nr_accept: syscalls::Sysno::accept as u32,
+                nr_accept4: syscalls::Sysno::accept4 as u32,
+            },
         })
     }
 }

@@ -62,6 +62,8 @@ pub struct Family {
     pub fields: &'static [BtfField],
     /// The metrics it feeds, scrape-time and event-defined alike.
     pub metrics: &'static [&'static str],
+    /// The `SWITCHES` entry set once it is attached, where another family's program feeds it.
+    pub switch: Option<u32>,
 }
 
 macro_rules! probe {
@@ -133,6 +135,7 @@ pub const PROCESSES: Family = Family {
         "collector_processes",
         "collector_threads",
     ],
+    switch: None,
 };
 
 /// Cgroup membership (`collector-ebpf/src/cgroups.rs`): re-targets processes that move.
@@ -155,6 +158,7 @@ pub const CGROUPS: Family = Family {
         field!(signal_live: "signal_struct"."live"),
     ],
     metrics: &[],
+    switch: None,
 };
 
 /// TCP connections (`collector-ebpf/src/sockets.rs`). Attached before the syscalls, whose
@@ -189,6 +193,7 @@ pub const TCP: Family = Family {
         field!(file_private_data: "file"."private_data"),
         field!(socket_sk: "socket"."sk"),
     ],
+    switch: Some(maps::SWITCH_TCP),
     metrics: &[
         "collector_tcp_connections",
         "collector_tcp_retransmits_total",
@@ -221,6 +226,7 @@ pub const SOCKET_BYTES: Family = Family {
         "collector_socket_sent_bytes_total",
         "collector_socket_received_bytes_total",
     ],
+    switch: None,
 };
 
 /// Syscall latency and errors (`collector-ebpf/src/syscalls.rs`): attached last, so
@@ -241,6 +247,7 @@ pub const SYSCALLS: Family = Family {
         "collector_syscall_errors_total",
         "collector_syscall_duration_seconds",
     ],
+    switch: None,
 };
 
 /// Every family, in attach order within each stage.

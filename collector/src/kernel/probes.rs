@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{Array, MapData},
     programs::{ProgramError, RawTracePoint},
 };
 use collector_common::{globals, maps};
@@ -68,9 +69,12 @@ pub enum ProbeError {
         #[source]
         source: Box<ProgramError>,
     },
-    /// The object lacks a program this agent expects (a build mismatch).
-    #[error("the embedded eBPF object has no program {0}")]
+    /// The object lacks a program or map this agent expects (a build mismatch).
+    #[error("the embedded eBPF object has no program or map {0}")]
     Missing(&'static str),
+    /// A family's switch could not be set.
+    #[error("cannot set a switch in SWITCHES")]
+    Switch(#[source] aya::maps::MapError),
 }
 
 /// The loaded object and the attach state of each probe.
@@ -126,7 +130,7 @@ impl Probes {
                 continue;
             }
             match self.attach_family(family) {
-                Ok(()) => {}
+                Ok(()) => self.switch_on(family)?,
                 Err(e) if family.core => return Err(e),
                 Err(e) => {
                     self.unload(family);
@@ -159,6 +163,19 @@ impl Probes {
             tracing::debug!(probe = probe.name, program = name, "attached");
         }
         Ok(())
+    }
+
+    /// Tells the programs that feed `family` from elsewhere that it is attached.
+    fn switch_on(&mut self, family: &Family) -> Result<(), ProbeError> {
+        let Some(index) = family.switch else {
+            return Ok(());
+        };
+        let map = self
+            .ebpf
+            .map_mut(maps::SWITCHES)
+            .ok_or(ProbeError::Missing(maps::SWITCHES))?;
+        let mut switches: Array<&mut MapData, u32> = Array::try_from(map).map_err(ProbeError::Switch)?;
+        switches.set(index, 1, 0).map_err(ProbeError::Switch)
     }
 
     /// Unloads (and so detaches) the family's programs that did load: a family is on whole

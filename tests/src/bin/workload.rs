@@ -8,6 +8,8 @@
 //!   fork_getppid N     fork a child that makes N getppid() calls and exits; wait for it
 //!   thread_getppid N   start a thread that makes N getppid() calls; join it
 //!   spawn_exit N       fork N children; child i exits with code i % 3; wait for them all
+//!   threads_exit N     fork N children of 8 threads each, spinning, whose main thread then
+//!                      exits: all 8 threads die at once (exit_group); wait for them all
 //!   exec_true N        fork N children that exec /bin/true; wait for them all
 //!   exec_storm N       fork N children that exec /bin/true, all at once; then wait for them
 //!   kill_child         fork a child that waits forever, SIGKILL it, wait for it
@@ -91,6 +93,25 @@ fn wait_all(children: &[libc::pid_t]) {
         let mut status = 0;
         unsafe { libc::waitpid(child, &raw mut status, 0) };
     }
+}
+
+/// Starts 7 threads that spin, then ends the process from the main thread: the kernel takes
+/// the 8 threads down together, on every CPU at once.
+fn exit_with_spinning_threads() {
+    let running = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    for _ in 0..7 {
+        let running = running.clone();
+        std::thread::spawn(move || {
+            running.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            loop {
+                std::hint::spin_loop();
+            }
+        });
+    }
+    while running.load(std::sync::atomic::Ordering::SeqCst) < 7 {
+        std::hint::spin_loop();
+    }
+    unsafe { libc::_exit(0) };
 }
 
 fn exec_true() {
@@ -294,6 +315,10 @@ fn main() {
                 let children: Vec<_> = (0..n)
                     .map(|i| fork(|| unsafe { libc::_exit((i % 3) as i32) }))
                     .collect();
+                wait_all(&children);
+            }
+            "threads_exit" => {
+                let children: Vec<_> = (0..n).map(|_| fork(exit_with_spinning_threads)).collect();
                 wait_all(&children);
             }
             "exec_true" => {
