@@ -1,15 +1,5 @@
 //! Helpers for the privileged end-to-end tests: start the real collector binary and real
 //! workloads, scrape, and read the OpenMetrics text back.
-// The test suite: an unexpected failure is a failed test, which unwrap reports with its place;
-// sample values are f64 holding exact counts, compared exactly on purpose; a scenario reads
-// top to bottom, with its helpers where they are first needed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::float_cmp,
-    clippy::items_after_statements,
-    clippy::too_many_lines,
-    clippy::similar_names
-)]
 mod bpf;
 mod collector_process;
 mod exposition;

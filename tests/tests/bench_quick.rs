@@ -1,16 +1,6 @@
 //! `cargo xtask bench --quick` in the test suite: every benchmark arm runs, and what is exact
 //! in it is checked exactly (call counts of the collector, bpftrace and syscount; every event
 //! delivered or counted as dropped). Its timings are not checked: they mean nothing here.
-// The test suite: an unexpected failure is a failed test, which unwrap reports with its place;
-// sample values are f64 holding exact counts, compared exactly on purpose; a scenario reads
-// top to bottom, with its helpers where they are first needed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::float_cmp,
-    clippy::items_after_statements,
-    clippy::too_many_lines,
-    clippy::similar_names
-)]
 use std::process::Command;
 
 use serde_json::Value;

@@ -2,16 +2,6 @@
 //! hierarchy, moves real workloads in and out by writing `cgroup.procs`, and counts exactly
 //! what the collector reports for `--cgroup` and `--cgroup-pattern` targets. The tree is
 //! removed however the test ends (`tests::CgroupTree`).
-// The test suite: an unexpected failure is a failed test, which unwrap reports with its place;
-// sample values are f64 holding exact counts, compared exactly on purpose; a scenario reads
-// top to bottom, with its helpers where they are first needed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::float_cmp,
-    clippy::items_after_statements,
-    clippy::too_many_lines,
-    clippy::similar_names
-)]
 use std::{
     net::{Ipv4Addr, TcpListener, UdpSocket},
     process::Command,

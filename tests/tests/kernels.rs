@@ -3,16 +3,6 @@
 //! virtme-ng with this machine's root filesystem, where this same test executable runs its
 //! guest half. Each guest must serve exact counts for every probe family its kernel has,
 //! and say which it has not (README: "Kernels").
-// The test suite: an unexpected failure is a failed test, which unwrap reports with its place;
-// sample values are f64 holding exact counts, compared exactly on purpose; a scenario reads
-// top to bottom, with its helpers where they are first needed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::float_cmp,
-    clippy::items_after_statements,
-    clippy::too_many_lines,
-    clippy::similar_names
-)]
 use std::{
     net::{IpAddr, Ipv4Addr},
     path::PathBuf,

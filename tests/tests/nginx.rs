@@ -1,16 +1,6 @@
 //! A load test with real programs: nginx (from Debian) as the target, wrk driving it on
 //! loopback as fast as this machine goes, one request per connection. What the collector
 //! reports must match nginx's own access log exactly, with nothing dropped.
-// The test suite: an unexpected failure is a failed test, which unwrap reports with its place;
-// sample values are f64 holding exact counts, compared exactly on purpose; a scenario reads
-// top to bottom, with its helpers where they are first needed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::float_cmp,
-    clippy::items_after_statements,
-    clippy::too_many_lines,
-    clippy::similar_names
-)]
 use std::{
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},

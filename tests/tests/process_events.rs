@@ -1,15 +1,5 @@
 //! Process lifecycle events and the metrics defined on them, end to end: the real collector,
 //! real forks, execs, exits and signals, counted exactly; the JSON event sink read back.
-// The test suite: an unexpected failure is a failed test, which unwrap reports with its place;
-// sample values are f64 holding exact counts, compared exactly on purpose; a scenario reads
-// top to bottom, with its helpers where they are first needed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::float_cmp,
-    clippy::items_after_statements,
-    clippy::too_many_lines,
-    clippy::similar_names
-)]
 use std::time::{Duration, Instant};
 
 use serde_json::Value;

@@ -2,16 +2,6 @@
 //! middle of scrapes. Each time it must exit with status 0 within a few seconds and leave
 //! nothing loaded: every program, map and link it held is gone from the kernel (README:
 //! "Exit codes").
-// The test suite: an unexpected failure is a failed test, which unwrap reports with its place;
-// sample values are f64 holding exact counts, compared exactly on purpose; a scenario reads
-// top to bottom, with its helpers where they are first needed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::float_cmp,
-    clippy::items_after_statements,
-    clippy::too_many_lines,
-    clippy::similar_names
-)]
 use std::{
     fs::File,
     path::PathBuf,

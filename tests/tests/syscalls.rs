@@ -1,15 +1,5 @@
 //! Syscall counts, errors and latency of target processes, end to end: the real collector
 //! binary, real kernel, real workloads. Counts are asserted exactly.
-// The test suite: an unexpected failure is a failed test, which unwrap reports with its place;
-// sample values are f64 holding exact counts, compared exactly on purpose; a scenario reads
-// top to bottom, with its helpers where they are first needed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::float_cmp,
-    clippy::items_after_statements,
-    clippy::too_many_lines,
-    clippy::similar_names
-)]
 use std::time::Duration;
 
 use tests::{BpfObjects, Collector, Workload, collector_output, have_tool, privileged};

@@ -37,16 +37,6 @@
 //!
 //! Raw syscalls (`libc::syscall`) are used where libc might substitute another syscall
 //! (glibc's nanosleep() calls clock_nanosleep, for instance).
-// The test suite: an unexpected failure is a failed test, which unwrap reports with its place;
-// sample values are f64 holding exact counts, compared exactly on purpose; a scenario reads
-// top to bottom, with its helpers where they are first needed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::float_cmp,
-    clippy::items_after_statements,
-    clippy::too_many_lines,
-    clippy::similar_names
-)]
 use std::{
     io::{BufRead as _, Read as _, Write as _},
     net::{IpAddr, Shutdown, TcpListener, TcpStream, UdpSocket},

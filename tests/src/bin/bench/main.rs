@@ -9,16 +9,6 @@
 //!    kept busy by a spinner, counting what was delivered and what was dropped where.
 //! C. scrape: /metrics latency and size with synthetic series in the kernel map.
 //! D. idle: agent CPU and RSS with no activity, scraped every 15 s.
-// The test suite: an unexpected failure is a failed test, which unwrap reports with its place;
-// sample values are f64 holding exact counts, compared exactly on purpose; a scenario reads
-// top to bottom, with its helpers where they are first needed.
-#![allow(
-    clippy::unwrap_used,
-    clippy::float_cmp,
-    clippy::items_after_statements,
-    clippy::too_many_lines,
-    clippy::similar_names
-)]
 mod arms;
 mod events;
 mod idle;
