@@ -47,6 +47,11 @@ impl Metrics {
         assert!(found.len() <= 1, "{name}{labels:?} matches {} samples", found.len());
         found.first().map(|s| s.value)
     }
+
+    /// The sum over every sample matching (0 when none does).
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.select(name, labels).iter().map(|s| s.value).sum()
+    }
 }
 
 /// A sample's value, 0 when the series does not exist (yet).

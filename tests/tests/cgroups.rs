@@ -24,10 +24,7 @@ fn getppids(m: &Metrics, target: &str) -> f64 {
 
 /// getppid counted over every target.
 fn all_getppids(m: &Metrics) -> f64 {
-    m.select("collector_syscalls_total", &[("syscall", "getppid")])
-        .iter()
-        .map(|s| s.value)
-        .sum()
+    m.sum("collector_syscalls_total", &[("syscall", "getppid")])
 }
 
 fn targets_of_kind(m: &Metrics, kind: &str) -> f64 {

@@ -131,11 +131,7 @@ fn in_a_guest_every_family_the_kernel_has_counts_exactly() {
     let target = [("target", "vm")];
     eventually("the exits and connections counted", Duration::from_secs(20), || {
         let m = c.metrics();
-        let exits: f64 = m
-            .select("collector_process_exits_total", &target)
-            .iter()
-            .map(|s| s.value)
-            .sum();
+        let exits: f64 = m.sum("collector_process_exits_total", &target);
         let opened = value(
             &m,
             "collector_tcp_connections_opened_total",
@@ -146,11 +142,7 @@ fn in_a_guest_every_family_the_kernel_has_counts_exactly() {
     // A late second report of an exit would come within the events' latency: give it time.
     std::thread::sleep(Duration::from_millis(500));
     let m = c.metrics();
-    let exits: f64 = m
-        .select("collector_process_exits_total", &target)
-        .iter()
-        .map(|s| s.value)
-        .sum();
+    let exits: f64 = m.sum("collector_process_exits_total", &target);
     let starts = value(&m, "collector_process_starts_total", &target);
     println!("starts {starts}, exits {exits} (expected 16 each)");
     assert_eq!((starts, exits), (16.0, 16.0));

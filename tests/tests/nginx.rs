@@ -159,11 +159,7 @@ fn nginx_under_wrk_accepts_exactly_what_its_access_log_says() {
     let m = c.metrics();
     let logged = nginx.access_log_lines() - logged_before;
     let connections = accepted(&m);
-    let dropped: f64 = m
-        .select("collector_events_dropped_total", &[])
-        .iter()
-        .map(|s| s.value)
-        .sum();
+    let dropped: f64 = m.sum("collector_events_dropped_total", &[]);
     // A connection that carried a request: nginx read bytes from it. wrk stops mid-flight
     // (and reconnects after an error), so some connections close before sending their
     // request; nginx accepts those too but has nothing to log. Their number is printed, not
@@ -201,11 +197,7 @@ fn nginx_under_wrk_accepts_exactly_what_its_access_log_says() {
         value(&m, "collector_socket_sent_bytes_total", &labels)
     );
     assert_eq!(dropped, 0.0, "events were dropped");
-    let map_errors: f64 = m
-        .select("collector_bpf_map_errors_total", &[])
-        .iter()
-        .map(|s| s.value)
-        .sum();
+    let map_errors: f64 = m.sum("collector_bpf_map_errors_total", &[]);
     assert_eq!(map_errors, 0.0, "kernel map updates failed");
     assert!(logged > 1000, "wrk made only {logged} requests: {wrk}");
     assert_eq!(requests, logged, "connections with a request vs the access log");

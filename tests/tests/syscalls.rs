@@ -61,11 +61,7 @@ fn children_and_threads_of_a_target_are_counted_and_other_processes_are_not() {
     target.run("thread_getppid 2000"); // a thread started after start
     let m = c.metrics();
     let app = m.value(GETPPID, &[("target", "app"), ("syscall", "getppid")]);
-    let all: f64 = m
-        .select(GETPPID, &[("syscall", "getppid")])
-        .iter()
-        .map(|s| s.value)
-        .sum();
+    let all: f64 = m.sum(GETPPID, &[("syscall", "getppid")]);
     println!("getppid under app = {app:?} (expected 6000); over all targets = {all} (outsider made 7000)");
     assert_eq!(app, Some(6000.0));
     assert_eq!(all, 6000.0, "the outsider's calls must not be counted");

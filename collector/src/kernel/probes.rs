@@ -14,7 +14,7 @@ use collector_common::{globals, maps};
 
 use super::{
     btf::KernelLayout,
-    families::{FAMILIES, Family, Stage, all_probes},
+    families::{FAMILIES, Family, Probe, Stage, all_probes},
 };
 
 /// The kernel object built from `collector-ebpf` by build.rs. Public for the benchmark, which
@@ -143,7 +143,7 @@ impl Probes {
 
     fn attach_family(&mut self, family: &Family) -> Result<(), ProbeError> {
         for probe in family.probes {
-            let name = self.programs.get(probe.name).copied().unwrap_or(probe.program);
+            let name = self.program_of(probe);
             let err = |action, source| ProbeError::Program {
                 action,
                 probe: probe.name,
@@ -165,6 +165,11 @@ impl Probes {
         Ok(())
     }
 
+    /// The program loaded for `probe` on this kernel (see `Probe::older`).
+    fn program_of(&self, probe: &Probe) -> &'static str {
+        self.programs.get(probe.name).copied().unwrap_or(probe.program)
+    }
+
     /// Tells the programs that feed `family` from elsewhere that it is attached.
     fn switch_on(&mut self, family: &Family) -> Result<(), ProbeError> {
         let Some(index) = family.switch else {
@@ -182,7 +187,7 @@ impl Probes {
     /// or not at all, so no metric of it is half counted.
     fn unload(&mut self, family: &Family) {
         for probe in family.probes {
-            let name = self.programs.get(probe.name).copied().unwrap_or(probe.program);
+            let name = self.program_of(probe);
             let program: Option<&mut RawTracePoint> = self.ebpf.program_mut(name).and_then(|p| p.try_into().ok());
             if let Some(program) = program
                 && let Err(e) = program.unload()
