@@ -38,9 +38,13 @@ pub const MATRIX: &[Kernel] = &[
     },
 ];
 
-/// The tools that boot a guest: QEMU, depmod (virtme-ng builds the guest's module list),
-/// and virtme-ng from PyPI (Debian has none).
-const VM_TOOLS: &[(&str, &str)] = &[("qemu-system-x86_64", "qemu-system-x86"), ("depmod", "kmod")];
+/// The tools that boot a guest: QEMU, depmod and busybox (virtme-ng builds the guest's
+/// module list and its initramfs with them), and virtme-ng from PyPI (Debian has none).
+const VM_TOOLS: &[(&str, &str)] = &[
+    ("qemu-system-x86_64", "qemu-system-x86"),
+    ("depmod", "kmod"),
+    ("busybox", "busybox-static"),
+];
 const VIRTME_NG: &str = "virtme-ng==1.42";
 
 /// Installs what booting a guest needs (virtme-ng into `target/kernels/venv`) and fetches
