@@ -138,6 +138,15 @@ pub struct KernelOffsets {
     pub socket_sk: u32,
     /// `struct pt_regs`' syscall number (x86 `orig_ax`, arm64 `syscallno`).
     pub regs_syscall_nr: u32,
+    /// `struct pt_regs`' first four syscall arguments (x86-64: di, si, dx, r10), which the
+    /// kernel leaves as the caller passed them until the syscall returns.
+    pub regs_arg0: u32,
+    pub regs_arg1: u32,
+    pub regs_arg2: u32,
+    pub regs_arg3: u32,
+    /// file->f_inode->i_mode: whether an fd is a socket (S_IFSOCK).
+    pub file_inode: u32,
+    pub inode_mode: u32,
     /// task->cgroups->dfl_cgrp (the cgroup v2 cgroup) ->level, ->ancestors[], ->kn->id.
     pub task_cgroups: u32,
     pub css_set_dfl_cgrp: u32,
@@ -152,12 +161,24 @@ pub struct KernelOffsets {
 
 /// Facts about the running kernel that are not struct offsets.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct KernelFeatures {
-    /// This architecture's numbers of accept(2) and accept4(2), whose return is where an
-    /// inbound connection gets its owner (see `collector-ebpf/src/sockets.rs`).
-    pub nr_accept: u32,
-    pub nr_accept4: u32,
+    /// What each syscall number moves through a socket it is given, as a
+    /// [`sockets::SyscallIo`] (accept(2) and accept4(2) included: their return is where an
+    /// inbound connection gets its owner). Indexed by this architecture's numbers.
+    pub syscall_io: [u8; sockets::SYSCALL_IO_ENTRIES],
+    /// 1 when `struct cgroup` holds its ancestors' ids (`ancestor_ids[]`, before Linux 6.0)
+    /// rather than pointers to them (`ancestors[]`).
+    pub cgroup_ancestor_ids: u32,
+}
+
+impl Default for KernelFeatures {
+    fn default() -> Self {
+        KernelFeatures {
+            syscall_io: [sockets::SyscallIo::None as u8; sockets::SYSCALL_IO_ENTRIES],
+            cgroup_ancestor_ids: 0,
+        }
+    }
 }
 
 /// Index into the `MAP_ERRORS` per-CPU array: which map an update failed on.
@@ -214,8 +235,11 @@ pub mod maps {
     /// Index in `SWITCHES` set to 1 once the tcp family is attached: only then may
     /// `sys_exit` hand accepted connections over to it.
     pub const SWITCH_TCP: u32 = 0;
+    /// Set once the socket_bytes family is on: only then does `sys_exit` count the bytes of
+    /// send and receive calls.
+    pub const SWITCH_SOCKET_BYTES: u32 = 1;
     /// Entries of `SWITCHES`.
-    pub const SWITCHES_ENTRIES: u32 = 1;
+    pub const SWITCHES_ENTRIES: u32 = 2;
 
     // Sizes the kernel crate declares its maps with. The agent sets the real sizes at load
     // (`collector/src/kernel/probes.rs`, `MapSizes`), from its flags, whose defaults these are.

@@ -86,6 +86,55 @@ impl Protocol {
     }
 }
 
+/// Syscall numbers the [`SyscallIo`] table covers (x86-64's highest is below 470).
+pub const SYSCALL_IO_ENTRIES: usize = 512;
+
+/// What a syscall moves through the socket(s) among its arguments, read by `sys_exit` from
+/// its return value and arguments (`collector-ebpf/src/socket_bytes.rs`). The agent fills
+/// `KernelFeatures::syscall_io` from this architecture's syscall numbers.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SyscallIo {
+    /// Moves no socket bytes.
+    None = 0,
+    /// write, writev, sendto, sendmsg(fd, ...): returns the bytes sent.
+    Send = 1,
+    /// read, readv(fd, ...): returns the bytes received.
+    Receive = 2,
+    /// recvfrom(fd, buf, len, flags, ...): bytes received, unless `flags` has MSG_PEEK.
+    ReceiveFrom = 3,
+    /// recvmsg(fd, msg, flags): bytes received, unless `flags` has MSG_PEEK.
+    ReceiveMessage = 4,
+    /// sendmmsg(fd, msgvec, vlen, flags): returns how many messages went; each one's
+    /// `msg_len` says its bytes.
+    SendMessages = 5,
+    /// recvmmsg(fd, msgvec, vlen, flags, timeout): as sendmmsg, unless `flags` has MSG_PEEK.
+    ReceiveMessages = 6,
+    /// sendfile(out_fd, in_fd, ...), splice(fd_in, off_in, fd_out, ...): the bytes moved
+    /// leave through `out` when it is a socket and arrive through `in` when that is one.
+    SendFile = 7,
+    Splice = 8,
+    /// accept, accept4: the returned fd is a new connection (the tcp family's).
+    Accept = 9,
+}
+
+impl SyscallIo {
+    pub const fn from_u8(v: u8) -> SyscallIo {
+        match v {
+            1 => SyscallIo::Send,
+            2 => SyscallIo::Receive,
+            3 => SyscallIo::ReceiveFrom,
+            4 => SyscallIo::ReceiveMessage,
+            5 => SyscallIo::SendMessages,
+            6 => SyscallIo::ReceiveMessages,
+            7 => SyscallIo::SendFile,
+            8 => SyscallIo::Splice,
+            9 => SyscallIo::Accept,
+            _ => SyscallIo::None,
+        }
+    }
+}
+
 /// Who opened a connection: the target called connect() (outbound) or accept() (inbound).
 pub const DIRECTION_OUTBOUND: u8 = 1;
 pub const DIRECTION_INBOUND: u8 = 2;
@@ -119,7 +168,8 @@ pub struct Connection {
     /// When connect() sent the SYN; reset to the moment it became established (or was
     /// accepted), from which its lifetime is counted.
     pub start_ns: u64,
-    /// Payload bytes the owner's processes sent and received on it (sock_send/recv_length).
+    /// Payload bytes the owner's processes sent and received on it (their send and receive
+    /// syscalls' returns).
     pub bytes_sent: u64,
     pub bytes_received: u64,
     /// When it reached TCP_CLOSE; the `tcp.close` event waits for the socket's destruction,

@@ -8,7 +8,7 @@
 //! into SYSCALL_ERRORS came out as these offsets. Mutable data is never a merge target. The
 //! non-zero initial values keep them out of .bss, which aya cannot patch, and mark "not set".
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use collector_common::{KernelFeatures, KernelOffsets};
+use collector_common::{KernelFeatures, KernelOffsets, sockets::{SYSCALL_IO_ENTRIES, SyscallIo}};
 
 /// Every field u32::MAX ("not set"); the struct is all u32s.
 #[unsafe(no_mangle)]
@@ -36,6 +36,17 @@ macro_rules! kernel_feature {
 }
 
 pub(crate) use {kernel_feature, offset};
+
+/// What syscall `nr` moves through sockets (`KernelFeatures::syscall_io`).
+#[inline(always)]
+pub fn syscall_io(nr: u32) -> SyscallIo {
+    if nr as usize >= SYSCALL_IO_ENTRIES {
+        return SyscallIo::None;
+    }
+    // One byte, volatile as in `offset!`: not a copy of the table onto the 512-byte stack.
+    let table = unsafe { &raw const (*(&raw const KERNEL_FEATURES)).syscall_io } as *const u8;
+    SyscallIo::from_u8(unsafe { core::ptr::read_volatile(table.add(nr as usize)) })
+}
 
 /// Reads the `T` at `offset` bytes into the kernel struct at `base`.
 #[inline(always)]

@@ -8,9 +8,11 @@
 mod bench;
 mod cgroups;
 mod events;
+mod fds;
 mod globals;
 mod maps;
 mod processes;
+mod socket_bytes;
 mod sockets;
 mod syscalls;
 

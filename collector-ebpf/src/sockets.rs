@@ -1,4 +1,4 @@
-//! TCP connections and socket bytes of target processes.
+//! TCP connections of target processes.
 //!
 //! Hooks (TP_PROTO as of Linux 6.18):
 //!   sock:inet_sock_set_state(const struct sock *sk, const int oldstate, const int newstate)
@@ -9,12 +9,6 @@
 //!     CLOSE -> SYN_SENT runs in connect() (tcp_v4_connect/tcp_v6_connect), in the caller;
 //!     SYN_SENT -> ESTABLISHED runs in softirq when the SYN-ACK arrives
 //!     (tcp_rcv_synsent_state_process); -> CLOSE runs in close(), on a RST, or in a timer.
-//!   sock:sock_send_length(struct sock *sk, int ret, int flags)
-//!   sock:sock_recv_length(struct sock *sk, int ret, int flags)
-//!     include/trace/events/sock.h, fired by net/socket.c:sock_sendmsg_nosec() and
-//!     sock_recvmsg_nosec(): every send/write/sendmsg/sendmmsg, and sendfile/splice
-//!     (splice_to_socket() sends with sock_sendmsg), in the task that sends or receives.
-//!     `ret` is the byte count or -errno.
 //!   tcp:tcp_destroy_sock(struct sock *sk)
 //!     include/trace/events/tcp.h, fired by net/ipv4/tcp_ipv4.c:tcp_v4_destroy_sock() (IPv6
 //!     sockets too) when a socket in TCP_CLOSE is finally freed: after its owner closed the
@@ -38,51 +32,41 @@
 //!   accepting process. A non-target client's connect() is never recorded.
 //! Everything later on a connection (established, bytes, retransmits, resets, close,
 //! destruction) is attributed through `SOCKETS[sk]`. Bytes go to the process that moves
-//! them: the byte probes run in the sender or receiver, so `target_of_current()` names it.
+//! them: `socket_bytes.rs` counts them at the return of its send or receive syscall.
 //!
 //! Fields read (offsets from the kernel's BTF, `collector/src/kernel/btf.rs`):
 //! include/net/sock.h `struct sock_common` (first member of `struct sock`): skc_family,
 //! skc_daddr/skc_rcv_saddr (IPv4, network order), skc_v6_daddr/skc_v6_rcv_saddr,
 //! skc_dport (network order); `struct sock`: sk_protocol, sk_err; include/net/inet_sock.h
-//! `struct inet_sock`: inet_sport (network order). The fd path: include/linux/sched.h
-//! task_struct.files, include/linux/fdtable.h files_struct.fdt and fdtable.{max_fds, fd},
-//! include/linux/fs.h file.private_data, include/linux/net.h socket.sk.
+//! `struct inet_sock`: inet_sport (network order). The fd path: `fds.rs`.
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_comm, bpf_ktime_get_ns},
     macros::{map, raw_tracepoint},
-    maps::{HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{HashMap, PerCpuArray},
     programs::RawTracePointContext,
 };
 use collector_common::{
     MapErrorSite, TargetId,
     events::{EventHeader, EventKind, TcpRecord},
-    maps::{MAX_TARGETS, SOCKET_BYTES_ENTRIES, SOCKETS_ENTRIES},
-    sockets::{
-        AF_INET, AF_INET6, Connection, DIRECTION_INBOUND, DIRECTION_OUTBOUND, Family, IPPROTO_TCP, Protocol,
-        SocketBytes, SocketBytesKey, TcpCounts,
-    },
+    maps::{MAX_TARGETS, SOCKETS_ENTRIES},
+    sockets::{AF_INET, AF_INET6, Connection, DIRECTION_INBOUND, DIRECTION_OUTBOUND, IPPROTO_TCP, TcpCounts},
 };
 
 use crate::{
     events::submit,
+    fds::socket_of_fd,
     globals::{offset, read_field},
-    maps::{count_map_error, current_tgid, get_or_insert, target_of_current},
+    maps::{count_map_error, current_tgid, target_of_current},
 };
 
 /// include/net/tcp_states.h
 const TCP_ESTABLISHED: i32 = 1;
 const TCP_SYN_SENT: i32 = 2;
 const TCP_CLOSE: i32 = 7;
-/// include/linux/socket.h
-const MSG_PEEK: i32 = 2;
 
 /// Target connections by `struct sock` address, from connect()/accept() to close.
 #[map]
 pub static SOCKETS: HashMap<u64, Connection> = HashMap::with_max_entries(SOCKETS_ENTRIES, 0);
-
-#[map]
-pub static SOCKET_BYTES: PerCpuHashMap<SocketBytesKey, SocketBytes> =
-    PerCpuHashMap::with_max_entries(SOCKET_BYTES_ENTRIES, 0);
 
 /// Indexed by target id.
 #[map]
@@ -227,89 +211,6 @@ pub fn accepted(fd: u64, target: u32) {
     };
     count(target, |t| t.open_inbound += 1);
     emit(EventKind::TcpAccept, sk, &c, 0, 0);
-}
-
-/// current->files->fdt->fd[fd]->private_data->sk (include/linux/fdtable.h, fs.h, net.h).
-/// accept() just returned `fd`, so it is a socket unless another thread replaced it since;
-/// then the pointer read is garbage that no later probe will look up.
-#[inline(always)]
-fn socket_of_fd(fd: u64) -> Option<*const u8> {
-    let task = unsafe { bpf_get_current_task() } as *const u8;
-    let files: *const u8 = read_field(task, offset!(task_files)).ok()?;
-    let fdt: *const u8 = read_field(files, offset!(files_fdt)).ok()?;
-    let max_fds: u32 = read_field(fdt, offset!(fdtable_max_fds)).ok()?;
-    if fd >= u64::from(max_fds) {
-        return None;
-    }
-    let fds: *const *const u8 = read_field(fdt, offset!(fdtable_fd)).ok()?;
-    let file: *const u8 = unsafe { bpf_probe_read_kernel(fds.add(fd as usize)) }.ok()?;
-    let socket: *const u8 = read_field(file, offset!(file_private_data)).ok()?;
-    let sk: *const u8 = read_field(socket, offset!(socket_sk)).ok()?;
-    (!sk.is_null()).then_some(sk)
-}
-
-#[raw_tracepoint(tracepoint = "sock_send_length")]
-pub fn collector_sock_send_length(ctx: RawTracePointContext) -> i32 {
-    count_bytes(&ctx, Moved::Sent);
-    0
-}
-
-#[raw_tracepoint(tracepoint = "sock_recv_length")]
-pub fn collector_sock_recv_length(ctx: RawTracePointContext) -> i32 {
-    count_bytes(&ctx, Moved::Received);
-    0
-}
-
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Moved {
-    Sent,
-    Received,
-}
-
-/// Bytes a target process sent or received: per (target, family, protocol), and on the
-/// connection when it is one we follow. These fire for every send and receive on the host;
-/// the non-target path is one helper call and one array load (no pt_regs here to use the
-/// syscall probes' cache with).
-#[inline(always)]
-fn count_bytes(ctx: &RawTracePointContext, moved: Moved) {
-    let Some((target, _)) = target_of_current() else {
-        return;
-    };
-    let ret: i32 = ctx.arg(1);
-    // A peek leaves the data queued: it is counted when it is read.
-    if ret <= 0 || (moved == Moved::Received && ctx.arg::<i32>(2) & MSG_PEEK != 0) {
-        return;
-    }
-    let bytes = ret as u64;
-    let sk: *const u8 = ctx.arg(0);
-    let family = Family::from_af(read_field::<u16>(sk, offset!(sock_family)).unwrap_or(0));
-    let protocol = Protocol::of(family, read_field::<u16>(sk, offset!(sock_protocol)).unwrap_or(0));
-    let key = SocketBytesKey {
-        target,
-        family: family as u16,
-        protocol: protocol as u16,
-    };
-    let zero = SocketBytes::default();
-    if let Some(total) = get_or_insert(&SOCKET_BYTES, &key, &zero, MapErrorSite::SocketBytes) {
-        add(unsafe { &mut *total }, moved, bytes);
-    }
-    if protocol == Protocol::Tcp
-        && let Some(c) = SOCKETS.get_ptr_mut(&(sk as u64))
-    {
-        let c = unsafe { &mut *c };
-        match moved {
-            Moved::Sent => c.bytes_sent += bytes,
-            Moved::Received => c.bytes_received += bytes,
-        }
-    }
-}
-
-#[inline(always)]
-fn add(total: &mut SocketBytes, moved: Moved, bytes: u64) {
-    match moved {
-        Moved::Sent => total.sent += bytes,
-        Moved::Received => total.received += bytes,
-    }
 }
 
 #[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]

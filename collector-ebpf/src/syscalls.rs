@@ -7,6 +7,10 @@
 //! As raw tracepoints, arg(1) is `id` at entry and `ret` at exit. Both fire in the context of
 //! the calling thread, so `bpf_get_current_pid_tgid` names the caller.
 //!
+//! On the same exit path, the return of a target's accept() hands its connection to the tcp
+//! family (`sockets.rs`), and its send and receive calls count their bytes
+//! (`socket_bytes.rs`); which syscalls those are is a table by number (`syscall_io`).
+//!
 //! Whether the caller is a target is one per-CPU load and a compare (`syscall_target`, a
 //! cache keyed by the caller's pt_regs; see `maps.rs`), so other processes pay no helper
 //! call at all, except once after each context switch.
@@ -20,12 +24,16 @@
 //! time, and neither is counted.
 
 use aya_ebpf::{EbpfContext as _, helpers::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawTracePointContext};
-use collector_common::{EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, histogram, maps::SWITCH_TCP};
+use collector_common::{
+    EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, histogram,
+    maps::{SWITCH_SOCKET_BYTES, SWITCH_TCP},
+    sockets::SyscallIo,
+};
 
 use crate::{
-    globals::{kernel_feature, offset, read_field},
+    globals::{offset, read_field, syscall_io},
     maps::{ENTRY, SYSCALL_ERRORS, SYSCALL_STATS, get_or_insert, switched_on, syscall_target},
-    sockets,
+    socket_bytes, sockets,
 };
 
 /// Largest errno a syscall can return (include/linux/err.h: MAX_ERRNO).
@@ -74,22 +82,30 @@ pub fn collector_sys_exit(ctx: RawTracePointContext) -> i32 {
         // Not timed (see above), but an accept() that was already waiting when we attached
         // still hands a connection to its caller: a server idle in accept() must not lose
         // its first one. The number comes from the registers, as there is no entry.
-        if let Ok(nr) = read_field::<u64>(regs, offset!(regs_syscall_nr)) {
-            accept_returned(nr as u32, ret, target);
+        if let Ok(nr) = read_field::<u64>(regs, offset!(regs_syscall_nr))
+            && syscall_io(nr as u32) == SyscallIo::Accept
+        {
+            accept_returned(ret, target);
         }
         return 0;
     }
     unsafe { (*slot).enter_ns = 0 };
     let now = unsafe { bpf_ktime_get_ns() };
     record(entry, now.saturating_sub(entry.enter_ns), ret);
-    accept_returned(entry.nr, ret, entry.target);
+    match syscall_io(entry.nr) {
+        SyscallIo::None => {}
+        SyscallIo::Accept => accept_returned(ret, entry.target),
+        // Bytes of a call that began before attach are not counted, like the call itself.
+        io if switched_on(SWITCH_SOCKET_BYTES) => socket_bytes::returned(io, ret, regs, entry.target),
+        _ => {}
+    }
     0
 }
 
 /// Where an inbound connection gets its owner; see sockets.rs.
 #[inline(always)]
-fn accept_returned(nr: u32, ret: i64, target: u32) {
-    if ret >= 0 && (nr == kernel_feature!(nr_accept) || nr == kernel_feature!(nr_accept4)) && switched_on(SWITCH_TCP) {
+fn accept_returned(ret: i64, target: u32) {
+    if ret >= 0 && switched_on(SWITCH_TCP) {
         sockets::accepted(ret as u64, target);
     }
 }

@@ -1,4 +1,4 @@
-//! The workload process (src/bin/workload.rs), driven line by line over its stdin.
+//! The workload process (src/bin/workload/), driven line by line over its stdin.
 use std::{
     io::{BufRead as _, BufReader, Write as _},
     path::PathBuf,
@@ -18,7 +18,7 @@ fn workload_bin() -> PathBuf {
         .expect("the workload binary beside this executable (cargo build -p tests --bins)")
 }
 
-/// A workload process driven line by line (see src/bin/workload.rs).
+/// A workload process driven line by line (see src/bin/workload/).
 pub struct Workload {
     child: Child,
     stdin: Option<ChildStdin>,

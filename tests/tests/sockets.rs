@@ -353,3 +353,26 @@ fn udp_datagrams_sent_are_counted_in_bytes_exactly() {
     assert_eq!(sent, (U * D) as f64);
     assert_eq!(bytes(&m, "sent", "inet", "tcp"), 0.0);
 }
+
+/// Socket bytes are counted at the return of the syscalls that move them (`socket_bytes.rs`
+/// in collector-ebpf): each kind counted once, a peek not at all, a pipe or a file never.
+#[test]
+fn every_kind_of_send_and_receive_call_counts_its_bytes_exactly() {
+    if !privileged() {
+        return;
+    }
+    const S: usize = 1000;
+    const K: usize = 7;
+    const D: usize = 300;
+    let mut w = Workload::spawn();
+    let c = Collector::start(&["--pid", &format!("app={}", w.pid)]);
+    w.run(&format!("socket_io {S} {K} {D}"));
+    let m = c.metrics();
+    let unix = (bytes(&m, "sent", "unix", "other"), bytes(&m, "received", "unix", "other"));
+    let udp = (bytes(&m, "sent", "inet", "udp"), bytes(&m, "received", "inet", "udp"));
+    println!("unix {unix:?}, expected {}; udp {udp:?}, expected {}", 6 * S, K * D);
+    // write, writev, sendto, sendmsg, sendfile, splice; read, readv, recvfrom, recvmsg,
+    // read (after the sendfile), splice.
+    assert_eq!(unix, ((6 * S) as f64, (6 * S) as f64));
+    assert_eq!(udp, ((K * D) as f64, (K * D) as f64));
+}

@@ -87,6 +87,24 @@ macro_rules! field {
     };
 }
 
+/// `fields` plus those of the path from an fd to its socket (`collector-ebpf/src/fds.rs`),
+/// which the tcp family (accept) and the socket_bytes family (sends, receives) both read.
+macro_rules! with_fd_path {
+    ($($field:expr),* $(,)?) => {
+        &[
+            $($field,)*
+            field!(task_files: "task_struct"."files"),
+            field!(files_fdt: "files_struct"."fdt"),
+            field!(fdtable_max_fds: "fdtable"."max_fds"),
+            field!(fdtable_fd: "fdtable"."fd"),
+            field!(file_inode: "file"."f_inode"),
+            field!(inode_mode: "inode"."i_mode"),
+            field!(file_private_data: "file"."private_data"),
+            field!(socket_sk: "socket"."sk"),
+        ]
+    };
+}
+
 /// The process lifecycle (`collector-ebpf/src/processes.rs`): keeps `TARGET_OF` and the
 /// per-target counts current, and sends `process.*` events.
 pub const PROCESSES: Family = Family {
@@ -151,7 +169,8 @@ pub const CGROUPS: Family = Family {
         field!(task_cgroups: "task_struct"."cgroups"),
         field!(css_set_dfl_cgrp: "css_set"."dfl_cgrp"),
         field!(cgroup_level: "cgroup"."level"),
-        field!(cgroup_ancestors: "cgroup"."ancestors"),
+        // Pointers since Linux 6.0, ids before (KernelFeatures::cgroup_ancestor_ids).
+        field!(cgroup_ancestors: "cgroup"."ancestors" | "ancestor_ids"),
         field!(cgroup_kn: "cgroup"."kn"),
         field!(kernfs_node_id: "kernfs_node"."id"),
         field!(task_signal: "task_struct"."signal"),
@@ -176,7 +195,7 @@ pub const TCP: Family = Family {
         probe!("tcp_receive_reset" => "collector_tcp_receive_reset"),
     ],
     maps: &[maps::SOCKETS, maps::TCP_COUNTS, maps::EVENTS, maps::EVENT_DROPS],
-    fields: &[
+    fields: with_fd_path![
         field!(sock_family: "sock"."__sk_common.skc_family"),
         field!(sock_protocol: "sock"."sk_protocol"),
         field!(sock_err: "sock"."sk_err"),
@@ -186,12 +205,6 @@ pub const TCP: Family = Family {
         field!(sock_v6_daddr: "sock"."__sk_common.skc_v6_daddr"),
         field!(sock_v6_rcv_saddr: "sock"."__sk_common.skc_v6_rcv_saddr"),
         field!(inet_sport: "inet_sock"."inet_sport"),
-        field!(task_files: "task_struct"."files"),
-        field!(files_fdt: "files_struct"."fdt"),
-        field!(fdtable_max_fds: "fdtable"."max_fds"),
-        field!(fdtable_fd: "fdtable"."fd"),
-        field!(file_private_data: "file"."private_data"),
-        field!(socket_sk: "socket"."sk"),
     ],
     switch: Some(maps::SWITCH_TCP),
     metrics: &[
@@ -205,28 +218,32 @@ pub const TCP: Family = Family {
     ],
 };
 
-/// Socket bytes (`collector-ebpf/src/sockets.rs`): the `sock_send_length` and
-/// `sock_recv_length` tracepoints came with Linux 6.3. Without them, bytes are not counted
-/// (also not the per-connection bytes of `tcp.close`).
+/// Socket bytes (`collector-ebpf/src/socket_bytes.rs`): counted by the syscalls family's
+/// `sys_exit` from the returns of target send and receive calls, so it has no probe of its
+/// own; its switch turns it on. Without it, bytes are not counted (also not the
+/// per-connection bytes of `tcp.close`).
 pub const SOCKET_BYTES: Family = Family {
     name: "socket_bytes",
     what: "socket bytes (also the bytes of tcp.close events)",
     core: false,
     stage: Stage::Measure,
-    probes: &[
-        probe!("sock_send_length" => "collector_sock_send_length"),
-        probe!("sock_recv_length" => "collector_sock_recv_length"),
-    ],
+    probes: &[],
     maps: &[maps::SOCKET_BYTES, maps::SOCKETS],
-    fields: &[
+    fields: with_fd_path![
         field!(sock_family: "sock"."__sk_common.skc_family"),
         field!(sock_protocol: "sock"."sk_protocol"),
+        // x86-64's argument registers; other architectures name them otherwise, and the
+        // family is off there until they are added.
+        field!(regs_arg0: "pt_regs"."di"),
+        field!(regs_arg1: "pt_regs"."si"),
+        field!(regs_arg2: "pt_regs"."dx"),
+        field!(regs_arg3: "pt_regs"."r10"),
     ],
     metrics: &[
         "collector_socket_sent_bytes_total",
         "collector_socket_received_bytes_total",
     ],
-    switch: None,
+    switch: Some(maps::SWITCH_SOCKET_BYTES),
 };
 
 /// Syscall latency and errors (`collector-ebpf/src/syscalls.rs`): attached last, so

@@ -34,9 +34,12 @@
 //!   tcp_accept_reset C C times: accept on the listener and close without reading what the
 //!                      peer sent, which makes the kernel send a reset
 //!   udp_send ADDR PORT U D  U datagrams of D bytes to ADDR:PORT
+//!   socket_io S K D    every kind of send and receive call (socket_io.rs)
 //!
 //! Raw syscalls (`libc::syscall`) are used where libc might substitute another syscall
 //! (glibc's nanosleep() calls clock_nanosleep, for instance).
+mod socket_io;
+
 use std::{
     io::{BufRead as _, Read as _, Write as _},
     net::{IpAddr, Shutdown, TcpListener, TcpStream, UdpSocket},
@@ -361,6 +364,7 @@ fn main() {
             "tcp_timeout" => result = tcp_timeout(addr.unwrap(), args[0] as u16),
             "tcp_accept_reset" => tcp_accept_reset(listener.as_ref().expect("tcp_listen first"), n),
             "udp_send" => udp_send(addr.unwrap(), args[0] as u16, args[1], args[2]),
+            "socket_io" => socket_io::socket_io(n as usize, args[1] as usize, args[2] as usize),
             other => panic!("unknown command {other}"),
         }
         writeln!(stdout.lock(), "done{result}").unwrap();

@@ -1,0 +1,146 @@
+//! Socket bytes of target processes, from the return values of their send and receive
+//! syscalls on the `sys_exit` path that already runs for target threads (`syscalls.rs`).
+//! Non-targets pay nothing for it: no program runs per send or receive.
+//!
+//! Which syscalls move bytes, and through which argument, is the `SyscallIo` table the
+//! agent fills by this architecture's syscall numbers (`KernelFeatures::syscall_io`). The
+//! arguments are read back from the caller's `struct pt_regs` (arch/x86/include/asm/
+//! syscall_wrapper.h: di, si, dx, r10 are arguments 0-3; the kernel writes only ax, the
+//! return value, before sys_exit). What each returns (man 2; net/socket.c):
+//! - write/writev/sendto/sendmsg(fd, ...) and read/readv/recvfrom/recvmsg(fd, ...): bytes
+//!   moved. recvfrom's flags are argument 3, recvmsg's argument 2: with MSG_PEEK the data
+//!   stays queued and is counted when it is read.
+//! - sendmmsg/recvmmsg(fd, struct mmsghdr *msgvec, vlen, flags, ...): how many messages
+//!   went; each `mmsghdr.msg_len` (include/linux/socket.h) holds that message's bytes. The
+//!   kernel caps vlen at UIO_MAXIOV (1024), and so does the loop here.
+//! - sendfile(out_fd, in_fd, ...) and splice(fd_in, off_in, fd_out, ...): bytes moved,
+//!   sent when the out fd is a socket, received when the in fd is one.
+//! An fd that is not a socket (fds.rs checks S_IFSOCK) counts nothing.
+//!
+//! Not seen: bytes moved by io_uring (no syscall returns them), and by a syscall that began
+//! before the collector attached (it has no entry, as for the syscall counts).
+use aya_ebpf::{
+    helpers::bpf_probe_read_user,
+    macros::map,
+    maps::PerCpuHashMap,
+};
+use collector_common::{
+    MapErrorSite,
+    maps::SOCKET_BYTES_ENTRIES,
+    sockets::{Family, Protocol, SocketBytes, SocketBytesKey, SyscallIo},
+};
+
+use crate::{
+    fds::socket_of_fd,
+    globals::{offset, read_field},
+    maps::get_or_insert,
+    sockets::SOCKETS,
+};
+
+/// include/linux/socket.h
+const MSG_PEEK: u64 = 2;
+/// include/uapi/linux/uio.h: the most messages sendmmsg/recvmmsg move in one call.
+const UIO_MAXIOV: u32 = 1024;
+/// `struct mmsghdr` on 64-bit: a 56-byte `struct user_msghdr`, then `unsigned int msg_len`,
+/// padded to 64.
+const MMSGHDR_SIZE: u64 = 64;
+const MMSGHDR_MSG_LEN: u64 = 56;
+
+#[map]
+pub static SOCKET_BYTES: PerCpuHashMap<SocketBytesKey, SocketBytes> =
+    PerCpuHashMap::with_max_entries(SOCKET_BYTES_ENTRIES, 0);
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Moved {
+    Sent,
+    Received,
+}
+
+/// A syscall of `io`'s kind returned `ret` in a thread of `target`; `regs` holds its
+/// arguments.
+#[inline(always)]
+pub fn returned(io: SyscallIo, ret: i64, regs: *const u8, target: u32) {
+    if ret <= 0 {
+        return;
+    }
+    let bytes = ret as u64;
+    let arg = |at: u32| read_field::<u64>(regs, at).unwrap_or(0);
+    let peek = |flags_at: u32| arg(flags_at) & MSG_PEEK != 0;
+    match io {
+        SyscallIo::Send => count(arg(offset!(regs_arg0)), Moved::Sent, bytes, target),
+        SyscallIo::Receive => count(arg(offset!(regs_arg0)), Moved::Received, bytes, target),
+        SyscallIo::ReceiveFrom if !peek(offset!(regs_arg3)) => {
+            count(arg(offset!(regs_arg0)), Moved::Received, bytes, target);
+        }
+        SyscallIo::ReceiveMessage if !peek(offset!(regs_arg2)) => {
+            count(arg(offset!(regs_arg0)), Moved::Received, bytes, target);
+        }
+        SyscallIo::SendMessages => messages(arg(offset!(regs_arg0)), arg(offset!(regs_arg1)), ret, Moved::Sent, target),
+        SyscallIo::ReceiveMessages if !peek(offset!(regs_arg3)) => {
+            messages(arg(offset!(regs_arg0)), arg(offset!(regs_arg1)), ret, Moved::Received, target);
+        }
+        SyscallIo::SendFile => {
+            count(arg(offset!(regs_arg0)), Moved::Sent, bytes, target);
+            count(arg(offset!(regs_arg1)), Moved::Received, bytes, target);
+        }
+        SyscallIo::Splice => {
+            count(arg(offset!(regs_arg0)), Moved::Received, bytes, target);
+            count(arg(offset!(regs_arg2)), Moved::Sent, bytes, target);
+        }
+        _ => {}
+    }
+}
+
+/// The bytes of the first `sent` messages of `msgvec`, moved through `fd`.
+#[inline(always)]
+fn messages(fd: u64, msgvec: u64, sent: i64, moved: Moved, target: u32) {
+    let Some(sk) = socket_of_fd(fd) else {
+        return;
+    };
+    let mut bytes = 0u64;
+    for i in 0..UIO_MAXIOV {
+        if i64::from(i) >= sent {
+            break;
+        }
+        let at = msgvec + u64::from(i) * MMSGHDR_SIZE + MMSGHDR_MSG_LEN;
+        bytes += u64::from(unsafe { bpf_probe_read_user(at as *const u32) }.unwrap_or(0));
+    }
+    add(sk, moved, bytes, target);
+}
+
+/// `bytes` moved through `fd`, if it is a socket.
+#[inline(always)]
+fn count(fd: u64, moved: Moved, bytes: u64, target: u32) {
+    if let Some(sk) = socket_of_fd(fd) {
+        add(sk, moved, bytes, target);
+    }
+}
+
+/// Per (target, family, protocol), and on the connection when it is one the tcp family
+/// follows.
+#[inline(always)]
+fn add(sk: *const u8, moved: Moved, bytes: u64, target: u32) {
+    let family = Family::from_af(read_field::<u16>(sk, offset!(sock_family)).unwrap_or(0));
+    let protocol = Protocol::of(family, read_field::<u16>(sk, offset!(sock_protocol)).unwrap_or(0));
+    let key = SocketBytesKey {
+        target,
+        family: family as u16,
+        protocol: protocol as u16,
+    };
+    if let Some(total) = get_or_insert(&SOCKET_BYTES, &key, &SocketBytes::default(), MapErrorSite::SocketBytes) {
+        let total = unsafe { &mut *total };
+        match moved {
+            Moved::Sent => total.sent += bytes,
+            Moved::Received => total.received += bytes,
+        }
+    }
+    if protocol == Protocol::Tcp
+        && let Some(c) = SOCKETS.get_ptr_mut(&(sk as u64))
+    {
+        let c = unsafe { &mut *c };
+        match moved {
+            Moved::Sent => c.bytes_sent += bytes,
+            Moved::Received => c.bytes_received += bytes,
+        }
+    }
+}
