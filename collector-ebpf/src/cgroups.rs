@@ -6,7 +6,10 @@
 //! task->cgroups (struct css_set) ->dfl_cgrp (its cgroup on the default, v2, hierarchy),
 //! then ->ancestors[level..0] (include/linux/cgroup-defs.h: ancestors[i] is the ancestor at
 //! level i, ancestors[level] the cgroup itself), each ->kn->id (the cgroup id: the inode
-//! number of its directory) looked up in `CGROUP_TARGETS`. Not the hook's `dst_cgrp`: on
+//! number of its directory) looked up in `CGROUP_TARGETS`. Before Linux 6.0 the array held
+//! the ids themselves, `u64 ancestor_ids[]` (Linux 5.10 include/linux/cgroup-defs.h, filled
+//! with cgroup_id() = kn->id by kernel/cgroup/cgroup.c:cgroup_create()); the agent says which
+//! the kernel has (`KernelFeatures::cgroup_ancestor_ids`). Not the hook's `dst_cgrp`: on
 //! hybrid hosts attaches to v1 hierarchies fire too, and kernfs ids of different
 //! hierarchies can collide.
 //!
@@ -25,7 +28,7 @@ use aya_ebpf::{
 use collector_common::{MapErrorSite, PID_TREE, TargetId, maps::MAX_TARGETS, target_slot};
 
 use crate::{
-    globals::{offset, read_field},
+    globals::{kernel_feature, offset, read_field},
     maps::{TARGET_OF, add_counts, count_map_error, forget_current_task},
 };
 
@@ -54,9 +57,7 @@ pub fn cgroup_target_of(task: *const u8) -> u32 {
             break;
         }
         let at = ancestors + (i as u32) * size_of::<u64>() as u32;
-        if let Ok(ancestor) = read_field::<*const u8>(cgroup, at)
-            && let Ok(kn) = read_field::<*const u8>(ancestor, offset!(cgroup_kn))
-            && let Ok(id) = read_field::<u64>(kn, offset!(kernfs_node_id))
+        if let Some(id) = ancestor_id(cgroup, at)
             && let Some(slot) = unsafe { CGROUP_TARGETS.get(&id) }
         {
             return *slot;
@@ -64,6 +65,18 @@ pub fn cgroup_target_of(task: *const u8) -> u32 {
         i -= 1;
     }
     0
+}
+
+/// The id of the ancestor whose entry is `at` bytes into `cgroup`: the entry itself before
+/// Linux 6.0, else ->kn->id of the cgroup it points to.
+#[inline(always)]
+fn ancestor_id(cgroup: *const u8, at: u32) -> Option<u64> {
+    if kernel_feature!(cgroup_ancestor_ids) == 1 {
+        return read_field::<u64>(cgroup, at).ok();
+    }
+    let ancestor = read_field::<*const u8>(cgroup, at).ok()?;
+    let kn = read_field::<*const u8>(ancestor, offset!(cgroup_kn)).ok()?;
+    read_field::<u64>(kn, offset!(kernfs_node_id)).ok()
 }
 
 #[raw_tracepoint(tracepoint = "cgroup_attach_task")]

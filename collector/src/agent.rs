@@ -160,7 +160,7 @@ fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Run
         max_targets: cli.max_targets as usize,
     })?;
     host::check_privileges().map_err(runtime)?;
-    let layout = KernelLayout::read().map_err(runtime)?;
+    let layout = KernelLayout::read(&cli.kernel_btf).map_err(runtime)?;
     let pid_max = host::pid_max().map_err(runtime)?;
     let listener = bind(cli)?;
     // Handlers before probes: a bad --events path fails before anything is loaded, and no

@@ -1,13 +1,13 @@
 //! Command-line flags. Every flag can also be set by an environment variable
 //! `COLLECTOR_<FLAG>` (repeatable flags take a comma-separated list there).
-use std::net::SocketAddr;
+use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, ValueEnum};
 
 use collector_common::maps;
 
 use crate::{
-    kernel::probes::MapSizes,
+    kernel::{btf::VMLINUX_BTF, probes::MapSizes},
     targets::{CgroupSpec, PidSpec, cgroup::pattern::CgroupPattern},
 };
 
@@ -119,6 +119,11 @@ pub struct Cli {
     /// collector_bpf_map_errors_total{map="SOCKET_BYTES"}. [example: --max-socket-series 8192]
     #[arg(long, value_name = "N", env = "COLLECTOR_MAX_SOCKET_SERIES", default_value_t = maps::SOCKET_BYTES_ENTRIES, value_parser = parse_entries)]
     pub max_socket_series: u32,
+
+    /// The kernel's BTF to read struct layouts and tracepoints from: the running kernel's
+    /// unless a distribution ships it elsewhere. [example: --kernel-btf /boot/vmlinux.btf]
+    #[arg(long, value_name = "PATH", env = "COLLECTOR_KERNEL_BTF", default_value = VMLINUX_BTF)]
+    pub kernel_btf: PathBuf,
 }
 
 impl Cli {

@@ -101,6 +101,7 @@ fn test(root: &Path, kernel: Option<&str>, args: &[String]) -> anyhow::Result<()
     let bin = build(root)?;
     setup::ensure_test_peers()?;
     let kernels = vm::ensure_kernels(root, kernel)?;
+    let suites = guest_suites(root)?;
     // With --kernel, the extra arguments are the test binary's (`-- --nocapture`).
     let only_kernels = kernel.map(|_| ["--test", "kernels", "--"]);
     // Release, so the tests reuse the eBPF object and dependencies `build` just compiled.
@@ -112,6 +113,7 @@ fn test(root: &Path, kernel: Option<&str>, args: &[String]) -> anyhow::Result<()
         .env("COLLECTOR_BIN", &bin)
         .env("COLLECTOR_VM_KERNELS", kernels)
         .env("COLLECTOR_VNG_BIN", root.join("target/kernels/venv/bin"))
+        .env("COLLECTOR_VM_SUITES", suites)
         .stdout(Stdio::piped());
     let mut child = cmd.spawn().context("cannot start cargo test")?;
     let mut totals = TestTotals::default();
@@ -137,6 +139,33 @@ fn test(root: &Path, kernel: Option<&str>, args: &[String]) -> anyhow::Result<()
         bail!("no test ran");
     }
     Ok(())
+}
+
+/// The end-to-end suites every guest of the kernel matrix runs (`tests/tests/kernels.rs`),
+/// built here so the guest finds them: their executables, comma-separated.
+fn guest_suites(root: &Path) -> anyhow::Result<String> {
+    let mut cmd = cargo(root);
+    cmd.args(["test", "--release", "--package", "tests", "--no-run", "--message-format=json"]);
+    for suite in vm::GUEST_SUITES {
+        cmd.args(["--test", suite]);
+    }
+    let out = cmd.stderr(Stdio::inherit()).output().context("cannot start cargo test --no-run")?;
+    if !out.status.success() {
+        bail!("cannot build the guest suites ({})", out.status);
+    }
+    let mut executables = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let message: serde_json::Value = serde_json::from_str(line).context("cargo's JSON message")?;
+        if let Some(exe) = message["executable"].as_str()
+            && vm::GUEST_SUITES.contains(&message["target"]["name"].as_str().unwrap_or_default())
+        {
+            executables.push(exe.to_owned());
+        }
+    }
+    if executables.len() != vm::GUEST_SUITES.len() {
+        bail!("cargo built {executables:?}, not the suites {:?}", vm::GUEST_SUITES);
+    }
+    Ok(executables.join(","))
 }
 
 /// Test counts summed over libtest's `test result:` lines, and the `skipping:` lines tests

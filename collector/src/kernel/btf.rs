@@ -4,10 +4,17 @@
 //! relocations for Rust programs, so the agent finds these here and writes them into the
 //! object's `.data` globals before load (`collector-ebpf/src/globals.rs` says why not
 //! `.rodata`).
-use std::{collections::BTreeMap, path::Path};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
 
 use btfparse::{Readable, TypeInformation, TypeVariant};
-use collector_common::{KernelFeatures, KernelOffsets};
+use collector_common::{
+    KernelFeatures, KernelOffsets,
+    sockets::{SYSCALL_IO_ENTRIES, SyscallIo},
+};
+use syscalls::Sysno;
 
 use super::families::{FAMILIES, all_probes};
 
@@ -17,12 +24,12 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 pub enum BtfError {
     /// The kernel exposes no BTF.
     #[error(
-        "this kernel has no BTF ({VMLINUX_BTF} is missing); run on a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.4+ distribution kernels have it)"
+        "this kernel has no BTF ({} is missing); run on a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.4+ distribution kernels have it), or name its BTF file with --kernel-btf", .0.display()
     )]
-    Missing,
+    Missing(PathBuf),
     /// The BTF file could not be read.
-    #[error("cannot read {VMLINUX_BTF}: {0}")]
-    Read(#[source] std::io::Error),
+    #[error("cannot read the kernel's BTF {}: {}", .0.display(), .1)]
+    Read(PathBuf, #[source] std::io::Error),
     /// The BTF could not be parsed or lacks a type the programs need.
     #[error("cannot use the kernel's BTF: {0}")]
     Parse(String),
@@ -40,11 +47,12 @@ pub struct KernelLayout {
 }
 
 impl KernelLayout {
-    pub fn read() -> Result<Self, BtfError> {
-        if !Path::new(VMLINUX_BTF).exists() {
-            return Err(BtfError::Missing);
+    /// From the BTF file at `path` (the running kernel's is [`VMLINUX_BTF`]).
+    pub fn read(path: &Path) -> Result<Self, BtfError> {
+        if !path.exists() {
+            return Err(BtfError::Missing(path.to_owned()));
         }
-        let bytes = std::fs::read(VMLINUX_BTF).map_err(BtfError::Read)?;
+        let bytes = std::fs::read(path).map_err(|e| BtfError::Read(path.to_owned(), e))?;
         Self::parse(&bytes)
     }
 
@@ -103,11 +111,38 @@ impl KernelLayout {
             programs,
             off,
             features: KernelFeatures {
-                nr_accept: syscalls::Sysno::accept as u32,
-                nr_accept4: syscalls::Sysno::accept4 as u32,
+                syscall_io: syscall_io_table(),
+                // Only the field's name tells the two layouts apart (cgroups.rs).
+                cgroup_ancestor_ids: offset("cgroup", "ancestors").is_err() as u32,
             },
         })
     }
+}
+
+/// What each of this architecture's syscalls moves through sockets, by number
+/// (`collector-ebpf/src/socket_bytes.rs` reads it at each target syscall's return).
+fn syscall_io_table() -> [u8; SYSCALL_IO_ENTRIES] {
+    let mut table = [SyscallIo::None as u8; SYSCALL_IO_ENTRIES];
+    let kinds = [
+        (Sysno::write, SyscallIo::Send),
+        (Sysno::writev, SyscallIo::Send),
+        (Sysno::sendto, SyscallIo::Send),
+        (Sysno::sendmsg, SyscallIo::Send),
+        (Sysno::sendmmsg, SyscallIo::SendMessages),
+        (Sysno::read, SyscallIo::Receive),
+        (Sysno::readv, SyscallIo::Receive),
+        (Sysno::recvfrom, SyscallIo::ReceiveFrom),
+        (Sysno::recvmsg, SyscallIo::ReceiveMessage),
+        (Sysno::recvmmsg, SyscallIo::ReceiveMessages),
+        (Sysno::sendfile, SyscallIo::SendFile),
+        (Sysno::splice, SyscallIo::Splice),
+        (Sysno::accept, SyscallIo::Accept),
+        (Sysno::accept4, SyscallIo::Accept),
+    ];
+    for (nr, io) in kinds {
+        table[nr as usize] = io as u8;
+    }
+    table
 }
 
 /// The id of the struct named `ty`. The name may also belong to a forward declaration
@@ -171,7 +206,8 @@ mod tests {
         let offsets: [u32; size_of::<KernelOffsets>() / 4] = unsafe { std::mem::transmute(layout.offsets) };
         assert!(offsets.iter().all(|&o| o < 1 << 14), "{:?}", layout.offsets);
         assert!(layout.offsets.sock_family < layout.offsets.sock_protocol);
-        assert_eq!(layout.features.nr_accept4, syscalls::Sysno::accept4 as u32);
+        assert_eq!(layout.features.syscall_io[Sysno::accept4 as usize], SyscallIo::Accept as u8);
+        assert_eq!(layout.features.syscall_io[Sysno::getppid as usize], SyscallIo::None as u8);
         // Every probe has a program; sched_process_exit's fits the kernel's arguments.
         assert_eq!(layout.programs.len(), crate::kernel::families::all_probes().count());
         assert!(layout.off.is_empty(), "this kernel has every family: {:?}", layout.off);
