@@ -144,6 +144,8 @@ pub struct KernelOffsets {
     pub regs_arg1: u32,
     pub regs_arg2: u32,
     pub regs_arg3: u32,
+    /// `struct pt_regs.cs`: the code segment the syscall came from (32-bit or 64-bit).
+    pub regs_cs: u32,
     /// file->f_inode->i_mode: whether an fd is a socket (S_IFSOCK).
     pub file_inode: u32,
     pub inode_mode: u32,
@@ -172,14 +174,9 @@ pub struct KernelFeatures {
     pub cgroup_ancestor_ids: u32,
 }
 
-impl Default for KernelFeatures {
-    fn default() -> Self {
-        KernelFeatures {
-            syscall_io: [sockets::SyscallIo::None as u8; sockets::SYSCALL_IO_ENTRIES],
-            cgroup_ancestor_ids: 0,
-        }
-    }
-}
+// The kernel side initialises it as u32s (`collector-ebpf/src/globals.rs`).
+const _: () = assert!(size_of::<KernelFeatures>().is_multiple_of(size_of::<u32>()));
+
 
 /// Index into the `MAP_ERRORS` per-CPU array: which map an update failed on.
 #[repr(u32)]

@@ -15,6 +15,8 @@ use collector_common::{KernelFeatures, KernelOffsets, sockets::{SYSCALL_IO_ENTRI
 pub(crate) static mut KERNEL_OFFSETS: KernelOffsets =
     unsafe { core::mem::transmute([u32::MAX; size_of::<KernelOffsets>() / size_of::<u32>()]) };
 
+/// Every byte 0xff: no syscall moves socket bytes, ancestors are pointers, until the agent
+/// sets them (the struct is a whole number of u32s).
 #[unsafe(no_mangle)]
 pub(crate) static mut KERNEL_FEATURES: KernelFeatures =
     unsafe { core::mem::transmute([u32::MAX; size_of::<KernelFeatures>() / size_of::<u32>()]) };
@@ -43,9 +45,12 @@ pub fn syscall_io(nr: u32) -> SyscallIo {
     if nr as usize >= SYSCALL_IO_ENTRIES {
         return SyscallIo::None;
     }
+    // Masked too: a verifier before 5.11 may not carry the bound above over to the register
+    // that indexes (SYSCALL_IO_ENTRIES is a power of two).
+    let index = nr as usize & (SYSCALL_IO_ENTRIES - 1);
     // One byte, volatile as in `offset!`: not a copy of the table onto the 512-byte stack.
     let table = unsafe { &raw const (*(&raw const KERNEL_FEATURES)).syscall_io } as *const u8;
-    SyscallIo::from_u8(unsafe { core::ptr::read_volatile(table.add(nr as usize)) })
+    SyscallIo::from_u8(unsafe { core::ptr::read_volatile(table.add(index)) })
 }
 
 /// Reads the `T` at `offset` bytes into the kernel struct at `base`.

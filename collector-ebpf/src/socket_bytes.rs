@@ -15,7 +15,14 @@
 //!   kernel caps vlen at UIO_MAXIOV (1024), and so does the loop here.
 //! - sendfile(out_fd, in_fd, ...) and splice(fd_in, off_in, fd_out, ...): bytes moved,
 //!   sent when the out fd is a socket, received when the in fd is one.
-//! An fd that is not a socket (fds.rs checks S_IFSOCK) counts nothing.
+//! An fd that is not a socket (fds.rs checks S_IFSOCK) counts nothing, nor does a 32-bit
+//! process's syscall (other numbers, other registers). A receive is counted as it returns:
+//! with MSG_TRUNC that is a datagram's whole length.
+//!
+//! This code runs inside the core `sys_exit` program: a kernel whose verifier refused it
+//! would refuse the syscalls family too, so the agent would not start there (every kernel
+//! of the test matrix loads it). Turning it off alone would take a program of its own
+//! (a tail call), which costs every target syscall.
 //!
 //! Not seen: bytes moved by io_uring (no syscall returns them), and by a syscall that began
 //! before the collector attached (it has no entry, as for the syscall counts).
@@ -39,6 +46,9 @@ use crate::{
 
 /// include/linux/socket.h
 const MSG_PEEK: u64 = 2;
+/// arch/x86/include/asm/segment.h: the code segment of 32-bit user code. Its syscalls have
+/// their own numbers and registers (ia32: bx, cx, dx), which the table does not describe.
+const USER32_CS: u16 = 0x23;
 /// include/uapi/linux/uio.h: the most messages sendmmsg/recvmmsg move in one call.
 const UIO_MAXIOV: u32 = 1024;
 /// `struct mmsghdr` on 64-bit: a 56-byte `struct user_msghdr`, then `unsigned int msg_len`,
@@ -60,11 +70,12 @@ enum Moved {
 /// arguments.
 #[inline(always)]
 pub fn returned(io: SyscallIo, ret: i64, regs: *const u8, target: u32) {
-    if ret <= 0 {
+    if ret <= 0 || read_field::<u16>(regs, offset!(regs_cs)).unwrap_or(USER32_CS) == USER32_CS {
         return;
     }
     let bytes = ret as u64;
-    let arg = |at: u32| read_field::<u64>(regs, at).unwrap_or(0);
+    // An argument that cannot be read is no fd at all (`u64::MAX` is past every fd table).
+    let arg = |at: u32| read_field::<u64>(regs, at).unwrap_or(u64::MAX);
     let peek = |flags_at: u32| arg(flags_at) & MSG_PEEK != 0;
     match io {
         SyscallIo::Send => count(arg(offset!(regs_arg0)), Moved::Sent, bytes, target),
@@ -75,9 +86,16 @@ pub fn returned(io: SyscallIo, ret: i64, regs: *const u8, target: u32) {
         SyscallIo::ReceiveMessage if !peek(offset!(regs_arg2)) => {
             count(arg(offset!(regs_arg0)), Moved::Received, bytes, target);
         }
-        SyscallIo::SendMessages => messages(arg(offset!(regs_arg0)), arg(offset!(regs_arg1)), ret, Moved::Sent, target),
-        SyscallIo::ReceiveMessages if !peek(offset!(regs_arg3)) => {
-            messages(arg(offset!(regs_arg0)), arg(offset!(regs_arg1)), ret, Moved::Received, target);
+        // One call for both: the verifier walks its loop once per call site.
+        SyscallIo::SendMessages | SyscallIo::ReceiveMessages => {
+            let moved = if io == SyscallIo::SendMessages {
+                Moved::Sent
+            } else if !peek(offset!(regs_arg3)) {
+                Moved::Received
+            } else {
+                return;
+            };
+            messages(arg(offset!(regs_arg0)), arg(offset!(regs_arg1)), ret, moved, target);
         }
         SyscallIo::SendFile => {
             count(arg(offset!(regs_arg0)), Moved::Sent, bytes, target);

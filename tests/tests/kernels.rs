@@ -6,6 +6,7 @@
 use std::{
     net::{IpAddr, Ipv4Addr},
     path::{Path, PathBuf},
+    os::unix::process::CommandExt as _,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -17,9 +18,10 @@ use tests::{Collector, Metrics, Workload, collector_bin, eventually, have_tool, 
 /// (`collector-ebpf/src/socket_bytes.rs`), and 5.10's `cgroup.ancestor_ids` is read as ids.
 const OFF: &[(&str, &[&str])] = &[("5.10", &[]), ("6.1", &[]), ("6.12", &[])];
 
-/// A guest boots in about 6 s under TCG here; its suites, run one test at a time, take a
-/// few minutes.
-const GUEST_WITHIN: Duration = Duration::from_secs(900);
+/// A guest boots in about 6 s under TCG here; its suites, run one test at a time, took 15
+/// minutes on 5.10 (each collector start, mostly BTF parsing and the verifier, takes 20-30 s
+/// there against under 1 s on the host).
+const GUEST_WITHIN: Duration = Duration::from_secs(1500);
 
 /// The guest half's name, as libtest's `--exact` filter wants it.
 const GUEST: &str = "in_a_guest_every_family_the_kernel_has_counts_exactly";
@@ -60,10 +62,17 @@ fn on_debian_kernels_every_family_they_have_counts_exactly_and_the_rest_is_said(
                 "kernel {label}: {} failed or did not finish within {GUEST_WITHIN:?}",
                 run.name
             );
-            assert!(run.log.contains("test result: ok"), "kernel {label}: {} ran no test", run.name);
+            assert!(passed(&run.log) > 0, "kernel {label}: {} ran no test", run.name);
             assert!(!run.log.contains("skipping:"), "kernel {label}: {} skipped a test", run.name);
         }
     }
+}
+
+/// The tests libtest says passed in `log`.
+fn passed(log: &str) -> u64 {
+    log.lines()
+        .filter_map(|l| l.strip_prefix("test result: ok. ")?.split(' ').next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// What one test executable printed in a guest, and its exit status.
@@ -127,6 +136,8 @@ fn boot(vng_bin: &Path, label: &str, image: &str, off: &[&str], suites: &str) ->
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
+        // Its own group, so that a guest past its time goes with QEMU and every helper.
+        .process_group(0)
         .spawn()
         .unwrap();
     // A guest that hangs must not hang the suite.
@@ -135,7 +146,7 @@ fn boot(vng_bin: &Path, label: &str, image: &str, off: &[&str], suites: &str) ->
         std::thread::sleep(Duration::from_millis(500));
     }
     if vng.try_wait().unwrap().is_none() {
-        let _ = vng.kill();
+        unsafe { libc::kill(-(vng.id() as i32), libc::SIGKILL) };
     }
     let _ = vng.wait();
     let read = |file: String| std::fs::read_to_string(out.join(file)).unwrap_or_default();
@@ -177,7 +188,7 @@ fn without_the_tcp_family_the_other_families_count_exactly() {
     let log: String = log.lines().map(|l| format!("  without tcp| {l}\n")).collect();
     println!("{log}");
     assert!(out.status.success(), "the guest half failed without the tcp family");
-    assert!(log.contains("1 passed"), "the guest half did not run");
+    assert_eq!(passed(&log.replace("  without tcp| ", "")), 1, "the guest half did not run");
 }
 
 /// The guest half: on whatever kernel it runs, syscalls and process lifecycle (the core),

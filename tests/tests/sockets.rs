@@ -375,4 +375,7 @@ fn every_kind_of_send_and_receive_call_counts_its_bytes_exactly() {
     // read (after the sendfile), splice.
     assert_eq!(unix, ((6 * S) as f64, (6 * S) as f64));
     assert_eq!(udp, ((K * D) as f64, (K * D) as f64));
+    // Nothing else: not the pipe, the memfd or the workload's stdin and stdout.
+    let all = |direction: &str| m.sum(&format!("collector_socket_{direction}_bytes_total"), &[("target", "app")]);
+    assert_eq!((all("sent"), all("received")), ((6 * S + K * D) as f64, (6 * S + K * D) as f64));
 }

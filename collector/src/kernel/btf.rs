@@ -24,7 +24,7 @@ pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 pub enum BtfError {
     /// The kernel exposes no BTF.
     #[error(
-        "this kernel has no BTF ({} is missing); run on a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.4+ distribution kernels have it), or name its BTF file with --kernel-btf", .0.display()
+        "no kernel BTF at {}: run on a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.4+ distribution kernels have it), or name the kernel's BTF file with --kernel-btf", .0.display()
     )]
     Missing(PathBuf),
     /// The BTF file could not be read.

@@ -238,6 +238,7 @@ pub const SOCKET_BYTES: Family = Family {
         field!(regs_arg1: "pt_regs"."si"),
         field!(regs_arg2: "pt_regs"."dx"),
         field!(regs_arg3: "pt_regs"."r10"),
+        field!(regs_cs: "pt_regs"."cs" | "csx"),
     ],
     metrics: &[
         "collector_socket_sent_bytes_total",

@@ -98,8 +98,8 @@ fn main() {
         &[Arm::Bare, Arm::Floor, Arm::CollectorTarget],
         true,
     );
-    // Socket sends also run sock_send_length, whose non-target path is a helper call and a
-    // TARGET_OF load (no pt_regs there to key the syscall filter's cache with).
+    // Socket sends: a target's bytes are counted on its sys_exit (socket_bytes.rs); a
+    // non-target should pay no more than for any other syscall.
     let udp = syscall_cost(
         &config,
         "udp_send",

@@ -68,14 +68,16 @@ fn unix_pair_every_call(size: usize) {
 
     let file = memfd_with(&data);
     let mut offset: libc::off_t = 0;
-    check("sendfile", unsafe { libc::sendfile(a, file.as_raw_fd(), &mut offset, size) });
+    let sent = check("sendfile", unsafe { libc::sendfile(a, file.as_raw_fd(), &mut offset, size) });
+    assert_eq!(sent, size, "sendfile sent {sent} of {size}");
     receive(size, |n| unsafe { libc::read(b, buf.as_mut_ptr().cast(), n) });
 
     let (pipe_r, pipe_w) = pipe();
     check("write to the pipe", unsafe { libc::write(pipe_w, data.as_ptr().cast(), size) });
-    check("splice to the socket", unsafe {
+    let sent = check("splice to the socket", unsafe {
         libc::splice(pipe_r, std::ptr::null_mut(), a, std::ptr::null_mut(), size, 0)
     });
+    assert_eq!(sent, size, "splice sent {sent} of {size}");
     receive(size, |n| unsafe {
         libc::splice(b, std::ptr::null_mut(), pipe_w, std::ptr::null_mut(), n, 0)
     });
