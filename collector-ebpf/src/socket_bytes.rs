@@ -86,16 +86,9 @@ pub fn returned(io: SyscallIo, ret: i64, regs: *const u8, target: u32) {
         SyscallIo::ReceiveMessage if !peek(offset!(regs_arg2)) => {
             count(arg(offset!(regs_arg0)), Moved::Received, bytes, target);
         }
-        // One call for both: the verifier walks its loop once per call site.
-        SyscallIo::SendMessages | SyscallIo::ReceiveMessages => {
-            let moved = if io == SyscallIo::SendMessages {
-                Moved::Sent
-            } else if !peek(offset!(regs_arg3)) {
-                Moved::Received
-            } else {
-                return;
-            };
-            messages(arg(offset!(regs_arg0)), arg(offset!(regs_arg1)), ret, moved, target);
+        SyscallIo::SendMessages => messages(arg(offset!(regs_arg0)), arg(offset!(regs_arg1)), ret, Moved::Sent, target),
+        SyscallIo::ReceiveMessages if !peek(offset!(regs_arg3)) => {
+            messages(arg(offset!(regs_arg0)), arg(offset!(regs_arg1)), ret, Moved::Received, target);
         }
         SyscallIo::SendFile => {
             count(arg(offset!(regs_arg0)), Moved::Sent, bytes, target);
