@@ -73,9 +73,11 @@ fn descendants_existing_at_start_are_followed() {
     if !privileged() {
         return;
     }
-    // A shell whose child (the workload) exists before the collector starts.
+    // A shell whose child (the workload) exists before the collector starts. The child
+    // must outlive the collector's start-up, which takes 20-30 s in the kernel matrix's
+    // guests; it is killed at the end.
     let mut parent = std::process::Command::new("sh")
-        .args(["-c", "sleep 30 & wait"])
+        .args(["-c", "sleep 600 & wait"])
         .spawn()
         .unwrap();
     let children = format!("/proc/{0}/task/{0}/children", parent.id());
@@ -89,6 +91,9 @@ fn descendants_existing_at_start_are_followed() {
     let processes = &health["checks"]["targets"]["targets"]["tree"]["processes"];
     println!("processes of target tree at start: {processes}");
     assert_eq!(processes, 2, "the shell and its sleep child: {health}");
+    for child in std::fs::read_to_string(&children).unwrap_or_default().split_whitespace() {
+        unsafe { libc::kill(child.parse().unwrap(), libc::SIGKILL) };
+    }
     let _ = parent.kill();
     let _ = parent.wait();
 }
