@@ -177,7 +177,6 @@ pub struct KernelFeatures {
 // The kernel side initialises it as u32s (`collector-ebpf/src/globals.rs`).
 const _: () = assert!(size_of::<KernelFeatures>().is_multiple_of(size_of::<u32>()));
 
-
 /// Index into the `MAP_ERRORS` per-CPU array: which map an update failed on.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

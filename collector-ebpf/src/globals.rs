@@ -8,7 +8,10 @@
 //! into SYSCALL_ERRORS came out as these offsets. Mutable data is never a merge target. The
 //! non-zero initial values keep them out of .bss, which aya cannot patch, and mark "not set".
 use aya_ebpf::helpers::bpf_probe_read_kernel;
-use collector_common::{KernelFeatures, KernelOffsets, sockets::{SYSCALL_IO_ENTRIES, SyscallIo}};
+use collector_common::{
+    KernelFeatures, KernelOffsets,
+    sockets::{SYSCALL_IO_ENTRIES, SyscallIo},
+};
 
 /// Every field u32::MAX ("not set"); the struct is all u32s.
 #[unsafe(no_mangle)]

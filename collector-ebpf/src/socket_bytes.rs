@@ -26,11 +26,7 @@
 //!
 //! Not seen: bytes moved by io_uring (no syscall returns them), and by a syscall that began
 //! before the collector attached (it has no entry, as for the syscall counts).
-use aya_ebpf::{
-    helpers::bpf_probe_read_user,
-    macros::map,
-    maps::PerCpuHashMap,
-};
+use aya_ebpf::{helpers::bpf_probe_read_user, macros::map, maps::PerCpuHashMap};
 use collector_common::{
     MapErrorSite,
     maps::SOCKET_BYTES_ENTRIES,
@@ -86,9 +82,21 @@ pub fn returned(io: SyscallIo, ret: i64, regs: *const u8, target: u32) {
         SyscallIo::ReceiveMessage if !peek(offset!(regs_arg2)) => {
             count(arg(offset!(regs_arg0)), Moved::Received, bytes, target);
         }
-        SyscallIo::SendMessages => messages(arg(offset!(regs_arg0)), arg(offset!(regs_arg1)), ret, Moved::Sent, target),
+        SyscallIo::SendMessages => messages(
+            arg(offset!(regs_arg0)),
+            arg(offset!(regs_arg1)),
+            ret,
+            Moved::Sent,
+            target,
+        ),
         SyscallIo::ReceiveMessages if !peek(offset!(regs_arg3)) => {
-            messages(arg(offset!(regs_arg0)), arg(offset!(regs_arg1)), ret, Moved::Received, target);
+            messages(
+                arg(offset!(regs_arg0)),
+                arg(offset!(regs_arg1)),
+                ret,
+                Moved::Received,
+                target,
+            );
         }
         SyscallIo::SendFile => {
             count(arg(offset!(regs_arg0)), Moved::Sent, bytes, target);

@@ -5,8 +5,8 @@
 //! and say which it has not (README: "Kernels").
 use std::{
     net::{IpAddr, Ipv4Addr},
-    path::{Path, PathBuf},
     os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
@@ -63,7 +63,11 @@ fn on_debian_kernels_every_family_they_have_counts_exactly_and_the_rest_is_said(
                 run.name
             );
             assert!(passed(&run.log) > 0, "kernel {label}: {} ran no test", run.name);
-            assert!(!run.log.contains("skipping:"), "kernel {label}: {} skipped a test", run.name);
+            assert!(
+                !run.log.contains("skipping:"),
+                "kernel {label}: {} skipped a test",
+                run.name
+            );
         }
     }
 }
@@ -71,7 +75,13 @@ fn on_debian_kernels_every_family_they_have_counts_exactly_and_the_rest_is_said(
 /// The tests libtest says passed in `log`.
 fn passed(log: &str) -> u64 {
     log.lines()
-        .filter_map(|l| l.strip_prefix("test result: ok. ")?.split(' ').next()?.parse::<u64>().ok())
+        .filter_map(|l| {
+            l.strip_prefix("test result: ok. ")?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum()
 }
 
@@ -171,8 +181,14 @@ fn without_the_tcp_family_the_other_families_count_exactly() {
         return;
     }
     let btf = std::fs::read("/sys/kernel/btf/vmlinux").unwrap();
-    let (from, to) = (&b"btf_trace_tcp_retransmit_skb\0"[..], &b"btf_trace_tcp_retransmit_skX\0"[..]);
-    let at = btf.windows(from.len()).position(|w| w == from).expect("this kernel has tcp_retransmit_skb");
+    let (from, to) = (
+        &b"btf_trace_tcp_retransmit_skb\0"[..],
+        &b"btf_trace_tcp_retransmit_skX\0"[..],
+    );
+    let at = btf
+        .windows(from.len())
+        .position(|w| w == from)
+        .expect("this kernel has tcp_retransmit_skb");
     let mut renamed = btf.clone();
     renamed[at..at + to.len()].copy_from_slice(to);
     let path = std::env::temp_dir().join(format!("collector-btf-without-tcp-{}", std::process::id()));
@@ -188,7 +204,11 @@ fn without_the_tcp_family_the_other_families_count_exactly() {
     let log: String = log.lines().map(|l| format!("  without tcp| {l}\n")).collect();
     println!("{log}");
     assert!(out.status.success(), "the guest half failed without the tcp family");
-    assert_eq!(passed(&log.replace("  without tcp| ", "")), 1, "the guest half did not run");
+    assert_eq!(
+        passed(&log.replace("  without tcp| ", "")),
+        1,
+        "the guest half did not run"
+    );
 }
 
 /// The guest half: on whatever kernel it runs, syscalls and process lifecycle (the core),

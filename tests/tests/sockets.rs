@@ -368,7 +368,10 @@ fn every_kind_of_send_and_receive_call_counts_its_bytes_exactly() {
     let c = Collector::start(&["--pid", &format!("app={}", w.pid)]);
     w.run(&format!("socket_io {S} {K} {D}"));
     let m = c.metrics();
-    let unix = (bytes(&m, "sent", "unix", "other"), bytes(&m, "received", "unix", "other"));
+    let unix = (
+        bytes(&m, "sent", "unix", "other"),
+        bytes(&m, "received", "unix", "other"),
+    );
     let udp = (bytes(&m, "sent", "inet", "udp"), bytes(&m, "received", "inet", "udp"));
     println!("unix {unix:?}, expected {}; udp {udp:?}, expected {}", 6 * S, K * D);
     // write, writev, sendto, sendmsg, sendfile, splice; read, readv, recvfrom, recvmsg,
@@ -376,6 +379,14 @@ fn every_kind_of_send_and_receive_call_counts_its_bytes_exactly() {
     assert_eq!(unix, ((6 * S) as f64, (6 * S) as f64));
     assert_eq!(udp, ((K * D) as f64, (K * D) as f64));
     // Nothing else: not the pipe, the memfd or the workload's stdin and stdout.
-    let all = |direction: &str| m.sum(&format!("collector_socket_{direction}_bytes_total"), &[("target", "app")]);
-    assert_eq!((all("sent"), all("received")), ((6 * S + K * D) as f64, (6 * S + K * D) as f64));
+    let all = |direction: &str| {
+        m.sum(
+            &format!("collector_socket_{direction}_bytes_total"),
+            &[("target", "app")],
+        )
+    };
+    assert_eq!(
+        (all("sent"), all("received")),
+        ((6 * S + K * D) as f64, (6 * S + K * D) as f64)
+    );
 }

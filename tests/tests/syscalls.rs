@@ -91,7 +91,10 @@ fn descendants_existing_at_start_are_followed() {
     let processes = &health["checks"]["targets"]["targets"]["tree"]["processes"];
     println!("processes of target tree at start: {processes}");
     assert_eq!(processes, 2, "the shell and its sleep child: {health}");
-    for child in std::fs::read_to_string(&children).unwrap_or_default().split_whitespace() {
+    for child in std::fs::read_to_string(&children)
+        .unwrap_or_default()
+        .split_whitespace()
+    {
         unsafe { libc::kill(child.parse().unwrap(), libc::SIGKILL) };
     }
     let _ = parent.kill();

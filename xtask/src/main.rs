@@ -145,11 +145,21 @@ fn test(root: &Path, kernel: Option<&str>, args: &[String]) -> anyhow::Result<()
 /// built here so the guest finds them: their executables, comma-separated.
 fn guest_suites(root: &Path) -> anyhow::Result<String> {
     let mut cmd = cargo(root);
-    cmd.args(["test", "--release", "--package", "tests", "--no-run", "--message-format=json"]);
+    cmd.args([
+        "test",
+        "--release",
+        "--package",
+        "tests",
+        "--no-run",
+        "--message-format=json",
+    ]);
     for suite in vm::GUEST_SUITES {
         cmd.args(["--test", suite]);
     }
-    let out = cmd.stderr(Stdio::inherit()).output().context("cannot start cargo test --no-run")?;
+    let out = cmd
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot start cargo test --no-run")?;
     if !out.status.success() {
         bail!("cannot build the guest suites ({})", out.status);
     }

@@ -113,7 +113,7 @@ impl KernelLayout {
             features: KernelFeatures {
                 syscall_io: syscall_io_table(),
                 // Only the field's name tells the two layouts apart (cgroups.rs).
-                cgroup_ancestor_ids: offset("cgroup", "ancestors").is_err() as u32,
+                cgroup_ancestor_ids: u32::from(offset("cgroup", "ancestors").is_err()),
             },
         })
     }
@@ -206,8 +206,14 @@ mod tests {
         let offsets: [u32; size_of::<KernelOffsets>() / 4] = unsafe { std::mem::transmute(layout.offsets) };
         assert!(offsets.iter().all(|&o| o < 1 << 14), "{:?}", layout.offsets);
         assert!(layout.offsets.sock_family < layout.offsets.sock_protocol);
-        assert_eq!(layout.features.syscall_io[Sysno::accept4 as usize], SyscallIo::Accept as u8);
-        assert_eq!(layout.features.syscall_io[Sysno::getppid as usize], SyscallIo::None as u8);
+        assert_eq!(
+            layout.features.syscall_io[Sysno::accept4 as usize],
+            SyscallIo::Accept as u8
+        );
+        assert_eq!(
+            layout.features.syscall_io[Sysno::getppid as usize],
+            SyscallIo::None as u8
+        );
         // Every probe has a program; sched_process_exit's fits the kernel's arguments.
         assert_eq!(layout.programs.len(), crate::kernel::families::all_probes().count());
         assert!(layout.off.is_empty(), "this kernel has every family: {:?}", layout.off);

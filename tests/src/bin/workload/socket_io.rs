@@ -22,9 +22,10 @@ fn check(what: &str, ret: isize) -> usize {
 
 fn unix_pair_every_call(size: usize) {
     let mut fds = [0; 2];
-    check("socketpair", unsafe {
-        libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr())
-    } as isize);
+    check(
+        "socketpair",
+        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) } as isize,
+    );
     let (a, b) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     let (a, b) = (a.as_raw_fd(), b.as_raw_fd());
     let data = vec![b's'; size];
@@ -48,32 +49,52 @@ fn unix_pair_every_call(size: usize) {
         libc::sendto(a, data.as_ptr().cast(), size, 0, std::ptr::null(), 0)
     });
     check("recvfrom peek", unsafe {
-        libc::recvfrom(b, buf.as_mut_ptr().cast(), size, libc::MSG_PEEK, std::ptr::null_mut(), std::ptr::null_mut())
+        libc::recvfrom(
+            b,
+            buf.as_mut_ptr().cast(),
+            size,
+            libc::MSG_PEEK,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
     });
     receive(size, |n| unsafe {
-        libc::recvfrom(b, buf.as_mut_ptr().cast(), n, 0, std::ptr::null_mut(), std::ptr::null_mut())
+        libc::recvfrom(
+            b,
+            buf.as_mut_ptr().cast(),
+            n,
+            0,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
     });
 
     let mut v = [iov(data.as_ptr(), size)];
     let msg = message(&mut v);
-    check("sendmsg", unsafe { libc::sendmsg(a, &msg, 0) });
+    check("sendmsg", unsafe { libc::sendmsg(a, &raw const msg, 0) });
     let mut v = [iov(buf.as_ptr(), size)];
     let mut msg = message(&mut v);
-    check("recvmsg peek", unsafe { libc::recvmsg(b, &mut msg, libc::MSG_PEEK) });
+    check("recvmsg peek", unsafe {
+        libc::recvmsg(b, &raw mut msg, libc::MSG_PEEK)
+    });
     receive(size, |n| {
         let mut v = [iov(buf.as_ptr(), n)];
         let mut msg = message(&mut v);
-        unsafe { libc::recvmsg(b, &mut msg, 0) }
+        unsafe { libc::recvmsg(b, &raw mut msg, 0) }
     });
 
     let file = memfd_with(&data);
     let mut offset: libc::off_t = 0;
-    let sent = check("sendfile", unsafe { libc::sendfile(a, file.as_raw_fd(), &mut offset, size) });
+    let sent = check("sendfile", unsafe {
+        libc::sendfile(a, file.as_raw_fd(), &raw mut offset, size)
+    });
     assert_eq!(sent, size, "sendfile sent {sent} of {size}");
     receive(size, |n| unsafe { libc::read(b, buf.as_mut_ptr().cast(), n) });
 
     let (pipe_r, pipe_w) = pipe();
-    check("write to the pipe", unsafe { libc::write(pipe_w, data.as_ptr().cast(), size) });
+    check("write to the pipe", unsafe {
+        libc::write(pipe_w, data.as_ptr().cast(), size)
+    });
     let sent = check("splice to the socket", unsafe {
         libc::splice(pipe_r, std::ptr::null_mut(), a, std::ptr::null_mut(), size, 0)
     });
@@ -81,7 +102,9 @@ fn unix_pair_every_call(size: usize) {
     receive(size, |n| unsafe {
         libc::splice(b, std::ptr::null_mut(), pipe_w, std::ptr::null_mut(), n, 0)
     });
-    check("read from the pipe", unsafe { libc::read(pipe_r, buf.as_mut_ptr().cast(), size) });
+    check("read from the pipe", unsafe {
+        libc::read(pipe_r, buf.as_mut_ptr().cast(), size)
+    });
     unsafe {
         libc::close(pipe_r);
         libc::close(pipe_w);
@@ -106,7 +129,8 @@ fn message(iov: &mut [libc::iovec]) -> libc::msghdr {
 }
 
 fn memfd_with(data: &[u8]) -> OwnedFd {
-    let fd = check("memfd_create", unsafe { libc::memfd_create(c"socket_io".as_ptr(), 0) } as isize);
+    let fd = check("memfd_create", unsafe { libc::memfd_create(c"socket_io".as_ptr(), 0) }
+        as isize);
     let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
     check("write to the memfd", unsafe {
         libc::write(fd.as_raw_fd(), data.as_ptr().cast(), data.len())
@@ -148,16 +172,26 @@ fn udp_messages(datagrams: usize, size: usize) {
             .collect()
     };
     let mut sent = headers(&mut send_iov);
-    let n = check("sendmmsg", unsafe { libc::sendmmsg(fd, sent.as_mut_ptr(), datagrams as u32, 0) } as isize);
+    let n = check(
+        "sendmmsg",
+        unsafe { libc::sendmmsg(fd, sent.as_mut_ptr(), datagrams as u32, 0) } as isize,
+    );
     assert_eq!(n, datagrams, "sendmmsg sent {n} of {datagrams}");
     let mut received = headers(&mut recv_iov);
-    check("recvmmsg peek", unsafe {
-        libc::recvmmsg(fd, received.as_mut_ptr(), 1, libc::MSG_PEEK, std::ptr::null_mut())
-    } as isize);
+    check(
+        "recvmmsg peek",
+        unsafe { libc::recvmmsg(fd, received.as_mut_ptr(), 1, libc::MSG_PEEK, std::ptr::null_mut()) } as isize,
+    );
     let mut got = 0;
     while got < datagrams {
         got += check("recvmmsg", unsafe {
-            libc::recvmmsg(fd, received[got..].as_mut_ptr(), (datagrams - got) as u32, 0, std::ptr::null_mut())
+            libc::recvmmsg(
+                fd,
+                received[got..].as_mut_ptr(),
+                (datagrams - got) as u32,
+                0,
+                std::ptr::null_mut(),
+            )
         } as isize);
     }
 }
