@@ -6,7 +6,7 @@
 use std::{
     io::Read as _,
     net::TcpListener,
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
 };
@@ -36,7 +36,12 @@ impl Collector {
     /// Starts the collector with `args` (plus `--listen` on a free port) and waits until it
     /// serves `/health`, which it does only once every probe is attached.
     pub fn start(args: &[&str]) -> Collector {
-        let mut collector = Collector::spawn(args, Stdio::piped());
+        Collector::start_bin(&collector_bin(), args)
+    }
+
+    /// [`Collector::start`] with another binary (the bench's `--baseline`).
+    pub fn start_bin(bin: &Path, args: &[&str]) -> Collector {
+        let mut collector = Collector::spawn_bin(bin, args, Stdio::piped());
         collector.wait_until_serving();
         collector
     }
@@ -45,8 +50,12 @@ impl Collector {
     /// `stderr` (unless that is `Stdio::piped()`, `stop_and_read_log` then reads nothing), and
     /// does not wait for it.
     pub fn spawn(args: &[&str], stderr: impl Into<Stdio>) -> Collector {
+        Collector::spawn_bin(&collector_bin(), args, stderr)
+    }
+
+    fn spawn_bin(bin: &Path, args: &[&str], stderr: impl Into<Stdio>) -> Collector {
         let addr = free_addr();
-        let child = Command::new(collector_bin())
+        let child = Command::new(bin)
             .args(args)
             .args(["--listen", &addr])
             .stdout(Stdio::null())

@@ -1,6 +1,7 @@
 //! `cargo xtask bench --quick` in the test suite: every benchmark arm runs, and what is exact
 //! in it is checked exactly (call counts of the collector, bpftrace and syscount; every event
 //! delivered or counted as dropped). Its timings are not checked: they mean nothing here.
+//! It runs with this same binary as `--baseline`, so the baseline arms run too.
 use std::process::Command;
 
 use serde_json::Value;
@@ -19,6 +20,8 @@ fn every_bench_arm_runs_and_every_tool_counts_exactly() {
     let run = Command::new(env!("CARGO_BIN_EXE_bench"))
         .args(["--quick", "--out"])
         .arg(&out)
+        .arg("--baseline")
+        .arg(collector_bin())
         .env("COLLECTOR_BIN", collector_bin())
         .output()
         .unwrap();
@@ -35,14 +38,18 @@ fn every_bench_arm_runs_and_every_tool_counts_exactly() {
     let arms = report["syscall_cost"]["arms"].as_object().unwrap();
     assert_eq!(
         arms.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["a", "b", "c", "d", "e", "f", "g"]
+        ["a", "b", "c", "c'", "d", "d'", "e", "f", "g"]
     );
-    for counting in ["d", "e", "f", "g"] {
+    for counting in ["d", "d'", "e", "f", "g"] {
         let arm = &arms[counting];
         for counted in arm["counted"].as_array().unwrap() {
             println!("{}: counted {counted} of {}", arm["arm"], arm["expected_count"]);
             assert_eq!(counted, &arm["expected_count"], "{}", arm["arm"]);
         }
+    }
+    for section in ["syscall_cost", "pread_cost", "udp_send_cost"] {
+        let compared = report[section]["compared"].as_object().unwrap();
+        assert!(compared.contains_key("(d-a)/(d'-a)"), "{section}: {compared:?}");
     }
     let storms = report["events"]["rows"].as_array().unwrap();
     assert_eq!(storms.len(), 6);

@@ -41,6 +41,10 @@ enum Task {
         /// Every arm briefly, to check that each works; the figures mean nothing.
         #[arg(long)]
         quick: bool,
+        /// Another collector binary (e.g. built from an older commit) to bench beside this
+        /// one, in arms (c') and (d') of the per-syscall sections.
+        #[arg(long, value_name = "PATH")]
+        baseline: Option<PathBuf>,
     },
     /// Run every test: unit tests and the privileged end-to-end tests (as root).
     Test {
@@ -65,11 +69,11 @@ fn main() -> anyhow::Result<()> {
             Err(err).with_context(|| format!("cannot run {}", bin.display()))
         }
         Task::Test { kernel, args } => test(&root, kernel.as_deref(), &args),
-        Task::Bench { quick } => bench(&root, quick),
+        Task::Bench { quick, baseline } => bench(&root, quick, baseline.as_deref()),
     }
 }
 
-fn bench(root: &Path, quick: bool) -> anyhow::Result<()> {
+fn bench(root: &Path, quick: bool, baseline: Option<&Path>) -> anyhow::Result<()> {
     let bin = build(root)?;
     setup::ensure_bench_peers()?;
     run(cargo(root).args(["build", "--release", "--package", "tests", "--bins"]))?;
@@ -79,6 +83,10 @@ fn bench(root: &Path, quick: bool) -> anyhow::Result<()> {
         .env("COLLECTOR_BIN", &bin);
     if quick {
         cmd.arg("--quick");
+    }
+    if let Some(baseline) = baseline {
+        // The bench runs in the workspace root: make a relative path the caller's.
+        cmd.arg("--baseline").arg(std::path::absolute(baseline)?);
     }
     run(&mut cmd)
 }

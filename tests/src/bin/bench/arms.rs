@@ -1,9 +1,12 @@
 //! A. The arms a timed loop runs under, and one timed run under one arm.
-use tests::{CgroupTree, Collector, Workload};
+use std::path::Path;
+
+use tests::{CgroupTree, Collector, Workload, collector_bin};
 
 use crate::{
     peers::{Floor, Peer, Tool},
     process::{AGENT_CPU, LOOP_CPU, pin_process},
+    prog_stats::{ProgramCost, Snapshot},
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -18,6 +21,10 @@ pub enum Arm {
     CollectorTarget,
     /// (e) collector, the looping process in a cgroup target
     CollectorCgroup,
+    /// (c') as (c), with the `--baseline` binary: a before/after comparison in one run
+    BaselineOther,
+    /// (d') as (d), with the `--baseline` binary
+    BaselineTarget,
     /// (f) bpftrace: per-syscall latency histogram for that pid
     Bpftrace,
     /// (g) libbpf-tools syscount -L -p PID
@@ -42,8 +49,31 @@ impl Arm {
             Arm::CollectorOther => "(c) collector, process not a target",
             Arm::CollectorTarget => "(d) collector, process a PID target",
             Arm::CollectorCgroup => "(e) collector, process in a cgroup target",
+            Arm::BaselineOther => "(c') baseline collector, process not a target",
+            Arm::BaselineTarget => "(d') baseline collector, process a PID target",
             Arm::Bpftrace => "(f) bpftrace latency histogram for the pid",
             Arm::Syscount => "(g) libbpf-tools syscount -L -p PID",
+        }
+    }
+
+    /// Whether the arm runs the collector (this one or the baseline).
+    pub fn is_collector(self) -> bool {
+        matches!(
+            self,
+            Arm::CollectorOther
+                | Arm::CollectorTarget
+                | Arm::CollectorCgroup
+                | Arm::BaselineOther
+                | Arm::BaselineTarget
+        )
+    }
+
+    /// The baseline twin of a collector arm, for `--baseline` runs.
+    pub fn baseline(self) -> Option<Arm> {
+        match self {
+            Arm::CollectorOther => Some(Arm::BaselineOther),
+            Arm::CollectorTarget => Some(Arm::BaselineTarget),
+            _ => None,
         }
     }
 
@@ -54,6 +84,8 @@ impl Arm {
             Arm::CollectorOther => "c",
             Arm::CollectorTarget => "d",
             Arm::CollectorCgroup => "e",
+            Arm::BaselineOther => "c'",
+            Arm::BaselineTarget => "d'",
             Arm::Bpftrace => "f",
             Arm::Syscount => "g",
         }
@@ -64,33 +96,43 @@ impl Arm {
 pub struct Run {
     pub ns_per_call: f64,
     pub counted: Option<u64>,
+    /// The collector's programs that the timed loop ran (only with bpf stats on).
+    pub programs: Vec<ProgramCost>,
 }
 
 /// Starts `arm`'s tool, times the loop in a fresh pinned workload, stops the tool.
-pub fn run_arm(arm: Arm, workload: &str, calls: u64) -> Run {
+/// `baseline` is the binary of the baseline arms.
+pub fn run_arm(arm: Arm, workload: &str, calls: u64, baseline: Option<&Path>) -> Run {
     let mut w = Workload::spawn();
     w.run(&format!("pin {LOOP_CPU}"));
     let warmup_calls = calls / 20;
     let command = format!("time_{workload} {calls}");
     let warmup = format!("time_{workload} {warmup_calls}");
+    let timed = |w: &mut Workload| w.run(&command).parse::<f64>().unwrap() / calls as f64;
     let time = |w: &mut Workload| {
         w.run(&warmup);
-        w.run(&command).parse::<f64>().unwrap() / calls as f64
+        timed(w)
     };
     let counts_getppid = workload == "getppid";
     match arm {
         Arm::Bare => Run {
             ns_per_call: time(&mut w),
             counted: None,
+            programs: Vec::new(),
         },
         Arm::Floor => {
             let _floor = Floor::attach();
             Run {
                 ns_per_call: time(&mut w),
                 counted: None,
+                programs: Vec::new(),
             }
         }
-        Arm::CollectorOther | Arm::CollectorTarget | Arm::CollectorCgroup => {
+        Arm::CollectorOther
+        | Arm::CollectorTarget
+        | Arm::CollectorCgroup
+        | Arm::BaselineOther
+        | Arm::BaselineTarget => {
             let bystander = Workload::spawn();
             // (e): a fresh cgroup holding only the looping process, removed after the arm.
             let cgroup = (arm == Arm::CollectorCgroup).then(|| {
@@ -100,18 +142,32 @@ pub fn run_arm(arm: Arm, workload: &str, calls: u64) -> Run {
             });
             let target = match (arm, &cgroup) {
                 (Arm::CollectorCgroup, Some(tree)) => ["--cgroup".to_owned(), format!("bench={}", tree.root.display())],
-                (Arm::CollectorTarget, _) => ["--pid".to_owned(), format!("bench={}", w.pid)],
+                (Arm::CollectorTarget | Arm::BaselineTarget, _) => ["--pid".to_owned(), format!("bench={}", w.pid)],
                 _ => ["--pid".to_owned(), format!("bench={}", bystander.pid)],
             };
-            let c = Collector::start(&[&target[0], &target[1]]);
+            let bin = match arm {
+                Arm::BaselineOther | Arm::BaselineTarget => {
+                    baseline.expect("baseline arms run with --baseline").to_owned()
+                }
+                _ => collector_bin(),
+            };
+            let c = Collector::start_bin(&bin, &[&target[0], &target[1]]);
             pin_process(c.pid(), AGENT_CPU);
             let before = getppid_count(&c);
-            let ns_per_call = time(&mut w);
-            let counted =
-                (arm != Arm::CollectorOther && counts_getppid).then(|| getppid_count(&c) - before - warmup_calls);
+            w.run(&warmup);
+            // Each program's runs and run time, when kernel.bpf_stats_enabled is on.
+            let programs_before = Snapshot::of(c.pid());
+            let ns_per_call = timed(&mut w);
+            let programs = programs_before.per_call(&Snapshot::of(c.pid()), calls);
+            let counted = (!matches!(arm, Arm::CollectorOther | Arm::BaselineOther) && counts_getppid)
+                .then(|| getppid_count(&c) - before - warmup_calls);
             drop(c);
             drop(cgroup);
-            Run { ns_per_call, counted }
+            Run {
+                ns_per_call,
+                counted,
+                programs,
+            }
         }
         Arm::Bpftrace | Arm::Syscount => {
             let tool = if arm == Arm::Bpftrace {
@@ -125,6 +181,7 @@ pub fn run_arm(arm: Arm, workload: &str, calls: u64) -> Run {
             Run {
                 ns_per_call,
                 counted: counted.filter(|_| counts_getppid).map(|n| n - warmup_calls),
+                programs: Vec::new(),
             }
         }
     }

@@ -33,8 +33,7 @@ impl Ratio {
     }
 }
 
-/// The per-syscall targets (they are about the syscall hooks alone). Workloads with other
-/// probes riding along report these ratios unchecked.
+/// The per-syscall targets of the getppid and pread loops.
 pub const SYSCALL_RATIOS: [Ratio; 4] = [
     Ratio {
         over: Arm::CollectorOther,
@@ -59,6 +58,19 @@ pub const SYSCALL_RATIOS: [Ratio; 4] = [
         under: Arm::CollectorTarget,
         max: 1.05,
     },
+];
+
+/// A UDP send of a process that is not a target runs no more than any other syscall does.
+pub const UDP_SEND_RATIOS: [Ratio; 1] = [Ratio {
+    over: Arm::CollectorOther,
+    under: Arm::Floor,
+    max: 1.15,
+}];
+
+/// The ratios a `--baseline` run reports, unchecked: new over old, each arm against its twin.
+pub const BASELINE_RATIOS: [(Arm, Arm); 2] = [
+    (Arm::CollectorOther, Arm::BaselineOther),
+    (Arm::CollectorTarget, Arm::BaselineTarget),
 ];
 
 /// Process storms at this rate must lose no event with default settings.

@@ -15,6 +15,7 @@ mod idle;
 mod limits;
 mod peers;
 mod process;
+mod prog_stats;
 mod report;
 mod scrape;
 mod stats;
@@ -23,6 +24,7 @@ mod syscall_cost;
 use std::{collections::BTreeMap, path::PathBuf};
 
 use arms::Arm;
+use limits::{SYSCALL_RATIOS, UDP_SEND_RATIOS};
 use peers::TracefsMount;
 use report::{Machine, Report};
 use syscall_cost::syscall_cost;
@@ -32,6 +34,8 @@ pub struct Config {
     pub quick: bool,
     out: PathBuf,
     pub passes: usize,
+    /// `--baseline PATH`: another collector binary, benched beside this one in arms (c') and (d').
+    pub baseline: Option<PathBuf>,
     getppid_calls: u64,
     pread_calls: u64,
 }
@@ -45,10 +49,16 @@ impl Config {
             .position(|a| a == "--out")
             .and_then(|i| args.get(i + 1))
             .map_or_else(|| PathBuf::from("target/bench"), PathBuf::from);
+        let baseline = args
+            .iter()
+            .position(|a| a == "--baseline")
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from);
         if quick {
             Config {
                 quick,
                 out,
+                baseline,
                 passes: 1,
                 getppid_calls: 200_000,
                 pread_calls: 50_000,
@@ -57,6 +67,7 @@ impl Config {
             Config {
                 quick,
                 out,
+                baseline,
                 passes: 5,
                 getppid_calls: 2_000_000,
                 pread_calls: 500_000,
@@ -70,6 +81,13 @@ fn main() {
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("error: the benchmark loads eBPF programs: run it as root (cargo xtask bench)");
         std::process::exit(1);
+    }
+    if let Some(baseline) = config.baseline.as_ref().filter(|b| !b.is_file()) {
+        eprintln!(
+            "error: --baseline {}: no such file; give the path of another collector binary",
+            baseline.display()
+        );
+        std::process::exit(2);
     }
     std::fs::create_dir_all(&config.out).unwrap();
     let _tracefs = TracefsMount::ensure();
@@ -90,13 +108,13 @@ fn main() {
         );
         Arm::ALL.into_iter().filter(|&a| a != Arm::CollectorCgroup).collect()
     };
-    let syscall = syscall_cost(&config, "getppid", config.getppid_calls, &arms, true);
+    let syscall = syscall_cost(&config, "getppid", config.getppid_calls, &arms, &SYSCALL_RATIOS);
     let pread = syscall_cost(
         &config,
         "pread",
         config.pread_calls,
         &[Arm::Bare, Arm::Floor, Arm::CollectorTarget],
-        true,
+        &SYSCALL_RATIOS,
     );
     // Socket sends: a target's bytes are counted on its sys_exit (socket_bytes.rs); a
     // non-target should pay no more than for any other syscall.
@@ -105,7 +123,7 @@ fn main() {
         "udp_send",
         config.pread_calls,
         &[Arm::Bare, Arm::Floor, Arm::CollectorOther, Arm::CollectorTarget],
-        false,
+        &UDP_SEND_RATIOS,
     );
     let events = events::event_throughput(&config);
     let scrape = scrape::scrape_cost(&config);

@@ -81,10 +81,7 @@ impl Report {
         );
         md += &syscall_cost("A. Cost per syscall: getppid loop", &self.syscall_cost);
         md += &syscall_cost("A. Realistic: 4 KiB pread from tmpfs", &self.pread_cost);
-        md += &syscall_cost(
-            "A. Socket sends: 64-byte UDP sendto on loopback (no target: the byte probes ride along)",
-            &self.udp_send_cost,
-        );
+        md += &syscall_cost("A. Socket sends: 64-byte UDP sendto on loopback", &self.udp_send_cost);
         md += &events(&self.events);
         md += &scrape(&self.scrape);
         md += &idle(&self.idle);
@@ -135,15 +132,24 @@ fn syscall_cost(title: &str, section: &SyscallCost) -> String {
         );
     }
     md += "\n";
-    if section.targets.is_empty() {
-        for (name, ratio) in &section.ratios {
-            if let Some(ratio) = ratio {
-                md += &format!("- {name} = {ratio}\n");
-            }
-        }
-    }
     for t in &section.targets {
         md += &format!("- {}: ratio {} → {}\n", t.target, t.ratio, verdict(t.met));
+    }
+    for (name, ratio) in &section.compared {
+        md += &format!("- against the baseline: {name} = {ratio}\n");
+    }
+    if section.programs.values().any(|p| !p.is_empty()) {
+        md += "\nPrograms each call ran (one more run per arm, `kernel.bpf_stats_enabled=1`; those under \
+               0.5 ns per call are only in report.json):\n\n";
+        md += "| arm | program | runs per call | ns per run | ns per call |\n|---|---|---|---|---|\n";
+        for (arm, programs) in &section.programs {
+            for p in programs.iter().filter(|p| p.ns_per_call >= 0.5) {
+                md += &format!(
+                    "| ({arm}) | {} | {} | {} | {} |\n",
+                    p.program, p.runs_per_call, p.ns_per_run, p.ns_per_call
+                );
+            }
+        }
     }
     md + "\n"
 }

@@ -6,7 +6,8 @@ use serde::Serialize;
 use crate::{
     Config,
     arms::{Arm, Run, run_arm},
-    limits::{RatioCheck, SYSCALL_RATIOS},
+    limits::{BASELINE_RATIOS, Ratio, RatioCheck},
+    prog_stats::{ProgramCost, StatsEnabled},
     stats::{median, round1, round3},
 };
 
@@ -17,9 +18,13 @@ pub struct SyscallCost {
     pub calls_per_run: u64,
     /// By arm key (`a`...`g`).
     pub arms: BTreeMap<&'static str, ArmCost>,
-    /// Every ratio of `SYSCALL_RATIOS` by name, `None` where an arm was not run.
+    /// Every ratio of the section's limits by name, `None` where an arm was not run.
     pub ratios: BTreeMap<String, Option<f64>>,
     pub targets: Vec<RatioCheck>,
+    /// With `--baseline`: each collector arm's added cost over its baseline twin's.
+    pub compared: BTreeMap<String, f64>,
+    /// By collector arm key: the programs one call ran, from one run with bpf stats on.
+    pub programs: BTreeMap<&'static str, Vec<ProgramCost>>,
 }
 
 /// One arm's medians and runs.
@@ -34,19 +39,30 @@ pub struct ArmCost {
     pub expected_count: u64,
 }
 
-/// `checked`: whether the per-syscall targets apply to this workload (they are about the
-/// syscall hooks; a socket send also runs the byte probes, which have no target).
-pub fn syscall_cost(config: &Config, workload: &'static str, calls: u64, arms: &[Arm], checked: bool) -> SyscallCost {
+/// `limits`: the ratios checked for this workload (those whose arms it runs).
+pub fn syscall_cost(
+    config: &Config,
+    workload: &'static str,
+    calls: u64,
+    arms: &[Arm],
+    limits: &[Ratio],
+) -> SyscallCost {
+    // With --baseline, each collector arm runs beside its twin of the baseline binary.
+    let arms: Vec<Arm> = arms
+        .iter()
+        .flat_map(|&arm| [Some(arm), arm.baseline().filter(|_| config.baseline.is_some())])
+        .flatten()
+        .collect();
     let mut runs: BTreeMap<Arm, Vec<Run>> = BTreeMap::new();
     for pass in 0..config.passes {
         // A B C ... then ... C B A: drift over the run hits every arm alike.
         let order: Vec<Arm> = if pass % 2 == 0 {
-            arms.to_vec()
+            arms.clone()
         } else {
             arms.iter().rev().copied().collect()
         };
         for arm in order {
-            let run = run_arm(arm, workload, calls);
+            let run = run_arm(arm, workload, calls, config.baseline.as_deref());
             eprintln!(
                 "bench: {workload} pass {pass} {:<45} {:>8.1} ns/call",
                 arm.label(),
@@ -55,6 +71,20 @@ pub fn syscall_cost(config: &Config, workload: &'static str, calls: u64, arms: &
             runs.entry(arm).or_default().push(run);
         }
     }
+    // One more run of each collector arm with the kernel's program accounting on, apart from
+    // the timed passes (the accounting itself costs time on every program run).
+    let programs: BTreeMap<&'static str, Vec<ProgramCost>> = {
+        let _stats = StatsEnabled::new();
+        arms.iter()
+            .filter(|arm| arm.is_collector())
+            .map(|&arm| {
+                (
+                    arm.key(),
+                    run_arm(arm, workload, calls, config.baseline.as_deref()).programs,
+                )
+            })
+            .collect()
+    };
     let median_of = |arm: Arm| {
         runs.get(&arm)
             .map(|r| median(r.iter().map(|r| r.ns_per_call).collect()))
@@ -78,14 +108,22 @@ pub fn syscall_cost(config: &Config, workload: &'static str, calls: u64, arms: &
     let added = |arm| median_of(arm).map(|ns| ns - bare);
     let mut ratios = BTreeMap::new();
     let mut targets = Vec::new();
-    for limit in &SYSCALL_RATIOS {
+    for limit in limits {
         let ratio = match (added(limit.over), added(limit.under)) {
             (Some(x), Some(y)) if y > 0.0 => Some(round3(x / y)),
             _ => None,
         };
         ratios.insert(limit.name(), ratio);
-        if let Some(ratio) = ratio.filter(|_| checked) {
+        if let Some(ratio) = ratio {
             targets.push(limit.check(ratio));
+        }
+    }
+    let mut compared = BTreeMap::new();
+    for (new, old) in BASELINE_RATIOS {
+        if let (Some(x), Some(y)) = (added(new), added(old))
+            && y > 0.0
+        {
+            compared.insert(format!("({}-a)/({}-a)", new.key(), old.key()), round3(x / y));
         }
     }
     SyscallCost {
@@ -94,5 +132,7 @@ pub fn syscall_cost(config: &Config, workload: &'static str, calls: u64, arms: &
         arms: arm_costs,
         ratios,
         targets,
+        compared,
+        programs,
     }
 }
