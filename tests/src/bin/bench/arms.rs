@@ -96,13 +96,14 @@ impl Arm {
 pub struct Run {
     pub ns_per_call: f64,
     pub counted: Option<u64>,
-    /// The collector's programs that the timed loop ran (only with bpf stats on).
+    /// The collector's programs that the timed loop ran (only with `accounting`).
     pub programs: Vec<ProgramCost>,
 }
 
 /// Starts `arm`'s tool, times the loop in a fresh pinned workload, stops the tool.
-/// `baseline` is the binary of the baseline arms.
-pub fn run_arm(arm: Arm, workload: &str, calls: u64, baseline: Option<&Path>) -> Run {
+/// `baseline` is the binary of the baseline arms; with `accounting` (bpf stats on), a
+/// collector arm also reads which of its programs the loop ran.
+pub fn run_arm(arm: Arm, workload: &str, calls: u64, baseline: Option<&Path>, accounting: bool) -> Run {
     let mut w = Workload::spawn();
     w.run(&format!("pin {LOOP_CPU}"));
     let warmup_calls = calls / 20;
@@ -155,10 +156,9 @@ pub fn run_arm(arm: Arm, workload: &str, calls: u64, baseline: Option<&Path>) ->
             pin_process(c.pid(), AGENT_CPU);
             let before = getppid_count(&c);
             w.run(&warmup);
-            // Each program's runs and run time, when kernel.bpf_stats_enabled is on.
-            let programs_before = Snapshot::of(c.pid());
+            let programs_before = accounting.then(|| Snapshot::of(c.pid()));
             let ns_per_call = timed(&mut w);
-            let programs = programs_before.per_call(&Snapshot::of(c.pid()), calls);
+            let programs = programs_before.map_or_else(Vec::new, |b| b.per_call(&Snapshot::of(c.pid()), calls));
             let counted = (!matches!(arm, Arm::CollectorOther | Arm::BaselineOther) && counts_getppid)
                 .then(|| getppid_count(&c) - before - warmup_calls);
             drop(c);

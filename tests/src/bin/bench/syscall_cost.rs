@@ -62,7 +62,7 @@ pub fn syscall_cost(
             arms.iter().rev().copied().collect()
         };
         for arm in order {
-            let run = run_arm(arm, workload, calls, config.baseline.as_deref());
+            let run = run_arm(arm, workload, calls, config.baseline.as_deref(), false);
             eprintln!(
                 "bench: {workload} pass {pass} {:<45} {:>8.1} ns/call",
                 arm.label(),
@@ -80,7 +80,7 @@ pub fn syscall_cost(
             .map(|&arm| {
                 (
                     arm.key(),
-                    run_arm(arm, workload, calls, config.baseline.as_deref()).programs,
+                    run_arm(arm, workload, calls, config.baseline.as_deref(), true).programs,
                 )
             })
             .collect()
