@@ -31,13 +31,20 @@ impl TargetId {
 /// alone. The rest of the value is the [`TargetId::slot`].
 pub const PID_TREE: u32 = 1 << 31;
 
+/// The `TARGET_OF` value of a process that left its target (moved out of its cgroup, or
+/// dropped by the agent): no target, but its threads may hold `ENTRY` slots with entries
+/// made while they were one, which `sys_exit` clears. A process that never was a target has
+/// no `TARGET_OF` entry, and its syscalls pay no slot lookup at all.
+pub const LEFT_TARGET: u32 = 1 << 30;
+
 /// The [`TargetId::slot`] in a `TARGET_OF` value.
 pub const fn target_slot(value: u32) -> u32 {
-    value & !PID_TREE
+    value & !(PID_TREE | LEFT_TARGET)
 }
 
-/// Per-thread state between `sys_enter` and `sys_exit`, one slot per thread id.
-/// `enter_ns == 0` means "not inside a traced syscall".
+/// A target thread's state between `sys_enter` and `sys_exit`, in the `ENTRY` slot the
+/// thread holds for its life (`THREAD_SLOTS`). `enter_ns == 0` means "not inside a traced
+/// syscall".
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct EntrySlot {
@@ -48,15 +55,29 @@ pub struct EntrySlot {
 }
 
 /// The syscall filter's per-CPU cache entry (`CURRENT`): the last thread seen in a syscall on
-/// a CPU, by its `struct pt_regs` address, and its target slot. The agent zeroes every CPU's
-/// entry after it changes `TARGET_OF` itself, so no CPU keeps an old answer.
+/// a CPU, by its `struct pt_regs` address, its target slot and its `ENTRY` slot. The agent
+/// zeroes every CPU's entry after it changes `TARGET_OF` itself, so no CPU keeps an old answer.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 pub struct CurrentTask {
     pub regs: u64,
     /// [`TargetId::slot`], 0 = not a target.
     pub target: u32,
-    pub _pad: u32,
+    /// The thread's index in `ENTRY`, [`NO_ENTRY`] when it has none. A thread of a process
+    /// that left its target ([`LEFT_TARGET`]) may have one with target 0.
+    pub entry: u32,
+}
+
+/// [`CurrentTask::entry`] of a thread that is no target, or found no free `ENTRY` slot.
+pub const NO_ENTRY: u32 = u32::MAX;
+
+impl CurrentTask {
+    /// No thread cached (slot 0 of `ENTRY` is some thread's, so `entry` is not 0).
+    pub const EMPTY: CurrentTask = CurrentTask {
+        regs: 0,
+        target: 0,
+        entry: NO_ENTRY,
+    };
 }
 
 /// Key of the per-(target, syscall) aggregation maps.
@@ -186,15 +207,18 @@ pub enum MapErrorSite {
     TargetOf = 2,
     Sockets = 3,
     SocketBytes = 4,
+    /// A target thread found no free `ENTRY` slot: its syscalls are not timed.
+    ThreadSlots = 5,
 }
 
 impl MapErrorSite {
-    pub const ALL: [MapErrorSite; 5] = [
+    pub const ALL: [MapErrorSite; 6] = [
         MapErrorSite::SyscallStats,
         MapErrorSite::SyscallErrors,
         MapErrorSite::TargetOf,
         MapErrorSite::Sockets,
         MapErrorSite::SocketBytes,
+        MapErrorSite::ThreadSlots,
     ];
 
     /// The map's name, as used in the `map` label of `collector_bpf_map_errors_total`.
@@ -205,6 +229,7 @@ impl MapErrorSite {
             MapErrorSite::TargetOf => "TARGET_OF",
             MapErrorSite::Sockets => "SOCKETS",
             MapErrorSite::SocketBytes => "SOCKET_BYTES",
+            MapErrorSite::ThreadSlots => "THREAD_SLOTS",
         }
     }
 }
@@ -214,6 +239,8 @@ impl MapErrorSite {
 pub mod maps {
     pub const TARGET_OF: &str = "TARGET_OF";
     pub const ENTRY: &str = "ENTRY";
+    pub const THREAD_SLOTS: &str = "THREAD_SLOTS";
+    pub const FREE_SLOTS: &str = "FREE_SLOTS";
     pub const TARGET_COUNTS: &str = "TARGET_COUNTS";
     pub const EVENTS: &str = "EVENTS";
     pub const EVENT_DROPS: &str = "EVENT_DROPS";
@@ -256,8 +283,13 @@ pub mod maps {
     /// entry per target (`CGROUP_TARGETS`, `TARGET_COUNTS`, `TCP_COUNTS`) are sized to
     /// `--max-targets`.
     pub const MAX_TARGETS: u32 = 1024;
-    /// Size of the arrays indexed by pid/tid; the agent sets them to the host's `pid_max`.
-    pub const PID_INDEXED_DEFAULT: u32 = 32768;
+    /// Target processes followed at once (`--max-target-processes`): `TARGET_OF` entries.
+    /// Beyond this a new process of a target is counted in `MAP_ERRORS` and not followed.
+    pub const TARGET_PROCESSES_ENTRIES: u32 = 16384;
+    /// Target threads timed at once (`--max-target-threads`): `ENTRY` slots, and the
+    /// `THREAD_SLOTS` and `FREE_SLOTS` entries that hand them out. Beyond this a new thread's
+    /// syscalls are counted in `MAP_ERRORS` and not timed.
+    pub const TARGET_THREADS_ENTRIES: u32 = 16384;
 }
 
 /// Names of the globals the agent sets before load (`.data`, not `.rodata`: see

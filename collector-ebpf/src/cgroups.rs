@@ -25,11 +25,11 @@ use aya_ebpf::{
     maps::HashMap,
     programs::RawTracePointContext,
 };
-use collector_common::{MapErrorSite, PID_TREE, TargetId, maps::MAX_TARGETS, target_slot};
+use collector_common::{LEFT_TARGET, PID_TREE, TargetId, maps::MAX_TARGETS, target_slot};
 
 use crate::{
     globals::{kernel_feature, offset, read_field},
-    maps::{TARGET_OF, add_counts, count_map_error, forget_current_task},
+    maps::{add_counts, forget_current_task, set_target_value, target_value},
 };
 
 /// Levels of cgroup nesting looked at: a cgroup nested deeper than this is matched only by
@@ -86,16 +86,19 @@ pub fn collector_cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let tgid = tgid as u32;
-    let old = TARGET_OF.get(tgid).copied().unwrap_or(0);
+    let old = target_value(tgid);
     if old & PID_TREE != 0 {
         return 0;
     }
-    let new = cgroup_target_of(task);
+    // Leaving a target leaves a mark: its threads may be inside syscalls entered as one.
+    let new = match cgroup_target_of(task) {
+        0 if old != 0 => LEFT_TARGET,
+        slot => slot,
+    };
     if new == old {
         return 0;
     }
-    if TARGET_OF.set(tgid, new, 0).is_err() {
-        count_map_error(MapErrorSite::TargetOf);
+    if !set_target_value(tgid, new) {
         return 0;
     }
     // The process takes its live threads along from the old target to the new one
@@ -107,7 +110,7 @@ pub fn collector_cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
     if let Some(id) = TargetId::from_slot(target_slot(old)) {
         add_counts(id, -1, -threads);
     }
-    if let Some(id) = TargetId::from_slot(new) {
+    if let Some(id) = TargetId::from_slot(target_slot(new)) {
         add_counts(id, 1, threads);
     }
     // The writer may have moved itself; other CPUs running its threads refresh their cache

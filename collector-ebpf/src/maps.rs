@@ -1,21 +1,52 @@
 //! Maps shared by the probe families, and the one way failures to update them are counted.
 use aya_ebpf::{
+    bindings::BPF_NOEXIST,
     helpers::bpf_get_current_pid_tgid,
     macros::map,
-    maps::{Array, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, Queue},
 };
 use collector_common::{
-    CurrentTask, EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, TargetId,
+    CurrentTask, EntrySlot, ErrorKey, LEFT_TARGET, MapErrorSite, NO_ENTRY, SyscallKey, SyscallStats, TargetId,
     events::TargetCounts,
-    maps::{MAX_TARGETS, PID_INDEXED_DEFAULT, SWITCHES_ENTRIES, SYSCALL_ERRORS_ENTRIES, SYSCALL_STATS_ENTRIES},
+    maps::{
+        MAX_TARGETS, SWITCHES_ENTRIES, SYSCALL_ERRORS_ENTRIES, SYSCALL_STATS_ENTRIES, TARGET_PROCESSES_ENTRIES,
+        TARGET_THREADS_ENTRIES,
+    },
     target_slot,
 };
 
-/// Target of each process, indexed by tgid: [`collector_common::TargetId::slot`], 0 = not a
-/// target, with [`collector_common::PID_TREE`] set for `--pid` trees. An array, not a hash: the lookup every syscall of every process pays is then an
-/// inlined bounds check and load. Resized to the host's `pid_max` by the agent.
+/// Target of each target process, by tgid: [`collector_common::TargetId::slot`] with
+/// [`collector_common::PID_TREE`] set for `--pid` trees; no entry = not a target.
+///
+/// A hash sized by target processes, not an array indexed by tgid: an array must cover
+/// `pid_max`, and at the 4,194,304 that systemd sets on 64-bit hosts it took 32 MiB of
+/// kernel memory (charged to the agent's memory cgroup), while a pid above a `pid_max`
+/// raised after start had no slot at all. The syscall path looks it up on a [`CURRENT`]
+/// miss, once per context switch of a thread that makes a syscall, not per syscall; the
+/// process probes (fork, exec, exit) and the socket probes once per event.
 #[map]
-pub static TARGET_OF: Array<u32> = Array::with_max_entries(PID_INDEXED_DEFAULT, 0);
+pub static TARGET_OF: HashMap<u32, u32> = HashMap::with_max_entries(TARGET_PROCESSES_ENTRIES, 0);
+
+/// Process `tgid`'s value in `TARGET_OF`, 0 when it is not a target.
+#[inline(always)]
+pub fn target_value(tgid: u32) -> u32 {
+    unsafe { TARGET_OF.get(&tgid) }.copied().unwrap_or(0)
+}
+
+/// Sets process `tgid`'s `TARGET_OF` value, 0 removing it; a failed update is counted.
+#[inline(always)]
+pub fn set_target_value(tgid: u32, value: u32) -> bool {
+    // Most processes never were targets: a lookup, not a delete that takes the bucket lock.
+    let done = if value == 0 {
+        target_value(tgid) == 0 || TARGET_OF.remove(&tgid).is_ok()
+    } else {
+        TARGET_OF.insert(&tgid, &value, 0).is_ok()
+    };
+    if !done {
+        count_map_error(MapErrorSite::TargetOf);
+    }
+    done
+}
 
 /// Which target the task last seen in a syscall on this CPU belongs to, keyed by that
 /// task's `struct pt_regs` address. `sys_enter`/`sys_exit` get the pt_regs pointer as
@@ -46,23 +77,57 @@ pub fn switched_on(index: u32) -> bool {
     SWITCHES.get(index).copied() == Some(1)
 }
 
-/// The target of the thread whose syscall passes `regs` to `sys_enter`/`sys_exit`; 0 when
-/// it is not a target. After a context switch the first syscall pays one helper call and a
-/// `TARGET_OF` load; the rest of that thread's syscalls on this CPU hit the cache.
-/// Also says whether the answer was looked up (a cache miss, after a context switch or a
-/// change of target) rather than cached.
+/// The target and `ENTRY` slot of the thread whose syscall passes `regs` to
+/// `sys_enter` (`at_entry`) or `sys_exit`: target 0 when it is not a target. After a context
+/// switch the first syscall pays one helper call and a `TARGET_OF` lookup (a target thread
+/// also its `THREAD_SLOTS` lookup); the rest of that thread's syscalls on this CPU hit the
+/// cache.
+///
+/// Only `sys_enter` hands out and takes back slots, as only it writes entries: a target
+/// thread gets one, and one of a process that left its target gives its own back cleared,
+/// so no entry made before it left can be taken for a later call's if it rejoins (a target
+/// change always clears the cache, so a miss is enough). `sys_exit` only looks a slot up,
+/// and caches neither a target without one nor a thread that left, so that the next
+/// `sys_enter` does that work. Keeping the slot pool's branches out of `sys_exit` matters:
+/// Linux 5.10's verifier walks every way through them again through its byte loops, and
+/// stops at a million instructions.
 #[inline(always)]
-pub fn syscall_target(regs: u64) -> (u32, bool) {
+pub fn syscall_target(regs: u64, at_entry: bool) -> CurrentTask {
     let Some(slot) = CURRENT.get_ptr_mut(0) else {
-        return (0, false);
+        return CurrentTask::EMPTY;
     };
     let slot = unsafe { &mut *slot };
     if slot.regs == regs {
-        return (slot.target, false);
+        return *slot;
     }
-    let target = target_slot(TARGET_OF.get(current_tgid()).copied().unwrap_or(0));
-    *slot = CurrentTask { regs, target, _pad: 0 };
-    (target, true)
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let value = target_value((pid_tgid >> 32) as u32);
+    let target = target_slot(value);
+    let current = |entry| CurrentTask { regs, target, entry };
+    if !at_entry {
+        if target != 0 {
+            let Some(&entry) = (unsafe { THREAD_SLOTS.get(&tid) }) else {
+                return current(NO_ENTRY); // not cached: sys_enter gives it a slot
+            };
+            *slot = current(entry);
+        } else if value == LEFT_TARGET {
+            return current(NO_ENTRY); // not cached: sys_enter takes its slot back
+        } else {
+            *slot = current(NO_ENTRY);
+        }
+        return *slot;
+    }
+    let entry = if target != 0 {
+        entry_of(tid)
+    } else {
+        if value == LEFT_TARGET {
+            release_entry_of(tid);
+        }
+        NO_ENTRY
+    };
+    *slot = current(entry);
+    *slot
 }
 
 /// Forgets this CPU's cached task (on a context switch, or when its target changed).
@@ -74,10 +139,10 @@ pub fn forget_current_task() {
 }
 
 /// The current process's target slot and id, if it is a target: one helper call and a
-/// `TARGET_OF` load, for the probes that have no pt_regs to key [`CURRENT`] with.
+/// `TARGET_OF` lookup, for the probes that have no pt_regs to key [`CURRENT`] with.
 #[inline(always)]
 pub fn target_of_current() -> Option<(u32, TargetId)> {
-    let slot = target_slot(*TARGET_OF.get(current_tgid())?);
+    let slot = target_slot(target_value(current_tgid()));
     TargetId::from_slot(slot).map(|id| (slot, id))
 }
 
@@ -87,10 +152,85 @@ pub fn current_tgid() -> u32 {
     (bpf_get_current_pid_tgid() >> 32) as u32
 }
 
-/// Syscall entry state, indexed by thread id (see `syscalls.rs` for why not a hash map).
-/// Resized to `pid_max` by the agent.
+/// Syscall entry state of target threads, one slot per thread for its life. Indexed by a
+/// slot the thread takes from `FREE_SLOTS` at its first syscall as a target (its tid keeps
+/// it in `THREAD_SLOTS`), and the [`CURRENT`] cache holds it, so the per-syscall access stays
+/// an inlined array load. Not a hash keyed by tid: an insert and a delete per call cost far
+/// more (`syscalls.rs`). Not an array indexed by tid: that must cover `pid_max`, 64 MiB at
+/// 4,194,304. A slot belongs to one thread, so no two CPUs ever write one at once.
 #[map]
-pub static ENTRY: Array<EntrySlot> = Array::with_max_entries(PID_INDEXED_DEFAULT, 0);
+pub static ENTRY: Array<EntrySlot> = Array::with_max_entries(TARGET_THREADS_ENTRIES, 0);
+
+/// The `ENTRY` slot of each target thread that has made a syscall, by tid.
+#[map]
+pub static THREAD_SLOTS: HashMap<u32, u32> = HashMap::with_max_entries(TARGET_THREADS_ENTRIES, 0);
+
+/// The `ENTRY` slots no thread holds; the agent fills it with every slot before attaching.
+#[map]
+pub static FREE_SLOTS: Queue<u32> = Queue::with_max_entries(TARGET_THREADS_ENTRIES, 0);
+
+/// Thread `tid`'s `ENTRY` slot: the one it holds, else a free one, taken and cleared.
+/// [`NO_ENTRY`] (counted, each time the thread tries after a context switch) when none is
+/// free: its syscalls are then not timed and their bytes not counted (`syscalls.rs`).
+#[inline(always)]
+fn entry_of(tid: u32) -> u32 {
+    if let Some(&held) = unsafe { THREAD_SLOTS.get(&tid) } {
+        return held;
+    }
+    let Ok(Some(slot)) = FREE_SLOTS.pop() else {
+        count_map_error(MapErrorSite::ThreadSlots);
+        return NO_ENTRY;
+    };
+    if THREAD_SLOTS.insert(&tid, &slot, u64::from(BPF_NOEXIST)).is_err() {
+        // THREAD_SLOTS has room for every slot, so this cannot happen; if it did, the slot
+        // goes back rather than leak.
+        let _ = FREE_SLOTS.push(slot, 0);
+        count_map_error(MapErrorSite::ThreadSlots);
+        return NO_ENTRY;
+    }
+    if let Some(entry) = ENTRY.get_ptr_mut(slot) {
+        unsafe { *entry = EntrySlot::default() };
+    }
+    slot
+}
+
+/// Slot `entry` of `ENTRY`.
+#[inline(always)]
+pub fn entry_slot(entry: u32) -> Option<&'static mut EntrySlot> {
+    ENTRY.get_ptr_mut(entry).map(|e| unsafe { &mut *e })
+}
+
+/// Thread `tid` gives back its slot, if it holds one, cleared, to `FREE_SLOTS`: it exits,
+/// or left its target. No other CPU's [`CURRENT`] still names it: each was cleared when the
+/// thread last left that CPU. Its own CPU's does until the next switch; an exiting thread
+/// makes no more syscalls, and one that left its target is cached there with [`NO_ENTRY`].
+#[inline(always)]
+pub fn release_entry_of(tid: u32) {
+    let Some(&slot) = (unsafe { THREAD_SLOTS.get(&tid) }) else {
+        return;
+    };
+    if THREAD_SLOTS.remove(&tid).is_ok() {
+        if let Some(entry) = entry_slot(slot) {
+            *entry = EntrySlot::default();
+        }
+        let _ = FREE_SLOTS.push(slot, 0);
+    }
+}
+
+/// A non-leader thread exec'd and took the leader's pid (`old_tid` -> `tid`): its slot now
+/// goes by the new tid (the leader's own slot went back when the leader exited).
+#[inline(always)]
+pub fn rename_entry_of(old_tid: u32, tid: u32) {
+    let Some(&slot) = (unsafe { THREAD_SLOTS.get(&old_tid) }) else {
+        return;
+    };
+    // Removed first: with every slot taken the hash has no room for a further key. Only
+    // this thread uses either key, so nothing runs in between.
+    if THREAD_SLOTS.remove(&old_tid).is_ok() && THREAD_SLOTS.insert(&tid, &slot, 0).is_err() {
+        let _ = FREE_SLOTS.push(slot, 0);
+        count_map_error(MapErrorSite::ThreadSlots);
+    }
+}
 
 /// Adds to a target's process and thread counts in `TARGET_COUNTS`.
 #[inline(always)]

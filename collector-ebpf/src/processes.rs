@@ -4,8 +4,8 @@
 //!
 //! The agent puts the processes named on the command line (and their existing descendants)
 //! into `TARGET_OF`; these hooks keep it current while running. Threads need nothing there:
-//! they share their process's tgid, which is what `TARGET_OF` is indexed by. They are
-//! counted, not evented.
+//! they share their process's tgid, which is what `TARGET_OF` is keyed by. They are
+//! counted, not evented, and give back their `ENTRY` slot when they exit.
 //!
 //! Hooks (include/trace/events/sched.h, TP_PROTO as of Linux 6.18):
 //!   sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
@@ -39,13 +39,16 @@ use aya_ebpf::{
     programs::RawTracePointContext,
 };
 use aya_log_ebpf::warn;
-use collector_common::{EntrySlot, ExitClaim, MapErrorSite, PID_TREE, TargetId, events::EventKind, target_slot};
+use collector_common::{ExitClaim, MapErrorSite, PID_TREE, TargetId, events::EventKind, target_slot};
 
 use crate::{
     cgroups::cgroup_target_of,
     events::{Process, emit_exec, emit_process},
     globals::{offset, read_field},
-    maps::{ENTRY, TARGET_OF, add_counts, count_map_error, forget_current_task, target_of_current},
+    maps::{
+        add_counts, count_map_error, forget_current_task, release_entry_of, rename_entry_of, set_target_value,
+        target_of_current, target_value,
+    },
 };
 
 #[raw_tracepoint(tracepoint = "sched_switch")]
@@ -57,7 +60,7 @@ pub fn collector_sched_switch(_ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sched_process_fork")]
 pub fn collector_fork(ctx: RawTracePointContext) -> i32 {
     // The parent is the current task.
-    let parent = TARGET_OF.get(ctx.tgid()).copied().unwrap_or(0);
+    let parent = target_value(ctx.tgid());
     let child: *const u8 = ctx.arg(1);
     let (Ok(pid), Ok(tgid)) = (
         read_field::<i32>(child, offset!(task_pid)),
@@ -76,11 +79,13 @@ pub fn collector_fork(ctx: RawTracePointContext) -> i32 {
     } else {
         cgroup_target_of(child)
     };
-    // Written for every new process, 0 included: an entry left by an earlier process with
-    // this pid (one the agent added as it exited) must not pass to the newcomer.
-    if is_process && TARGET_OF.set(pid as u32, value, 0).is_err() && value != 0 {
-        count_map_error(MapErrorSite::TargetOf);
-        warn!(&ctx, "cannot follow child {} of a target: pid beyond TARGET_OF", pid);
+    // Written for every new process, 0 (a removal) included: an entry left by an earlier
+    // process with this pid (one the agent added as it exited) must not pass to the newcomer.
+    if is_process && !set_target_value(pid as u32, value) && value != 0 {
+        warn!(
+            &ctx,
+            "cannot follow child {} of a target: TARGET_OF is full (--max-target-processes)", pid
+        );
         return 0;
     }
     let Some(target_id) = TargetId::from_slot(target_slot(value)) else {
@@ -102,21 +107,17 @@ pub fn collector_fork(ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn collector_exec(ctx: RawTracePointContext) -> i32 {
-    let Some((target, _)) = target_of_current() else {
-        return 0;
-    };
     let old_pid: i32 = ctx.arg(1);
     let pid = ctx.pid();
     if old_pid as u32 != pid {
-        // A non-leader thread exec'd and now has the leader's pid: its execve() entry is in
-        // the slot of its old thread id, and its exit will be looked up under the new one.
-        if let (Some(old), Some(new)) = (ENTRY.get_ptr_mut(old_pid as u32), ENTRY.get_ptr_mut(pid)) {
-            unsafe {
-                *new = *old;
-                *old = EntrySlot::default();
-            }
-        }
+        // A non-leader thread exec'd and now has the leader's pid: its slot, which may hold
+        // its execve() entry, must be found under the new one (whatever its target now, so
+        // that the slot still goes back at its exit).
+        rename_entry_of(old_pid as u32, pid);
     }
+    let Some((target, _)) = target_of_current() else {
+        return 0;
+    };
     let bprm: *const u8 = ctx.arg(2);
     let filename = read_field::<*const u8>(bprm, offset!(binprm_filename)).unwrap_or(core::ptr::null());
     let p = Process {
@@ -166,24 +167,29 @@ pub fn collector_exit_live(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 fn on_exit(ctx: &RawTracePointContext, group_dead: impl Fn(&RawTracePointContext, *const u8) -> bool) -> i32 {
     // The thread dies inside exit()/exit_group() (or a fatal signal), whose sys_exit never
-    // comes: clear its slot so a future thread with this id starts empty. Whatever its
-    // target now: it may have left its target while inside that syscall.
-    if let Some(slot) = ENTRY.get_ptr_mut(ctx.pid()) {
-        unsafe { *slot = EntrySlot::default() };
-    }
-    let Some((target, target_id)) = target_of_current() else {
-        return 0;
-    };
+    // comes: its ENTRY slot goes back, cleared. Whatever its target now: it may have left
+    // its target while inside that syscall.
+    release_entry_of(ctx.pid());
     let tgid = ctx.tgid();
+    let value = target_value(tgid);
+    if value == 0 {
+        return 0;
+    }
     let task: *const u8 = ctx.arg(0);
     let group_dead = group_dead(ctx, task);
+    let target = target_slot(value);
+    let Some(target_id) = TargetId::from_slot(target) else {
+        // It left its target (LEFT_TARGET): only its mark goes, with the process.
+        if group_dead {
+            set_target_value(tgid, 0);
+        }
+        return 0;
+    };
     add_counts(target_id, -(group_dead as i64), -1);
     if !group_dead {
         return 0;
     }
-    if TARGET_OF.set(tgid, 0u32, 0).is_err() {
-        count_map_error(MapErrorSite::TargetOf);
-    }
+    set_target_value(tgid, 0);
     // The process's lifetime runs from its leader's start, whichever thread dies last.
     let leader = read_field::<*const u8>(task, offset!(task_group_leader)).unwrap_or(task);
     let p = Process {

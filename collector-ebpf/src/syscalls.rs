@@ -15,15 +15,16 @@
 //! cache keyed by the caller's pt_regs; see `maps.rs`), so other processes pay no helper
 //! call at all, except once after each context switch.
 //!
-//! Entry state lives in `ENTRY`, an array indexed by thread id, not a hash map keyed by it:
-//! a getppid loop measured on these machines took ~870-1010 ns/call with a hash insert +
-//! delete per call against ~555 ns with an array slot. Only target threads ever write a slot, and every slot
-//! is cleared when its syscall returns or its thread exits (`processes.rs`), so a non-zero slot
-//! always belongs to a live target thread inside a syscall. An empty slot at `sys_exit` is a
-//! call that began before we attached, or a child's return from fork: neither has an entry
+//! Entry state lives in `ENTRY`, an array of one slot per target thread (`maps.rs`), not a
+//! hash map keyed by tid: a getppid loop measured on these machines took ~870-1010 ns/call
+//! with a hash insert + delete per call against ~555 ns with an array slot. Only target
+//! threads ever write a slot, every entry is cleared when its syscall returns, and a thread
+//! that leaves its target gives its slot back cleared at its next cache miss, so a set entry
+//! belongs to a target thread inside a syscall entered as one. An empty one at `sys_exit` is
+//! a call that began before we attached, or a child's return from fork: neither has an entry
 //! time, and neither is counted.
 
-use aya_ebpf::{EbpfContext as _, helpers::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawTracePointContext};
+use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawTracePointContext};
 use collector_common::{
     EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, histogram,
     maps::{SWITCH_SOCKET_BYTES, SWITCH_TCP},
@@ -32,7 +33,7 @@ use collector_common::{
 
 use crate::{
     globals::{offset, read_field, syscall_io},
-    maps::{ENTRY, SYSCALL_ERRORS, SYSCALL_STATS, get_or_insert, switched_on, syscall_target},
+    maps::{SYSCALL_ERRORS, SYSCALL_STATS, entry_slot, get_or_insert, switched_on, syscall_target},
     socket_bytes, sockets,
 };
 
@@ -41,19 +42,17 @@ const MAX_ERRNO: i64 = 4095;
 
 #[raw_tracepoint(tracepoint = "sys_enter")]
 pub fn collector_sys_enter(ctx: RawTracePointContext) -> i32 {
-    let (target, _) = syscall_target(ctx.arg(0));
-    if target == 0 {
+    let current = syscall_target(ctx.arg(0), true);
+    if current.target == 0 {
         return 0;
     }
-    if let Some(slot) = ENTRY.get_ptr_mut(ctx.pid()) {
+    if let Some(entry) = entry_slot(current.entry) {
         let nr: i64 = ctx.arg(1);
-        unsafe {
-            *slot = EntrySlot {
-                enter_ns: bpf_ktime_get_ns(),
-                nr: nr as u32,
-                target,
-            };
-        }
+        *entry = EntrySlot {
+            enter_ns: unsafe { bpf_ktime_get_ns() },
+            nr: nr as u32,
+            target: current.target,
+        };
     }
     0
 }
@@ -61,35 +60,19 @@ pub fn collector_sys_enter(ctx: RawTracePointContext) -> i32 {
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn collector_sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
-    let (target, looked_up) = syscall_target(regs as u64);
-    if target == 0 {
-        if looked_up {
-            // The thread may have stopped being a target during this syscall (moved out of
-            // its cgroup while blocked): its entry would otherwise stay behind. A target
-            // change always clears the cache, so checking on a miss is enough.
-            if let Some(slot) = ENTRY.get_ptr_mut(ctx.pid()) {
-                unsafe { (*slot).enter_ns = 0 };
-            }
-        }
+    let current = syscall_target(regs as u64, false);
+    if current.target == 0 {
         return 0;
     }
-    let Some(slot) = ENTRY.get_ptr_mut(ctx.pid()) else {
+    let ret: i64 = ctx.arg(1);
+    // One exit for both ways of having no entry, so the verifier walks what follows once
+    // (Linux 5.10 stops at a million instructions, and the byte loops come close).
+    let Some(slot) = entry_slot(current.entry).filter(|e| e.enter_ns != 0) else {
+        untimed_returned(regs, ret, current.target);
         return 0;
     };
-    let entry = unsafe { *slot };
-    let ret: i64 = ctx.arg(1);
-    if entry.enter_ns == 0 {
-        // Not timed (see above), but an accept() that was already waiting when we attached
-        // still hands a connection to its caller: a server idle in accept() must not lose
-        // its first one. The number comes from the registers, as there is no entry.
-        if let Ok(nr) = read_field::<u64>(regs, offset!(regs_syscall_nr))
-            && syscall_io(nr as u32) == SyscallIo::Accept
-        {
-            accept_returned(ret, target);
-        }
-        return 0;
-    }
-    unsafe { (*slot).enter_ns = 0 };
+    let entry = *slot;
+    slot.enter_ns = 0;
     let now = unsafe { bpf_ktime_get_ns() };
     record(entry, now.saturating_sub(entry.enter_ns), ret);
     match syscall_io(entry.nr) {
@@ -100,6 +83,19 @@ pub fn collector_sys_exit(ctx: RawTracePointContext) -> i32 {
         _ => {}
     }
     0
+}
+
+/// A call that is not timed (see above, or its thread found no free slot): an accept()
+/// still hands its connection to its caller, so that a server idle in accept() when we
+/// attached does not lose its first one. The number comes from the registers, as there is
+/// no entry.
+#[inline(always)]
+fn untimed_returned(regs: *const u8, ret: i64, target: u32) {
+    if let Ok(nr) = read_field::<u64>(regs, offset!(regs_syscall_nr))
+        && syscall_io(nr as u32) == SyscallIo::Accept
+    {
+        accept_returned(ret, target);
+    }
 }
 
 /// Where an inbound connection gets its owner; see sockets.rs.

@@ -101,7 +101,6 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     tracing::info!(
         listen = %cli.listen,
         targets = %agent.sources.targets.read().set(),
-        pid_max = agent.pid_max,
         startup_ms = started.elapsed().as_millis() as u64,
         "collector ready"
     );
@@ -125,7 +124,6 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
 
 /// The agent once started. Dropping it detaches everything.
 struct Running {
-    pid_max: u32,
     probes: Probes,
     workers: Workers,
     listener: TcpListener,
@@ -161,7 +159,6 @@ fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Run
     })?;
     host::check_privileges().map_err(runtime)?;
     let layout = KernelLayout::read(&cli.kernel_btf).map_err(runtime)?;
-    let pid_max = host::pid_max().map_err(runtime)?;
     let listener = bind(cli)?;
     // Handlers before probes: a bad --events path fails before anything is loaded, and no
     // event the kernel sends finds nobody to count it.
@@ -170,7 +167,7 @@ fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Run
         return Ok(None);
     }
 
-    let mut probes = Probes::load(&layout, &cli.map_sizes(pid_max)).map_err(runtime)?;
+    let mut probes = Probes::load(&layout, &cli.map_sizes()).map_err(runtime)?;
     // Parsing the kernel's BTF (several MB, ~100k types) is the agent's largest allocation
     // and is freed at once; hand the pages back so the resident size reflects what runs
     // (~60 MB -> under 30 MB measured by `cargo xtask bench`).
@@ -238,7 +235,6 @@ fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Run
     };
     export::register_collectors(&mut registry, &sources);
     Ok(Some(Running {
-        pid_max,
         probes,
         workers,
         listener,

@@ -110,6 +110,17 @@ pub struct Cli {
     #[arg(long, value_name = "N", env = "COLLECTOR_MAX_ERROR_SERIES", default_value_t = maps::SYSCALL_ERRORS_ENTRIES, value_parser = parse_entries)]
     pub max_error_series: u32,
 
+    /// Processes of targets followed at once; a new one beyond it is not followed and is
+    /// counted in collector_bpf_map_errors_total{map="TARGET_OF"}. [example: --max-target-processes 65536]
+    #[arg(long, value_name = "N", env = "COLLECTOR_MAX_TARGET_PROCESSES", default_value_t = maps::TARGET_PROCESSES_ENTRIES, value_parser = parse_entries)]
+    pub max_target_processes: u32,
+
+    /// Threads of targets whose syscalls are timed at once; a new one beyond it is not timed
+    /// (nor its socket bytes counted), each time it runs, in
+    /// collector_bpf_map_errors_total{map="THREAD_SLOTS"}. [example: --max-target-threads 65536]
+    #[arg(long, value_name = "N", env = "COLLECTOR_MAX_TARGET_THREADS", default_value_t = maps::TARGET_THREADS_ENTRIES, value_parser = parse_entries)]
+    pub max_target_threads: u32,
+
     /// TCP connections of targets followed at once; new ones beyond it are not followed and
     /// are counted in collector_bpf_map_errors_total{map="SOCKETS"}. [example: --max-connections 65536]
     #[arg(long, value_name = "N", env = "COLLECTOR_MAX_CONNECTIONS", default_value_t = maps::SOCKETS_ENTRIES, value_parser = parse_entries)]
@@ -127,10 +138,11 @@ pub struct Cli {
 }
 
 impl Cli {
-    /// The runtime map sizes these flags ask for, on a host with `pid_max`.
-    pub fn map_sizes(&self, pid_max: u32) -> MapSizes {
+    /// The runtime map sizes these flags ask for.
+    pub fn map_sizes(&self) -> MapSizes {
         MapSizes {
-            pid_max,
+            target_processes: self.max_target_processes,
+            target_threads: self.max_target_threads,
             ring_buffer_bytes: self.ring_buffer_size,
             targets: self.max_targets,
             syscall_stats: self.max_syscall_series,
@@ -230,8 +242,9 @@ mod tests {
         assert!(parse(&["--cgroup-pattern", "system.slice/*.service"]).is_ok());
         assert_eq!(cli.series_ttl, "60s".parse::<humantime::Duration>().unwrap());
         assert_eq!(cli.max_targets, 1000);
-        let sizes = cli.map_sizes(32768);
+        let sizes = cli.map_sizes();
         assert_eq!((sizes.targets, sizes.syscall_stats, sizes.sockets), (1000, 8192, 32768));
+        assert_eq!((sizes.target_processes, sizes.target_threads), (16384, 16384));
     }
 
     #[test]

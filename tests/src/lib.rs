@@ -14,6 +14,7 @@ pub use exposition::{Metrics, Sample, value};
 pub use fixtures::{
     cgroups::{CgroupTree, cgroup2_mount, move_to_cgroup},
     event_sink::{sink_events, sink_path},
+    pid_max::{PidMaxSet, pid_max},
     tcp_server::serve_tcp,
 };
 pub use harness::{eventually, have_tool, privileged, skip};

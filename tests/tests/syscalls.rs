@@ -2,7 +2,7 @@
 //! binary, real kernel, real workloads. Counts are asserted exactly.
 use std::time::Duration;
 
-use tests::{BpfObjects, Collector, Workload, collector_output, have_tool, privileged};
+use tests::{BpfObjects, Collector, PidMaxSet, Workload, collector_output, have_tool, pid_max, privileged};
 
 const GETPPID: &str = "collector_syscalls_total";
 
@@ -397,4 +397,36 @@ fn an_exec_from_a_non_leader_thread_is_counted_once() {
     println!("execve calls counted: {execve:?} (histogram count {count:?})");
     assert_eq!(execve, Some(1.0));
     assert_eq!(count, Some(1.0));
+}
+
+/// Systemd raises pid_max to 2^22 on 64-bit hosts, and an operator may raise it while the
+/// agent runs: a process or thread with a pid above the limit the agent started under is
+/// followed and timed like any other (nothing in the kernel maps is indexed by pid).
+#[test]
+fn a_child_and_a_thread_with_pids_above_the_pid_max_at_start_are_followed() {
+    if !privileged() {
+        return;
+    }
+    const HIGH_PID: u32 = 4_000_000;
+    let mut target = Workload::spawn();
+    let c = Collector::start(&["--pid", &format!("app={}", target.pid)]);
+    let pid_max_at_start = pid_max();
+    // Other tests run meanwhile: theirs may get high pids too, which is all the same to them.
+    let _raised = PidMaxSet::to(4_194_304);
+    // The next pid handed out follows this one (other tests may take some first).
+    std::fs::write("/proc/sys/kernel/ns_last_pid", HIGH_PID.to_string()).unwrap();
+    let child: u32 = target.run("fork_getppid 3000").parse().unwrap();
+    let thread: u32 = target.run("thread_getppid 2000").parse().unwrap();
+    println!("pid_max at start {pid_max_at_start}, child pid {child}, thread id {thread}");
+    assert!(
+        child > HIGH_PID && thread > HIGH_PID,
+        "the pids were not above {HIGH_PID}"
+    );
+    let m = c.metrics();
+    assert_eq!(
+        m.value(GETPPID, &[("target", "app"), ("syscall", "getppid")]),
+        Some(5000.0)
+    );
+    let errors: f64 = m.sum("collector_bpf_map_errors_total", &[]);
+    assert_eq!(errors, 0.0, "no kernel map update may have failed");
 }

@@ -4,10 +4,10 @@
 //! `&self`, so whoever holds the maps behind a lock decides who may write (`targets/`).
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
+    maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
 };
 use collector_common::{
-    CurrentTask, ErrorKey, MapErrorSite, PID_TREE, SyscallKey, SyscallStats, TargetId,
+    CurrentTask, ErrorKey, LEFT_TARGET, MapErrorSite, PID_TREE, SyscallKey, SyscallStats, TargetId,
     events::{EventKind, TargetCounts},
     maps,
     sockets::{Connection, SocketBytes, SocketBytesKey, TcpCounts},
@@ -31,7 +31,7 @@ pub enum KernelMapError {
 }
 
 pub struct KernelMaps {
-    target_of: Array<MapData, u32>,
+    target_of: HashMap<MapData, u32, u32>,
     target_counts: PerCpuArray<MapData, TargetCounts>,
     event_drops: PerCpuArray<MapData, u64>,
     syscall_stats: PerCpuHashMap<MapData, SyscallKey, SyscallStats>,
@@ -62,6 +62,19 @@ fn err(map: &'static str) -> impl FnOnce(MapError) -> KernelMapError {
     move |source| KernelMapError::Map { map, source }
 }
 
+/// A removal (or a `BPF_EXIST` update) where the key being absent is as good: aya reports a
+/// missing key on delete or update as the syscall's ENOENT, not as `KeyNotFound`.
+fn removed(map: &'static str, result: Result<(), MapError>) -> Result<(), KernelMapError> {
+    match result {
+        Err(MapError::SyscallError(aya::sys::SyscallError { io_error, .. }))
+            if io_error.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
+        r => r.map_err(err(map)),
+    }
+}
+
 /// Takes the event ring buffer out of `ebpf`, for the thread that reads it.
 pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, KernelMapError> {
     take(ebpf, maps::EVENTS)
@@ -87,7 +100,11 @@ impl KernelMaps {
 
     /// The target `pid` belongs to in the kernel's view, if any, and why.
     pub fn target_of(&self, pid: u32) -> Result<Option<(TargetId, Membership)>, KernelMapError> {
-        let value = self.target_of.get(&pid, 0).map_err(err(maps::TARGET_OF))?;
+        let value = match self.target_of.get(&pid, 0) {
+            Ok(value) => value,
+            Err(MapError::KeyNotFound) => 0,
+            Err(e) => return Err(err(maps::TARGET_OF)(e)),
+        };
         let membership = if value & PID_TREE != 0 {
             Membership::PidTree
         } else {
@@ -96,20 +113,34 @@ impl KernelMaps {
         Ok(TargetId::from_slot(collector_common::target_slot(value)).map(|t| (t, membership)))
     }
 
+    /// Puts live process `pid` in `target`, or takes it out. One taken out keeps a
+    /// `LEFT_TARGET` entry until it exits, so the kernel gives back the slots its threads
+    /// hold; a process with no entry gets none (it may be gone, and nothing would remove it).
     pub fn set_target(&mut self, pid: u32, target: Option<(TargetId, Membership)>) -> Result<(), KernelMapError> {
         let value = match target {
-            None => 0,
+            None => {
+                const BPF_EXIST: u64 = 2;
+                return removed(maps::TARGET_OF, self.target_of.insert(pid, LEFT_TARGET, BPF_EXIST));
+            }
             Some((t, Membership::PidTree)) => t.slot() | PID_TREE,
             Some((t, Membership::Cgroup)) => t.slot(),
         };
-        self.target_of.set(pid, value, 0).map_err(err(maps::TARGET_OF))
+        self.target_of.insert(pid, value, 0).map_err(err(maps::TARGET_OF))
+    }
+
+    /// Deletes the `TARGET_OF` entry of `pid`, a process that is gone: the exit probe, which
+    /// would have, may have run before the agent wrote it.
+    pub fn forget_process(&mut self, pid: u32) -> Result<(), KernelMapError> {
+        removed(maps::TARGET_OF, self.target_of.remove(&pid))
     }
 
     /// Empties every CPU's syscall-filter cache, after the agent changed `TARGET_OF` for
     /// processes that may be running (a thread that never blocks would otherwise keep its
     /// CPU's old answer until its next context switch).
     pub fn forget_current_tasks(&mut self) -> Result<(), KernelMapError> {
-        self.current.set(0, zero_per_cpu()?, 0).map_err(err(maps::CURRENT))
+        self.current
+            .set(0, per_cpu(CurrentTask::EMPTY)?, 0)
+            .map_err(err(maps::CURRENT))
     }
 
     /// Makes cgroup `id` (and every cgroup below it) `target` in the kernel.
@@ -121,13 +152,7 @@ impl KernelMaps {
 
     /// Forgets cgroup `id` (it was removed); a missing entry is not an error.
     pub fn remove_cgroup(&mut self, id: u64) -> Result<(), KernelMapError> {
-        match self.cgroup_targets.remove(&id) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(KernelMapError::Map {
-                map: maps::CGROUP_TARGETS,
-                source: e,
-            }),
-        }
+        removed(maps::CGROUP_TARGETS, self.cgroup_targets.remove(&id))
     }
 
     /// Deletes everything the kernel holds for `target`, so its id can be reused: its
@@ -154,10 +179,10 @@ impl KernelMaps {
         remove_where(&mut self.syscall_errors, |k| k.target == slot);
         remove_where(&mut self.socket_bytes, |k| k.target == slot);
         self.target_counts
-            .set(target.0, zero_per_cpu()?, 0)
+            .set(target.0, per_cpu(TargetCounts::default())?, 0)
             .map_err(err(maps::TARGET_COUNTS))?;
         self.tcp_counts
-            .set(target.0, zero_per_cpu()?, 0)
+            .set(target.0, per_cpu(TcpCounts::default())?, 0)
             .map_err(err(maps::TCP_COUNTS))
     }
 
@@ -247,10 +272,11 @@ fn remove_where<K: aya::Pod, V: aya::Pod>(map: &mut PerCpuHashMap<MapData, K, V>
 }
 
 /// A zero value for every possible CPU, to reset a per-CPU array entry.
-fn zero_per_cpu<T: aya::Pod + Default>() -> Result<PerCpuValues<T>, KernelMapError> {
+/// `value` for every possible CPU.
+fn per_cpu<T: aya::Pod>(value: T) -> Result<PerCpuValues<T>, KernelMapError> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| KernelMapError::Cpus(e))?;
     // try_from refuses only a length other than the number of possible CPUs, which this is.
-    PerCpuValues::try_from(vec![T::default(); cpus]).map_err(KernelMapError::Cpus)
+    PerCpuValues::try_from(vec![value; cpus]).map_err(KernelMapError::Cpus)
 }
 
 fn sum_per_cpu<K, V: aya::Pod>(

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData},
+    maps::{Array, MapData, Queue},
     programs::{ProgramError, RawTracePoint},
 };
 use collector_common::{globals, maps};
@@ -25,8 +25,10 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 /// (`collector_common::maps::*_DEFAULT`) are documented with the flags in the README.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapSizes {
-    /// `TARGET_OF` and `ENTRY`, indexed by pid and tid: the host's `pid_max`.
-    pub pid_max: u32,
+    /// `TARGET_OF`: target processes followed at once.
+    pub target_processes: u32,
+    /// `ENTRY`, `THREAD_SLOTS` and `FREE_SLOTS`: target threads timed at once.
+    pub target_threads: u32,
     /// `EVENTS`, in bytes (a power of two).
     pub ring_buffer_bytes: u32,
     /// `CGROUP_TARGETS`, `TARGET_COUNTS` and `TCP_COUNTS`, which hold one entry per target.
@@ -38,10 +40,12 @@ pub struct MapSizes {
 }
 
 impl MapSizes {
-    fn each(&self) -> [(&'static str, u32); 10] {
+    fn each(&self) -> [(&'static str, u32); 12] {
         [
-            (maps::TARGET_OF, self.pid_max),
-            (maps::ENTRY, self.pid_max),
+            (maps::TARGET_OF, self.target_processes),
+            (maps::ENTRY, self.target_threads),
+            (maps::THREAD_SLOTS, self.target_threads),
+            (maps::FREE_SLOTS, self.target_threads),
             (maps::EVENTS, self.ring_buffer_bytes),
             (maps::CGROUP_TARGETS, self.targets),
             (maps::TARGET_COUNTS, self.targets),
@@ -75,6 +79,22 @@ pub enum ProbeError {
     /// A family's switch could not be set.
     #[error("cannot set a switch in SWITCHES")]
     Switch(#[source] aya::maps::MapError),
+    /// The `ENTRY` slots could not be handed to `FREE_SLOTS`.
+    #[error("cannot fill FREE_SLOTS")]
+    FreeSlots(#[source] aya::maps::MapError),
+}
+
+/// Hands every `ENTRY` slot to `FREE_SLOTS`, where target threads take theirs at their first
+/// syscall (`collector-ebpf/src/maps.rs`).
+fn fill_free_slots(ebpf: &mut Ebpf, slots: u32) -> Result<(), ProbeError> {
+    let map = ebpf
+        .map_mut(maps::FREE_SLOTS)
+        .ok_or(ProbeError::Missing(maps::FREE_SLOTS))?;
+    let mut free: Queue<&mut MapData, u32> = Queue::try_from(map).map_err(ProbeError::FreeSlots)?;
+    for slot in 0..slots {
+        free.push(slot, 0).map_err(ProbeError::FreeSlots)?;
+    }
+    Ok(())
 }
 
 /// The loaded object and the attach state of each probe.
@@ -98,11 +118,12 @@ impl Probes {
         for (map, entries) in sizes.each() {
             loader.map_max_entries(map, entries);
         }
-        let ebpf = loader
+        let mut ebpf = loader
             .override_global(globals::KERNEL_OFFSETS, &layout.offsets, true)
             .override_global(globals::KERNEL_FEATURES, &layout.features, true)
             .load(OBJECT)
             .map_err(ProbeError::Load)?;
+        fill_free_slots(&mut ebpf, sizes.target_threads)?;
         let attached = all_probes().map(|p| (p.name, false)).collect();
         let mut probes = Probes {
             ebpf,

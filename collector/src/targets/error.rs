@@ -18,7 +18,7 @@ pub enum TargetError {
     /// A `--pid` names no running process.
     #[error("--pid {0}: no process with PID {0} is running; check it with `ps -p {0}`")]
     NoSuchProcess(u32),
-    /// A `--pid` names a thread rather than a process (`TARGET_OF` is indexed by process id).
+    /// A `--pid` names a thread rather than a process (`TARGET_OF` is keyed by process id).
     #[error("--pid {pid}: {pid} is a thread of process {tgid}; give the process id (--pid {tgid})")]
     NotAProcess { pid: u32, tgid: i32 },
     /// A `--pid` process exited while it was being checked.

@@ -37,8 +37,18 @@ pub(super) fn insert_pid(
     if proc::start_time(pid) == Some(started) || maps.target_of(pid)?.is_none() {
         return Ok(Some(counts));
     }
-    maps.set_target(pid, None)?;
+    undo(maps, pid, None)?;
     Ok(None)
+}
+
+/// Takes back the `TARGET_OF` entry just written for `pid`, which exited or changed since it
+/// was seen: what it was `before`, or none at all if the process is gone.
+fn undo(maps: &mut KernelMaps, pid: u32, before: Option<(TargetId, Membership)>) -> Result<(), KernelMapError> {
+    if proc::start_time(pid).is_none() {
+        maps.forget_process(pid)
+    } else {
+        maps.set_target(pid, before)
+    }
 }
 
 /// Puts the descendants of the named PIDs that existed before the fork probe attached into
@@ -135,7 +145,7 @@ pub(super) fn join(set: &mut TargetSet, maps: &mut KernelMaps, seen: &[Seen]) ->
         let unchanged =
             proc::start_time(p.pid) == Some(p.started) && proc::v2_path_of(p.pid).as_deref() == Some(&p.path);
         if !unchanged {
-            maps.set_target(p.pid, before)?;
+            undo(maps, p.pid, before)?;
             continue;
         }
         if let Some((old, _)) = before {

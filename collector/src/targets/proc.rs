@@ -18,7 +18,7 @@ pub fn thread_count(pid: u32) -> i64 {
 }
 
 /// A named PID must be a running process, and a process rather than one of its threads
-/// (`TARGET_OF` is indexed by process id). Returns its start time.
+/// (`TARGET_OF` is keyed by process id). Returns its start time.
 pub fn check_named(pid: u32) -> Result<u64, TargetError> {
     let status = Process::new(pid as i32)
         .and_then(|p| p.status())

@@ -186,6 +186,45 @@ fn udp_send_loopback(n: u64) -> impl FnOnce() {
     }
 }
 
+/// `n` round trips of one byte through two pipes with a forked partner: every read blocks
+/// until the other side writes, so on one CPU each round trip is two context switches, and
+/// each syscall after one misses the collector's per-CPU filter cache.
+fn pipe_pingpong(n: u64) -> impl FnOnce() {
+    let pipe = || {
+        let mut fds = [0; 2];
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        fds
+    };
+    let (ping, pong) = (pipe(), pipe());
+    let byte = |fd: i32, write: bool| {
+        let mut b = 0u8;
+        let done = unsafe {
+            if write {
+                libc::write(fd, (&raw const b).cast(), 1)
+            } else {
+                libc::read(fd, (&raw mut b).cast(), 1)
+            }
+        };
+        assert_eq!(done, 1);
+    };
+    let partner = fork(move || {
+        for _ in 0..n {
+            byte(ping[0], false);
+            byte(pong[1], true);
+        }
+    });
+    move || {
+        for _ in 0..n {
+            byte(ping[1], true);
+            byte(pong[0], false);
+        }
+        wait_all(&[partner]);
+        for fd in ping.into_iter().chain(pong) {
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
 /// Runs `f` and returns its wall time in nanoseconds.
 fn timed(f: impl FnOnce()) -> String {
     let start = Instant::now();
@@ -302,8 +341,19 @@ fn main() {
             "getppid" => getppid(n),
             "openat_missing" => openat_missing(n),
             "nanosleep" => nanosleep(n),
-            "fork_getppid" => wait_all(&[fork(|| getppid(n))]),
-            "thread_getppid" => std::thread::spawn(move || getppid(n)).join().unwrap(),
+            // Both say which pid or tid did the calls.
+            "fork_getppid" => {
+                let child = fork(|| getppid(n));
+                wait_all(&[child]);
+                result = format!(" {child}");
+            }
+            "thread_getppid" => {
+                let tid = std::thread::spawn(move || {
+                    getppid(n);
+                    unsafe { libc::gettid() }
+                });
+                result = format!(" {}", tid.join().unwrap());
+            }
             "spawn_exit" => {
                 let children: Vec<_> = (0..n)
                     .map(|i| fork(|| unsafe { libc::_exit((i % 3) as i32) }))
@@ -353,6 +403,7 @@ fn main() {
             "time_getppid" => result = timed(|| getppid(n)),
             "time_pread" => result = timed(|| pread_tmpfs(n)),
             "time_udp_send" => result = timed(udp_send_loopback(n)),
+            "time_pingpong" => result = timed(pipe_pingpong(n)),
             "tcp_connect" => result = tcp_connect(addr.unwrap(), args[0] as u16, args[1], args[2]),
             "tcp_listen" => {
                 let l = TcpListener::bind((addr.unwrap(), 0)).expect("listen");
