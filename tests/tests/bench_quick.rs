@@ -47,7 +47,7 @@ fn every_bench_arm_runs_and_every_tool_counts_exactly() {
             assert_eq!(counted, &arm["expected_count"], "{}", arm["arm"]);
         }
     }
-    for section in ["syscall_cost", "pread_cost", "udp_send_cost"] {
+    for section in ["syscall_cost", "pread_cost", "udp_send_cost", "pingpong_cost"] {
         let compared = report[section]["compared"].as_object().unwrap();
         assert!(compared.contains_key("(d-a)/(d'-a)"), "{section}: {compared:?}");
     }
@@ -58,4 +58,14 @@ fn every_bench_arm_runs_and_every_tool_counts_exactly() {
     }
     assert_eq!(report["scrape"].as_array().unwrap().len(), 2);
     assert!(report["idle"]["rss_mib"].as_f64().unwrap() > 0.0);
+    // This binary and the baseline, each at two pid_max settings; every map has a size.
+    let memory = report["memory"]["runs"].as_array().unwrap();
+    assert_eq!(memory.len(), 4);
+    for run in memory {
+        let maps = run["maps"].as_object().unwrap();
+        assert!(
+            maps.contains_key("TARGET_OF") && maps.values().all(|b| b.as_u64() > Some(0)),
+            "{run}"
+        );
+    }
 }

@@ -1,12 +1,13 @@
-//! D. Idle: the agent's CPU and RSS with a target that does nothing, scraped now and then.
+//! D. Idle: the agent's CPU and RSS with a target that does nothing, scraped now and then,
+//! on a host with systemd's pid_max.
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tests::{Collector, Workload, http_get_accept};
+use tests::{Collector, PidMaxSet, Workload, http_get_accept};
 
 use crate::{
     Config,
-    limits::{Check, idle_checks},
+    limits::{Check, KERNEL_MAPS_PID_MAX, idle_checks},
     process::{cpu_seconds, rss_kib},
     scrape::OPENMETRICS,
     stats::{round1, round3},
@@ -14,6 +15,7 @@ use crate::{
 
 #[derive(Serialize)]
 pub struct Idle {
+    pub pid_max: u32,
     pub seconds: u64,
     pub scrape_every_s: u64,
     pub cpu_percent: f64,
@@ -27,6 +29,8 @@ pub fn idle_cost(config: &Config) -> Idle {
     } else {
         (Duration::from_secs(60), Duration::from_secs(15))
     };
+    // At the pid_max of a systemd host, so RSS is measured where the maps are largest.
+    let _pid_max = PidMaxSet::to(KERNEL_MAPS_PID_MAX);
     let sleeper = Workload::spawn();
     let c = Collector::start(&["--pid", &format!("idle={}", sleeper.pid)]);
     let (cpu_before, start) = (cpu_seconds(c.pid()), Instant::now());
@@ -41,6 +45,7 @@ pub fn idle_cost(config: &Config) -> Idle {
         duration.as_secs_f64()
     );
     Idle {
+        pid_max: KERNEL_MAPS_PID_MAX,
         seconds: duration.as_secs(),
         scrape_every_s: every.as_secs(),
         cpu_percent: round3(cpu_percent),

@@ -67,6 +67,10 @@ pub const UDP_SEND_RATIOS: [Ratio; 1] = [Ratio {
     max: 1.15,
 }];
 
+/// A process that blocks in every call, not a target, pays the filter's lookup after each
+/// context switch: the same 1.15 as for any syscall.
+pub const PINGPONG_RATIOS: [Ratio; 1] = UDP_SEND_RATIOS;
+
 /// The ratios a `--baseline` run reports, unchecked: new over old, each arm against its twin.
 pub const BASELINE_RATIOS: [(Arm, Arm); 2] = [
     (Arm::CollectorOther, Arm::BaselineOther),
@@ -103,6 +107,11 @@ pub const SCRAPE_LIMITS: [ScrapeLimit; 2] = [
         p99_ms: 250.0,
     },
 ];
+
+/// All the agent's kernel maps, in MiB, with default settings on a host whose pid_max is
+/// `KERNEL_MAPS_PID_MAX` (what systemd sets on 64-bit hosts).
+pub const KERNEL_MAPS_MIB: f64 = 16.0;
+pub const KERNEL_MAPS_PID_MAX: u32 = 4_194_304;
 
 /// An idle agent's CPU, in % of one CPU.
 pub const IDLE_CPU_PERCENT: f64 = 0.5;

@@ -9,10 +9,12 @@
 //!    kept busy by a spinner, counting what was delivered and what was dropped where.
 //! C. scrape: /metrics latency and size with synthetic series in the kernel map.
 //! D. idle: agent CPU and RSS with no activity, scraped every 15 s.
+//! E. memory: the kernel memory of every map, at pid_max 32,768 and 4,194,304.
 mod arms;
 mod events;
 mod idle;
 mod limits;
+mod memory;
 mod peers;
 mod process;
 mod prog_stats;
@@ -24,7 +26,7 @@ mod syscall_cost;
 use std::{collections::BTreeMap, path::PathBuf};
 
 use arms::Arm;
-use limits::{SYSCALL_RATIOS, UDP_SEND_RATIOS};
+use limits::{PINGPONG_RATIOS, SYSCALL_RATIOS, UDP_SEND_RATIOS};
 use peers::TracefsMount;
 use report::{Machine, Report};
 use syscall_cost::syscall_cost;
@@ -38,6 +40,7 @@ pub struct Config {
     pub baseline: Option<PathBuf>,
     getppid_calls: u64,
     pread_calls: u64,
+    pingpong_round_trips: u64,
 }
 
 impl Config {
@@ -62,6 +65,7 @@ impl Config {
                 passes: 1,
                 getppid_calls: 200_000,
                 pread_calls: 50_000,
+                pingpong_round_trips: 10_000,
             }
         } else {
             Config {
@@ -71,6 +75,7 @@ impl Config {
                 passes: 5,
                 getppid_calls: 2_000_000,
                 pread_calls: 500_000,
+                pingpong_round_trips: 100_000,
             }
         }
     }
@@ -125,9 +130,19 @@ fn main() {
         &[Arm::Bare, Arm::Floor, Arm::CollectorOther, Arm::CollectorTarget],
         &UDP_SEND_RATIOS,
     );
+    // Context switches: each syscall after one looks its caller's target up (TARGET_OF, and
+    // for a target its ENTRY slot in THREAD_SLOTS), which a loop that never blocks skips.
+    let pingpong = syscall_cost(
+        &config,
+        "pingpong",
+        config.pingpong_round_trips,
+        &[Arm::Bare, Arm::Floor, Arm::CollectorOther, Arm::CollectorTarget],
+        &PINGPONG_RATIOS,
+    );
     let events = events::event_throughput(&config);
     let scrape = scrape::scrape_cost(&config);
     let idle = idle::idle_cost(&config);
+    let memory = memory::kernel_memory(&config);
 
     let report = Report {
         machine,
@@ -136,9 +151,11 @@ fn main() {
         syscall_cost: syscall,
         pread_cost: pread,
         udp_send_cost: udp,
+        pingpong_cost: pingpong,
         events,
         scrape,
         idle,
+        memory,
         not_measured,
     };
     let md = report.write(&config.out);

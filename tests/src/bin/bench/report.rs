@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, path::Path, process::Command};
 
 use serde::Serialize;
 
-use crate::{events::Events, idle::Idle, limits::Check, scrape::Scrape, syscall_cost::SyscallCost};
+use crate::{events::Events, idle::Idle, limits::Check, memory::Memory, scrape::Scrape, syscall_cost::SyscallCost};
 
 #[derive(Serialize)]
 pub struct Report {
@@ -14,9 +14,11 @@ pub struct Report {
     pub syscall_cost: SyscallCost,
     pub pread_cost: SyscallCost,
     pub udp_send_cost: SyscallCost,
+    pub pingpong_cost: SyscallCost,
     pub events: Events,
     pub scrape: Vec<Scrape>,
     pub idle: Idle,
+    pub memory: Memory,
     /// What this host could not measure, and why.
     pub not_measured: BTreeMap<&'static str, &'static str>,
 }
@@ -82,9 +84,14 @@ impl Report {
         md += &syscall_cost("A. Cost per syscall: getppid loop", &self.syscall_cost);
         md += &syscall_cost("A. Realistic: 4 KiB pread from tmpfs", &self.pread_cost);
         md += &syscall_cost("A. Socket sends: 64-byte UDP sendto on loopback", &self.udp_send_cost);
+        md += &syscall_cost(
+            "A. Context switches: one-byte pipe round trips with a partner on the same CPU",
+            &self.pingpong_cost,
+        );
         md += &events(&self.events);
         md += &scrape(&self.scrape);
         md += &idle(&self.idle);
+        md += &memory(&self.memory);
         if !self.not_measured.is_empty() {
             md += "\n## Not measured yet\n\n";
         }
@@ -201,7 +208,36 @@ fn scrape(scrapes: &[Scrape]) -> String {
 
 fn idle(idle: &Idle) -> String {
     format!(
-        "\n## D. Idle ({} s, a scrape every {} s)\n\nCPU {} % of one CPU, RSS {} MiB\n",
-        idle.seconds, idle.scrape_every_s, idle.cpu_percent, idle.rss_mib
+        "\n## D. Idle ({} s, a scrape every {} s, pid_max {})\n\nCPU {} % of one CPU, RSS {} MiB\n",
+        idle.seconds, idle.scrape_every_s, idle.pid_max, idle.cpu_percent, idle.rss_mib
     ) + &checks(&idle.targets)
+}
+
+fn memory(memory: &Memory) -> String {
+    let mut md = "\n## E. Kernel memory of the agent's maps (bytes_memlock)\n\n| map |".to_owned();
+    for run in &memory.runs {
+        let which = if run.baseline { "baseline, " } else { "" };
+        md += &format!(" {which}pid_max {} |", run.pid_max);
+    }
+    md += &format!("\n|---|{}\n", "---|".repeat(memory.runs.len()));
+    let names: std::collections::BTreeSet<&String> = memory.runs.iter().flat_map(|r| r.maps.keys()).collect();
+    for name in names {
+        md += &format!("| {name} |");
+        for run in &memory.runs {
+            md += &run
+                .maps
+                .get(name)
+                .map_or_else(|| " - |".to_owned(), |b| format!(" {b} |"));
+        }
+        md += "\n";
+    }
+    md += "| **total, MiB** |";
+    for run in &memory.runs {
+        md += &format!(" **{:.2}** |", run.total_bytes as f64 / f64::from(1 << 20));
+    }
+    md += "\n| agent RSS, MiB |";
+    for run in &memory.runs {
+        md += &format!(" {} |", run.rss_mib);
+    }
+    md + "\n\n" + &checks(&memory.targets)
 }
