@@ -84,3 +84,40 @@ fn bpftool_finds(kind: &str, id: u64) -> bool {
         .expect("run bpftool")
         .success()
 }
+
+/// The entries of the map called `name` that process `pid` holds, as (key, value) bytes,
+/// read with `bpftool -j map dump` (which prints each byte as `"0x2a"`, or a number as a
+/// number: that comes back as its 8 little-endian bytes). Per-CPU maps are not decoded:
+/// their values are a list per CPU.
+pub fn map_entries(pid: u32, name: &str) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let bpftool = |args: &[&str]| -> serde_json::Value {
+        let out = Command::new("bpftool").args(args).output().expect("run bpftool");
+        assert!(
+            out.status.success(),
+            "bpftool {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let id = bpf_ids_held_by(pid, "map_id:")
+        .into_iter()
+        .map(|id| id.to_string())
+        .find(|id| bpftool(&["-j", "map", "show", "id", id])["name"] == name)
+        .unwrap_or_else(|| panic!("process {pid} holds no map {name}"));
+    let bytes = |v: &serde_json::Value| -> Vec<u8> {
+        match v {
+            serde_json::Value::Array(bytes) => bytes
+                .iter()
+                .filter_map(|b| u8::from_str_radix(b.as_str()?.trim_start_matches("0x"), 16).ok())
+                .collect(),
+            serde_json::Value::Number(n) => n.as_u64().unwrap_or_default().to_le_bytes().to_vec(),
+            _ => Vec::new(),
+        }
+    };
+    bpftool(&["-j", "map", "dump", "id", &id])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|entry| (bytes(&entry["key"]), bytes(&entry["value"])))
+        .collect()
+}

@@ -8,7 +8,7 @@ mod harness;
 mod http;
 mod workload;
 
-pub use bpf::{BpfObjects, bpf_ids_held_by};
+pub use bpf::{BpfObjects, bpf_ids_held_by, map_entries};
 pub use collector_process::{Collector, collector_bin, collector_output};
 pub use exposition::{Metrics, Sample, value};
 pub use fixtures::{

@@ -23,6 +23,38 @@ const OFF: &[(&str, &[&str])] = &[("5.10", &[]), ("6.1", &[]), ("6.12", &[])];
 /// there against under 1 s on the host).
 const GUEST_WITHIN: Duration = Duration::from_secs(1500);
 
+/// How long one suite may run in a guest (the slowest took under 3 minutes on 5.10). One
+/// that is still running then is killed with everything it started, after what each of the
+/// guest's tasks waits in and the kernel's log are written beside its output: a hang in a
+/// guest must say where it hung, and must not take the other suites' time.
+const SUITE_WITHIN: Duration = Duration::from_secs(600);
+
+/// The guest's shell functions: `hang` writes every user task's kernel stack and the end of
+/// the kernel log; `run NAME CMD...` runs a suite in its own process group with its output in
+/// NAME.log, its exit status in NAME.status and, if it outlives `SUITE_WITHIN`, `hang`'s
+/// report in NAME.hang.
+const GUEST_SHELL: &str = r#"
+hang() {
+  for t in /proc/[0-9]*/task/[0-9]*; do
+    [ -n "$(tr -d '\0' < $t/cmdline)" ] || continue  # kernel threads have no command line
+    echo "--- $t $(cat $t/comm) $(grep '^State' $t/status) wchan $(cat $t/wchan)"
+    cat "$t/stack"
+  done
+  echo "--- dmesg"
+  dmesg | tail -n 100
+}
+run() {
+  name=$1; shift
+  setsid "$@" > "$OUT/$name.log" 2>&1 &
+  pid=$!
+  ( sleep "$SUITE_WITHIN"; kill -0 $pid 2>/dev/null && { hang > "$OUT/$name.hang" 2>&1; kill -9 -$pid; } ) &
+  watchdog=$!
+  wait $pid
+  echo $? > "$OUT/$name.status"
+  kill $watchdog 2>/dev/null
+}
+"#;
+
 /// The guest half's name, as libtest's `--exact` filter wants it.
 const GUEST: &str = "in_a_guest_every_family_the_kernel_has_counts_exactly";
 
@@ -55,11 +87,18 @@ fn on_debian_kernels_every_family_they_have_counts_exactly_and_the_rest_is_said(
             // Indented: a libtest summary line of the guest's must not count as the host's.
             let log: String = run.log.lines().map(|l| format!("  guest| {l}\n")).collect();
             println!("kernel {label}, {}: exited {}\n{log}", run.name, run.status);
+            if !run.hang.is_empty() {
+                let hang: String = run.hang.lines().map(|l| format!("  hang| {l}\n")).collect();
+                println!(
+                    "kernel {label}, {}: killed after {SUITE_WITHIN:?}; the guest's tasks then:\n{hang}",
+                    run.name
+                );
+            }
         }
         for run in &runs {
             assert_eq!(
                 run.status, "0",
-                "kernel {label}: {} failed or did not finish within {GUEST_WITHIN:?}",
+                "kernel {label}: {} failed or did not finish within {SUITE_WITHIN:?} (the guest within {GUEST_WITHIN:?})",
                 run.name
             );
             assert!(passed(&run.log) > 0, "kernel {label}: {} ran no test", run.name);
@@ -90,6 +129,8 @@ struct GuestRun {
     name: String,
     status: String,
     log: String,
+    /// Where the guest's tasks waited when the suite outlived `SUITE_WITHIN` (else empty).
+    hang: String,
 }
 
 /// Boots `image` and runs there the guest half, then each suite one test at a time (they
@@ -113,24 +154,18 @@ fn boot(vng_bin: &Path, label: &str, image: &str, off: &[&str], suites: &str) ->
         (name, format!("{exe} --test-threads=1 --nocapture"))
     }))
     .collect();
-    let script: String = runs
-        .iter()
-        .map(|(name, cmd)| {
-            format!(
-                "{cmd} > {out}/{name}.log 2>&1; echo $? > {out}/{name}.status; ",
-                out = out.display()
-            )
-        })
-        .collect();
+    let script: String = runs.iter().map(|(name, cmd)| format!("run {name} {cmd}\n")).collect();
     // A file in the shared directory, not `--exec SCRIPT`: virtme-ng passes that on the
     // kernel command line, which x86 cuts at 2048 bytes, and a guest cut short never runs it.
     let script_file = out.join("run.sh");
     std::fs::write(
         &script_file,
         format!(
-            "export COLLECTOR_BIN={bin} COLLECTOR_EXPECT_OFF={off}\n{script}\n",
+            "export COLLECTOR_BIN={bin} COLLECTOR_EXPECT_OFF={off}\nOUT={out} SUITE_WITHIN={within}\n{GUEST_SHELL}{script}",
             bin = collector_bin().display(),
             off = off.join(","),
+            out = out.display(),
+            within = SUITE_WITHIN.as_secs(),
         ),
     )
     .unwrap();
@@ -165,6 +200,7 @@ fn boot(vng_bin: &Path, label: &str, image: &str, off: &[&str], suites: &str) ->
         .map(|(name, _)| GuestRun {
             status: read(format!("{name}.status")).trim().to_owned(),
             log: read(format!("{name}.log")),
+            hang: read(format!("{name}.hang")),
             name,
         })
         .collect();
