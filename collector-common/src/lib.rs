@@ -55,12 +55,16 @@ pub struct EntrySlot {
 }
 
 /// The syscall filter's per-CPU cache entry (`CURRENT`): the last thread seen in a syscall on
-/// a CPU, by its `struct pt_regs` address, its target slot and its `ENTRY` slot. The agent
-/// zeroes every CPU's entry after it changes `TARGET_OF` itself, so no CPU keeps an old answer.
+/// a CPU, by its `struct pt_regs` address, its target slot and its `ENTRY` slot, as of
+/// `TARGETS_GENERATION` `generation`. Whoever changes `TARGET_OF` for a process that may be
+/// running (a cgroup move in the kernel, the agent) bumps the generation afterwards, so no
+/// CPU keeps an old answer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct CurrentTask {
     pub regs: u64,
+    /// `TARGETS_GENERATION` when read, before `TARGET_OF`.
+    pub generation: u64,
     /// [`TargetId::slot`], 0 = not a target.
     pub target: u32,
     /// The thread's index in `ENTRY`, [`NO_ENTRY`] when it has none. A thread of a process
@@ -70,15 +74,6 @@ pub struct CurrentTask {
 
 /// [`CurrentTask::entry`] of a thread that is no target, or found no free `ENTRY` slot.
 pub const NO_ENTRY: u32 = u32::MAX;
-
-impl CurrentTask {
-    /// No thread cached (slot 0 of `ENTRY` is some thread's, so `entry` is not 0).
-    pub const EMPTY: CurrentTask = CurrentTask {
-        regs: 0,
-        target: 0,
-        entry: NO_ENTRY,
-    };
-}
 
 /// Key of the per-(target, syscall) aggregation maps.
 #[repr(C)]
@@ -252,6 +247,7 @@ pub mod maps {
     pub const TCP_COUNTS: &str = "TCP_COUNTS";
     pub const CGROUP_TARGETS: &str = "CGROUP_TARGETS";
     pub const CURRENT: &str = "CURRENT";
+    pub const TARGETS_GENERATION: &str = "TARGETS_GENERATION";
     pub const SWITCHES: &str = "SWITCHES";
     pub const EXIT_CLAIMS: &str = "EXIT_CLAIMS";
 
@@ -301,9 +297,8 @@ pub mod globals {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{CurrentTask, EntrySlot, ErrorKey, ExitClaim, KernelFeatures, KernelOffsets, SyscallKey, SyscallStats};
+    use super::{EntrySlot, ErrorKey, ExitClaim, KernelFeatures, KernelOffsets, SyscallKey, SyscallStats};
     unsafe impl aya::Pod for EntrySlot {}
-    unsafe impl aya::Pod for CurrentTask {}
     unsafe impl aya::Pod for SyscallKey {}
     unsafe impl aya::Pod for SyscallStats {}
     unsafe impl aya::Pod for ErrorKey {}

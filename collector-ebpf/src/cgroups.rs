@@ -29,7 +29,7 @@ use collector_common::{LEFT_TARGET, PID_TREE, TargetId, maps::MAX_TARGETS, targe
 
 use crate::{
     globals::{kernel_feature, offset, read_field},
-    maps::{add_counts, forget_current_task, set_target_value, target_value},
+    maps::{add_counts, set_target_value, target_value, targets_changed},
 };
 
 /// Levels of cgroup nesting looked at: a cgroup nested deeper than this is matched only by
@@ -113,8 +113,8 @@ pub fn collector_cgroup_attach_task(ctx: RawTracePointContext) -> i32 {
     if let Some(id) = TargetId::from_slot(target_slot(new)) {
         add_counts(id, 1, threads);
     }
-    // The writer may have moved itself; other CPUs running its threads refresh their cache
-    // at their next context switch.
-    forget_current_task();
+    // Its threads may be running on other CPUs (or this one: the writer may have moved
+    // itself); their next syscall looks TARGET_OF up again.
+    targets_changed();
     0
 }

@@ -4,6 +4,9 @@
 //! arguments are the tracepoint's `TP_PROTO` arguments (cited in each module).
 #![no_std]
 #![no_main]
+// `atomic_xadd`: the only atomic add the BPF target offers (`maps.rs`, `targets_changed`).
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 mod bench;
 mod cgroups;

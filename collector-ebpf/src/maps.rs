@@ -1,6 +1,8 @@
 //! Maps shared by the probe families, and the one way failures to update them are counted.
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_F_MMAPABLE, BPF_NOEXIST},
     helpers::bpf_get_current_pid_tgid,
     macros::map,
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, Queue},
@@ -63,8 +65,41 @@ pub fn set_target_value(tgid: u32, value: u32) -> bool {
 /// that names its task cannot be applied to another one. `sched_switch` still clears the
 /// slot (`processes.rs`), so a stack reused by a new thread after an exit never inherits
 /// an old entry.
+///
+/// An entry is only good for the `TARGETS_GENERATION` it was made in: a cgroup move runs in
+/// the task that writes `cgroup.procs`, and the agent writes `TARGET_OF` from its own
+/// threads, while the moved process may be running on another CPU. A thread that does not
+/// block (a syscall loop, a read that finds its data waiting) goes through no context switch,
+/// so clearing the writer's CPU alone left it counted under its old target: seen in a Linux
+/// 5.10 guest, where a process moved into a target cgroup as it entered `read` had none of
+/// its next 300 syscalls counted.
 #[map]
 pub static CURRENT: PerCpuArray<CurrentTask> = PerCpuArray::with_max_entries(1, 0);
+
+/// Bumped after every change of `TARGET_OF` for a process that may be running: by
+/// [`targets_changed`] in the kernel, and by the agent, which maps it
+/// (`BPF_F_MMAPABLE`, Linux 5.5+) so that both bumps are one atomic add on the same word.
+#[map]
+pub static TARGETS_GENERATION: Array<u64> = Array::with_max_entries(1, BPF_F_MMAPABLE);
+
+/// The current `TARGETS_GENERATION` (an inlined array load).
+#[inline(always)]
+fn targets_generation() -> u64 {
+    TARGETS_GENERATION.get(0).copied().unwrap_or(0)
+}
+
+/// Says that `TARGET_OF` changed: every CPU's [`CURRENT`] entry is stale from now on.
+///
+/// An atomic add, as the agent's bump may come at the same moment. The BPF target has no
+/// `AtomicU64::fetch_add` (it declares no compare-and-swap), so this is the intrinsic that
+/// method wraps; its result is unused, so it compiles to the plain atomic add (`BPF_XADD`)
+/// that Linux 5.10 knows, not a fetching one (5.12+).
+#[inline(always)]
+pub fn targets_changed() {
+    if let Some(generation) = TARGETS_GENERATION.get_ptr_mut(0) {
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(generation, 1) };
+    }
+}
 
 /// Switches the agent sets once a family is attached (`collector_common::maps::SWITCH_*`):
 /// a family that the kernel refused is then never fed by another family's program.
@@ -86,39 +121,50 @@ pub fn switched_on(index: u32) -> bool {
 /// Only `sys_enter` hands out and takes back slots, as only it writes entries: a target
 /// thread gets one, and one of a process that left its target gives its own back cleared,
 /// so no entry made before it left can be taken for a later call's if it rejoins (a target
-/// change always clears the cache, so a miss is enough). `sys_exit` only looks a slot up,
+/// change makes every cached entry stale, so a miss is enough). `sys_exit` only looks a slot up,
 /// and caches neither a target without one nor a thread that left, so that the next
 /// `sys_enter` does that work. Keeping the slot pool's branches out of `sys_exit` matters:
 /// Linux 5.10's verifier walks every way through them again through its byte loops, and
 /// stops at a million instructions.
 #[inline(always)]
-pub fn syscall_target(regs: u64, at_entry: bool) -> CurrentTask {
+pub fn syscall_target(regs: u64, at_entry: bool) -> Caller {
     let Some(slot) = CURRENT.get_ptr_mut(0) else {
-        return CurrentTask::EMPTY;
+        return Caller::NONE;
     };
     let slot = unsafe { &mut *slot };
-    if slot.regs == regs {
-        return *slot;
+    // Only sys_enter checks the generation: a syscall belongs to the target it entered
+    // under, and sys_exit finds the entry sys_enter cached for it (or, after a context
+    // switch, looks it up anew).
+    if slot.regs == regs && (!at_entry || slot.generation == targets_generation()) {
+        return Caller::of(slot);
+    }
+    // The generation an entry is good for is read before TARGET_OF, so that a change made
+    // after it bumps past it. sys_exit leaves the slot's as it is: it was read earlier
+    // still, so it is as safe (a bump since makes sys_enter look again). Reading the map
+    // there, or keeping the generation in what this returns, sent Linux 5.10's verifier
+    // through sys_exit's byte loops once more, past its million-instruction limit.
+    if at_entry {
+        slot.generation = targets_generation();
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let value = target_value((pid_tgid >> 32) as u32);
     let target = target_slot(value);
-    let current = |entry| CurrentTask { regs, target, entry };
-    if !at_entry {
+    let entry = if !at_entry {
         if target != 0 {
             let Some(&entry) = (unsafe { THREAD_SLOTS.get(&tid) }) else {
-                return current(NO_ENTRY); // not cached: sys_enter gives it a slot
+                return Caller {
+                    target,
+                    entry: NO_ENTRY,
+                }; // not cached: sys_enter gives it a slot
             };
-            *slot = current(entry);
+            entry
         } else if value == LEFT_TARGET {
-            return current(NO_ENTRY); // not cached: sys_enter takes its slot back
+            return Caller::NONE; // not cached: sys_enter takes its slot back
         } else {
-            *slot = current(NO_ENTRY);
+            NO_ENTRY
         }
-        return *slot;
-    }
-    let entry = if target != 0 {
+    } else if target != 0 {
         entry_of(tid)
     } else {
         if value == LEFT_TARGET {
@@ -126,11 +172,37 @@ pub fn syscall_target(regs: u64, at_entry: bool) -> CurrentTask {
         }
         NO_ENTRY
     };
-    *slot = current(entry);
-    *slot
+    slot.regs = regs;
+    slot.target = target;
+    slot.entry = entry;
+    Caller::of(slot)
 }
 
-/// Forgets this CPU's cached task (on a context switch, or when its target changed).
+/// What the syscall path needs to know of its caller.
+#[derive(Clone, Copy)]
+pub struct Caller {
+    /// [`collector_common::TargetId::slot`], 0 = not a target.
+    pub target: u32,
+    /// Its `ENTRY` slot, [`NO_ENTRY`] when it has none.
+    pub entry: u32,
+}
+
+impl Caller {
+    const NONE: Caller = Caller {
+        target: 0,
+        entry: NO_ENTRY,
+    };
+
+    #[inline(always)]
+    fn of(cached: &CurrentTask) -> Caller {
+        Caller {
+            target: cached.target,
+            entry: cached.entry,
+        }
+    }
+}
+
+/// Forgets this CPU's cached task (on a context switch: a new thread may reuse the stack).
 #[inline(always)]
 pub fn forget_current_task() {
     if let Some(slot) = CURRENT.get_ptr_mut(0) {

@@ -60,6 +60,22 @@ impl Workload {
         rest.trim().to_owned()
     }
 
+    /// Sends a command and waits for the line it prints first, which must be `line`: the
+    /// command runs on, and [`Workload::wait_done`] waits for its end.
+    pub fn start(&mut self, command: &str, line: &str) {
+        writeln!(self.stdin.as_mut().unwrap(), "{command}").unwrap();
+        let mut got = String::new();
+        self.stdout.read_line(&mut got).unwrap();
+        assert_eq!(got.trim(), line, "workload command {command:?}");
+    }
+
+    /// Waits for the `done` of a command begun with [`Workload::start`].
+    pub fn wait_done(&mut self) {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "done", "workload said {line:?}");
+    }
+
     /// Sends a command that never answers (one that execs away the workload) and waits for
     /// the process to end; returns its exit code.
     pub fn run_to_exit(mut self, command: &str) -> Option<i32> {

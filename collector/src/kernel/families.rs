@@ -165,7 +165,7 @@ pub const CGROUPS: Family = Family {
     core: false,
     stage: Stage::Follow,
     probes: &[probe!("cgroup_attach_task" => "collector_cgroup_attach_task")],
-    maps: &[maps::TARGET_OF, maps::TARGET_COUNTS, maps::CURRENT],
+    maps: &[maps::TARGET_OF, maps::TARGET_COUNTS, maps::TARGETS_GENERATION],
     fields: &[
         field!(task_tgid: "task_struct"."tgid"),
         field!(task_cgroups: "task_struct"."cgroups"),
@@ -265,6 +265,7 @@ pub const SYSCALLS: Family = Family {
         maps::THREAD_SLOTS,
         maps::FREE_SLOTS,
         maps::CURRENT,
+        maps::TARGETS_GENERATION,
         maps::SYSCALL_STATS,
         maps::SYSCALL_ERRORS,
     ],

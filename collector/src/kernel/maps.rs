@@ -1,5 +1,5 @@
 //! Typed access to the kernel maps: the writes that keep the target set (`TARGET_OF`,
-//! `CGROUP_TARGETS`, the filter cache, deleting an expired target's entries), and reading the
+//! `CGROUP_TARGETS`, deleting an expired target's entries), and reading the
 //! aggregates back, summed over CPUs, at scrape time. Writes take `&mut self` and reads
 //! `&self`, so whoever holds the maps behind a lock decides who may write (`targets/`).
 use aya::{
@@ -7,11 +7,13 @@ use aya::{
     maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
 };
 use collector_common::{
-    CurrentTask, ErrorKey, LEFT_TARGET, MapErrorSite, PID_TREE, SyscallKey, SyscallStats, TargetId,
+    ErrorKey, LEFT_TARGET, MapErrorSite, PID_TREE, SyscallKey, SyscallStats, TargetId,
     events::{EventKind, TargetCounts},
     maps,
     sockets::{Connection, SocketBytes, SocketBytesKey, TcpCounts},
 };
+
+use super::generation::TargetsGeneration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelMapError {
@@ -21,6 +23,9 @@ pub enum KernelMapError {
     /// The possible CPUs could not be read (/sys/devices/system/cpu/possible).
     #[error("cannot read the possible CPUs: {0}")]
     Cpus(#[source] std::io::Error),
+    /// A map could not be mapped into the agent.
+    #[error("cannot mmap map {0}: {1}")]
+    Mmap(&'static str, #[source] std::io::Error),
     /// A map syscall failed.
     #[error("map {map}: {source}")]
     Map {
@@ -41,7 +46,7 @@ pub struct KernelMaps {
     tcp_counts: PerCpuArray<MapData, TcpCounts>,
     cgroup_targets: HashMap<MapData, u64, u32>,
     sockets: HashMap<MapData, u64, Connection>,
-    current: PerCpuArray<MapData, CurrentTask>,
+    generation: TargetsGeneration,
 }
 
 /// Why a process is in a target: which decides whether a cgroup move may change it.
@@ -94,7 +99,7 @@ impl KernelMaps {
             tcp_counts: take(ebpf, maps::TCP_COUNTS)?,
             cgroup_targets: take(ebpf, maps::CGROUP_TARGETS)?,
             sockets: take(ebpf, maps::SOCKETS)?,
-            current: take(ebpf, maps::CURRENT)?,
+            generation: TargetsGeneration::take(ebpf)?,
         })
     }
 
@@ -116,31 +121,29 @@ impl KernelMaps {
     /// Puts live process `pid` in `target`, or takes it out. One taken out keeps a
     /// `LEFT_TARGET` entry until it exits, so the kernel gives back the slots its threads
     /// hold; a process with no entry gets none (it may be gone, and nothing would remove it).
+    /// The process may be running: every CPU's filter cache is made stale after the write.
     pub fn set_target(&mut self, pid: u32, target: Option<(TargetId, Membership)>) -> Result<(), KernelMapError> {
-        let value = match target {
+        let written = match target {
             None => {
                 const BPF_EXIST: u64 = 2;
-                return removed(maps::TARGET_OF, self.target_of.insert(pid, LEFT_TARGET, BPF_EXIST));
+                removed(maps::TARGET_OF, self.target_of.insert(pid, LEFT_TARGET, BPF_EXIST))
             }
-            Some((t, Membership::PidTree)) => t.slot() | PID_TREE,
-            Some((t, Membership::Cgroup)) => t.slot(),
+            Some((t, membership)) => {
+                let value = match membership {
+                    Membership::PidTree => t.slot() | PID_TREE,
+                    Membership::Cgroup => t.slot(),
+                };
+                self.target_of.insert(pid, value, 0).map_err(err(maps::TARGET_OF))
+            }
         };
-        self.target_of.insert(pid, value, 0).map_err(err(maps::TARGET_OF))
+        self.generation.bump();
+        written
     }
 
     /// Deletes the `TARGET_OF` entry of `pid`, a process that is gone: the exit probe, which
     /// would have, may have run before the agent wrote it.
     pub fn forget_process(&mut self, pid: u32) -> Result<(), KernelMapError> {
         removed(maps::TARGET_OF, self.target_of.remove(&pid))
-    }
-
-    /// Empties every CPU's syscall-filter cache, after the agent changed `TARGET_OF` for
-    /// processes that may be running (a thread that never blocks would otherwise keep its
-    /// CPU's old answer until its next context switch).
-    pub fn forget_current_tasks(&mut self) -> Result<(), KernelMapError> {
-        self.current
-            .set(0, per_cpu(CurrentTask::EMPTY)?, 0)
-            .map_err(err(maps::CURRENT))
     }
 
     /// Makes cgroup `id` (and every cgroup below it) `target` in the kernel.

@@ -1,12 +1,14 @@
 //! Everything that talks to the kernel programs: which probe families exist and what each
 //! needs (`families`), what the host allows (`host`), the running kernel's layout from BTF
-//! (`btf`), loading and attaching (`probes`), typed map access (`maps`), and the event ring
+//! (`btf`), loading and attaching (`probes`), typed map access (`maps`, with the generation
+//! counter that keeps the syscall filter's cache current in `generation`), and the event ring
 //! buffer (`records`, `ring`).
 //!
 //! This folder calls nothing else of the agent: the target set, telemetry and export sit on
 //! top of it, and the ring-buffer reader hands its records to a closure the agent supplies.
 pub mod btf;
 pub mod families;
+pub mod generation;
 pub mod host;
 pub mod maps;
 pub mod probes;

@@ -65,7 +65,7 @@ fn apply(targets: &Targets, change: CgroupChange, watched: &Watched) {
                 return;
             }
             tracing::info!(target = %name, "cgroup target added");
-            if let Err(e) = members::join(set, maps, &seen).and_then(|()| maps.forget_current_tasks()) {
+            if let Err(e) = members::join(set, maps, &seen) {
                 tracing::warn!(target = %name, "cannot add the cgroup's processes: {e}");
             }
         }
@@ -97,10 +97,7 @@ fn expire(targets: &Targets, ttl: Duration, on_expired: &impl Fn(&str)) -> bool 
     for (id, name) in expired {
         let mut state = targets.write();
         let State { set, maps } = &mut *state;
-        if let Err(e) = maps
-            .forget_target(id, &everyone)
-            .and_then(|()| maps.forget_current_tasks())
-        {
+        if let Err(e) = maps.forget_target(id, &everyone) {
             tracing::warn!(target = %name, "cannot delete the target's kernel state: {e}");
             failed = true;
             continue;

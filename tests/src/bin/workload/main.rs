@@ -20,6 +20,8 @@
 //!                      as it goes; prints `done CHILDREN NS`
 //!   thread_exec        a second thread execs /bin/true, replacing this process (no `done`)
 //!   pin CPU            pin this process to one CPU (for the benchmark)
+//!   spin_getppid PATH N  map the file PATH, print `spinning`, spin without a syscall until
+//!                      its first byte is not 0, then make N getppid() calls
 //!   time_getppid N     N getppid() calls; prints `done NS` with the loop's wall time
 //!   time_pread N       N 4 KiB pread() from a file on tmpfs (/dev/shm); prints `done NS`
 //!   time_udp_send N    N sendto() of 64 bytes to a UDP socket of its own on 127.0.0.1 (never
@@ -51,6 +53,30 @@ fn getppid(n: u64) {
     for _ in 0..n {
         unsafe { libc::syscall(libc::SYS_getppid) };
     }
+}
+
+/// Spins on the first byte of `path` (mapped shared, so another process's write shows)
+/// until it is not 0, making no syscall meanwhile, then makes `n` getppid() calls. The
+/// `spinning` line is its last syscall before the spin.
+fn spin_getppid(path: &str, n: u64) {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {path}: {e}"));
+    let flag = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            1,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        )
+    };
+    assert_ne!(flag, libc::MAP_FAILED, "mmap {path}");
+    writeln!(std::io::stdout().lock(), "spinning").unwrap();
+    while unsafe { std::ptr::read_volatile(flag.cast::<u8>()) } == 0 {
+        std::hint::spin_loop();
+    }
+    getppid(n);
+    unsafe { libc::munmap(flag, 1) };
 }
 
 fn openat_missing(n: u64) {
@@ -400,6 +426,7 @@ fn main() {
                 }
             }
             "pin" => pin(n),
+            "spin_getppid" => spin_getppid(words[0], args[0]),
             "time_getppid" => result = timed(|| getppid(n)),
             "time_pread" => result = timed(|| pread_tmpfs(n)),
             "time_udp_send" => result = timed(udp_send_loopback(n)),
