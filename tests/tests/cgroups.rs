@@ -435,7 +435,8 @@ fn a_process_moved_in_while_it_runs_on_another_cpu_is_counted_from_its_next_sysc
     // loop, a read that finds its data waiting): its syscalls count from the next one, not
     // from its next context switch. Here it spins on CPU 1 through the move, then calls.
     // A context switch of the spinner in between would hide a stale per-CPU cache, so
-    // rounds are repeated until one had none (its switch counts in /proc did not move).
+    // rounds are repeated until one had none: it makes no blocking call until it has
+    // printed `done`, so a switch in between is a preemption, which /proc counts.
     if std::thread::available_parallelism().map_or(1, std::num::NonZero::get) < 2 {
         return skip("needs 2 CPUs: the move and the moved process run on different ones");
     }
@@ -454,27 +455,26 @@ fn a_process_moved_in_while_it_runs_on_another_cpu_is_counted_from_its_next_sysc
         flag.write_all_at(&[0], 0).unwrap(); // never a truncating write: the page is mapped
         let before = getppids(&c.metrics(), "svc");
         w.start(&format!("spin_getppid {} 500", flag_path.display()), "spinning");
-        let switches = context_switches(w.pid);
+        let preempted = preemptions(w.pid);
         tree.move_in(w.pid, "svc");
         flag.write_all_at(&[1], 0).unwrap();
         w.wait_done();
-        let clean = context_switches(w.pid) == switches;
+        let clean = preemptions(w.pid) == preempted;
         rounds.push((getppids(&c.metrics(), "svc") - before, clean));
         tree.move_out(w.pid);
     }
     let _ = std::fs::remove_file(&flag_path);
-    println!("getppid under svc per round (expected 500), and whether the spinner was never switched out: {rounds:?}");
+    println!("getppid under svc per round (expected 500), and whether the spinner was never preempted: {rounds:?}");
     assert!(rounds.iter().all(|&(calls, _)| calls == 500.0), "{rounds:?}");
 }
 
-/// Voluntary plus involuntary context switches of process `pid` so far.
-fn context_switches(pid: u32) -> u64 {
+/// Times the main thread of process `pid` was switched out while it could run.
+fn preemptions(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .filter(|l| l.contains("ctxt_switches:"))
-        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .sum()
+        .find_map(|l| l.strip_prefix("nonvoluntary_ctxt_switches:")?.trim().parse().ok())
+        .unwrap()
 }
 
 /// Runs the calling thread on `cpu` only.
