@@ -11,8 +11,9 @@
 //! family (`sockets.rs`), and its send and receive calls count their bytes
 //! (`socket_bytes.rs`); which syscalls those are is a table by number (`syscall_io`).
 //!
-//! Whether the caller is a target is one per-CPU load and a compare (`syscall_target`, a
-//! cache keyed by the caller's pt_regs; see `maps.rs`), so other processes pay no helper
+//! Whether the caller is a target is a per-CPU load and two compares (`syscall_target`, a
+//! cache keyed by the caller's pt_regs and checked against the targets' generation; see
+//! `maps.rs`), so other processes pay no helper
 //! call at all, except once after each context switch.
 //!
 //! Entry state lives in `ENTRY`, an array of one slot per target thread (`maps.rs`), not a

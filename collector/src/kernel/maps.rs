@@ -274,8 +274,7 @@ fn remove_where<K: aya::Pod, V: aya::Pod>(map: &mut PerCpuHashMap<MapData, K, V>
     }
 }
 
-/// A zero value for every possible CPU, to reset a per-CPU array entry.
-/// `value` for every possible CPU.
+/// `value` for every possible CPU, to reset a per-CPU array entry.
 fn per_cpu<T: aya::Pod>(value: T) -> Result<PerCpuValues<T>, KernelMapError> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| KernelMapError::Cpus(e))?;
     // try_from refuses only a length other than the number of possible CPUs, which this is.
