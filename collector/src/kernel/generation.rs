@@ -13,14 +13,8 @@ use std::{
     sync::atomic::{AtomicU64, Ordering},
 };
 
-use aya::{
-    Ebpf,
-    maps::{Map, MapData},
-};
-use collector_common::maps;
+use aya::maps::MapData;
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
-
-use super::maps::KernelMapError;
 
 pub struct TargetsGeneration {
     word: NonNull<AtomicU64>,
@@ -34,12 +28,8 @@ unsafe impl Send for TargetsGeneration {}
 unsafe impl Sync for TargetsGeneration {}
 
 impl TargetsGeneration {
-    /// Takes the map out of `ebpf` and maps its one value.
-    pub fn take(ebpf: &mut Ebpf) -> Result<Self, KernelMapError> {
-        let name = maps::TARGETS_GENERATION;
-        let Some(Map::Array(map)) = ebpf.take_map(name) else {
-            return Err(KernelMapError::Missing(name));
-        };
+    /// Maps the one value of `map` (`TARGETS_GENERATION`, an array created `BPF_F_MMAPABLE`).
+    pub fn map(map: MapData) -> std::io::Result<Self> {
         // An array's mapping covers its values rounded up to whole pages (kernel/bpf/arraymap.c:
         // array_map_mmap); the first value is at offset 0.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
@@ -53,8 +43,7 @@ impl TargetsGeneration {
                 map.fd().as_fd(),
                 0,
             )
-        }
-        .map_err(|e| KernelMapError::Mmap(name, e.into()))?;
+        }?;
         Ok(TargetsGeneration {
             word: mapped.cast(),
             len,

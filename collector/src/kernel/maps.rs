@@ -80,6 +80,15 @@ fn removed(map: &'static str, result: Result<(), MapError>) -> Result<(), Kernel
     }
 }
 
+/// Takes `TARGETS_GENERATION` out of `ebpf` and maps it into the agent.
+fn take_generation(ebpf: &mut Ebpf) -> Result<TargetsGeneration, KernelMapError> {
+    let name = maps::TARGETS_GENERATION;
+    let Some(Map::Array(map)) = ebpf.take_map(name) else {
+        return Err(KernelMapError::Missing(name));
+    };
+    TargetsGeneration::map(map).map_err(|e| KernelMapError::Mmap(name, e))
+}
+
 /// Takes the event ring buffer out of `ebpf`, for the thread that reads it.
 pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, KernelMapError> {
     take(ebpf, maps::EVENTS)
@@ -99,7 +108,7 @@ impl KernelMaps {
             tcp_counts: take(ebpf, maps::TCP_COUNTS)?,
             cgroup_targets: take(ebpf, maps::CGROUP_TARGETS)?,
             sockets: take(ebpf, maps::SOCKETS)?,
-            generation: TargetsGeneration::take(ebpf)?,
+            generation: take_generation(ebpf)?,
         })
     }
 
