@@ -21,6 +21,7 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use prometheus_client::registry::Registry;
 use tokio::{
     net::TcpListener,
@@ -84,14 +85,17 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     let started = Instant::now();
     let signalled = Shutdown::new().map_err(runtime)?;
     catch_signals(&signalled)?;
-    let agent = match start(&cli, started, &signalled) {
+    let held = SignalsHeld::here().context("cannot block SIGINT and SIGTERM while loading")?;
+    let started_up = start(&cli, started, &signalled);
+    drop(held);
+    let agent = match started_up {
         Ok(Some(agent)) => agent,
         Ok(None) => {
             tracing::info!("stopped during start-up; nothing is left loaded");
             return Ok(());
         }
-        // A signal can make a step fail (the verifier gives up with EAGAIN when one is
-        // pending): the user asked to stop, and nothing is left loaded either way.
+        // A step that failed after a signal came: the user asked to stop, and nothing is
+        // left loaded either way.
         Err(e) if signalled.is_triggered() => {
             tracing::info!(error = ?e, "stopped during start-up; nothing is left loaded");
             return Ok(());
@@ -262,6 +266,31 @@ fn catch_signals(signalled: &Shutdown) -> Result<(), Failure> {
         signalled.trigger();
     });
     Ok(())
+}
+
+/// SIGINT and SIGTERM blocked in this thread (start-up: it loads the programs) until
+/// dropped. The verifier gives up with EAGAIN when the loading thread has a signal pending,
+/// and aya then loads the program again with a verifier log, up to 10 times with ever larger
+/// logs: a SIGTERM during the load of `sys_exit` kept the agent from stopping for over 5 s.
+/// Blocked here, the signal goes to a runtime worker, which triggers `signalled`, and
+/// start-up stops at its next step.
+struct SignalsHeld(SigSet);
+
+impl SignalsHeld {
+    fn here() -> nix::Result<SignalsHeld> {
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGINT);
+        set.add(Signal::SIGTERM);
+        let mut before = SigSet::empty();
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut before))?;
+        Ok(SignalsHeld(before))
+    }
+}
+
+impl Drop for SignalsHeld {
+    fn drop(&mut self) {
+        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
+    }
 }
 
 /// The listening socket, bound before anything is loaded so a taken port fails first.
