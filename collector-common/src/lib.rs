@@ -100,6 +100,26 @@ impl SyscallStats {
     };
 }
 
+/// Syscall numbers a target's [`SeriesRow`] covers: the same range as the syscall I/O table.
+pub const SERIES_ROW_SYSCALLS: usize = sockets::SYSCALL_IO_ENTRIES;
+// The kernel masks a row index with `SERIES_ROW_SYSCALLS - 1` (`collector-ebpf/src/maps.rs`).
+const _: () = assert!(SERIES_ROW_SYSCALLS.is_power_of_two());
+
+/// One target's `SYSCALL_STATS` index for each syscall number, + 1 (0: not known here, look
+/// it up in `SYSCALL_SERIES`). A cache: `SYSCALL_SERIES` is the truth. `u16`, so a row is
+/// 1 KiB; an index of 65535 or more is never cached.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SeriesRow {
+    pub series: [u16; SERIES_ROW_SYSCALLS],
+}
+
+impl SeriesRow {
+    pub const EMPTY: SeriesRow = SeriesRow {
+        series: [0; SERIES_ROW_SYSCALLS],
+    };
+}
+
 /// Key of `EXIT_CLAIMS`: a process by its identity (tgid and its leader's start time), so a
 /// recycled tgid or a reused `signal_struct` is never mistaken for it.
 #[repr(C)]
@@ -240,6 +260,9 @@ pub mod maps {
     pub const EVENTS: &str = "EVENTS";
     pub const EVENT_DROPS: &str = "EVENT_DROPS";
     pub const SYSCALL_STATS: &str = "SYSCALL_STATS";
+    pub const SYSCALL_SERIES: &str = "SYSCALL_SERIES";
+    pub const FREE_SERIES: &str = "FREE_SERIES";
+    pub const SERIES_ROWS: &str = "SERIES_ROWS";
     pub const SYSCALL_ERRORS: &str = "SYSCALL_ERRORS";
     pub const MAP_ERRORS: &str = "MAP_ERRORS";
     pub const SOCKETS: &str = "SOCKETS";
@@ -263,8 +286,9 @@ pub mod maps {
     // Sizes the kernel crate declares its maps with. The agent sets the real sizes at load
     // (`collector/src/kernel/probes.rs`, `MapSizes`), from its flags, whose defaults these are.
 
-    /// Distinct (target, syscall) pairs the kernel aggregates (`--max-syscall-series`);
-    /// beyond this, updates fail and are counted in `MAP_ERRORS`.
+    /// Distinct (target, syscall) pairs the kernel aggregates (`--max-syscall-series`):
+    /// `SYSCALL_STATS` slots, and the `SYSCALL_SERIES` and `FREE_SERIES` entries that hand
+    /// them out; beyond this, a new pair's calls are counted in `MAP_ERRORS` instead.
     pub const SYSCALL_STATS_ENTRIES: u32 = 8192;
     /// Distinct (target, syscall, errno) error counters (`--max-error-series`).
     pub const SYSCALL_ERRORS_ENTRIES: u32 = 8192;
@@ -276,7 +300,7 @@ pub mod maps {
     /// Size of the `EVENTS` ring buffer in bytes, a power of two (`--ring-buffer-size`).
     pub const EVENTS_DEFAULT_BYTES: u32 = 1 << 20;
     /// Most targets the agent can name (`--max-targets` is at most this); the maps with one
-    /// entry per target (`CGROUP_TARGETS`, `TARGET_COUNTS`, `TCP_COUNTS`) are sized to
+    /// entry per target (`CGROUP_TARGETS`, `TARGET_COUNTS`, `TCP_COUNTS`, `SERIES_ROWS`) are sized to
     /// `--max-targets`.
     pub const MAX_TARGETS: u32 = 1024;
     /// Target processes followed at once (`--max-target-processes`): `TARGET_OF` entries.
@@ -297,8 +321,9 @@ pub mod globals {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{EntrySlot, ErrorKey, ExitClaim, KernelFeatures, KernelOffsets, SyscallKey, SyscallStats};
+    use super::{EntrySlot, ErrorKey, ExitClaim, KernelFeatures, KernelOffsets, SeriesRow, SyscallKey, SyscallStats};
     unsafe impl aya::Pod for EntrySlot {}
+    unsafe impl aya::Pod for SeriesRow {}
     unsafe impl aya::Pod for SyscallKey {}
     unsafe impl aya::Pod for SyscallStats {}
     unsafe impl aya::Pod for ErrorKey {}

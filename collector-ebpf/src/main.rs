@@ -6,6 +6,8 @@
 #![no_main]
 // `atomic_xadd`: the only atomic add the BPF target offers (`maps.rs`, `targets_changed`).
 #![feature(core_intrinsics)]
+// `asm!` on the BPF target: an optimisation barrier for a verifier-visible mask (`maps.rs`).
+#![feature(asm_experimental_arch)]
 #![allow(internal_features)]
 
 mod bench;

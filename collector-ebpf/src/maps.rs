@@ -8,7 +8,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, Queue},
 };
 use collector_common::{
-    CurrentTask, EntrySlot, ErrorKey, LEFT_TARGET, MapErrorSite, NO_ENTRY, SyscallKey, SyscallStats, TargetId,
+    CurrentTask, EntrySlot, ErrorKey, LEFT_TARGET, MapErrorSite, NO_ENTRY, SERIES_ROW_SYSCALLS, SeriesRow, SyscallKey,
+    SyscallStats, TargetId,
     events::TargetCounts,
     maps::{
         MAX_TARGETS, SWITCHES_ENTRIES, SYSCALL_ERRORS_ENTRIES, SYSCALL_STATS_ENTRIES, TARGET_PROCESSES_ENTRIES,
@@ -320,9 +321,87 @@ pub fn add_counts(target: TargetId, processes: i64, threads: i64) {
 #[map]
 pub static TARGET_COUNTS: PerCpuArray<TargetCounts> = PerCpuArray::with_max_entries(MAX_TARGETS, 0);
 
+/// Latency aggregates, one slot per (target, syscall) pair, found through [`SERIES_ROWS`] (or
+/// [`SYSCALL_SERIES`]). A per-CPU array, not a per-CPU hash keyed by the pair: the verifier
+/// inlines a per-CPU array lookup where the JIT has per-CPU instructions
+/// (`percpu_array_map_gen_lookup`, kernel/bpf/arraymap.c; x86-64 on 6.18 here), where a hash
+/// lookup is a call that hashes the key; on these machines (AMD, where every return goes
+/// through the Safe-RET thunk) that call was 44 of the 147 ns `sys_exit` took per target
+/// call (BENCHMARKS.md). Older kernels call a helper for it, one that indexes, not hashes.
 #[map]
-pub static SYSCALL_STATS: PerCpuHashMap<SyscallKey, SyscallStats> =
-    PerCpuHashMap::with_max_entries(SYSCALL_STATS_ENTRIES, 0);
+pub static SYSCALL_STATS: PerCpuArray<SyscallStats> = PerCpuArray::with_max_entries(SYSCALL_STATS_ENTRIES, 0);
+
+/// Which `SYSCALL_STATS` slot each (target, syscall) pair has: the truth that the agent reads
+/// at scrape and deletes at a target's expiry, and where two CPUs that meet a new pair at
+/// once agree on one slot (`BPF_NOEXIST`).
+#[map]
+pub static SYSCALL_SERIES: HashMap<SyscallKey, u32> = HashMap::with_max_entries(SYSCALL_STATS_ENTRIES, 0);
+
+/// The `SYSCALL_STATS` slots no pair holds, zeroed; the agent fills it at load and gives an
+/// expired target's slots back.
+#[map]
+pub static FREE_SERIES: Queue<u32> = Queue::with_max_entries(SYSCALL_STATS_ENTRIES, 0);
+
+/// Each target's [`SeriesRow`], by target id: its `SYSCALL_STATS` slot per syscall number,
+/// so a call finds its aggregate with two inlined array loads. Every CPU that fills an entry
+/// writes the slot `SYSCALL_SERIES` holds, so racing writers agree; the agent clears the row
+/// when the target expires, before it gives the slots back.
+#[map]
+pub static SERIES_ROWS: Array<SeriesRow> = Array::with_max_entries(MAX_TARGETS, 0);
+
+/// This CPU's aggregate of syscall `nr` for target slot `target`, taking a free
+/// `SYSCALL_STATS` slot for a pair not seen before. `None` (counted) when no slot is free.
+#[inline(always)]
+pub fn syscall_stats(target: u32, nr: u32) -> Option<*mut SyscallStats> {
+    let row = TargetId::from_slot(target).and_then(|t| SERIES_ROWS.get_ptr_mut(t.0));
+    let cached = row
+        .filter(|_| (nr as usize) < SERIES_ROW_SYSCALLS)
+        .map(|row| unsafe { &mut *(*row).series.as_mut_ptr().add(masked_index(nr, SERIES_ROW_SYSCALLS)) });
+    if let Some(series @ 1..) = cached.as_deref().copied() {
+        return SYSCALL_STATS.get_ptr_mut(u32::from(series) - 1);
+    }
+    let key = SyscallKey { target, nr };
+    let series = match unsafe { SYSCALL_SERIES.get(&key) } {
+        Some(&series) => series,
+        None => new_series(&key)?,
+    };
+    if let (Some(cached), Ok(plus_one)) = (cached, u16::try_from(series + 1)) {
+        *cached = plus_one;
+    }
+    SYSCALL_STATS.get_ptr_mut(series)
+}
+
+/// `index` masked to below `len` (a power of two), for an index already checked against
+/// `len`: the mask is what Linux 5.10's verifier sees. It keeps no bounds for a scalar that
+/// went through the stack (5.13 learnt to), and LLVM reloads a checked index from the stack
+/// after a helper call; the empty `asm!` (libbpf's `barrier_var`) keeps LLVM from dropping
+/// the mask as redundant with the check.
+#[inline(always)]
+fn masked_index(index: u32, len: usize) -> usize {
+    let mut index = index as usize;
+    unsafe { core::arch::asm!("/* {0} */", inout(reg) index, options(nomem, nostack, preserves_flags)) };
+    index & (len - 1)
+}
+
+/// A free slot for the new pair `key`, or the one another CPU gave it first.
+#[inline(always)]
+fn new_series(key: &SyscallKey) -> Option<u32> {
+    let Ok(Some(series)) = FREE_SERIES.pop() else {
+        count_map_error(MapErrorSite::SyscallStats);
+        return None;
+    };
+    if SYSCALL_SERIES.insert(key, &series, u64::from(BPF_NOEXIST)).is_ok() {
+        return Some(series);
+    }
+    // Another CPU was first (or the map is full, which a free slot rules out): ours goes
+    // back unused, still zeroed.
+    let _ = FREE_SERIES.push(series, 0);
+    let winner = unsafe { SYSCALL_SERIES.get(key) }.copied();
+    if winner.is_none() {
+        count_map_error(MapErrorSite::SyscallStats);
+    }
+    winner
+}
 
 #[map]
 pub static SYSCALL_ERRORS: PerCpuHashMap<ErrorKey, u64> = PerCpuHashMap::with_max_entries(SYSCALL_ERRORS_ENTRIES, 0);

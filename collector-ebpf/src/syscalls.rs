@@ -27,14 +27,14 @@
 
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawTracePointContext};
 use collector_common::{
-    EntrySlot, ErrorKey, MapErrorSite, SyscallKey, SyscallStats, histogram,
+    EntrySlot, ErrorKey, MapErrorSite, histogram,
     maps::{SWITCH_SOCKET_BYTES, SWITCH_TCP},
     sockets::SyscallIo,
 };
 
 use crate::{
     globals::{offset, read_field, syscall_io},
-    maps::{SYSCALL_ERRORS, SYSCALL_STATS, entry_slot, get_or_insert, switched_on, syscall_target},
+    maps::{SYSCALL_ERRORS, entry_slot, get_or_insert, switched_on, syscall_stats, syscall_target},
     socket_bytes, sockets,
 };
 
@@ -59,6 +59,9 @@ pub fn collector_sys_enter(ctx: RawTracePointContext) -> i32 {
 }
 
 #[raw_tracepoint(tracepoint = "sys_exit")]
+// The body goes into the program itself: left to LLVM, the `asm!` in `maps::syscall_stats`
+// made it a BPF-to-BPF call, which costs a call and a return per syscall.
+#[inline(always)]
 pub fn collector_sys_exit(ctx: RawTracePointContext) -> i32 {
     let regs: *const u8 = ctx.arg(0);
     let current = syscall_target(regs as u64, false);
@@ -109,11 +112,7 @@ fn accept_returned(ret: i64, target: u32) {
 
 #[inline(always)]
 fn record(entry: EntrySlot, duration_ns: u64, ret: i64) {
-    let key = SyscallKey {
-        target: entry.target,
-        nr: entry.nr,
-    };
-    if let Some(stats) = get_or_insert(&SYSCALL_STATS, &key, &SyscallStats::ZERO, MapErrorSite::SyscallStats) {
+    if let Some(stats) = syscall_stats(entry.target, entry.nr) {
         let stats = unsafe { &mut *stats };
         stats.sum_ns += duration_ns;
         let b = histogram::bucket_of(duration_ns);

@@ -367,6 +367,55 @@ fn a_removed_cgroup_leaves_the_kernel_map_at_once_and_its_series_after_the_ttl()
     );
 }
 
+/// Each (target, syscall) pair holds a `SYSCALL_STATS` slot; an expired target gives its
+/// slots back zeroed, and its id's row of cached slots goes with them. With room for 3 pairs,
+/// six targets one after another, each 3 pairs (getppid, the response's write, and the read
+/// that waited for the command, which returns under the id it entered with, reused), need
+/// slots given back to be counted at all, a reused slot to start from zero for getppid to
+/// count exactly 500, and the row cleared for the next target to be shown under its own key.
+#[test]
+fn expired_targets_give_their_syscall_slots_back_to_the_next_targets() {
+    if !privileged() {
+        return;
+    }
+    let Some(tree) = CgroupTree::for_test("series") else {
+        return;
+    };
+    let pattern = format!("{}/svc-*", tree.root.display());
+    let mut w = Workload::spawn();
+    let c = Collector::start(&[
+        "--cgroup-pattern",
+        &pattern,
+        "--series-ttl",
+        "1s",
+        "--max-syscall-series",
+        "3",
+    ]);
+    for round in 0..6 {
+        let name = format!("svc-{round}");
+        let target = tree.relative(&name);
+        tree.mkdir(&name);
+        eventually(&format!("{name} a target"), Duration::from_secs(5), || {
+            targets_of_kind(&c.metrics(), "cgroup") == 1.0
+        });
+        tree.move_in(w.pid, &name);
+        w.run("getppid 500");
+        let m = c.metrics();
+        let errors = value(&m, "collector_bpf_map_errors_total", &[("map", "SYSCALL_STATS")]);
+        println!(
+            "{name}: getppid {}, SYSCALL_STATS errors {errors}",
+            getppids(&m, &target)
+        );
+        assert_eq!(getppids(&m, &target), 500.0, "{name}");
+        assert_eq!(errors, 0.0, "{name}: no free SYSCALL_STATS slot");
+        tree.move_out(w.pid);
+        tree.rmdir(&name);
+        eventually(&format!("the series of {name} gone"), Duration::from_secs(5), || {
+            series_of(&c.metrics(), &target) == 0 && map_entries(c.pid(), "SYSCALL_SERIES").is_empty()
+        });
+    }
+}
+
 #[test]
 fn a_cgroup_removed_and_made_anew_at_its_path_stays_the_same_target() {
     if !privileged() {

@@ -9,7 +9,7 @@
 /// The kernel map a metric is read from (summed over CPUs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Source {
-    /// `SYSCALL_STATS`: (target, syscall) -> latency histogram.
+    /// `SYSCALL_SERIES` and `SYSCALL_STATS`: (target, syscall) -> slot -> latency histogram.
     SyscallStats,
     /// `SYSCALL_ERRORS`: (target, syscall, errno) -> count.
     SyscallErrors,

@@ -4,10 +4,10 @@
 //! `&self`, so whoever holds the maps behind a lock decides who may write (`targets/`).
 use aya::{
     Ebpf,
-    maps::{HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues, RingBuf},
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues, Queue, RingBuf},
 };
 use collector_common::{
-    ErrorKey, LEFT_TARGET, MapErrorSite, PID_TREE, SyscallKey, SyscallStats, TargetId,
+    ErrorKey, LEFT_TARGET, MapErrorSite, PID_TREE, SeriesRow, SyscallKey, SyscallStats, TargetId,
     events::{EventKind, TargetCounts},
     maps,
     sockets::{Connection, SocketBytes, SocketBytesKey, TcpCounts},
@@ -39,7 +39,10 @@ pub struct KernelMaps {
     target_of: HashMap<MapData, u32, u32>,
     target_counts: PerCpuArray<MapData, TargetCounts>,
     event_drops: PerCpuArray<MapData, u64>,
-    syscall_stats: PerCpuHashMap<MapData, SyscallKey, SyscallStats>,
+    syscall_series: HashMap<MapData, SyscallKey, u32>,
+    syscall_stats: PerCpuArray<MapData, SyscallStats>,
+    free_series: Queue<MapData, u32>,
+    series_rows: Array<MapData, SeriesRow>,
     syscall_errors: PerCpuHashMap<MapData, ErrorKey, u64>,
     map_errors: PerCpuArray<MapData, u64>,
     socket_bytes: PerCpuHashMap<MapData, SocketBytesKey, SocketBytes>,
@@ -101,7 +104,10 @@ impl KernelMaps {
             target_of: take(ebpf, maps::TARGET_OF)?,
             target_counts: take(ebpf, maps::TARGET_COUNTS)?,
             event_drops: take(ebpf, maps::EVENT_DROPS)?,
+            syscall_series: take(ebpf, maps::SYSCALL_SERIES)?,
             syscall_stats: take(ebpf, maps::SYSCALL_STATS)?,
+            free_series: take(ebpf, maps::FREE_SERIES)?,
+            series_rows: take(ebpf, maps::SERIES_ROWS)?,
             syscall_errors: take(ebpf, maps::SYSCALL_ERRORS)?,
             map_errors: take(ebpf, maps::MAP_ERRORS)?,
             socket_bytes: take(ebpf, maps::SOCKET_BYTES)?,
@@ -187,7 +193,7 @@ impl KernelMaps {
         for sk in owned {
             let _ = self.sockets.remove(&sk);
         }
-        remove_where(&mut self.syscall_stats, |k| k.target == slot);
+        self.forget_syscall_series(target)?;
         remove_where(&mut self.syscall_errors, |k| k.target == slot);
         remove_where(&mut self.socket_bytes, |k| k.target == slot);
         self.target_counts
@@ -196,6 +202,50 @@ impl KernelMaps {
         self.tcp_counts
             .set(target.0, per_cpu(TcpCounts::default())?, 0)
             .map_err(err(maps::TCP_COUNTS))
+    }
+
+    /// Gives `target`'s `SYSCALL_STATS` slots back, zeroed. Its pairs leave `SYSCALL_SERIES`
+    /// first and its row after them, so that no call can write a slot into the row that is
+    /// about to go back (a call from here on finds neither, and takes a fresh slot), and only
+    /// then are the slots zeroed and queued. A call that read the row just before it was
+    /// cleared still adds to its slot; but a target expires `--series-ttl` after its last
+    /// process left it, and such a call takes well under a microsecond between its read and
+    /// its add, where each step here is a syscall. One step failing does not stop the
+    /// others: a slot whose pair is gone and that is not queued would be lost for good.
+    fn forget_syscall_series(&mut self, target: TargetId) -> Result<(), KernelMapError> {
+        let slot = target.slot();
+        let series: Vec<(SyscallKey, u32)> = self
+            .syscall_series
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k.target == slot)
+            .collect();
+        let mut result = Ok(());
+        let mut keep_first = |r: Result<(), KernelMapError>| {
+            if result.is_ok() {
+                result = r;
+            }
+        };
+        let mut freed = Vec::new();
+        for (key, index) in series {
+            match removed(maps::SYSCALL_SERIES, self.syscall_series.remove(&key)) {
+                Ok(()) => freed.push(index),
+                Err(e) => keep_first(Err(e)),
+            }
+        }
+        keep_first(
+            self.series_rows
+                .set(target.0, SeriesRow::EMPTY, 0)
+                .map_err(err(maps::SERIES_ROWS)),
+        );
+        for index in freed {
+            // A slot that could not be zeroed stays out of the queue rather than start a
+            // new pair with this one's counts.
+            let zeroed = per_cpu(SyscallStats::ZERO)
+                .and_then(|zero| self.syscall_stats.set(index, zero, 0).map_err(err(maps::SYSCALL_STATS)));
+            keep_first(zeroed.and_then(|()| self.free_series.push(index, 0).map_err(err(maps::FREE_SERIES))));
+        }
+        result
     }
 
     /// Processes and threads `target` gained minus lost in the kernel (forks followed,
@@ -222,8 +272,12 @@ impl KernelMaps {
     /// Every (target, syscall) aggregate, summed over CPUs. An entry that fails to read
     /// (deleted meanwhile) is skipped and counted in the returned error count.
     pub fn syscall_stats(&self) -> (Vec<(SyscallKey, SyscallStats)>, u64) {
+        let entries = self.syscall_series.iter().map(|pair| {
+            let (key, index) = pair?;
+            Ok((key, self.syscall_stats.get(&index, 0)?))
+        });
         sum_per_cpu(
-            self.syscall_stats.iter(),
+            entries,
             |acc: &mut SyscallStats, v: &SyscallStats| {
                 acc.sum_ns += v.sum_ns;
                 for (a, b) in acc.buckets.iter_mut().zip(v.buckets) {

@@ -31,8 +31,10 @@ pub struct MapSizes {
     pub target_threads: u32,
     /// `EVENTS`, in bytes (a power of two).
     pub ring_buffer_bytes: u32,
-    /// `CGROUP_TARGETS`, `TARGET_COUNTS` and `TCP_COUNTS`, which hold one entry per target.
+    /// `CGROUP_TARGETS`, `TARGET_COUNTS`, `TCP_COUNTS` and `SERIES_ROWS`, which hold one entry
+    /// per target.
     pub targets: u32,
+    /// `SYSCALL_STATS`, `SYSCALL_SERIES` and `FREE_SERIES`: (target, syscall) pairs.
     pub syscall_stats: u32,
     pub syscall_errors: u32,
     pub sockets: u32,
@@ -40,7 +42,7 @@ pub struct MapSizes {
 }
 
 impl MapSizes {
-    fn each(&self) -> [(&'static str, u32); 12] {
+    fn each(&self) -> [(&'static str, u32); 15] {
         [
             (maps::TARGET_OF, self.target_processes),
             (maps::ENTRY, self.target_threads),
@@ -51,6 +53,9 @@ impl MapSizes {
             (maps::TARGET_COUNTS, self.targets),
             (maps::TCP_COUNTS, self.targets),
             (maps::SYSCALL_STATS, self.syscall_stats),
+            (maps::SYSCALL_SERIES, self.syscall_stats),
+            (maps::FREE_SERIES, self.syscall_stats),
+            (maps::SERIES_ROWS, self.targets),
             (maps::SYSCALL_ERRORS, self.syscall_errors),
             (maps::SOCKETS, self.sockets),
             (maps::SOCKET_BYTES, self.socket_bytes),
@@ -79,20 +84,19 @@ pub enum ProbeError {
     /// A family's switch could not be set.
     #[error("cannot set a switch in SWITCHES")]
     Switch(#[source] aya::maps::MapError),
-    /// The `ENTRY` slots could not be handed to `FREE_SLOTS`.
-    #[error("cannot fill FREE_SLOTS")]
-    FreeSlots(#[source] aya::maps::MapError),
+    /// The slots of an array could not be handed to the queue its programs take them from.
+    #[error("cannot fill {0}")]
+    Fill(&'static str, #[source] aya::maps::MapError),
 }
 
-/// Hands every `ENTRY` slot to `FREE_SLOTS`, where target threads take theirs at their first
-/// syscall (`collector-ebpf/src/maps.rs`).
-fn fill_free_slots(ebpf: &mut Ebpf, slots: u32) -> Result<(), ProbeError> {
-    let map = ebpf
-        .map_mut(maps::FREE_SLOTS)
-        .ok_or(ProbeError::Missing(maps::FREE_SLOTS))?;
-    let mut free: Queue<&mut MapData, u32> = Queue::try_from(map).map_err(ProbeError::FreeSlots)?;
+/// Hands every slot of an array to the queue `queue` that hands them out in the kernel
+/// (`collector-ebpf/src/maps.rs`): `FREE_SLOTS` (`ENTRY` slots, taken by target threads at
+/// their first syscall) and `FREE_SERIES` (`SYSCALL_STATS` slots, taken by new pairs).
+fn fill_queue(ebpf: &mut Ebpf, queue: &'static str, slots: u32) -> Result<(), ProbeError> {
+    let map = ebpf.map_mut(queue).ok_or(ProbeError::Missing(queue))?;
+    let mut free: Queue<&mut MapData, u32> = Queue::try_from(map).map_err(|e| ProbeError::Fill(queue, e))?;
     for slot in 0..slots {
-        free.push(slot, 0).map_err(ProbeError::FreeSlots)?;
+        free.push(slot, 0).map_err(|e| ProbeError::Fill(queue, e))?;
     }
     Ok(())
 }
@@ -123,7 +127,8 @@ impl Probes {
             .override_global(globals::KERNEL_FEATURES, &layout.features, true)
             .load(OBJECT)
             .map_err(ProbeError::Load)?;
-        fill_free_slots(&mut ebpf, sizes.target_threads)?;
+        fill_queue(&mut ebpf, maps::FREE_SLOTS, sizes.target_threads)?;
+        fill_queue(&mut ebpf, maps::FREE_SERIES, sizes.syscall_stats)?;
         let attached = all_probes().map(|p| (p.name, false)).collect();
         let mut probes = Probes {
             ebpf,

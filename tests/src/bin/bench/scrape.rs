@@ -1,8 +1,8 @@
 //! C. Scrape: /metrics latency and size with synthetic series in the kernel map.
 use std::time::Instant;
 
-use aya::maps::{MapData, PerCpuHashMap, PerCpuValues};
-use collector_common::{SyscallKey, SyscallStats, TargetId, histogram};
+use aya::maps::{HashMap, Map, MapData, PerCpuArray, PerCpuValues, Queue};
+use collector_common::{SyscallKey, SyscallStats, TargetId, histogram, maps};
 use serde::Serialize;
 use tests::{Collector, Metrics, Workload, bpf_ids_held_by, http_get, http_get_accept};
 
@@ -78,32 +78,40 @@ pub fn scrape_cost(config: &Config) -> Vec<Scrape> {
         .collect()
 }
 
-/// Inserts `keys` synthetic (target, syscall) aggregates into the running agent's
-/// SYSCALL_STATS, found among the maps the agent's fds refer to.
+/// Inserts `keys` synthetic (target, syscall) aggregates into the running agent's maps, as
+/// the kernel does for a new pair: a `SYSCALL_STATS` slot taken from `FREE_SERIES`, named
+/// in `SYSCALL_SERIES`.
 fn fill_syscall_stats(agent: u32, keys: usize) {
-    let map = bpf_ids_held_by(agent, "map_id:")
-        .into_iter()
-        .filter_map(|id| MapData::from_id(id as u32).ok())
-        .find(|m| {
-            m.info()
-                .ok()
-                .and_then(|i| i.name_as_str().map(|n| n == "SYSCALL_STATS"))
-                .unwrap_or(false)
-        })
-        .expect("the agent's SYSCALL_STATS map");
-    let mut map: PerCpuHashMap<_, SyscallKey, SyscallStats> =
-        PerCpuHashMap::try_from(aya::maps::Map::PerCpuHashMap(map)).unwrap();
+    let map = |name: &str| {
+        bpf_ids_held_by(agent, "map_id:")
+            .into_iter()
+            .filter_map(|id| MapData::from_id(id as u32).ok())
+            .find(|m| {
+                m.info()
+                    .ok()
+                    .and_then(|i| i.name_as_str().map(|n| n == name))
+                    .unwrap_or(false)
+            })
+            .unwrap_or_else(|| panic!("the agent's {name} map"))
+    };
+    let mut free: Queue<_, u32> = Queue::try_from(Map::Queue(map(maps::FREE_SERIES))).unwrap();
+    let mut series: HashMap<_, SyscallKey, u32> = HashMap::try_from(Map::HashMap(map(maps::SYSCALL_SERIES))).unwrap();
+    let mut stats: PerCpuArray<_, SyscallStats> =
+        PerCpuArray::try_from(Map::PerCpuArray(map(maps::SYSCALL_STATS))).unwrap();
     let cpus = aya::util::nr_cpus().unwrap();
-    let mut stats = SyscallStats::ZERO;
-    stats.buckets[3] = 5;
-    stats.sum_ns = 5_000;
+    let mut value = SyscallStats::ZERO;
+    value.buckets[3] = 5;
+    value.sum_ns = 5_000;
     for i in 0..keys {
         // Numbers past every architecture's table: shown as numbers, never a real syscall.
         let key = SyscallKey {
             target: TargetId(0).slot(),
             nr: 100_000 + i as u32,
         };
-        let values = PerCpuValues::try_from(vec![stats; cpus]).unwrap();
-        map.insert(key, values, 0).unwrap();
+        let index = free.pop(0).expect("a free SYSCALL_STATS slot");
+        stats
+            .set(index, PerCpuValues::try_from(vec![value; cpus]).unwrap(), 0)
+            .unwrap();
+        series.insert(key, index, 0).unwrap();
     }
 }
