@@ -14,6 +14,7 @@
 //!
 //! SIGINT/SIGTERM are caught from the first step: during start-up they stop it at the next
 //! step boundary, later they stop serving; either way the agent detaches everything and exits 0.
+//! SIGHUP reloads the config file once serving (one that came during start-up reloads then).
 use std::{
     sync::Arc,
     thread::JoinHandle,
@@ -30,6 +31,10 @@ use tokio::{
 
 use crate::{
     cli::Cli,
+    config::{
+        self, FileConfig,
+        reload::{ReloadStats, Reloader},
+    },
     export::{self, Sources, http},
     kernel::{
         btf::KernelLayout,
@@ -43,7 +48,13 @@ use crate::{
     logging,
     shutdown::Shutdown,
     targets::{self, Checked, Request, TargetError, Targets},
-    telemetry::{DropStage, Telemetry, builtin, definitions::EventMetrics, kernel_events, poller, sink},
+    telemetry::{
+        DropStage, Telemetry,
+        event_metrics::{EventMetrics, EventMetricsCollector},
+        kernel_events, poller,
+        process_info::Processes,
+        sink,
+    },
 };
 
 /// How the agent failed, which decides the exit code.
@@ -81,12 +92,13 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 /// Events that may wait for the metrics handler before new ones are dropped.
 const METRICS_QUEUE: usize = 65_536;
 
-pub async fn run(cli: Cli) -> Result<(), Failure> {
+pub async fn run(cli: Cli, file: Option<FileConfig>) -> Result<(), Failure> {
     let started = Instant::now();
     let signalled = Shutdown::new().map_err(runtime)?;
     catch_signals(&signalled)?;
-    let held = SignalsHeld::here().context("cannot block SIGINT and SIGTERM while loading")?;
-    let started_up = start(&cli, started, &signalled);
+    let hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let held = SignalsHeld::here().context("cannot block SIGINT, SIGTERM and SIGHUP while loading")?;
+    let started_up = start(&cli, file.as_ref(), started, &signalled);
     drop(held);
     let agent = match started_up {
         Ok(Some(agent)) => agent,
@@ -114,10 +126,18 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         listener,
         sources,
         registry,
-        ..
+        reloader,
     } = agent;
+    reload_on_hangup(hangups, reloader.clone());
+    let reload_over_http = cli.web_enable_reload.then_some(reloader).map(|reloader| {
+        let reload: http::Reload = Arc::new(move || match &reloader {
+            Some(r) => r.reload(),
+            None => Err("the collector was started without --config: there is nothing to reload".into()),
+        });
+        reload
+    });
     let telemetry = sources.telemetry.clone();
-    let served = serve(listener, Arc::new(sources), registry, &signalled).await;
+    let served = serve(listener, Arc::new(sources), registry, reload_over_http, &signalled).await;
     drop(probes); // detaches every link and unloads the programs
     drop(workers); // then the reader drains what the programs wrote before
     telemetry.detach_all(); // lets the sink write what it has queued
@@ -133,6 +153,8 @@ struct Running {
     listener: TcpListener,
     sources: Sources,
     registry: Registry,
+    /// With --config.
+    reloader: Option<Arc<Reloader>>,
 }
 
 /// The agent's threads (ring-buffer reader, poller, cgroup watcher) and the one signal that
@@ -154,7 +176,12 @@ impl Drop for Workers {
 }
 
 /// Runs steps 1 to 5; `None` when a signal came first.
-fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Running>, Failure> {
+fn start(
+    cli: &Cli,
+    file: Option<&FileConfig>,
+    started: Instant,
+    signalled: &Shutdown,
+) -> Result<Option<Running>, Failure> {
     let checked = Checked::check(&Request {
         pids: &cli.pids,
         cgroups: &cli.cgroups,
@@ -166,7 +193,9 @@ fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Run
     let listener = bind(cli)?;
     // Handlers before probes: a bad --events path fails before anything is loaded, and no
     // event the kernel sends finds nobody to count it.
-    let (telemetry, event_metrics, mut registry) = start_telemetry(cli.events.as_deref())?;
+    let (telemetry, event_metrics, mut registry) = start_telemetry(file, cli.events.as_deref())?;
+    let reload_stats = ReloadStats::register(&mut registry);
+    let reloader = file.map(|file| Arc::new(Reloader::new(file, event_metrics.clone(), reload_stats)));
     if signalled.is_triggered() {
         return Ok(None);
     }
@@ -207,9 +236,10 @@ fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Run
     let reader = {
         let (targets, telemetry) = (targets.clone(), telemetry.clone());
         let clock = kernel_events::Clock::now();
+        let mut processes = Processes::default();
         ring::spawn_reader(ring, workers.stop.clone(), move |record| match record {
             Ok(record) => {
-                let event = kernel_events::to_event(&record, targets.read().set(), &clock);
+                let event = kernel_events::to_event(&record, targets.read().set(), &clock, &mut processes);
                 telemetry.execute(event);
             }
             Err(e) => undecodable(&telemetry, &e),
@@ -244,6 +274,7 @@ fn start(cli: &Cli, started: Instant, signalled: &Shutdown) -> Result<Option<Run
         listener,
         sources,
         registry,
+        reloader,
     }))
 }
 
@@ -268,7 +299,21 @@ fn catch_signals(signalled: &Shutdown) -> Result<(), Failure> {
     Ok(())
 }
 
-/// SIGINT and SIGTERM blocked in this thread (start-up: it loads the programs) until
+/// Reloads the config file at each SIGHUP, off the async workers (it reads a file).
+fn reload_on_hangup(mut hangups: tokio::signal::unix::Signal, reloader: Option<Arc<Reloader>>) {
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let Some(reloader) = reloader.clone() else {
+                tracing::warn!("SIGHUP: the collector was started without --config; there is nothing to reload");
+                continue;
+            };
+            // The result is logged and counted by the reloader.
+            let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+        }
+    });
+}
+
+/// SIGINT, SIGTERM and SIGHUP blocked in this thread (start-up: it loads the programs) until
 /// dropped. The verifier gives up with EAGAIN when the loading thread has a signal pending,
 /// and aya then loads the program again with a verifier log, up to 10 times with ever larger
 /// logs: a SIGTERM during the load of `sys_exit` kept the agent from stopping for over 5 s.
@@ -281,6 +326,7 @@ impl SignalsHeld {
         let mut set = SigSet::empty();
         set.add(Signal::SIGINT);
         set.add(Signal::SIGTERM);
+        set.add(Signal::SIGHUP);
         let mut before = SigSet::empty();
         pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut before))?;
         Ok(SignalsHeld(before))
@@ -306,12 +352,17 @@ fn bind(cli: &Cli) -> Result<TcpListener, Failure> {
     })
 }
 
-/// The event bus with the built-in metrics attached (registered in the returned registry)
-/// and, with `--events`, the sink.
-fn start_telemetry(events: Option<&str>) -> Result<(Arc<Telemetry>, Arc<EventMetrics>, Registry), Failure> {
+/// The event bus with the metric definitions attached (the config file's, else the
+/// built-in ones; served from the returned registry) and, with `--events`, the sink.
+fn start_telemetry(
+    file: Option<&FileConfig>,
+    events: Option<&str>,
+) -> Result<(Arc<Telemetry>, Arc<EventMetrics>, Registry), Failure> {
     let telemetry = Arc::new(Telemetry::new());
     let mut registry = Registry::default();
-    let event_metrics = Arc::new(EventMetrics::register(&builtin::all(), &mut registry));
+    let definitions = file.map_or_else(config::builtin, FileConfig::definitions);
+    let event_metrics = Arc::new(EventMetrics::new(definitions));
+    registry.register_collector(Box::new(EventMetricsCollector(event_metrics.clone())));
     event_metrics
         .clone()
         .attach(&telemetry, "metrics", METRICS_QUEUE)
@@ -330,10 +381,11 @@ async fn serve(
     listener: TcpListener,
     sources: Arc<Sources>,
     registry: Registry,
+    reload: Option<http::Reload>,
     signalled: &Shutdown,
 ) -> anyhow::Result<()> {
     let graceful = signalled.clone();
-    let mut server = tokio::spawn(http::serve(listener, sources, registry, async move {
+    let mut server = tokio::spawn(http::serve(listener, sources, registry, reload, async move {
         graceful.stopped().await;
     }));
     tokio::select! {

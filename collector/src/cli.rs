@@ -2,7 +2,7 @@
 //! `COLLECTOR_<FLAG>` (repeatable flags take a comma-separated list there).
 use std::{net::SocketAddr, path::PathBuf};
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 use collector_common::maps;
 
@@ -22,10 +22,29 @@ use crate::{
         collector --pid web=1234 --pid web=1235    # two worker processes counted together as \"web\"\n  \
         COLLECTOR_PID=web=1234,db=99 collector     # the same flags from the environment\n  \
         collector --cgroup-pattern 'system.slice/*.service'  # every service, one target each\n  \
+        collector --config /etc/collector/collector.toml  # settings and metric definitions from a file\n  \
+        collector check-config collector.toml      # check a file without loading anything\n  \
         curl -s localhost:9464/metrics             # then scrape\n\n\
-        Needs root (or CAP_BPF and CAP_PERFMON) and a kernel with BTF (/sys/kernel/btf/vmlinux)."
+        Needs root (or CAP_BPF and CAP_PERFMON) and a kernel with BTF (/sys/kernel/btf/vmlinux).",
+    subcommand_negates_reqs = true,
+    args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// A TOML file of settings (every flag below, by its long name with `_`: `series_ttl =
+    /// "5m"`, `pid = ["web=1234"]`) and `[[metric]]` definitions. A flag given on the command
+    /// line or in the environment overrides the file. SIGHUP (or POST /-/reload) reloads its
+    /// metric definitions. [example: --config /etc/collector/collector.toml]
+    #[arg(long, value_name = "FILE", env = "COLLECTOR_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Serve POST /-/reload, which reloads the --config file as SIGHUP does; off by default,
+    /// as anyone who can reach the address could trigger it. [example: --web.enable-reload]
+    #[arg(long = "web.enable-reload", env = "COLLECTOR_WEB_ENABLE_RELOAD")]
+    pub web_enable_reload: bool,
+
     /// A process to observe, with its threads and the children it creates: PID or NAME=PID.
     /// Repeatable; PIDs given the same NAME add up under one target.
     /// [example: --pid 1234 --pid web=5678]
@@ -34,7 +53,7 @@ pub struct Cli {
         value_name = "[NAME=]PID",
         env = "COLLECTOR_PID",
         value_delimiter = ',',
-        required_unless_present_any = ["cgroups", "cgroup_patterns"]
+        required_unless_present_any = ["cgroups", "cgroup_patterns", "config"]
     )]
     pub pids: Vec<PidSpec>,
 
@@ -135,6 +154,16 @@ pub struct Cli {
     /// unless a distribution ships it elsewhere. [example: --kernel-btf /boot/vmlinux.btf]
     #[arg(long, value_name = "PATH", env = "COLLECTOR_KERNEL_BTF", default_value = VMLINUX_BTF)]
     pub kernel_btf: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a config file and exit: 0 when it is good, 2 with every problem as
+    /// FILE:LINE:COL: message. Loads nothing and needs no privileges.
+    CheckConfig {
+        /// The config file. [example: collector check-config /etc/collector/collector.toml]
+        file: PathBuf,
+    },
 }
 
 impl Cli {

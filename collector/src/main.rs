@@ -1,11 +1,38 @@
 use std::process::ExitCode;
 
-use clap::Parser as _;
-use collector::{agent, cli::Cli, logging};
+use collector::{
+    agent,
+    config::{self, Invocation, StartError},
+    logging,
+};
 
 fn main() -> ExitCode {
-    // Malformed flags exit here with code 2 and clap's message.
-    let cli = Cli::parse();
+    // Malformed flags or config exit here with code 2, nothing loaded.
+    let (cli, file) = match config::from_args(&std::env::args_os().collect::<Vec<_>>()) {
+        Ok(Invocation::Run(cli, file)) => (cli, file),
+        Ok(Invocation::Check(path)) => {
+            return match config::check(&path) {
+                Ok(summary) => {
+                    println!("{summary}");
+                    ExitCode::SUCCESS
+                }
+                Err(problems) => {
+                    eprintln!("{problems}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Err(StartError::Flags(e)) => e.exit(),
+        Err(StartError::Config(problems)) => {
+            eprintln!("{problems}");
+            eprintln!("error: the config file has errors; `collector check-config FILE` lists them without starting");
+            return ExitCode::from(2);
+        }
+        Err(StartError::Usage(message)) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(2);
+        }
+    };
     if let Err(e) = logging::init(&cli.log_level, cli.log_format) {
         eprintln!("error: {e:#}");
         return ExitCode::from(1);
@@ -21,7 +48,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(agent::run(cli)) {
+    match runtime.block_on(agent::run(*cli, file)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(agent::Failure::Usage(message)) => {
             eprintln!("error: {message}");

@@ -25,6 +25,7 @@ const ORDER: &[&str] = &[
     "telemetry",
     "export",
     "cli",
+    "config",
     "logging",
     "agent",
 ];

@@ -44,3 +44,10 @@ pub fn http_get_accept(addr: &str, path: &str, accept: Option<&str>) -> Option<(
         .ok()?;
     Some((response.status().as_u16(), content_type, body))
 }
+
+/// A POST with an empty body: (status, body), or `None` if nothing answers.
+pub fn http_post(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut response = AGENT.post(format!("http://{addr}{path}")).send_empty().ok()?;
+    let body = response.body_mut().read_to_string().ok()?;
+    Some((response.status().as_u16(), body))
+}

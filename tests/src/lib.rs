@@ -18,5 +18,5 @@ pub use fixtures::{
     tcp_server::serve_tcp,
 };
 pub use harness::{eventually, have_tool, privileged, skip};
-pub use http::{http_get, http_get_accept};
+pub use http::{http_get, http_get_accept, http_post};
 pub use workload::Workload;

@@ -205,17 +205,36 @@ fn a_cgroup_target_counts_its_own_and_nested_processes_exactly_and_no_others() {
         (count("process.start"), count("tcp.connect"), count("tcp.close")),
         (32, C, C)
     );
+    // Each event names the cgroup of its own process: app, or app/nested for b's.
+    let nested_cgroup = format!("{app_cgroup}/nested");
     let wrong: Vec<String> = of_app
         .iter()
-        .filter(|e| e["metadata"]["cgroup"] != app_cgroup.as_str())
-        .map(|e| format!("{} cgroup={}", e["event"], e["metadata"]["cgroup"]))
+        .filter(|e| {
+            let of_b = e["metadata"]["pid"] == b.pid || e["metadata"]["ppid"] == b.pid;
+            e["metadata"]["cgroup"]
+                != if of_b {
+                    nested_cgroup.as_str()
+                } else {
+                    app_cgroup.as_str()
+                }
+        })
+        .map(|e| {
+            format!(
+                "{} pid={} cgroup={}",
+                e["event"], e["metadata"]["pid"], e["metadata"]["cgroup"]
+            )
+        })
         .collect();
-    assert!(wrong.is_empty(), "events without cgroup {app_cgroup:?}: {wrong:?}");
+    assert!(
+        wrong.is_empty(),
+        "events without the cgroup of their process: {wrong:?}"
+    );
     let nested_child = of_app
         .iter()
         .find(|e| e["event"] == "process.start" && e["metadata"]["ppid"] == b.pid)
         .expect("the start of b's child");
     println!("b's child (in app/nested): {nested_child}");
+    assert_eq!(nested_child["metadata"]["cgroup"], nested_cgroup.as_str());
     drop(c);
     let _ = std::fs::remove_file(&sink);
 }

@@ -97,11 +97,13 @@ fn outbound_connections_are_counted_exactly(addr: IpAddr) {
         assert_eq!(meta["comm"], "workload", "{e}");
         assert_eq!(meta["target"], "app", "{e}");
         assert_eq!(meta["family"], family, "{e}");
-        assert_eq!(meta["daddr"], addr.to_string(), "{e}");
-        assert_eq!(meta["saddr"], addr.to_string(), "{e}");
-        assert_eq!(meta["dport"], port, "{e}");
+        assert_eq!(meta["peer_address"], addr.to_string(), "{e}");
+        assert_eq!(meta["local_address"], addr.to_string(), "{e}");
+        assert_eq!(meta["peer_port"], port, "{e}");
         assert!(
-            meta["sport"].as_u64().is_some_and(|p| p > 0 && p != u64::from(port)),
+            meta["local_port"]
+                .as_u64()
+                .is_some_and(|p| p > 0 && p != u64::from(port)),
             "{e}"
         );
         assert_eq!(meta["direction"], "outbound", "{e}");
@@ -183,7 +185,7 @@ fn inbound_connections_belong_to_the_accepting_server(addr: IpAddr) {
     for e in accepts.iter().chain(&closes) {
         let meta = &e["metadata"];
         assert_eq!(meta["pid"], w.pid, "the server's pid: {e}");
-        assert_eq!(meta["sport"], port, "{e}");
+        assert_eq!(meta["local_port"], port, "{e}");
         assert_eq!(meta["family"], family, "{e}");
         assert_eq!(meta["direction"], "inbound", "{e}");
     }
@@ -229,7 +231,7 @@ fn a_connect_to_a_closed_port_is_one_refused_connect_error() {
     let e = events_named(&sink, "tcp.connect_error");
     assert_eq!(e.len(), 1);
     assert_eq!(e[0]["metadata"]["reason"], "refused", "{}", e[0]);
-    assert_eq!(e[0]["metadata"]["dport"], closed_port, "{}", e[0]);
+    assert_eq!(e[0]["metadata"]["peer_port"], closed_port, "{}", e[0]);
     assert_eq!(e[0]["metadata"]["pid"], w.pid, "{}", e[0]);
     assert_eq!(
         value(

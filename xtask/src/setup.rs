@@ -25,6 +25,7 @@ const TEST_PEERS: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("bpftool", "bpftool"),
     ("setpriv", "util-linux"),
+    ("strace", "strace"),
     ("bpftrace", "bpftrace"),
     ("syscount", "libbpf-tools"),
     ("taskset", "util-linux"),

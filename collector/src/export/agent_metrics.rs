@@ -22,6 +22,21 @@ use crate::{
     telemetry::{DropStage, Telemetry, own_process},
 };
 
+/// Every name this collector serves (a unit test checks the list against the code).
+pub const NAMES: &[&str] = &[
+    "collector_probe_attached",
+    "collector_map_read_errors_total",
+    "collector_build_info",
+    "collector_events_total",
+    "collector_events_dropped_total",
+    "collector_targets",
+    "collector_targets_rejected_total",
+    "process_resident_memory_bytes",
+    "process_open_fds",
+    "process_start_time_seconds",
+    "process_cpu_seconds_total",
+];
+
 #[derive(Clone, Debug, PartialEq, Eq, EncodeLabelSet)]
 struct ProbeLabels {
     probe: &'static str,
@@ -195,5 +210,23 @@ impl AgentCollector {
             "Cgroups not observed because --max-targets targets existed already.",
             &rejected,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_lists_every_metric_this_file_encodes() {
+        let code = include_str!("agent_metrics.rs");
+        let code = &code[..code.find("#[cfg(test)]").unwrap()];
+        let list_end = code.find("];").unwrap();
+        for quoted in code[list_end..].split('"').skip(1).step_by(2) {
+            if quoted.starts_with("collector_") || quoted.starts_with("process_") {
+                let listed = super::NAMES
+                    .iter()
+                    .any(|n| n.strip_suffix("_total").unwrap_or(n) == quoted);
+                assert!(listed, "{quoted} is encoded but not in NAMES");
+            }
+        }
     }
 }

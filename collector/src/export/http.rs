@@ -1,4 +1,5 @@
-//! The HTTP endpoints, on tokio (axum): `/metrics` and `/health`.
+//! The HTTP endpoints, on tokio (axum): `/metrics`, `/health`, and `POST /-/reload` when
+//! `--web.enable-reload` turns it on (403 otherwise, as Prometheus answers).
 use std::{future::Future, sync::Arc};
 
 use axum::{
@@ -6,17 +7,21 @@ use axum::{
     extract::State,
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
 use super::{Sources, exposition, health::Health};
 
+/// Reloads the config file: what changed, or why it was rejected.
+pub type Reload = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
 #[derive(Clone)]
 struct Shared {
     sources: Arc<Sources>,
     registry: Arc<Registry>,
+    reload: Option<Reload>,
 }
 
 /// Serves until `shutdown` resolves, then lets open requests finish.
@@ -24,13 +29,19 @@ pub async fn serve(
     listener: TcpListener,
     sources: Arc<Sources>,
     registry: Registry,
+    reload: Option<Reload>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let registry = Arc::new(registry);
     let app = Router::new()
         .route("/metrics", get(get_metrics))
         .route("/health", get(get_health))
-        .with_state(Shared { sources, registry });
+        .route("/-/reload", post(post_reload))
+        .with_state(Shared {
+            sources,
+            registry,
+            reload,
+        });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 
@@ -52,4 +63,20 @@ async fn get_health(State(shared): State<Shared>) -> Response {
     let health = Health::of(&shared.sources);
     let code = StatusCode::from_u16(health.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (code, axum::Json(health)).into_response()
+}
+
+async fn post_reload(State(shared): State<Shared>) -> Response {
+    let Some(reload) = shared.reload else {
+        let why = "reload over HTTP is off; start the collector with --web.enable-reload\n";
+        return (StatusCode::FORBIDDEN, why).into_response();
+    };
+    match tokio::task::spawn_blocking(move || reload()).await {
+        Ok(Ok(summary)) => (StatusCode::OK, summary + "\n").into_response(),
+        Ok(Err(problems)) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config:\n{problems}\n"),
+        )
+            .into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reload failed: {e}\n")).into_response(),
+    }
 }

@@ -36,6 +36,21 @@ pub struct Sources {
     pub started: Instant,
 }
 
+/// The names of the metrics served at scrape time, which a metric definition may not take.
+pub fn served_names() -> Vec<&'static str> {
+    // Registered by the telemetry and config modules, beside the definitions.
+    const OTHERS: &[&str] = &[
+        "collector_metric_series_overflow_total",
+        "collector_config_last_reload_successful",
+        "collector_config_reloads_total",
+    ];
+    let kernel = kernel_metrics::KERNEL_METRICS.iter().map(|m| m.name);
+    kernel
+        .chain(agent_metrics::NAMES.iter().copied())
+        .chain(OTHERS.iter().copied())
+        .collect()
+}
+
 /// Adds the scrape-time collectors to `registry`, which already holds the metrics defined
 /// on events.
 pub fn register_collectors(registry: &mut Registry, sources: &Sources) {

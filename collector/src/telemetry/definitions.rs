@@ -1,215 +1,127 @@
-//! Metrics defined on events, after `telemetry_metrics`: each definition names an event, what
-//! to do with it (count it, add or keep a measurement, or put it in a histogram), the metadata
-//! keys that become labels, and optionally which events to keep.
+//! Metric definitions, after `telemetry_metrics`: each names the events it is defined on, what
+//! to do with each (count it, add or keep a measurement, or put it in a histogram), the
+//! metadata keys that become labels, which events to keep or drop, and how many series it
+//! may make.
 //!
-//! The built-in metrics are tables of definitions (`builtin.rs`); a new event-derived
-//! metric is a new row there, not new code.
-use std::{
-    collections::{HashMap, HashSet},
-    sync::{Arc, Mutex, atomic::AtomicU64},
-};
+//! Definitions are data: the built-in ones are an embedded file in the syntax users write
+//! (`config/builtin_metrics.toml`), and both are checked and built by `config/metric.rs`.
+//! This module holds the checked form and how an event is matched against it.
+use globset::GlobMatcher;
+use regex::Regex;
 
-use prometheus_client::{
-    metrics::{
-        counter::Counter,
-        family::{Family, MetricConstructor},
-        gauge::Gauge,
-        histogram::Histogram,
-    },
-    registry::Registry,
-};
-
-use super::{
-    bus::{DropStage, EventFilter, Telemetry, TelemetryError},
-    event::Event,
-};
-use crate::sync::lock;
+use super::event::Event;
 
 /// What a definition does with each event it keeps.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Kind {
     /// Counts events.
     Counter,
     /// Adds up a measurement.
-    Sum { measurement: &'static str },
+    Sum(Measured),
     /// A gauge holding the latest value of a measurement.
-    LastValue { measurement: &'static str },
-    /// A histogram of a measurement, multiplied by `scale` first (unit conversion, e.g.
-    /// `1e-9` for a measurement in nanoseconds shown in seconds).
-    Distribution {
-        measurement: &'static str,
-        buckets: &'static [f64],
-        scale: f64,
-    },
+    LastValue(Measured),
+    /// A histogram of a measurement.
+    Distribution(Measured, Vec<f64>),
 }
 
-/// One metric defined on one event.
-#[derive(Clone, Copy, Debug)]
+/// The measurement a kind reads, and the factor that converts it to the metric's unit.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Measured {
+    pub measurement: String,
+    pub scale: f64,
+}
+
+impl Kind {
+    pub fn measured(&self) -> Option<&Measured> {
+        match self {
+            Kind::Counter => None,
+            Kind::Sum(m) | Kind::LastValue(m) | Kind::Distribution(m, _) => Some(m),
+        }
+    }
+}
+
+/// One metric defined on one or more events.
+#[derive(Clone, Debug, PartialEq)]
 pub struct MetricDef {
     /// The exposed name; counters and sums end in `_total`.
-    pub name: &'static str,
-    pub help: &'static str,
+    pub name: String,
+    pub help: String,
     /// The events it is defined on: one, or several that mean the same thing for this
     /// metric (a connection opened by connect() or by accept()).
-    pub events: &'static [&'static str],
+    pub events: Vec<&'static str>,
     pub kind: Kind,
     /// Metadata keys that become labels, in this order; a missing key is an empty value.
-    pub tags: &'static [&'static str],
-    /// Only events for which this returns true are measured.
-    pub keep: Option<fn(&Event) -> bool>,
+    pub tags: Vec<String>,
+    /// Only events every one of these matches are measured.
+    pub keep: Vec<Condition>,
+    /// Events every one of these matches (and there is one) are not.
+    pub drop: Vec<Condition>,
+    /// Most label sets; events that would make another are counted as overflow.
+    pub max_series: usize,
 }
 
-type Labels = Vec<(String, String)>;
-
-/// Builds histograms with a definition's buckets.
-#[derive(Clone)]
-struct Buckets(&'static [f64]);
-
-impl MetricConstructor<Histogram> for Buckets {
-    fn new_metric(&self) -> Histogram {
-        Histogram::new(self.0.iter().copied())
+impl MetricDef {
+    /// Whether `event` passes the keep and drop filters.
+    pub fn admits(&self, event: &Event) -> bool {
+        let all = |conditions: &[Condition]| conditions.iter().all(|c| c.matches(event));
+        all(&self.keep) && (self.drop.is_empty() || !all(&self.drop))
     }
 }
 
-#[derive(Clone)]
-/// A definition's metric family, with the measurement it reads (and a distribution's scale).
-enum Instrument {
-    Counter(Family<Labels, Counter>),
-    Sum(Family<Labels, Counter<f64, AtomicU64>>, &'static str),
-    LastValue(Family<Labels, Gauge<f64, AtomicU64>>, &'static str),
-    Distribution(Family<Labels, Histogram, Buckets>, &'static str, f64),
+/// A metadata key and the values that match it (any of them).
+#[derive(Clone, Debug)]
+pub struct Condition {
+    pub key: String,
+    pub patterns: Vec<Pattern>,
 }
 
-/// The metrics of a set of definitions, registered and updated from events.
-pub struct EventMetrics {
-    defined: Vec<(MetricDef, Instrument)>,
-    /// The label sets created for each target name, by definition index, so a removed
-    /// target's series can be dropped.
-    by_target: Mutex<HashMap<String, HashSet<(usize, Labels)>>>,
+impl Condition {
+    /// A missing key is the empty string, as it is for a tag.
+    fn matches(&self, event: &Event) -> bool {
+        let value = event
+            .metadata(&self.key)
+            .map(super::Value::to_label)
+            .unwrap_or_default();
+        self.patterns.iter().any(|p| p.matches(&value))
+    }
 }
 
-impl EventMetrics {
-    /// Registers one metric family per definition.
-    pub fn register(defs: &[MetricDef], registry: &mut Registry) -> EventMetrics {
-        let defined = defs
-            .iter()
-            .map(|def| {
-                // prometheus-client appends `_total` to counters itself.
-                let base = def.name.strip_suffix("_total").unwrap_or(def.name);
-                let instrument = match def.kind {
-                    Kind::Counter => {
-                        let f = Family::default();
-                        registry.register(base, def.help, f.clone());
-                        Instrument::Counter(f)
-                    }
-                    Kind::Sum { measurement } => {
-                        let f = Family::default();
-                        registry.register(base, def.help, f.clone());
-                        Instrument::Sum(f, measurement)
-                    }
-                    Kind::LastValue { measurement } => {
-                        let f = Family::default();
-                        registry.register(base, def.help, f.clone());
-                        Instrument::LastValue(f, measurement)
-                    }
-                    Kind::Distribution {
-                        measurement,
-                        buckets,
-                        scale,
-                    } => {
-                        let f = Family::new_with_constructor(Buckets(buckets));
-                        registry.register(base, def.help, f.clone());
-                        Instrument::Distribution(f, measurement, scale)
-                    }
-                };
-                (*def, instrument)
-            })
-            .collect();
-        EventMetrics {
-            defined,
-            by_target: Mutex::default(),
+impl PartialEq for Condition {
+    fn eq(&self, other: &Self) -> bool {
+        self.key == other.key && self.patterns == other.patterns
+    }
+}
+
+/// How a metadata value is matched: exactly, by a glob (`*`, `?`, `[a-z]`, `{a,b}`), or by a
+/// regular expression that must match the whole value (as Prometheus' relabelling does).
+#[derive(Clone, Debug)]
+pub enum Pattern {
+    Exact(String),
+    Glob(String, GlobMatcher),
+    Regex(Regex),
+}
+
+impl Pattern {
+    fn matches(&self, value: &str) -> bool {
+        match self {
+            Pattern::Exact(s) => s == value,
+            Pattern::Glob(_, glob) => glob.is_match(value),
+            Pattern::Regex(re) => re.is_match(value),
         }
     }
 
-    /// The event names these metrics are defined on.
-    pub fn events(&self) -> Vec<&'static str> {
-        let mut names: Vec<_> = self
-            .defined
-            .iter()
-            .flat_map(|(d, _)| d.events.iter().copied())
-            .collect();
-        names.sort_unstable();
-        names.dedup();
-        names
-    }
-
-    /// Updates every metric defined on `event`'s name.
-    pub fn handle(&self, event: &Event) {
-        let defined = self.defined.iter().enumerate();
-        for (index, (def, instrument)) in defined.filter(|(_, (d, _))| d.events.contains(&event.name)) {
-            if def.keep.is_some_and(|keep| !keep(event)) {
-                continue;
-            }
-            let labels: Labels = def
-                .tags
-                .iter()
-                .map(|&tag| {
-                    (
-                        tag.to_owned(),
-                        event
-                            .metadata(tag)
-                            .map(super::event::Value::to_label)
-                            .unwrap_or_default(),
-                    )
-                })
-                .collect();
-            if let Some((_, target)) = labels.iter().find(|(k, _)| k == "target") {
-                let mut by_target = lock(&self.by_target);
-                let sets = by_target.entry(target.clone()).or_default();
-                if !sets.contains(&(index, labels.clone())) {
-                    sets.insert((index, labels.clone()));
-                }
-            }
-            match instrument {
-                Instrument::Counter(f) => {
-                    f.get_or_create(&labels).inc();
-                }
-                Instrument::Sum(f, measurement) => {
-                    if let Some(v) = event.measurement(measurement) {
-                        f.get_or_create(&labels).inc_by(v);
-                    }
-                }
-                Instrument::LastValue(f, measurement) => {
-                    if let Some(v) = event.measurement(measurement) {
-                        f.get_or_create(&labels).set(v);
-                    }
-                }
-                Instrument::Distribution(f, measurement, scale) => {
-                    if let Some(v) = event.measurement(measurement) {
-                        f.get_or_create(&labels).observe(v * scale);
-                    }
-                }
-            }
+    fn source(&self) -> (&'static str, &str) {
+        match self {
+            Pattern::Exact(s) => ("exact", s),
+            Pattern::Glob(s, _) => ("glob", s),
+            Pattern::Regex(re) => ("regex", re.as_str()),
         }
     }
+}
 
-    /// Drops every series labelled `target="<name>"` (a target that is gone for good).
-    pub fn forget_target(&self, name: &str) {
-        let sets = lock(&self.by_target).remove(name);
-        for (index, labels) in sets.into_iter().flatten() {
-            match &self.defined[index].1 {
-                Instrument::Counter(f) => f.remove(&labels),
-                Instrument::Sum(f, _) => f.remove(&labels),
-                Instrument::LastValue(f, _) => f.remove(&labels),
-                Instrument::Distribution(f, ..) => f.remove(&labels),
-            };
-        }
-    }
-
-    /// Attaches these metrics to `telemetry` as the handler `id`.
-    pub fn attach(self: Arc<Self>, telemetry: &Telemetry, id: &str, capacity: usize) -> Result<(), TelemetryError> {
-        let filter = EventFilter::Names(self.events());
-        telemetry.attach(id, filter, capacity, DropStage::Queue, move |e| self.handle(e))
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.source() == other.source()
     }
 }
 
@@ -219,122 +131,50 @@ mod tests {
 
     use super::*;
 
-    fn text(registry: &Registry) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, registry).unwrap();
-        out
+    fn condition(key: &str, patterns: Vec<Pattern>) -> Condition {
+        Condition {
+            key: key.into(),
+            patterns,
+        }
     }
 
-    fn exit(target: &str, outcome: &str, duration_ns: f64) -> Event {
-        Event::new("e.exit", SystemTime::now())
-            .measure("duration", duration_ns)
-            .meta("target", target)
-            .meta("outcome", outcome)
+    fn glob(s: &str) -> Pattern {
+        Pattern::Glob(s.into(), globset::Glob::new(s).unwrap().compile_matcher())
     }
 
-    #[test]
-    fn each_kind_of_definition_measures_its_events() {
-        const DEFS: &[MetricDef] = &[
-            MetricDef {
-                name: "t_exits_total",
-                help: "h",
-                events: &["e.exit"],
-                kind: Kind::Counter,
-                tags: &["target", "outcome"],
-                keep: None,
-            },
-            MetricDef {
-                name: "t_busy_seconds_total",
-                help: "h",
-                events: &["e.exit"],
-                kind: Kind::Sum {
-                    measurement: "duration",
-                },
-                tags: &["target"],
-                keep: None,
-            },
-            MetricDef {
-                name: "t_last",
-                help: "h",
-                events: &["e.exit"],
-                kind: Kind::LastValue {
-                    measurement: "duration",
-                },
-                tags: &[],
-                keep: None,
-            },
-            MetricDef {
-                name: "t_seconds",
-                help: "h",
-                events: &["e.exit"],
-                kind: Kind::Distribution {
-                    measurement: "duration",
-                    buckets: &[1.0, 10.0],
-                    scale: 1e-9,
-                },
-                tags: &["missing"],
-                keep: None,
-            },
-        ];
-        let mut registry = Registry::default();
-        let metrics = EventMetrics::register(DEFS, &mut registry);
-        metrics.handle(&exit("a", "success", 2e9));
-        metrics.handle(&exit("a", "signal", 5e8));
-        metrics.handle(&Event::new("other", SystemTime::now()).meta("target", "a"));
-        let out = text(&registry);
-        for line in [
-            "t_exits_total{target=\"a\",outcome=\"success\"} 1",
-            "t_exits_total{target=\"a\",outcome=\"signal\"} 1",
-            "t_busy_seconds_total{target=\"a\"} 2500000000.0",
-            "t_last{} 500000000.0",
-            // nanoseconds converted to seconds: 2 s and 0.5 s
-            "t_seconds_sum{missing=\"\"} 2.5",
-            "t_seconds_bucket{le=\"1.0\",missing=\"\"} 1",
-            "t_seconds_bucket{le=\"10.0\",missing=\"\"} 2",
-        ] {
-            assert!(out.contains(line), "missing {line:?} in\n{out}");
+    fn def(keep: Vec<Condition>, drop: Vec<Condition>) -> MetricDef {
+        MetricDef {
+            name: "t_total".into(),
+            help: "h".into(),
+            events: vec!["e"],
+            kind: Kind::Counter,
+            tags: vec![],
+            keep,
+            drop,
+            max_series: 10,
         }
     }
 
     #[test]
-    fn a_keep_predicate_filters_events() {
-        const DEFS: &[MetricDef] = &[MetricDef {
-            name: "t_failures_total",
-            help: "h",
-            events: &["e.exit"],
-            kind: Kind::Counter,
-            tags: &[],
-            keep: Some(|e| e.metadata("outcome") != Some(&"success".into())),
-        }];
-        let mut registry = Registry::default();
-        let metrics = EventMetrics::register(DEFS, &mut registry);
-        for outcome in ["success", "failure", "signal", "success"] {
-            metrics.handle(&exit("a", outcome, 1.0));
-        }
-        assert!(text(&registry).contains("t_failures_total{} 2"), "{}", text(&registry));
-    }
-
-    #[test]
-    fn a_forgotten_target_loses_its_series_and_others_keep_theirs() {
-        const DEFS: &[MetricDef] = &[MetricDef {
-            name: "t_exits_total",
-            help: "h",
-            events: &["e.exit"],
-            kind: Kind::Counter,
-            tags: &["target", "outcome"],
-            keep: None,
-        }];
-        let mut registry = Registry::default();
-        let metrics = EventMetrics::register(DEFS, &mut registry);
-        metrics.handle(&exit("a", "success", 1.0));
-        metrics.handle(&exit("a", "failure", 1.0));
-        metrics.handle(&exit("b", "success", 1.0));
-        metrics.forget_target("a");
-        let out = text(&registry);
-        assert!(!out.contains("target=\"a\""), "{out}");
-        assert!(
-            out.contains("t_exits_total{target=\"b\",outcome=\"success\"} 1"),
-            "{out}"
+    fn keep_needs_every_condition_and_drop_removes_what_matches_all_of_its() {
+        let event = |comm: &str, pid: u32| Event::new("e", SystemTime::now()).meta("comm", comm).meta("pid", pid);
+        let nginx = def(vec![condition("comm", vec![glob("nginx*")])], vec![]);
+        assert!(nginx.admits(&event("nginx: worker", 1)));
+        assert!(!nginx.admits(&event("curl", 1)));
+        let re = Pattern::Regex(Regex::new("^(?:7|8)$").unwrap());
+        let not_7_or_8 = def(vec![], vec![condition("pid", vec![re])]);
+        assert!(!not_7_or_8.admits(&event("a", 7)));
+        assert!(not_7_or_8.admits(&event("a", 78)));
+        let either = def(
+            vec![condition("comm", vec![Pattern::Exact("a".into()), glob("b?")])],
+            vec![
+                condition("missing", vec![Pattern::Exact(String::new())]),
+                condition("pid", vec![glob("9*")]),
+            ],
         );
+        assert!(either.admits(&event("a", 1)));
+        assert!(either.admits(&event("bc", 1)));
+        assert!(!either.admits(&event("bcd", 1)));
+        assert!(!either.admits(&event("a", 99)), "both drop conditions match");
     }
 }

@@ -11,7 +11,10 @@ use collector_common::{
     sockets::{AF_INET6, connect_error_reason, direction_label},
 };
 
-use super::event::Event;
+use super::{
+    event::Event,
+    process_info::{ProcessInfo, Processes},
+};
 use crate::{
     kernel::records::{Record, kernel_str},
     targets::{Target, TargetKind, TargetSet},
@@ -51,8 +54,9 @@ pub fn outcome(exit_code: u32) -> (&'static str, Result<i64, String>) {
     (if status == 0 { "success" } else { "failure" }, Ok(status))
 }
 
-/// The telemetry event of a record.
-pub fn to_event(record: &Record, targets: &TargetSet, clock: &Clock) -> Event {
+/// The telemetry event of a record. `processes` adds what /proc says of the process to
+/// process events.
+pub fn to_event(record: &Record, targets: &TargetSet, clock: &Clock, processes: &mut Processes) -> Event {
     let (header, comm) = match record {
         Record::Start(p) | Record::Exit(p) => (&p.header, &p.comm),
         Record::Exec(e) => (&e.process.header, &e.process.comm),
@@ -63,13 +67,25 @@ pub fn to_event(record: &Record, targets: &TargetSet, clock: &Clock) -> Event {
     let event = Event::new(kind.event_name(), clock.wall(header.ktime_ns))
         .meta("pid", header.pid)
         .meta("comm", kernel_str(comm));
-    let event = match TargetId::from_slot(header.target).and_then(|id| targets.get(id)) {
-        Some(target) => describe(event, target),
+    let target = TargetId::from_slot(header.target).and_then(|id| targets.get(id));
+    let event = match target {
+        Some(target) => event.meta("target", target.name.as_str()),
         None => event.meta("target", "unknown"),
     };
+    let process = match record {
+        Record::Tcp(t) => {
+            let event = tcp_event(event, kind, t);
+            return match processes.cgroup_of(header.pid) {
+                Some(cgroup) => event.meta("cgroup", cgroup),
+                None => with_target_cgroup(event, target),
+            };
+        }
+        Record::Start(p) => processes.started(header.pid, p.ppid),
+        Record::Exec(e) => processes.executed(header.pid, &kernel_str(&e.filename)),
+        Record::Exit(_) => processes.exited(header.pid),
+    };
+    let event = describe_process(event, process, target);
     match record {
-        Record::Tcp(t) => tcp_event(event, kind, t),
-        Record::Start(p) => event.meta("ppid", p.ppid),
         Record::Exec(e) => event.meta("filename", kernel_str(&e.filename)),
         Record::Exit(p) => {
             let lifetime = p.header.ktime_ns.saturating_sub(p.start_ns) as f64 / 1e9;
@@ -80,12 +96,30 @@ pub fn to_event(record: &Record, targets: &TargetSet, clock: &Clock) -> Event {
                 Err(signal) => event.meta("signal", signal),
             }
         }
+        Record::Start(_) | Record::Tcp(_) => event,
+    }
+}
+
+/// A process event's `ppid`, `exe` and `cgroup` (the process's own; the target's when /proc
+/// had nothing, as for a process gone before the agent read it). A key nothing knows is left
+/// out, and a tag on it is empty.
+fn describe_process(mut event: Event, process: ProcessInfo, target: Option<&Target>) -> Event {
+    if let Some(ppid) = process.ppid {
+        event = event.meta("ppid", ppid);
+    }
+    if let Some(exe) = process.exe {
+        event = event.meta("exe", exe);
+    }
+    match process.cgroup {
+        Some(cgroup) => event.meta("cgroup", cgroup),
+        None => with_target_cgroup(event, target),
     }
 }
 
 /// The TCP part of a `tcp.*` event: endpoints and direction always, then what the kind has.
+/// The socket's source is its local end for either direction (`skc_rcv_saddr`, `skc_num`).
 fn tcp_event(event: Event, kind: EventKind, t: &TcpRecord) -> Event {
-    let (family, saddr, daddr) = if t.family == AF_INET6 {
+    let (family, local, peer) = if t.family == AF_INET6 {
         (
             "ipv6",
             Ipv6Addr::from(t.saddr).to_string(),
@@ -97,10 +131,10 @@ fn tcp_event(event: Event, kind: EventKind, t: &TcpRecord) -> Event {
     };
     let event = event
         .meta("family", family)
-        .meta("saddr", saddr)
-        .meta("sport", u32::from(t.sport))
-        .meta("daddr", daddr)
-        .meta("dport", u32::from(t.dport))
+        .meta("local_address", local)
+        .meta("local_port", u32::from(t.sport))
+        .meta("peer_address", peer)
+        .meta("peer_port", u32::from(t.dport))
         .meta("direction", direction_label(t.direction));
     let seconds = t.duration_ns as f64 / 1e9;
     match kind {
@@ -116,10 +150,13 @@ fn tcp_event(event: Event, kind: EventKind, t: &TcpRecord) -> Event {
 
 /// Adds a target's metadata to `event`: `target`, and `cgroup` for a cgroup target.
 pub fn describe(event: Event, target: &Target) -> Event {
-    let event = event.meta("target", target.name.as_str());
-    match &target.kind {
-        TargetKind::Cgroup { path, .. } => event.meta("cgroup", path.as_str()),
-        TargetKind::Pid => event,
+    with_target_cgroup(event.meta("target", target.name.as_str()), Some(target))
+}
+
+fn with_target_cgroup(event: Event, target: Option<&Target>) -> Event {
+    match target.map(|t| &t.kind) {
+        Some(TargetKind::Cgroup { path, .. }) => event.meta("cgroup", path.as_str()),
+        _ => event,
     }
 }
 
@@ -159,6 +196,7 @@ mod tests {
             &Record::Exit(process(EventKind::ProcessExit, 42, 9)),
             &targets(),
             &clock,
+            &mut Processes::default(),
         );
         assert_eq!(event.name, "process.exit");
         assert_eq!(event.time, SystemTime::UNIX_EPOCH + Duration::from_secs(5));
@@ -168,5 +206,74 @@ mod tests {
         assert_eq!(event.metadata("signal"), Some(&"SIGKILL".into()));
         assert_eq!(event.metadata("outcome"), Some(&"signal".into()));
         assert_eq!(event.metadata("exit_code"), None);
+    }
+
+    #[test]
+    fn events_carry_exactly_what_the_catalogue_says() {
+        use collector_common::events::{COMM_LEN, ExecRecord, FILENAME_LEN};
+
+        use crate::{kernel::records::tests::comm, telemetry::catalogue};
+        let tcp = |kind: EventKind| TcpRecord {
+            header: collector_common::events::EventHeader {
+                kind: kind as u32,
+                size: 0,
+                ktime_ns: 1,
+                target: 1,
+                pid: std::process::id(),
+            },
+            duration_ns: 1,
+            bytes_sent: 2,
+            bytes_received: 3,
+            comm: [0; COMM_LEN],
+            saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            family: 2,
+            sport: 1,
+            dport: 2,
+            direction: 0,
+            _pad: 0,
+            sk_err: 111,
+            _pad2: 0,
+        };
+        let me = std::process::id();
+        let mut exec = ExecRecord {
+            process: process(EventKind::ProcessExec, me, 0),
+            filename: [0; FILENAME_LEN],
+        };
+        exec.process.comm = comm("true");
+        let records = [
+            Record::Start(process(EventKind::ProcessStart, me, 0)),
+            Record::Exec(exec),
+            Record::Exit(process(EventKind::ProcessExit, me, 1 << 8)),
+            Record::Exit(process(EventKind::ProcessExit, me, 9)),
+            Record::Tcp(tcp(EventKind::TcpConnect)),
+            Record::Tcp(tcp(EventKind::TcpAccept)),
+            Record::Tcp(tcp(EventKind::TcpConnectError)),
+            Record::Tcp(tcp(EventKind::TcpClose)),
+        ];
+        let clock = Clock {
+            boot: SystemTime::UNIX_EPOCH,
+        };
+        let mut processes = Processes::default();
+        for record in &records {
+            let event = to_event(record, &targets(), &clock, &mut processes);
+            let spec = catalogue::find(event.name).unwrap();
+            for (key, _) in &event.metadata {
+                assert!(
+                    spec.carries(key),
+                    "{} carries {key}, which the catalogue lacks",
+                    event.name
+                );
+            }
+            let measured: Vec<_> = event.measurements.iter().map(|(k, _)| *k).collect();
+            let listed: Vec<_> = spec.measurements.iter().map(|(k, _)| *k).collect();
+            assert_eq!(measured, listed, "{}", event.name);
+            // Each key the catalogue lists is on the event, but the ones only some events
+            // of a name have (exit_code or signal) and a cgroup a PID target lacks.
+            for key in spec.metadata {
+                let optional = ["exit_code", "signal", "cgroup"].contains(key);
+                assert!(optional || event.metadata(key).is_some(), "{} lacks {key}", event.name);
+            }
+        }
     }
 }

@@ -167,7 +167,7 @@ fn events(ev: &Events) -> String {
         ev.seconds
     );
     md += "| storm | requested | generated (per s) | delivered (per s) | dropped: kernel | dropped: queue | all accounted | agent CPU % |\n|---|---|---|---|---|---|---|---|\n";
-    for row in &ev.rows {
+    for row in ev.rows.iter().chain(&ev.definitions) {
         md += &format!(
             "| {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} |\n",
             row.storm,
