@@ -1,10 +1,11 @@
-//! The HTTP endpoints, on tokio (axum): `/metrics`, `/health`, and `POST /-/reload` when
-//! `--web.enable-reload` turns it on (403 otherwise, as Prometheus answers).
+//! The HTTP endpoints, on tokio (axum): `/metrics`, `/health`, `/events` (`events.rs`), and
+//! `POST /-/reload` when `--web.enable-reload` turns it on (403 otherwise, as Prometheus
+//! answers).
 use std::{future::Future, sync::Arc};
 
 use axum::{
     Router,
-    extract::State,
+    extract::{Query, State},
     http::{HeaderMap, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
@@ -12,7 +13,12 @@ use axum::{
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 
-use super::{Sources, exposition, health::Health};
+use super::{
+    Sources,
+    events::{self, EventStreams},
+    exposition,
+    health::Health,
+};
 
 /// Reloads the config file: what changed, or why it was rejected.
 pub type Reload = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
@@ -22,6 +28,7 @@ struct Shared {
     sources: Arc<Sources>,
     registry: Arc<Registry>,
     reload: Option<Reload>,
+    events: Arc<EventStreams>,
 }
 
 /// Serves until `shutdown` resolves, then lets open requests finish.
@@ -33,14 +40,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let registry = Arc::new(registry);
+    let events = Arc::new(EventStreams::new(sources.telemetry.clone()));
     let app = Router::new()
         .route("/metrics", get(get_metrics))
         .route("/health", get(get_health))
+        .route("/events", get(get_events))
         .route("/-/reload", post(post_reload))
         .with_state(Shared {
             sources,
             registry,
             reload,
+            events,
         });
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
@@ -79,4 +89,8 @@ async fn post_reload(State(shared): State<Shared>) -> Response {
             .into_response(),
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("reload failed: {e}\n")).into_response(),
     }
+}
+
+async fn get_events(State(shared): State<Shared>, Query(query): Query<Vec<(String, String)>>) -> Response {
+    events::stream(&shared.events, &query)
 }

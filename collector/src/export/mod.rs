@@ -1,11 +1,12 @@
 //! What the agent serves: the exposition of `/metrics` (`exposition`), the metrics read from
 //! kernel maps at scrape time (the table `kernel_metrics`, read by `scrape`), the agent's own
-//! metrics (`agent_metrics`), label decoders (`names`), `/health` (`health`) and the HTTP
-//! server (`http`). Later exporters (OTLP) join here.
+//! metrics (`agent_metrics`), label decoders (`names`), `/health` (`health`), the live event
+//! stream (`events`) and the HTTP server (`http`). Later exporters (OTLP) join here.
 //!
 //! This folder reads the target set, the kernel maps through it, and the telemetry counts;
 //! nothing below it calls back up.
 pub mod agent_metrics;
+pub mod events;
 pub mod exposition;
 pub mod health;
 pub mod http;

@@ -21,7 +21,8 @@ pub enum DropStage {
     Kernel,
     /// A handler's queue was full.
     Queue,
-    /// The event sink's queue was full: it is behind its writer.
+    /// The event sink (`--events`) or an `/events` reader is behind: its queue or buffer was
+    /// full.
     Sink,
     /// A ring-buffer record that could not be decoded.
     Decode,
@@ -74,17 +75,27 @@ pub enum TelemetryError {
     Spawn(String, #[source] std::io::Error),
 }
 
-/// Which events a handler receives: the listed names, or every event.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Which events a handler receives: those whose name a glob matches (`process.exit`,
+/// `tcp.*`), or every event.
+#[derive(Clone, Debug)]
 pub enum EventFilter {
-    Names(Vec<&'static str>),
+    Matching(globset::GlobSet),
     All,
 }
 
 impl EventFilter {
-    fn matches(&self, name: &str) -> bool {
+    /// The events `patterns` match; `Err` names a pattern that is not a glob.
+    pub fn matching<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<EventFilter, globset::Error> {
+        let mut set = globset::GlobSetBuilder::new();
+        for pattern in patterns {
+            set.add(globset::Glob::new(pattern)?);
+        }
+        Ok(EventFilter::Matching(set.build()?))
+    }
+
+    pub fn matches(&self, name: &str) -> bool {
         match self {
-            EventFilter::Names(names) => names.contains(&name),
+            EventFilter::Matching(globs) => globs.is_match(name),
             EventFilter::All => true,
         }
     }
@@ -213,17 +224,18 @@ mod tests {
     fn handlers_receive_only_the_events_they_attached_to() {
         let telemetry = Telemetry::new();
         let (tx, rx) = channel();
-        let names = EventFilter::Names(vec!["process.exit"]);
+        let names = EventFilter::matching(["process.exit", "tcp.*"]).unwrap();
         telemetry
             .attach("h", names, 16, DropStage::Queue, move |e| tx.send(e.name).unwrap())
             .unwrap();
         telemetry.execute(event("process.start"));
         telemetry.execute(event("process.exit"));
+        telemetry.execute(event("tcp.close"));
         assert!(telemetry.detach("h"));
-        assert_eq!(rx.iter().collect::<Vec<_>>(), vec!["process.exit"]);
+        assert_eq!(rx.iter().collect::<Vec<_>>(), vec!["process.exit", "tcp.close"]);
         assert_eq!(
             telemetry.stats().executed(),
-            vec![("process.exit", 1), ("process.start", 1)]
+            vec![("process.exit", 1), ("process.start", 1), ("tcp.close", 1)]
         );
     }
 
