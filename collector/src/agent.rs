@@ -234,12 +234,13 @@ fn start(
         threads: Vec::new(),
     };
     let reader = {
-        let (targets, telemetry) = (targets.clone(), telemetry.clone());
+        let (targets, telemetry, event_metrics) = (targets.clone(), telemetry.clone(), event_metrics.clone());
         let clock = kernel_events::Clock::now();
         let mut processes = Processes::default();
         ring::spawn_reader(ring, workers.stop.clone(), move |record| match record {
             Ok(record) => {
-                let event = kernel_events::to_event(&record, targets.read().set(), &clock, &mut processes);
+                let from_proc = telemetry.shows_all() || event_metrics.uses_proc();
+                let event = kernel_events::to_event(&record, targets.read().set(), &clock, &mut processes, from_proc);
                 telemetry.execute(event);
             }
             Err(e) => undecodable(&telemetry, &e),
@@ -360,7 +361,13 @@ fn start_telemetry(
 ) -> Result<(Arc<Telemetry>, Arc<EventMetrics>, Registry), Failure> {
     let telemetry = Arc::new(Telemetry::new());
     let mut registry = Registry::default();
-    let definitions = file.map_or_else(config::builtin, FileConfig::definitions);
+    let definitions = file
+        .map_or_else(config::builtin, FileConfig::definitions)
+        .map_err(|problems| {
+            runtime(anyhow!(
+                "the embedded built-in metric definitions do not parse:\n{problems}"
+            ))
+        })?;
     let event_metrics = Arc::new(EventMetrics::new(definitions));
     registry.register_collector(Box::new(EventMetricsCollector(event_metrics.clone())));
     event_metrics
@@ -384,10 +391,7 @@ async fn serve(
     reload: Option<http::Reload>,
     signalled: &Shutdown,
 ) -> anyhow::Result<()> {
-    let graceful = signalled.clone();
-    let mut server = tokio::spawn(http::serve(listener, sources, registry, reload, async move {
-        graceful.stopped().await;
-    }));
+    let mut server = tokio::spawn(http::serve(listener, sources, registry, reload, signalled.clone()));
     tokio::select! {
         () = signalled.stopped() => {}
         result = &mut server => {

@@ -458,6 +458,31 @@ const BAD_FILES: &[(&str, &str, &str)] = &[
         "5:15",
         "takes no measurement",
     ),
+    (
+        "[[metric]]\nname = \"a_total\"\nkind = \"counter\"\nevent = [\"process.exit\", \"tcp.clos\"]\n",
+        "4:26",
+        "unknown event \"tcp.clos\"",
+    ),
+    (
+        "[[metric]]\nname = \"a_total\"\nkind = \"counter\"\nevent = [\"process.exit\", \"process.exit\"]\n",
+        "4:26",
+        "is listed twice",
+    ),
+    (
+        "[[metric]]\nname = \"a_bytes\"\nkind = \"distribution\"\nevent = \"tcp.close\"\nmeasurement = \"bytes_sent\"\n",
+        "3:8",
+        "needs buckets",
+    ),
+    (
+        "[[metric]]\nname = \"x\"\nkind = \"distribution\"\nevent = \"tcp.close\"\nmeasurement = \"duration\"\n\n[[metric]]\nname = \"x_count\"\nkind = \"last_value\"\nevent = \"tcp.close\"\nmeasurement = \"duration\"\n",
+        "8:8",
+        "is defined twice",
+    ),
+    (
+        "cgroup_pattern = [\"a/{b,c}.service\"]\n",
+        "1:19",
+        "which --cgroup-pattern splits values on",
+    ),
 ];
 
 /// Runs `collector check-config`; with `strace_out`, as the unprivileged user nobody under

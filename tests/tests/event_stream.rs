@@ -125,7 +125,7 @@ fn concurrent_readers_get_every_event_and_a_stuck_reader_loses_only_its_own() {
     }
     const K: usize = 20_000;
     let mut w = Workload::spawn();
-    let c = Collector::start(&["--pid", &format!("app={}", w.pid)]);
+    let mut c = Collector::start(&["--pid", &format!("app={}", w.pid)]);
     let (exits, exit_reader) = reader(&c.addr, "event=process.exit");
     let (processes, process_reader) = reader(&c.addr, "event=process.*");
     let (stuck, status) = stuck_reader(&c.addr);
@@ -173,8 +173,10 @@ fn concurrent_readers_get_every_event_and_a_stuck_reader_loses_only_its_own() {
         value(&m, "collector_process_starts_total", &[("target", "app")]),
         K as f64
     );
+    // Open streams, the stuck one included, end with the agent: SIGTERM still stops it at once.
+    let stopped = c.terminate(Duration::from_secs(2));
+    assert!(stopped.is_some_and(|s| s.success()), "{stopped:?} with readers open");
     drop(stuck);
-    drop(c);
     exit_reader.join().unwrap();
     process_reader.join().unwrap();
 }

@@ -15,7 +15,6 @@ const NOT_IN_FILE: &[&str] = &["config", "help", "version"];
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Setting {
     pub key: String,
-    pub span: Range<usize>,
     arg_id: String,
     args: Vec<OsString>,
 }
@@ -76,6 +75,16 @@ pub fn setting(
                     format!("{name} takes a string or a number, not a {}", item.get_ref().type_str()),
                 )
             })?;
+            if let Some(delimiter) = arg.get_value_delimiter()
+                && text.contains(delimiter)
+            {
+                return Err((
+                    item.span(),
+                    format!(
+                        "{text:?} contains {delimiter:?}, which --{long} splits values on; give each value as an element of an array"
+                    ),
+                ));
+            }
             check_value(arg, &text).map_err(|message| (item.span(), message))?;
             args.push(OsString::from(format!("--{long}={text}")));
         }
@@ -83,7 +92,6 @@ pub fn setting(
     };
     Ok(Setting {
         key: name.to_string(),
-        span: key.span(),
         arg_id: arg.get_id().to_string(),
         args,
     })

@@ -38,11 +38,38 @@ pub struct MetricSpec {
     max_series: Option<Spanned<i64>>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// `event = "name"` or `event = ["a", "b"]`, each name with its place. (Hand-written: an
+/// untagged enum buffers its input, and the spans of the elements would be lost.)
+#[derive(Debug)]
 enum OneOrMany {
     One(String),
-    Many(Vec<String>),
+    Many(Vec<Spanned<String>>),
+}
+
+impl<'de> Deserialize<'de> for OneOrMany {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Names;
+        impl<'de> serde::de::Visitor<'de> for Names {
+            type Value = OneOrMany;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an event name or an array of event names")
+            }
+
+            fn visit_str<E: serde::de::Error>(self, name: &str) -> Result<OneOrMany, E> {
+                Ok(OneOrMany::One(name.to_owned()))
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<OneOrMany, A::Error> {
+                let mut names = Vec::new();
+                while let Some(name) = seq.next_element()? {
+                    names.push(name);
+                }
+                Ok(OneOrMany::Many(names))
+            }
+        }
+        deserializer.deserialize_any(Names)
+    }
 }
 
 /// A filter's value: a string (exact, or a glob when it has `*?[{`), an integer, a
@@ -137,21 +164,25 @@ impl MetricSpec {
     }
 
     fn events(&self, check: &mut Check) -> Vec<&'static EventSpec> {
-        let names = match self.event.get_ref() {
-            OneOrMany::One(name) => vec![name.as_str()],
-            OneOrMany::Many(names) => names.iter().map(String::as_str).collect(),
+        let names: Vec<(&str, Range<usize>)> = match self.event.get_ref() {
+            OneOrMany::One(name) => vec![(name.as_str(), self.event.span())],
+            OneOrMany::Many(names) => names.iter().map(|n| (n.get_ref().as_str(), n.span())).collect(),
         };
         if names.is_empty() {
             check.at(self.event.span(), "event lists no event");
         }
-        let mut found = Vec::new();
-        for name in names {
+        let mut found: Vec<&'static EventSpec> = Vec::new();
+        for (name, span) in names {
             match catalogue::find(name) {
+                // Listed twice, an event would be measured twice.
+                Some(spec) if found.iter().any(|f| f.name == spec.name) => {
+                    check.at(span, format!("event {name:?} is listed twice"));
+                }
                 Some(spec) => found.push(spec),
                 None => {
                     let known: Vec<_> = catalogue::EVENTS.iter().map(|e| e.name).collect();
                     check.at(
-                        self.event.span(),
+                        span,
                         format!("unknown event {name:?}; the events are {}", known.join(", ")),
                     );
                 }
@@ -195,7 +226,10 @@ impl MetricSpec {
         Some(match kind {
             "sum" => Kind::Sum(measured),
             "last_value" => Kind::LastValue(measured),
-            _ => Kind::Distribution(measured, self.buckets(check)?),
+            _ => {
+                let buckets = self.buckets(check, &measured, events)?;
+                Kind::Distribution(measured, buckets)
+            }
         })
     }
 
@@ -225,6 +259,13 @@ impl MetricSpec {
             }
         }
         let from = *units.first()?;
+        if units.iter().any(|u| *u != from) {
+            check.at(
+                m.span(),
+                format!("the events measure {:?} in different units", m.get_ref()),
+            );
+            return None;
+        }
         let scale = match &self.unit {
             None => 1.0,
             Some(unit) => match conversion(from, unit.get_ref()) {
@@ -241,9 +282,21 @@ impl MetricSpec {
         })
     }
 
-    fn buckets(&self, check: &mut Check) -> Option<Vec<f64>> {
+    /// The buckets given, else Prometheus' defaults for a measurement in seconds, in the
+    /// definition's unit (no default fits bytes or counts).
+    fn buckets(&self, check: &mut Check, measured: &Measured, events: &[&EventSpec]) -> Option<Vec<f64>> {
         let Some(buckets) = &self.buckets else {
-            return Some(DEFAULT_BUCKETS.to_vec());
+            let in_seconds = events
+                .iter()
+                .all(|e| e.unit_of(&measured.measurement) == Some(Unit::Second));
+            if !in_seconds {
+                check.at(
+                    self.kind.span(),
+                    "a distribution of a measurement that is not a time needs buckets",
+                );
+                return None;
+            }
+            return Some(DEFAULT_BUCKETS.iter().map(|b| b * measured.scale).collect());
         };
         let values = buckets.get_ref();
         let increasing = values.windows(2).all(|w| w[0] < w[1]);

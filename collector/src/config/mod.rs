@@ -42,37 +42,29 @@ pub struct FileConfig {
 
 impl FileConfig {
     /// Every definition to load: the built-in ones (unless turned off), then the user's.
-    pub fn definitions(&self) -> Vec<MetricDef> {
-        let builtin = if self.builtin_metrics { builtin() } else { Vec::new() };
-        builtin.into_iter().chain(self.metrics.iter().cloned()).collect()
+    pub fn definitions(&self) -> Result<Vec<MetricDef>, Problems> {
+        let builtin = if self.builtin_metrics { builtin()? } else { Vec::new() };
+        Ok(builtin.into_iter().chain(self.metrics.iter().cloned()).collect())
     }
 }
 
-/// The built-in definitions. The embedded file is checked by a unit test, so it parses.
-pub fn builtin() -> Vec<MetricDef> {
+/// The built-in definitions. A unit test checks the embedded file; were it broken, the agent
+/// would refuse to start rather than run without them.
+pub fn builtin() -> Result<Vec<MetricDef>, Problems> {
     let source = Source {
-        path: "builtin_metrics.toml".into(),
+        path: "collector/src/config/builtin_metrics.toml".into(),
         text: BUILTIN.into(),
     };
-    match parse(&source, &Cli::command(), &[]) {
-        Ok(file) => file.metrics,
-        Err(problems) => {
-            tracing::error!("the embedded built-in metrics do not parse: {problems}");
-            Vec::new()
-        }
-    }
+    parse(&source, &Cli::command(), &[]).map(|file| file.metrics)
 }
 
 /// Reads and checks the file at `path`.
 pub fn load(path: &Path) -> Result<FileConfig, Problems> {
     let source = Source::read(path)?;
-    let mut file = parse(&source, &Cli::command(), &builtin_names())?;
+    let taken: Vec<String> = builtin()?.into_iter().map(|d| d.name).collect();
+    let mut file = parse(&source, &Cli::command(), &taken)?;
     file.path = path.to_path_buf();
     Ok(file)
-}
-
-fn builtin_names() -> Vec<String> {
-    builtin().into_iter().map(|d| d.name).collect()
 }
 
 /// Checks `source`; `taken` are definition names a user's may not reuse (the built-ins,
@@ -120,12 +112,13 @@ fn parse(source: &Source, cmd: &clap::Command, taken: &[String]) -> Result<FileC
     let taken: &[String] = if file.builtin_metrics { taken } else { &[] };
     let served = export::served_names();
     for (i, (name, span)) in names.iter().enumerate() {
-        let family = family_of(name);
-        if names[..i].iter().any(|(other, _)| family_of(other) == family)
-            || taken.iter().any(|t| family_of(t) == family)
-        {
-            problems.push(source.at(Some(span.clone()), format!("metric {name:?} is defined twice")));
-        } else if served.iter().any(|s| family_of(s) == family) {
+        let family = stem(name);
+        if names[..i].iter().any(|(other, _)| stem(other) == family) || taken.iter().any(|t| stem(t) == family) {
+            problems.push(source.at(
+                Some(span.clone()),
+                format!("metric {name:?} is defined twice (or as another's _total, _bucket, _count or _sum)"),
+            ));
+        } else if served.iter().any(|s| stem(s) == family) {
             problems.push(source.at(
                 Some(span.clone()),
                 format!("metric {name:?} is a name the collector serves already; choose another"),
@@ -139,9 +132,13 @@ fn parse(source: &Source, cmd: &clap::Command, taken: &[String]) -> Result<FileC
     }
 }
 
-/// The name of a metric's family in the exposition: counters lose `_total`.
-fn family_of(name: &str) -> &str {
-    name.strip_suffix("_total").unwrap_or(name)
+/// What a name is in the exposition with its suffixes off: two metrics with one stem would
+/// mix their samples (`x_total` and `x`, a distribution `x` and a gauge `x_count`).
+fn stem(name: &str) -> &str {
+    ["_total", "_bucket", "_count", "_sum"]
+        .iter()
+        .find_map(|suffix| name.strip_suffix(suffix))
+        .unwrap_or(name)
 }
 
 /// What the command line asks for.
@@ -206,7 +203,7 @@ mod tests {
 
     #[test]
     fn every_metric_of_a_probe_family_is_exported_and_claimed_once() {
-        let builtin = builtin();
+        let builtin = builtin().unwrap();
         let exported: Vec<&str> = export::kernel_metrics::KERNEL_METRICS
             .iter()
             .map(|m| m.name)

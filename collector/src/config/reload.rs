@@ -37,6 +37,9 @@ impl ReloadStats {
     pub fn register(registry: &mut Registry) -> ReloadStats {
         let stats = ReloadStats::default();
         stats.last_successful.set(1);
+        for result in ["success", "failure"] {
+            drop(stats.reloads.get_or_create(&ResultLabels { result }));
+        }
         registry.register(
             "collector_config_last_reload_successful",
             "Whether the last reload of the config file succeeded (1) or was rejected (0); 1 before any",
@@ -83,8 +86,9 @@ impl Reloader {
     /// Reloads; says what changed, or why the file was rejected.
     pub fn reload(&self) -> Result<String, String> {
         let _one = lock(&self.running);
-        let file = match load(&self.path) {
-            Ok(file) => file,
+        let loaded = load(&self.path).and_then(|file| Ok((file.definitions()?, file)));
+        let (definitions, file) = match loaded {
+            Ok(loaded) => loaded,
             Err(problems) => {
                 self.stats.count(false);
                 tracing::error!("config reload rejected; the running config stays:\n{problems}");
@@ -98,7 +102,7 @@ impl Reloader {
                 "config settings changed; they apply at the next start"
             );
         }
-        let replaced = self.metrics.replace(file.definitions());
+        let replaced = self.metrics.replace(definitions);
         self.stats.count(true);
         let summary = format!(
             "config reloaded: {} metric definition(s) kept, {} added, {} removed",

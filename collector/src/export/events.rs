@@ -16,7 +16,10 @@ use axum::{
 };
 use tokio::sync::mpsc;
 
-use crate::telemetry::{DropStage, EventFilter, Telemetry, catalogue, sink::to_json};
+use crate::{
+    shutdown::Shutdown,
+    telemetry::{DropStage, EventFilter, Telemetry, catalogue, sink::to_json},
+};
 
 /// Readers streaming at once; one more is answered 503.
 pub const MAX_READERS: usize = 8;
@@ -32,14 +35,17 @@ const READER_QUEUE: usize = 1024;
 #[derive(Debug)]
 pub struct EventStreams {
     telemetry: Arc<Telemetry>,
+    stop: Shutdown,
     readers: AtomicUsize,
     next: AtomicU64,
 }
 
 impl EventStreams {
-    pub fn new(telemetry: Arc<Telemetry>) -> EventStreams {
+    /// Readers of `telemetry`'s events until `stop`.
+    pub fn new(telemetry: Arc<Telemetry>, stop: Shutdown) -> EventStreams {
         EventStreams {
             telemetry,
+            stop,
             readers: AtomicUsize::new(0),
             next: AtomicU64::new(0),
         }
@@ -56,6 +62,7 @@ struct Reader {
 impl Drop for Reader {
     fn drop(&mut self) {
         self.streams.readers.fetch_sub(1, Ordering::Relaxed);
+        self.streams.telemetry.showing_all(false);
         let (telemetry, id) = (self.streams.telemetry.clone(), std::mem::take(&mut self.id));
         // Detaching joins the handler's thread: not on an async worker.
         std::thread::spawn(move || telemetry.detach(&id));
@@ -99,6 +106,7 @@ pub fn stream(streams: &Arc<EventStreams>, query: &[(String, String)]) -> Respon
             format!("{MAX_READERS} readers of /events already; try later"),
         );
     }
+    streams.telemetry.showing_all(true);
     let reader = Reader {
         streams: streams.clone(),
         id: format!("events-{}", streams.next.fetch_add(1, Ordering::Relaxed)),
@@ -110,17 +118,23 @@ pub fn stream(streams: &Arc<EventStreams>, query: &[(String, String)]) -> Respon
         .attach(&reader.id, filter, READER_QUEUE, DropStage::Sink, move |event| {
             let mut line = to_json(event).to_string();
             line.push('\n');
-            if lines.try_send(Bytes::from(line)).is_err() {
+            // A reader that went away loses nothing it asked for: it is being detached.
+            if let Err(mpsc::error::TrySendError::Full(_)) = lines.try_send(Bytes::from(line)) {
                 telemetry.stats().count_dropped(event.name, DropStage::Sink);
             }
         });
     if let Err(e) = attached {
         return refuse(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
     }
-    // The reader is dropped with the body, after the receiver it is stored beside.
-    let body = futures_util::stream::unfold((received, reader), |(mut lines, reader)| async move {
-        let line = lines.recv().await?;
-        Some((Ok::<_, std::convert::Infallible>(line), (lines, reader)))
+    // The reader is dropped with the body, after the receiver it is stored beside. The
+    // stream ends when the agent stops, so an open reader does not hold up shutdown.
+    let stop = streams.stop.clone();
+    let body = futures_util::stream::unfold((received, reader, stop), |(mut lines, reader, stop)| async move {
+        let line = tokio::select! {
+            line = lines.recv() => line?,
+            () = stop.stopped() => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(line), (lines, reader, stop)))
     });
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],

@@ -1,7 +1,7 @@
 //! The HTTP endpoints, on tokio (axum): `/metrics`, `/health`, `/events` (`events.rs`), and
 //! `POST /-/reload` when `--web.enable-reload` turns it on (403 otherwise, as Prometheus
 //! answers).
-use std::{future::Future, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
     Router,
@@ -12,6 +12,8 @@ use axum::{
 };
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+
+use crate::shutdown::Shutdown;
 
 use super::{
     Sources,
@@ -31,16 +33,17 @@ struct Shared {
     events: Arc<EventStreams>,
 }
 
-/// Serves until `shutdown` resolves, then lets open requests finish.
+/// Serves until `shutdown` is triggered, then lets open requests finish (an `/events`
+/// stream ends there).
 pub async fn serve(
     listener: TcpListener,
     sources: Arc<Sources>,
     registry: Registry,
     reload: Option<Reload>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let registry = Arc::new(registry);
-    let events = Arc::new(EventStreams::new(sources.telemetry.clone()));
+    let events = Arc::new(EventStreams::new(sources.telemetry.clone(), shutdown.clone()));
     let app = Router::new()
         .route("/metrics", get(get_metrics))
         .route("/health", get(get_health))
@@ -52,7 +55,9 @@ pub async fn serve(
             reload,
             events,
         });
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.stopped().await })
+        .await
 }
 
 async fn get_metrics(State(shared): State<Shared>, headers: HeaderMap) -> Response {

@@ -6,6 +6,7 @@ use std::{
     collections::BTreeMap,
     sync::{
         Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
         mpsc::{Receiver, SyncSender, TrySendError, sync_channel},
     },
     thread::JoinHandle,
@@ -114,6 +115,9 @@ struct Handler {
 pub struct Telemetry {
     handlers: Mutex<Vec<Handler>>,
     stats: EventStats,
+    /// Handlers that show every metadata key (the sink, `/events` readers): while there is
+    /// one, process events carry what only /proc says (`process_info.rs`), which costs reads.
+    showing_all: AtomicUsize,
 }
 
 impl std::fmt::Debug for Telemetry {
@@ -132,6 +136,20 @@ impl Telemetry {
 
     pub fn stats(&self) -> &EventStats {
         &self.stats
+    }
+
+    /// A handler that shows every metadata key came (`true`) or went.
+    pub fn showing_all(&self, came: bool) {
+        if came {
+            self.showing_all.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.showing_all.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether some handler shows every metadata key.
+    pub fn shows_all(&self) -> bool {
+        self.showing_all.load(Ordering::Relaxed) > 0
     }
 
     /// Attaches `handle` under `id` to the events `filter` selects. It runs on a thread of

@@ -61,6 +61,11 @@ pub struct MetricDef {
 }
 
 impl MetricDef {
+    /// Whether it tags or filters by metadata key `key`.
+    pub fn uses(&self, key: &str) -> bool {
+        self.tags.iter().any(|t| t == key) || self.keep.iter().chain(&self.drop).any(|c| c.key == key)
+    }
+
     /// Whether `event` passes the keep and drop filters.
     pub fn admits(&self, event: &Event) -> bool {
         let all = |conditions: &[Condition]| conditions.iter().all(|c| c.matches(event));

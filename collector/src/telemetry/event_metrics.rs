@@ -5,7 +5,7 @@ use std::{
     collections::{HashMap, HashSet},
     sync::{
         Arc, Mutex, RwLock,
-        atomic::{AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
 };
 
@@ -25,6 +25,7 @@ use super::{
     bus::{DropStage, EventFilter, Telemetry, TelemetryError},
     definitions::{Kind, MetricDef},
     event::Event,
+    process_info::FROM_PROC,
 };
 use crate::sync::lock;
 
@@ -84,25 +85,28 @@ impl Defined {
         }
     }
 
-    /// Measures `event` under `labels` (nothing, when it lacks the measurement).
-    fn update(&self, event: &Event, labels: &Labels) {
-        let value = self
-            .def
-            .kind
-            .measured()
-            .and_then(|m| Some(event.measurement(&m.measurement)? * m.scale));
-        match (&self.instrument, value) {
-            (Instrument::Counter(f), _) => {
+    /// What `event` adds: 1 for a counter, else its measurement converted (`None` when it
+    /// lacks it; the catalogue check makes that a bug).
+    fn value_of(&self, event: &Event) -> Option<f64> {
+        match self.def.kind.measured() {
+            None => Some(1.0),
+            Some(m) => Some(event.measurement(&m.measurement)? * m.scale),
+        }
+    }
+
+    /// Measures `value` under `labels`.
+    fn update(&self, labels: &Labels, value: f64) {
+        match &self.instrument {
+            Instrument::Counter(f) => {
                 f.get_or_create(labels).inc();
             }
-            (Instrument::Sum(f), Some(v)) => {
-                f.get_or_create(labels).inc_by(v);
+            Instrument::Sum(f) => {
+                f.get_or_create(labels).inc_by(value);
             }
-            (Instrument::LastValue(f), Some(v)) => {
-                f.get_or_create(labels).set(v);
+            Instrument::LastValue(f) => {
+                f.get_or_create(labels).set(value);
             }
-            (Instrument::Distribution(f), Some(v)) => f.get_or_create(labels).observe(v),
-            (_, None) => {}
+            Instrument::Distribution(f) => f.get_or_create(labels).observe(value),
         }
     }
 
@@ -149,6 +153,8 @@ pub struct Replaced {
 /// The metrics of the loaded definitions.
 pub struct EventMetrics {
     loaded: RwLock<Loaded>,
+    /// Whether a loaded definition uses a key only /proc gives (`process_info::FROM_PROC`).
+    uses_proc: AtomicBool,
     /// The label sets made for each target name, with the definition that made each, so a
     /// removed target's series can be dropped.
     by_target: Mutex<HashMap<String, HashSet<(String, Labels)>>>,
@@ -167,6 +173,7 @@ impl EventMetrics {
     pub fn new(defs: Vec<MetricDef>) -> EventMetrics {
         let metrics = EventMetrics {
             loaded: RwLock::default(),
+            uses_proc: AtomicBool::new(false),
             by_target: Mutex::default(),
         };
         metrics.replace(defs);
@@ -197,6 +204,15 @@ impl EventMetrics {
             loaded.defined.push(defined);
         }
         replaced.removed = old.iter().map(|d| d.def.name.clone()).collect();
+        // The series of a definition that changed or went are gone with it.
+        for sets in lock(&self.by_target).values_mut() {
+            sets.retain(|(name, _)| replaced.kept.contains(name));
+        }
+        let uses_proc = loaded
+            .defined
+            .iter()
+            .any(|d| FROM_PROC.iter().any(|key| d.def.uses(key)));
+        self.uses_proc.store(uses_proc, Ordering::Relaxed);
         loaded.by_event.clear();
         for (i, defined) in loaded.defined.clone().iter().enumerate() {
             for &event in &defined.def.events {
@@ -204,6 +220,11 @@ impl EventMetrics {
             }
         }
         replaced
+    }
+
+    /// Whether a definition uses a metadata key that only /proc gives.
+    pub fn uses_proc(&self) -> bool {
+        self.uses_proc.load(Ordering::Relaxed)
     }
 
     /// Updates every metric defined on `event`'s name.
@@ -214,6 +235,9 @@ impl EventMetrics {
             if !defined.def.admits(event) {
                 continue;
             }
+            let Some(value) = defined.value_of(event) else {
+                continue;
+            };
             let labels: Labels = defined
                 .def
                 .tags
@@ -242,14 +266,16 @@ impl EventMetrics {
                     sets.insert((defined.def.name.clone(), labels.clone()));
                 }
             }
-            defined.update(event, &labels);
+            defined.update(&labels, value);
         }
     }
 
     /// Drops every series labelled `target="<name>"` (a target that is gone for good).
     pub fn forget_target(&self, name: &str) {
+        // Written, not read: no event may be measured between finding a series and
+        // counting it (`handle`), or a series could come back uncounted and unindexed.
+        let loaded = self.loaded.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let sets = lock(&self.by_target).remove(name);
-        let loaded = self.read();
         for (def, labels) in sets.into_iter().flatten() {
             if let Some(defined) = loaded.defined.iter().find(|d| d.def.name == def) {
                 defined.remove(&labels);

@@ -54,9 +54,15 @@ pub fn outcome(exit_code: u32) -> (&'static str, Result<i64, String>) {
     (if status == 0 { "success" } else { "failure" }, Ok(status))
 }
 
-/// The telemetry event of a record. `processes` adds what /proc says of the process to
-/// process events.
-pub fn to_event(record: &Record, targets: &TargetSet, clock: &Clock, processes: &mut Processes) -> Event {
+/// The telemetry event of a record. With `from_proc`, `processes` adds what /proc says of the
+/// process (`process_info::FROM_PROC`).
+pub fn to_event(
+    record: &Record,
+    targets: &TargetSet,
+    clock: &Clock,
+    processes: &mut Processes,
+    from_proc: bool,
+) -> Event {
     let (header, comm) = match record {
         Record::Start(p) | Record::Exit(p) => (&p.header, &p.comm),
         Record::Exec(e) => (&e.process.header, &e.process.comm),
@@ -72,17 +78,27 @@ pub fn to_event(record: &Record, targets: &TargetSet, clock: &Clock, processes: 
         Some(target) => event.meta("target", target.name.as_str()),
         None => event.meta("target", "unknown"),
     };
-    let process = match record {
-        Record::Tcp(t) => {
+    let process = match (record, from_proc) {
+        (Record::Tcp(t), _) => {
             let event = tcp_event(event, kind, t);
-            return match processes.cgroup_of(header.pid) {
+            let cgroup = from_proc.then(|| processes.cgroup_of(header.pid)).flatten();
+            return match cgroup {
                 Some(cgroup) => event.meta("cgroup", cgroup),
                 None => with_target_cgroup(event, target),
             };
         }
-        Record::Start(p) => processes.started(header.pid, p.ppid),
-        Record::Exec(e) => processes.executed(header.pid, &kernel_str(&e.filename)),
-        Record::Exit(_) => processes.exited(header.pid),
+        (Record::Start(p), true) => processes.started(header.pid, p.ppid),
+        (Record::Exec(e), true) => processes.executed(header.pid, &kernel_str(&e.filename)),
+        (Record::Exit(_), true) => processes.exited(header.pid),
+        (Record::Start(p), false) => ProcessInfo {
+            ppid: Some(p.ppid),
+            ..ProcessInfo::default()
+        },
+        (Record::Exec(_), false) => ProcessInfo::default(),
+        (Record::Exit(_), false) => {
+            processes.forget(header.pid);
+            ProcessInfo::default()
+        }
     };
     let event = describe_process(event, process, target);
     match record {
@@ -197,6 +213,7 @@ mod tests {
             &targets(),
             &clock,
             &mut Processes::default(),
+            true,
         );
         assert_eq!(event.name, "process.exit");
         assert_eq!(event.time, SystemTime::UNIX_EPOCH + Duration::from_secs(5));
@@ -256,7 +273,7 @@ mod tests {
         };
         let mut processes = Processes::default();
         for record in &records {
-            let event = to_event(record, &targets(), &clock, &mut processes);
+            let event = to_event(record, &targets(), &clock, &mut processes, true);
             let spec = catalogue::find(event.name).unwrap();
             for (key, _) in &event.metadata {
                 assert!(

@@ -9,6 +9,12 @@ use std::{collections::HashMap, fs};
 
 use crate::targets::proc::v2_path_of;
 
+/// The keys that come from /proc rather than from the kernel's record. They are read only
+/// while someone looks: a handler that shows every key, or a definition that uses one; else
+/// process events carry `ppid` of a start (in the record) and the target's `cgroup`, as
+/// reading /proc per start doubled the agent's CPU in process storms (BENCHMARKS.md).
+pub const FROM_PROC: &[&str] = &["exe", "ppid", "cgroup"];
+
 /// Processes remembered at most: one entry per live target process whose start or exec the
 /// agent saw. Beyond it, an exit reads /proc (a zombie still has its status and cgroup).
 const MAX_PROCESSES: usize = 65_536;
@@ -36,7 +42,7 @@ impl Processes {
         let info = ProcessInfo {
             exe: exe_of(pid).or_else(|| known.and_then(|p| p.exe.clone()).or_else(|| exe_of(parent_pid))),
             ppid: Some(parent_pid),
-            cgroup: v2_path_of(pid).or_else(|| self.cgroup_of(parent_pid)),
+            cgroup: v2_path_of(pid).or_else(|| known.and_then(|p| p.cgroup.clone()).or_else(|| v2_path_of(parent_pid))),
         };
         self.remember(pid, info.clone());
         info
@@ -54,13 +60,22 @@ impl Processes {
         info
     }
 
-    /// The v2 cgroup `pid` is in now, for an event that is not its start, exec or exit (a TCP
-    /// connection): remembered, else read.
-    pub fn cgroup_of(&self, pid: u32) -> Option<String> {
-        match self.known.get(&pid) {
-            Some(info) if info.cgroup.is_some() => info.cgroup.clone(),
-            _ => v2_path_of(pid),
+    /// The v2 cgroup `pid` is in, for an event that is not its start, exec or exit (a TCP
+    /// connection): remembered, else read and remembered (until its exit event).
+    pub fn cgroup_of(&mut self, pid: u32) -> Option<String> {
+        if let Some(cgroup) = self.known.get(&pid).and_then(|info| info.cgroup.clone()) {
+            return Some(cgroup);
         }
+        let cgroup = v2_path_of(pid)?;
+        let mut info = self.known.get(&pid).cloned().unwrap_or_default();
+        info.cgroup = Some(cgroup.clone());
+        self.remember(pid, info);
+        Some(cgroup)
+    }
+
+    /// `pid` exited while no one looked at /proc's keys: forgotten, if it was known.
+    pub fn forget(&mut self, pid: u32) {
+        self.known.remove(&pid);
     }
 
     /// `pid` exited: what was known of it, which is forgotten.

@@ -69,6 +69,8 @@ pub fn attach(telemetry: &Telemetry, path: &str) -> Result<(), SinkError> {
         Box::new(file)
     };
     let mut out = io::BufWriter::new(out);
+    // For the agent's life: the sink is detached only at shutdown.
+    telemetry.showing_all(true);
     telemetry.attach(
         "event-sink",
         EventFilter::All,

@@ -28,11 +28,14 @@ const EVENTS_PER_S: [u64; 3] = [1_000, NO_DROPS_EVENTS_PER_S, 0];
 pub struct Events {
     pub seconds: u64,
     pub rows: Vec<Storm>,
-    /// The flat-out exit storm with the built-ins alone, then with 20 user definitions too.
-    pub definitions: [Storm; 2],
+    /// The flat-out exit storm with the built-ins alone, then with 20 user definitions too,
+    /// then with one of them tagged by `exe` (which makes the agent read /proc per start).
+    pub definitions: [Storm; 3],
     /// Delivered per second with the 20 definitions over without, and agent CPU per event.
     pub definitions_throughput_ratio: f64,
     pub definitions_cpu_per_event_ratio: f64,
+    /// Agent CPU per event with the `exe` tag over without: the cost of reading /proc.
+    pub exe_cpu_per_event_ratio: f64,
     pub targets: Vec<Check>,
 }
 
@@ -66,24 +69,30 @@ pub fn event_throughput(config: &Config) -> Events {
             rows.push(run_storm(storm, exec, per_child, events_per_s, seconds, None));
         }
     }
-    let config_file = std::env::temp_dir().join(format!("collector-bench-definitions-{}.toml", std::process::id()));
-    std::fs::write(&config_file, twenty_definitions()).unwrap();
+    let config_for = |name: &str, with_exe: bool| {
+        let path = std::env::temp_dir().join(format!("collector-bench-{name}-{}.toml", std::process::id()));
+        std::fs::write(&path, twenty_definitions(with_exe)).unwrap();
+        path
+    };
+    let (plain, with_exe) = (config_for("definitions", false), config_for("definitions-exe", true));
     let definitions = [
         run_storm("exit, built-ins", false, 2, 0, seconds, None),
+        run_storm("exit, + 20 definitions", false, 2, 0, seconds, plain.to_str()),
         run_storm(
-            "exit, + 20 definitions",
+            "exit, + 20 definitions, one tagged by exe",
             false,
             2,
             0,
             seconds,
-            Some(config_file.to_str().unwrap()),
+            with_exe.to_str(),
         ),
     ];
-    let _ = std::fs::remove_file(&config_file);
+    let _ = (std::fs::remove_file(plain), std::fs::remove_file(with_exe));
     let per_event = |s: &Storm| s.agent_cpu_percent / s.delivered_per_s;
     let throughput_ratio = definitions[1].delivered_per_s / definitions[0].delivered_per_s;
     let cpu_ratio = per_event(&definitions[1]) / per_event(&definitions[0]);
-    let kept_up = definitions.iter().all(|s| s.handled && s.dropped_queue == 0.0);
+    let exe_cpu_ratio = per_event(&definitions[2]) / per_event(&definitions[1]);
+    let kept_up = definitions[..2].iter().all(|s| s.handled && s.dropped_queue == 0.0);
     let at_limit: Vec<&Storm> = rows
         .iter()
         .filter(|r| r.events_per_s == NO_DROPS_EVENTS_PER_S)
@@ -104,7 +113,8 @@ pub fn event_throughput(config: &Config) -> Events {
     let accounted = Check::new(ALL_ACCOUNTED_TARGET, rows.iter().all(|r| r.accounted));
     let definitions_check = Check {
         note: Some(format!(
-            "throughput ratio {throughput_ratio:.3}, agent CPU per event ratio {cpu_ratio:.3}"
+            "throughput ratio {throughput_ratio:.3}, agent CPU per event ratio {cpu_ratio:.3}; \
+             tagging one by exe: agent CPU per event x {exe_cpu_ratio:.3}"
         )),
         ..Check::new(
             DEFINITIONS_TARGET,
@@ -117,20 +127,23 @@ pub fn event_throughput(config: &Config) -> Events {
         definitions,
         definitions_throughput_ratio: throughput_ratio,
         definitions_cpu_per_event_ratio: cpu_ratio,
+        exe_cpu_per_event_ratio: exe_cpu_ratio,
         targets: vec![no_drops, accounted, definitions_check],
     }
 }
 
 /// 20 definitions on the storm's events (start, exit), of every kind, tagged and filtered as
-/// a user's would be: each event of the storm is measured by ten.
-fn twenty_definitions() -> String {
+/// a user's would be on keys the kernel's records give; with `with_exe`, the first also
+/// tagged by `exe`, which only /proc gives.
+fn twenty_definitions(with_exe: bool) -> String {
     let mut text = String::new();
     for i in 0..5 {
+        let exe = if with_exe && i == 0 { ", \"exe\"" } else { "" };
         text += &format!(
-            "[[metric]]\nname = \"bench_workload_starts_{i}_total\"\nkind = \"counter\"\nevent = \"process.start\"\ntags = [\"target\", \"comm\", \"exe\"]\nkeep = {{ comm = \"work*\" }}\n\n\
+            "[[metric]]\nname = \"bench_workload_starts_{i}_total\"\nkind = \"counter\"\nevent = \"process.start\"\ntags = [\"target\", \"comm\"{exe}]\nkeep = {{ comm = \"work*\" }}\n\n\
              [[metric]]\nname = \"bench_exits_{i}_total\"\nkind = \"counter\"\nevent = \"process.exit\"\ntags = [\"target\", \"outcome\"]\ndrop = {{ outcome = {{ regex = \"sig.*\" }} }}\n\n\
              [[metric]]\nname = \"bench_lifetime_{i}_milliseconds\"\nkind = \"distribution\"\nevent = \"process.exit\"\nmeasurement = \"duration\"\nunit = \"millisecond\"\nbuckets = [1, 10, 100, 1000]\ntags = [\"target\"]\n\n\
-             [[metric]]\nname = \"bench_starts_{i}_total\"\nkind = \"counter\"\nevent = [\"process.start\", \"process.exit\"]\ntags = [\"target\", \"cgroup\"]\n\n"
+             [[metric]]\nname = \"bench_starts_{i}_total\"\nkind = \"counter\"\nevent = [\"process.start\", \"process.exit\"]\ntags = [\"target\", \"comm\"]\n\n"
         );
     }
     text
