@@ -223,7 +223,9 @@ fn a_flag_on_the_command_line_overrides_the_file() {
     assert!(m.select("collector_processes", &[("target", "file")]).is_empty());
 }
 
-const RELOAD_BEFORE: &str = r#"
+/// The definitions before the reload: one that stays, one that changes; after it, the
+/// changed one tags by outcome and a third is added.
+const KEPT_AND_CHANGED: &str = r#"
 [[metric]]
 name = "kept_execs_total"
 kind = "counter"
@@ -235,25 +237,8 @@ name = "changed_exits_total"
 kind = "counter"
 event = "process.exit"
 "#;
-
-const RELOAD_AFTER: &str = r#"
-[[metric]]
-name = "kept_execs_total"
-kind = "counter"
-event = "process.exec"
-tags = ["target"]
-
-[[metric]]
-name = "changed_exits_total"
-kind = "counter"
-event = "process.exit"
-tags = ["outcome"]
-
-[[metric]]
-name = "added_starts_total"
-kind = "counter"
-event = "process.start"
-"#;
+const CHANGED_TAGS: &str = "tags = [\"outcome\"]\n";
+const ADDED: &str = "\n[[metric]]\nname = \"added_starts_total\"\nkind = \"counter\"\nevent = \"process.start\"\n";
 
 #[test]
 fn a_reload_applies_new_definitions_keeps_unchanged_ones_and_rejects_a_bad_file() {
@@ -262,7 +247,8 @@ fn a_reload_applies_new_definitions_keeps_unchanged_ones_and_rejects_a_bad_file(
     }
     let mut w = Workload::spawn();
     let head = format!("{FILE_LISTEN}pid = [\"app={}\"]\n", w.pid);
-    let config = ConfigFile::new("reload", &(head.clone() + RELOAD_BEFORE));
+    let before = head + KEPT_AND_CHANGED;
+    let config = ConfigFile::new("reload", &before);
     let c = Collector::start(&["--config", config.path(), "--web.enable-reload"]);
     w.run("exec_true 5");
     eventually("the first exits", Duration::from_secs(10), || {
@@ -270,7 +256,7 @@ fn a_reload_applies_new_definitions_keeps_unchanged_ones_and_rejects_a_bad_file(
     });
     assert_eq!(value(&c.metrics(), "collector_config_last_reload_successful", &[]), 1.0);
 
-    config.rewrite(&(head.clone() + RELOAD_AFTER));
+    config.rewrite(&(before.clone() + CHANGED_TAGS + ADDED));
     sighup(&c);
     eventually("the reload", Duration::from_secs(10), || {
         reloads(&c.metrics(), "success") == 1.0
@@ -293,9 +279,7 @@ fn a_reload_applies_new_definitions_keeps_unchanged_ones_and_rejects_a_bad_file(
     );
 
     // A bad file is rejected whole, over HTTP too, and the running definitions go on.
-    config.rewrite(
-        &(head + RELOAD_BEFORE + "\n[[metric]]\nname = \"bad\"\nkind = \"counter\"\nevent = \"process.nothing\"\n"),
-    );
+    config.rewrite(&(before + "\n[[metric]]\nname = \"bad\"\nkind = \"counter\"\nevent = \"process.nothing\"\n"));
     let (status, body) = http_post(&c.addr, "/-/reload").unwrap();
     println!("POST /-/reload: {status} {body}");
     assert_eq!(status, 500);

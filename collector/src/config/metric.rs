@@ -379,7 +379,7 @@ fn pattern(one: &OnePattern) -> Result<Pattern, String> {
 
 fn no_such_key(key: &str, events: &[&EventSpec]) -> String {
     let carried: Vec<&str> = {
-        let mut all: Vec<_> = events.iter().flat_map(|e| e.metadata.iter().copied()).collect();
+        let mut all: Vec<_> = events.iter().flat_map(|e| e.metadata()).collect();
         all.sort_unstable();
         all.dedup();
         all

@@ -17,9 +17,9 @@ pub enum Unit {
 pub struct EventSpec {
     pub name: &'static str,
     pub measurements: &'static [(&'static str, Unit)],
-    pub metadata: &'static [&'static str],
-    /// When it is emitted, for the README.
-    pub about: &'static str,
+    /// The keys it shares with the events of its kind, then its own.
+    shared: &'static [&'static str],
+    own: &'static [&'static str],
 }
 
 impl EventSpec {
@@ -30,14 +30,19 @@ impl EventSpec {
             .map(|(_, unit)| *unit)
     }
 
+    /// Its metadata keys.
+    pub fn metadata(&self) -> impl Iterator<Item = &'static str> {
+        self.shared.iter().chain(self.own).copied()
+    }
+
     pub fn carries(&self, key: &str) -> bool {
-        self.metadata.contains(&key)
+        self.metadata().any(|k| k == key)
     }
 }
 
 /// `cgroup` is the v2 path of the event's process (for `process.count`, the target's).
-const PROCESS_META: &[&str] = &["target", "pid", "comm", "ppid", "exe", "cgroup"];
-const TCP_META: &[&str] = &[
+const PROCESS: &[&str] = &["target", "pid", "comm", "ppid", "exe", "cgroup"];
+const TCP: &[&str] = &[
     "target",
     "pid",
     "comm",
@@ -51,40 +56,35 @@ const TCP_META: &[&str] = &[
 ];
 
 pub const EVENTS: &[EventSpec] = &[
+    // a target process created a new process (fork, clone without CLONE_THREAD)
     EventSpec {
         name: "process.start",
         measurements: &[],
-        metadata: PROCESS_META,
-        about: "a target process created a new process (fork, clone without CLONE_THREAD)",
+        shared: PROCESS,
+        own: &[],
     },
+    // a target process executed a program (`filename` as given to execve)
     EventSpec {
         name: "process.exec",
         measurements: &[],
-        metadata: &["target", "pid", "comm", "ppid", "exe", "cgroup", "filename"],
-        about: "a target process executed a program (`filename` as given to execve)",
+        shared: PROCESS,
+        own: &["filename"],
     },
+    // a target process ended (`duration`: its lifetime; `exit_code` or `signal`)
     EventSpec {
         name: "process.exit",
         measurements: &[("duration", Unit::Second)],
-        metadata: &[
-            "target",
-            "pid",
-            "comm",
-            "ppid",
-            "exe",
-            "cgroup",
-            "outcome",
-            "exit_code",
-            "signal",
-        ],
-        about: "a target process ended (`duration`: its lifetime; `exit_code` or `signal`)",
+        shared: PROCESS,
+        own: &["outcome", "exit_code", "signal"],
     },
+    // every --poll-interval, for each live target
     EventSpec {
         name: "process.count",
         measurements: &[("processes", Unit::Dimensionless), ("threads", Unit::Dimensionless)],
-        metadata: &["target", "cgroup"],
-        about: "every --poll-interval, for each live target",
+        shared: &[],
+        own: &["target", "cgroup"],
     },
+    // every --poll-interval: the agent itself
     EventSpec {
         name: "collector.vm",
         measurements: &[
@@ -93,39 +93,31 @@ pub const EVENTS: &[EventSpec] = &[
             ("open_fds", Unit::Dimensionless),
             ("ring_buffer_fill", Unit::Dimensionless),
         ],
-        metadata: &[],
-        about: "every --poll-interval: the agent itself",
+        shared: &[],
+        own: &[],
     },
+    // a target's connect() was established (`duration`: SYN to established)
     EventSpec {
         name: "tcp.connect",
         measurements: &[("duration", Unit::Second)],
-        metadata: TCP_META,
-        about: "a target's connect() was established (`duration`: SYN to established)",
+        shared: TCP,
+        own: &[],
     },
+    // a target accepted an inbound connection
     EventSpec {
         name: "tcp.accept",
         measurements: &[],
-        metadata: TCP_META,
-        about: "a target accepted an inbound connection",
+        shared: TCP,
+        own: &[],
     },
+    // a target's connect() was never established (`reason`: refused, timeout, ...)
     EventSpec {
         name: "tcp.connect_error",
         measurements: &[],
-        metadata: &[
-            "target",
-            "pid",
-            "comm",
-            "cgroup",
-            "family",
-            "direction",
-            "local_address",
-            "local_port",
-            "peer_address",
-            "peer_port",
-            "reason",
-        ],
-        about: "a target's connect() was never established (`reason`: refused, timeout, ...)",
+        shared: TCP,
+        own: &["reason"],
     },
+    // a target's connection was closed and freed (`duration`: its lifetime)
     EventSpec {
         name: "tcp.close",
         measurements: &[
@@ -133,8 +125,8 @@ pub const EVENTS: &[EventSpec] = &[
             ("bytes_sent", Unit::Byte),
             ("bytes_received", Unit::Byte),
         ],
-        metadata: TCP_META,
-        about: "a target's connection was closed and freed (`duration`: its lifetime)",
+        shared: TCP,
+        own: &[],
     },
 ];
 

@@ -287,8 +287,8 @@ mod tests {
             assert_eq!(measured, listed, "{}", event.name);
             // Each key the catalogue lists is on the event, but the ones only some events
             // of a name have (exit_code or signal) and a cgroup a PID target lacks.
-            for key in spec.metadata {
-                let optional = ["exit_code", "signal", "cgroup"].contains(key);
+            for key in spec.metadata() {
+                let optional = ["exit_code", "signal", "cgroup"].contains(&key);
                 assert!(optional || event.metadata(key).is_some(), "{} lacks {key}", event.name);
             }
         }
