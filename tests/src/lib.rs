@@ -4,6 +4,7 @@ mod bpf;
 mod collector_process;
 mod exposition;
 mod fixtures;
+pub mod guest;
 mod harness;
 mod http;
 mod workload;

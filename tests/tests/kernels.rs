@@ -5,13 +5,16 @@
 //! and say which it has not (README: "Kernels").
 use std::{
     net::{IpAddr, Ipv4Addr},
-    os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
-use tests::{Collector, Metrics, Workload, collector_bin, eventually, have_tool, privileged, serve_tcp, skip, value};
+use tests::{
+    Collector, Metrics, Workload, collector_bin, eventually,
+    guest::{self, Suite},
+    have_tool, privileged, serve_tcp, skip, value,
+};
 
 /// What each kernel of the matrix cannot give (the families `/health` must name as off).
 /// Every family runs on all of them: socket bytes come from syscall returns
@@ -29,32 +32,6 @@ const GUEST_WITHIN: Duration = Duration::from_secs(1500 + 600);
 /// guest's tasks waits in and the kernel's log are written beside its output: a hang in a
 /// guest must say where it hung, and must not take the other suites' time.
 const SUITE_WITHIN: Duration = Duration::from_secs(600);
-
-/// The guest's shell functions: `hang` writes every user task's kernel stack and the end of
-/// the kernel log; `run NAME CMD...` runs a suite in its own process group with its output in
-/// NAME.log, its exit status in NAME.status and, if it outlives `SUITE_WITHIN`, `hang`'s
-/// report in NAME.hang.
-const GUEST_SHELL: &str = r#"
-hang() {
-  for t in /proc/[0-9]*/task/[0-9]*; do
-    [ -n "$(tr -d '\0' < $t/cmdline)" ] || continue  # kernel threads have no command line
-    echo "--- $t $(cat $t/comm) $(grep '^State' $t/status) wchan $(cat $t/wchan)"
-    cat "$t/stack"
-  done
-  echo "--- dmesg"
-  dmesg | tail -n 100
-}
-run() {
-  name=$1; shift
-  setsid "$@" > "$OUT/$name.log" 2>&1 &
-  pid=$!
-  ( sleep "$SUITE_WITHIN"; kill -0 $pid 2>/dev/null && { hang > "$OUT/$name.hang" 2>&1; kill -9 -$pid; } ) &
-  watchdog=$!
-  wait $pid
-  echo $? > "$OUT/$name.status"
-  kill $watchdog 2>/dev/null
-}
-"#;
 
 /// The guest half's name, as libtest's `--exact` filter wants it.
 const GUEST: &str = "in_a_guest_every_family_the_kernel_has_counts_exactly";
@@ -82,7 +59,48 @@ fn on_debian_kernels_every_family_they_have_counts_exactly_and_the_rest_is_said(
             .unwrap_or_else(|| panic!("kernel {label} is in the matrix but not in OFF: say what it cannot give"))
             .1;
         let started = Instant::now();
-        let runs = boot(&vng_bin, label, image, off, &suites);
+        let env = [
+            ("COLLECTOR_BIN", collector_bin().display().to_string()),
+            ("COLLECTOR_EXPECT_OFF", off.join(",")),
+        ];
+        let all = guest_suites(&suites);
+        let boot = |suites: &[Suite]| guest::boot(&vng_bin, label, image, &env, suites, SUITE_WITHIN, GUEST_WITHIN);
+        let mut first = boot(&all);
+        let mut runs = first.runs;
+        // A guest that stopped as a whole is booted once more for the suites it did not
+        // finish; what its CPUs were doing and the end of its console are printed, and a
+        // second stop fails. Seen on 5.10 under multi-threaded TCG in about one run in four,
+        // in different suites: the kernel's soft-lockup reports had both CPUs stuck for over
+        // 20 s on the same 5-byte NOP (a jump-label site) in `syscall_exit_to_user_mode`, one
+        // of them the agent returning from close(), the other a thread returning from
+        // poll(). We take it for code being live-patched (a tracepoint's static key, as a
+        // probe attaches or detaches) that one emulated CPU kept running a stale copy of;
+        // guests now run single-threaded TCG (`tests/src/guest.rs`), and this stays for
+        // what that does not cure. Nothing of the kind was seen on 6.1 or 6.12, nor on hosts.
+        if let Some(stopped) = first.stopped.take() {
+            println!("kernel {label}: {stopped}\nbooting it again for the suites it did not finish");
+            // What the stopped suite said before it stopped must not hide in the new run.
+            for run in runs.iter().filter(|r| r.status.is_empty()) {
+                assert!(
+                    !run.log.contains("FAILED") && !run.log.contains("panicked at"),
+                    "kernel {label}: {} failed before the guest stopped:\n{}",
+                    run.name,
+                    run.log
+                );
+            }
+            let left: Vec<Suite> = all
+                .into_iter()
+                .filter(|s| runs.iter().any(|r| r.name == s.name && r.status.is_empty()))
+                .collect();
+            if !left.is_empty() {
+                let again = boot(&left);
+                if let Some(stopped) = again.stopped {
+                    panic!("kernel {label}, booted again: {stopped}");
+                }
+                runs.retain(|r| !r.status.is_empty());
+                runs.extend(again.runs);
+            }
+        }
         println!("kernel {label}: guest done in {:?}", started.elapsed());
         for run in &runs {
             // Indented: a libtest summary line of the guest's must not count as the host's.
@@ -125,88 +143,28 @@ fn passed(log: &str) -> u64 {
         .sum()
 }
 
-/// What one test executable printed in a guest, and its exit status.
-struct GuestRun {
-    name: String,
-    status: String,
-    log: String,
-    /// Where the guest's tasks waited when the suite outlived `SUITE_WITHIN` (else empty).
-    hang: String,
-}
-
-/// Boots `image` and runs there the guest half, then each suite one test at a time (they
-/// share the guest's two CPUs with TCG).
-fn boot(vng_bin: &Path, label: &str, image: &str, off: &[&str], suites: &str) -> Vec<GuestRun> {
-    // virtme-ng runs its own helpers (virtme-run) from its venv.
-    let path = std::env::join_paths(
-        std::iter::once(vng_bin.to_owned()).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())),
-    )
-    .unwrap();
-    let out = std::env::temp_dir().join(format!("collector-vm-{label}-{}", std::process::id()));
-    std::fs::create_dir_all(&out).unwrap();
+/// The guest half of this test, then each of `suites` (`EXE,EXE,...`), one test at a time:
+/// they share the guest's two CPUs with TCG.
+fn guest_suites(suites: &str) -> Vec<Suite> {
     let this = std::env::current_exe().unwrap();
-    let runs: Vec<(String, String)> = std::iter::once((
-        "kernels".to_owned(),
-        format!("{} --ignored --exact {GUEST} --nocapture", this.display()),
-    ))
+    std::iter::once(Suite {
+        name: "kernels".to_owned(),
+        command: format!("{} --ignored --exact {GUEST} --nocapture", this.display()),
+    })
     .chain(suites.split(',').map(|exe| {
-        let name = Path::new(exe).file_name().unwrap().to_string_lossy();
-        let name = name.split('-').next().unwrap().to_owned();
-        (name, format!("{exe} --test-threads=1 --nocapture"))
+        Suite {
+            name: Path::new(exe)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .split('-')
+                .next()
+                .unwrap()
+                .to_owned(),
+            command: format!("{exe} --test-threads=1 --nocapture"),
+        }
     }))
-    .collect();
-    let script: String = runs.iter().map(|(name, cmd)| format!("run {name} {cmd}\n")).collect();
-    // A file in the shared directory, not `--exec SCRIPT`: virtme-ng passes that on the
-    // kernel command line, which x86 cuts at 2048 bytes, and a guest cut short never runs it.
-    let script_file = out.join("run.sh");
-    std::fs::write(
-        &script_file,
-        format!(
-            "export COLLECTOR_BIN={bin} COLLECTOR_EXPECT_OFF={off}\nOUT={out} SUITE_WITHIN={within}\n{GUEST_SHELL}{script}",
-            bin = collector_bin().display(),
-            off = off.join(","),
-            out = out.display(),
-            within = SUITE_WITHIN.as_secs(),
-        ),
-    )
-    .unwrap();
-    let script = format!("sh {}", script_file.display());
-    // Without KVM: nested guests die with a KVM emulation failure on these machines. Stdin
-    // is not the terminal's: QEMU may take a terminal it is given, and a guest started from a
-    // shell in the background would then stop.
-    let mut vng = Command::new(vng_bin.join("vng"))
-        .env("PATH", &path)
-        .args(["--run", image, "--disable-kvm", "--cpus", "2", "--memory", "2G"])
-        .arg(format!("--rwdir={}", out.display()))
-        .args(["--exec", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        // Its own group, so that a guest past its time goes with QEMU and every helper.
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    // A guest that hangs must not hang the suite.
-    let deadline = Instant::now() + GUEST_WITHIN;
-    while vng.try_wait().unwrap().is_none() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    if vng.try_wait().unwrap().is_none() {
-        unsafe { libc::kill(-(vng.id() as i32), libc::SIGKILL) };
-    }
-    let _ = vng.wait();
-    let read = |file: String| std::fs::read_to_string(out.join(file)).unwrap_or_default();
-    let runs = runs
-        .into_iter()
-        .map(|(name, _)| GuestRun {
-            status: read(format!("{name}.status")).trim().to_owned(),
-            log: read(format!("{name}.log")),
-            hang: read(format!("{name}.hang")),
-            name,
-        })
-        .collect();
-    let _ = std::fs::remove_dir_all(&out);
-    runs
+    .collect()
 }
 
 /// This host's kernel as a kernel without the tcp family: its BTF, given with
