@@ -48,11 +48,19 @@ impl Processes {
         info
     }
 
-    /// `pid` executed `filename` (as given to execve; /proc's link is the resolved path).
+    /// `pid` executed `filename` (as given to execve). /proc's link is the resolved path; a
+    /// process gone before it is read gets `filename` resolved the same way where it can be
+    /// (an absolute path whose file is still there), so one program keeps one `exe` however
+    /// soon its processes exit (`/bin/true` is `/usr/bin/true` on a merged-/usr host).
     pub fn executed(&mut self, pid: u32, filename: &str) -> ProcessInfo {
         let before = self.known.remove(&pid).unwrap_or_default();
+        let resolved = || {
+            let path = std::path::Path::new(filename);
+            let real = path.is_absolute().then(|| fs::canonicalize(path).ok()).flatten();
+            Some(real.map_or_else(|| filename.to_owned(), |p| p.to_string_lossy().into_owned()))
+        };
         let info = ProcessInfo {
-            exe: exe_of(pid).or_else(|| Some(filename.to_owned())),
+            exe: exe_of(pid).or_else(resolved),
             ppid: before.ppid.or_else(|| ppid_of(pid)),
             cgroup: v2_path_of(pid).or(before.cgroup),
         };
@@ -131,7 +139,10 @@ mod tests {
         let child = processes.started(u32::MAX, std::process::id());
         assert_eq!((child.exe, child.cgroup), (parent.exe, parent.cgroup));
         let exec = processes.executed(u32::MAX, "/bin/true");
-        assert_eq!(exec.exe.as_deref(), Some("/bin/true"));
+        let true_exe = fs::canonicalize("/bin/true").unwrap();
+        assert_eq!(exec.exe.as_deref(), true_exe.to_str(), "as /proc would name it");
+        let relative = processes.executed(u32::MAX, "true");
+        assert_eq!(relative.exe.as_deref(), Some("true"), "nothing to resolve it against");
         assert_eq!(exec.ppid, Some(std::process::id()));
     }
 }

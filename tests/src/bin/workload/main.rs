@@ -140,7 +140,10 @@ fn exec_true() {
     unsafe { libc::_exit(127) };
 }
 
+/// A held child: it goes with the workload, so a test that fails before `release` leaves
+/// no process behind (holding the test's stderr open).
 fn pause_forever() {
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
     loop {
         unsafe { libc::pause() };
     }
