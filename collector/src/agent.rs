@@ -157,7 +157,7 @@ struct Running {
     reloader: Option<Arc<Reloader>>,
 }
 
-/// The agent's threads (ring-buffer reader, poller, cgroup watcher) and the one signal that
+/// The agent's threads (ring-buffer reader, poller, targets watcher) and the one signal that
 /// stops them: dropping this triggers it and waits for each.
 struct Workers {
     stop: Shutdown,
@@ -195,7 +195,6 @@ fn start(
     // event the kernel sends finds nobody to count it.
     let (telemetry, event_metrics, mut registry) = start_telemetry(file, cli.events.as_deref())?;
     let reload_stats = ReloadStats::register(&mut registry);
-    let reloader = file.map(|file| Arc::new(Reloader::new(file, event_metrics.clone(), reload_stats)));
     if signalled.is_triggered() {
         return Ok(None);
     }
@@ -257,9 +256,17 @@ fn start(
         workers.stop.clone(),
     );
     workers.threads.push(poll.context("cannot start the poller")?);
-    let forget = move |name: &str| event_metrics.forget_target(name);
-    let watcher = targets::spawn_watcher(&targets, following, cli.series_ttl.into(), workers.stop.clone(), forget)?;
-    workers.threads.extend(watcher);
+    let forget = {
+        let event_metrics = event_metrics.clone();
+        move |name: &str| event_metrics.forget_target(name)
+    };
+    let (watcher, retargeter) =
+        targets::spawn_watcher(&targets, following, cli.series_ttl.into(), workers.stop.clone(), forget)?;
+    workers.threads.push(watcher);
+    let reloader = file.map(|file| {
+        let limits = (cli.max_targets as usize, probes.off().get(CGROUPS.name).cloned());
+        Arc::new(Reloader::new(file, limits, event_metrics, retargeter, reload_stats))
+    });
 
     let sources = Sources {
         targets,

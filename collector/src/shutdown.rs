@@ -2,7 +2,7 @@
 //!
 //! A pipe whose write end is closed on [`Shutdown::trigger`]: its read end then polls as
 //! ready (POLLHUP) for ever. So a thread that already sleeps in `poll(2)` on its own fds (the
-//! ring-buffer reader, the cgroup watcher) adds this fd and wakes at once, a thread with
+//! ring-buffer reader, the targets watcher) adds this fd and wakes at once, a thread with
 //! nothing to wait for sleeps on it with a timeout ([`Shutdown::wait`]), and an async task
 //! awaits it ([`Shutdown::stopped`]). Telemetry handler threads are the exception by design:
 //! they end when their queue closes, after the producers have stopped, so they drain first.

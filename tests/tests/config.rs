@@ -10,7 +10,8 @@ use std::{
 };
 
 use tests::{
-    Collector, Metrics, Workload, collector_bin, eventually, have_tool, http_post, privileged, serve_tcp, value,
+    BpfObjects, CgroupTree, Collector, Metrics, Workload, collector_bin, eventually, have_tool, http_post, privileged,
+    serve_tcp, value,
 };
 
 /// A config file for one test, removed when dropped.
@@ -292,6 +293,124 @@ fn a_reload_applies_new_definitions_keeps_unchanged_ones_and_rejects_a_bad_file(
     assert_eq!(reloads(&m, "failure"), 1.0);
     assert_eq!(value(&m, "collector_config_last_reload_successful", &[]), 0.0);
     assert_eq!(value(&m, "added_starts_total", &[]), 5.0);
+}
+
+/// getppid calls counted for `target`.
+fn getppids(m: &Metrics, target: &str) -> Option<f64> {
+    m.value(
+        "collector_syscalls_total",
+        &[("target", target), ("syscall", "getppid")],
+    )
+}
+
+#[test]
+fn a_reload_changes_the_targets_while_the_programs_stay_loaded() {
+    if !privileged() {
+        return;
+    }
+    let Some(tree) = CgroupTree::for_test("reload-targets") else {
+        return;
+    };
+    let (mut a, mut b, mut c) = (Workload::spawn(), Workload::spawn(), Workload::spawn());
+    // a runs in svc-a: when its PID target goes, it falls to the cgroup target there.
+    tree.mkdir("svc-a");
+    tree.move_in(a.pid, "svc-a");
+    tree.mkdir("svc-c");
+    tree.move_in(c.pid, "svc-c");
+    // b has a child before the reload names it: it must be followed from the reload on.
+    b.run("hold 1");
+    let pattern = format!("{}/svc-*", tree.relative(""));
+    let (svc_a, svc_c) = (tree.relative("svc-a"), tree.relative("svc-c"));
+    let head = format!("{FILE_LISTEN}series_ttl = \"1h\"\n");
+    let config = ConfigFile::new("reload-targets", &format!("{head}pid = [\"a={}\"]\n", a.pid));
+    let collector = Collector::start(&["--config", config.path(), "--web.enable-reload"]);
+    for w in [&mut a, &mut b, &mut c] {
+        w.run("getppid 100");
+    }
+    assert_eq!(getppids(&collector.metrics(), "a"), Some(100.0));
+    let programs = BpfObjects::held_by(collector.pid());
+
+    // a goes, b comes with its child, the pattern brings svc-a and svc-c.
+    config.rewrite(&format!(
+        "{head}pid = [\"b={}\"]\ncgroup_pattern = [\"{pattern}\"]\n",
+        b.pid
+    ));
+    let (status, body) = http_post(&collector.addr, "/-/reload").unwrap();
+    println!("reload: {status} {body}");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("targets 3 added, 1 removed"), "{body}");
+    a.run("getppid 100");
+    a.run("fork_getppid 50");
+    b.run("getppid 200");
+    b.run("fork_getppid 50");
+    c.run("getppid 300");
+    let m = collector.metrics();
+    let series = |t: &str| getppids(&m, t);
+    println!(
+        "after the reload: a {:?}, svc-a {:?}, b {:?}, svc-c {:?}",
+        series("a"),
+        series(&svc_a),
+        series("b"),
+        series(&svc_c)
+    );
+    assert_eq!(
+        series("a"),
+        Some(100.0),
+        "a is no target; its series stay until the TTL"
+    );
+    assert_eq!(
+        series(&svc_a),
+        Some(150.0),
+        "a and its child, under the cgroup it runs in"
+    );
+    assert_eq!(series("b"), Some(250.0), "b and its child, from the reload on");
+    assert_eq!(series(&svc_c), Some(300.0));
+    assert_eq!(value(&m, "collector_targets", &[("kind", "pid")]), 1.0);
+    assert_eq!(value(&m, "collector_targets", &[("kind", "cgroup")]), 2.0);
+    let processes = |t: &str| m.value("collector_processes", &[("target", t)]);
+    assert_eq!(processes("a"), Some(0.0), "a's process left its target");
+    assert_eq!(processes(&svc_a), Some(1.0));
+    assert_eq!(processes("b"), Some(2.0), "b and the child it held before the reload");
+    assert_eq!(processes(&svc_c), Some(1.0));
+    assert_eq!(
+        BpfObjects::held_by(collector.pid()),
+        programs,
+        "the reload loaded or unloaded programs"
+    );
+
+    // A PID that runs nowhere is rejected with the start-up's message; nothing changes.
+    config.rewrite(&format!("{head}pid = [\"b={}\", \"gone=999999999\"]\n", b.pid));
+    let (status, body) = http_post(&collector.addr, "/-/reload").unwrap();
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("no process with PID 999999999 is running"), "{body}");
+    c.run("getppid 10");
+    let m = collector.metrics();
+    assert_eq!(
+        getppids(&m, &svc_c),
+        Some(310.0),
+        "the rejected file's removal of svc-c applied"
+    );
+    assert_eq!(m.value("collector_config_last_reload_successful", &[]), Some(0.0));
+
+    // The pattern goes: so do svc-a and svc-c, at once; b stays.
+    config.rewrite(&format!("{head}pid = [\"b={}\"]\n", b.pid));
+    let (status, body) = http_post(&collector.addr, "/-/reload").unwrap();
+    assert!(
+        status == 200 && body.contains("targets 0 added, 2 removed"),
+        "{status} {body}"
+    );
+    for w in [&mut a, &mut b, &mut c] {
+        w.run("getppid 10");
+    }
+    let m = collector.metrics();
+    assert_eq!(getppids(&m, &svc_a), Some(150.0));
+    assert_eq!(getppids(&m, &svc_c), Some(310.0));
+    assert_eq!(getppids(&m, "b"), Some(260.0));
+    assert_eq!(value(&m, "collector_targets", &[("kind", "cgroup")]), 0.0);
+    assert_eq!(m.value("collector_processes", &[("target", &svc_c)]), Some(0.0));
+    assert_eq!(reloads(&m, "success"), 2.0);
+    assert_eq!(reloads(&m, "failure"), 1.0);
+    b.run("release");
 }
 
 #[test]

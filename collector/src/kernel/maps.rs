@@ -173,15 +173,25 @@ impl KernelMaps {
         removed(maps::CGROUP_TARGETS, self.cgroup_targets.remove(&id))
     }
 
+    /// The processes the kernel has in `target` now, and how: read from `TARGET_OF` itself,
+    /// so that a member /proc no longer shows as a descendant (reparented to init) is there.
+    pub fn members(&self, target: TargetId) -> Vec<(u32, Membership)> {
+        let pids: Vec<u32> = self.target_of.keys().flatten().collect();
+        pids.into_iter()
+            .filter_map(|pid| match self.target_of(pid) {
+                Ok(Some((t, membership))) if t == target => Some((pid, membership)),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Deletes everything the kernel holds for `target`, so its id can be reused: its
-    /// aggregates and counts, the connections it owns, and the `TARGET_OF` entries of any of
-    /// `pids` still in it by cgroup.
-    pub fn forget_target(&mut self, target: TargetId, pids: &[u32]) -> Result<(), KernelMapError> {
+    /// aggregates and counts, the connections it owns, and the `TARGET_OF` entries of any
+    /// process still in it (a cgroup renamed out of its pattern leaves its processes there).
+    pub fn forget_target(&mut self, target: TargetId) -> Result<(), KernelMapError> {
         let slot = target.slot();
-        for &pid in pids {
-            if self.target_of(pid)? == Some((target, Membership::Cgroup)) {
-                self.set_target(pid, None)?;
-            }
+        for (pid, _) in self.members(target) {
+            self.set_target(pid, None)?;
         }
         let owned: Vec<u64> = self
             .sockets

@@ -42,8 +42,11 @@ pub enum TargetError {
     #[error(transparent)]
     Kernel(#[from] KernelMapError),
     /// The watcher thread could not be started.
-    #[error("cannot start the cgroup watcher thread")]
+    #[error("cannot start the targets watcher thread")]
     Spawn(#[source] io::Error),
+    /// The watcher's wake-up pipe could not be made.
+    #[error("cannot make the targets watcher's wake-up pipe")]
+    Pipe(#[source] io::Error),
 }
 
 impl TargetError {

@@ -4,7 +4,13 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use collector_common::{TargetId, events::TargetCounts};
 
-use super::{cgroup, error::TargetError, members, proc, request::Checked, set::TargetSet};
+use super::{
+    cgroup::{self, fs::Cgroup, walk::procs_recursive},
+    error::TargetError,
+    members, proc,
+    request::Checked,
+    set::TargetSet,
+};
 use crate::kernel::maps::KernelMaps;
 
 /// Follows the watched cgroups once running: handed to [`super::spawn_watcher`].
@@ -66,9 +72,8 @@ impl Targets {
             cgroups,
         } = checked;
         for (pid, target) in set.pids().to_vec() {
-            match members::insert_pid(&mut maps, pid, target, started[&pid])? {
-                Some(counts) => set.add_initial(target, counts.processes, counts.threads),
-                None => tracing::warn!(pid, "the process exited during start-up"),
+            if !members::insert_pid(&mut set, &mut maps, pid, target, started[&pid])? {
+                tracing::warn!(pid, "the process exited during start-up");
             }
         }
         for (name, cgroup) in &cgroups.initial {
@@ -86,7 +91,8 @@ impl Targets {
     pub fn discover_existing(&self) -> Result<(), TargetError> {
         let mut state = self.write();
         let State { set, maps } = &mut *state;
-        members::follow_descendants(set, maps)?;
+        let roots = set.pids().to_vec();
+        members::follow_descendants(set, maps, &roots)?;
         drop(state);
         // /proc is read before the lock is taken again (it is not shared yet at start, but
         // the same order serves the watcher, where readers wait on it).
@@ -95,6 +101,23 @@ impl Targets {
         let State { set, maps } = &mut *state;
         members::join(set, maps, &seen)?;
         Ok(())
+    }
+
+    /// Makes `cgroup` the target `name` with the processes already in it; false when it is
+    /// not (--max-targets are taken, or the kernel map refused it).
+    pub(super) fn add_cgroup(&self, name: &str, cgroup: &Cgroup) -> bool {
+        // /proc is read before the lock: the ring-buffer reader and scrapes wait on it.
+        // Processes moved in between mkdir and now were not seen by the kernel hook.
+        let seen = proc::look_at(procs_recursive(&cgroup.path).unwrap_or_default());
+        let mut state = self.write();
+        let State { set, maps } = &mut *state;
+        if members::add_cgroup(set, maps, name.to_owned(), cgroup).is_none() {
+            return false;
+        }
+        if let Err(e) = members::join(set, maps, &seen) {
+            tracing::warn!(target = %name, "cannot add the cgroup's processes: {e}");
+        }
+        true
     }
 
     pub fn read(&self) -> View<'_> {

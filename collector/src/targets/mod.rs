@@ -1,8 +1,9 @@
 //! The target lifecycle, behind one handle ([`Targets`]) and one error ([`TargetError`]):
 //! what the user named (`spec`), the target set (`set`), what is read from /proc (`proc`),
 //! the request checked at start (`request`), the owner of the set and the maps (`handle`),
-//! putting existing processes into targets (`members`), cgroups (`cgroup/`), and the one
-//! thread that follows cgroups and expires removed targets (`watcher`).
+//! putting existing processes into targets (`members`), cgroups (`cgroup/`), the one
+//! thread that follows cgroups and expires removed targets (`watcher`), and a reload's new
+//! targets, checked and then applied by that thread (`retarget`).
 //!
 //! The set and the kernel maps live under one lock: a target id in a map key means something
 //! only together with the set that names it, so whoever reads aggregates (a scrape) holds
@@ -17,6 +18,7 @@ mod handle;
 mod members;
 pub mod proc;
 mod request;
+mod retarget;
 pub mod set;
 pub mod spec;
 mod watcher;
@@ -25,6 +27,7 @@ pub use self::{
     error::TargetError,
     handle::{Following, Targets, View},
     request::{Checked, Request},
+    retarget::{Plan, Retargeted, Retargeter},
     set::{Target, TargetKind, TargetSet},
     spec::{CgroupSpec, PidSpec},
     watcher::spawn_watcher,

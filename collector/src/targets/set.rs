@@ -40,8 +40,8 @@ impl TargetKind {
 }
 
 /// One target: its name (the `target` label), what it is, the processes and threads the
-/// agent itself put into it (the kernel counts changes from there), and, once its cgroup
-/// is gone, since when.
+/// agent itself put into it or took out (the kernel counts changes from there), and, once
+/// it is removed (its cgroup gone, or a reload no longer naming it), since when.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub name: String,
@@ -108,13 +108,46 @@ impl TargetSet {
 
     /// Makes `cgroup` a target named `name`, or returns its target when it is one already.
     /// `None` when --max-targets are taken: the refusal is counted.
-    ///
-    /// A removed target of the same name whose series have not expired yet is taken up
-    /// again (a service restarted, its cgroup made anew): one set of series, continuing.
     pub fn add_cgroup(&mut self, name: String, path: String, id: u64) -> Option<TargetId> {
         if let Some(existing) = self.cgroup_target(id) {
             return Some(existing);
         }
+        let placed = self.place(name, TargetKind::Cgroup { path, id });
+        if placed.is_none() {
+            self.rejected += 1;
+        }
+        placed
+    }
+
+    /// Adds `pid` as a root of the PID target `name` while running (a reload), making the
+    /// target if it is new. `None` when --max-targets are taken.
+    pub fn add_pid(&mut self, pid: u32, name: String) -> Option<TargetId> {
+        let existing = self
+            .live()
+            .find(|(_, t)| t.kind == TargetKind::Pid && t.name == name)
+            .map(|(id, _)| id);
+        let id = existing.or_else(|| self.place(name, TargetKind::Pid))?;
+        self.pids.push((pid, id));
+        Some(id)
+    }
+
+    /// Drops `pid` as a root (a reload): its target is removed (its series kept until the
+    /// TTL, as a removed cgroup's) once it has no root left.
+    pub fn remove_pid(&mut self, pid: u32, now: Instant) -> Option<TargetId> {
+        let at = self.pids.iter().position(|&(p, _)| p == pid)?;
+        let (_, id) = self.pids.remove(at);
+        if !self.pids.iter().any(|&(_, t)| t == id)
+            && let Some(Some(target)) = self.slots.get_mut(id.0 as usize)
+        {
+            target.removed_at = Some(now);
+        }
+        Some(id)
+    }
+
+    /// Gives a new target an id. A removed target of the same name whose series have not
+    /// expired yet is taken up again (a service restarted, its cgroup made anew; a PID
+    /// given back by a reload): one set of series, continuing.
+    fn place(&mut self, name: String, kind: TargetKind) -> Option<TargetId> {
         let removed_of_that_name = self
             .all()
             .find(|(_, t)| t.removed_at.is_some() && t.name == name)
@@ -122,14 +155,15 @@ impl TargetSet {
         if let Some(t) = removed_of_that_name
             && let Some(target) = self.slots[t.0 as usize].as_mut()
         {
-            target.kind = TargetKind::Cgroup { path, id };
+            // Its starting counts stay: with the kernel's changes since, they are its live
+            // processes (none, once the last left), and the kernel's part is not reset.
+            target.kind = kind;
             target.removed_at = None;
-            target.initial = TargetCounts::default();
             return Some(t);
         }
         let target = Target {
             name,
-            kind: TargetKind::Cgroup { path, id },
+            kind,
             initial: TargetCounts::default(),
             removed_at: None,
         };
@@ -138,7 +172,6 @@ impl TargetSet {
             return Some(TargetId(free as u32));
         }
         if self.slots.len() >= self.max {
-            self.rejected += 1;
             return None;
         }
         self.slots.push(Some(target));
@@ -249,7 +282,7 @@ impl TargetSet {
         self.rejected
     }
 
-    /// The PIDs named on the command line, with their targets.
+    /// The PIDs named (on the command line, in the config file), with their targets.
     pub fn pids(&self) -> &[(u32, TargetId)] {
         &self.pids
     }
@@ -288,6 +321,27 @@ mod tests {
             matches!(&err, TargetError::PidUnderTwoNames { pid: 10, first, second } if first == "a" && second == "b"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn a_reload_removes_a_pid_target_with_its_last_root_and_gives_it_back_by_name() {
+        let mut t = TargetSet::from_specs(&[spec("web=10"), spec("web=11")], 2).unwrap();
+        let web = TargetId(0);
+        let now = Instant::now();
+        assert_eq!(t.remove_pid(10, now), Some(web));
+        assert_eq!(t.len(), 1, "web still has a root");
+        assert_eq!(t.remove_pid(11, now), Some(web));
+        assert!(t.is_empty());
+        assert_eq!(t.name(web), Some("web"), "its series stay until the TTL");
+        assert_eq!(t.add_pid(12, "db".into()), Some(TargetId(1)));
+        assert_eq!(t.add_pid(13, "other".into()), None, "--max-targets");
+        assert_eq!(
+            t.add_pid(14, "web".into()),
+            Some(web),
+            "taken up again before it expired"
+        );
+        assert_eq!(t.add_pid(15, "db".into()), Some(TargetId(1)));
+        assert_eq!(t.pids(), &[(12, TargetId(1)), (14, web), (15, TargetId(1))]);
     }
 
     #[test]

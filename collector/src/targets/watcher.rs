@@ -1,17 +1,26 @@
-//! The one thread that keeps cgroup targets current while running: a new match becomes a
+//! The one thread that keeps targets current while running: a new cgroup match becomes a
 //! target at once, with the processes already in it; a removed cgroup leaves
-//! `CGROUP_TARGETS` at once and its series after the TTL. It sleeps in the cgroup watch
-//! until a cgroup may have changed, the next removed target is due to expire, or shutdown.
+//! `CGROUP_TARGETS` at once and its series after the TTL; a reload's targets
+//! (`retarget.rs`) are applied here too, so that one thread alone changes the watch. It
+//! sleeps in the cgroup watch until a cgroup may have changed, the next removed target is
+//! due to expire, a reload comes, or shutdown.
 use std::{
+    io::Read as _,
+    os::fd::{AsFd as _, BorrowedFd},
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
+use nix::{
+    errno::Errno,
+    poll::{PollFd, PollFlags, PollTimeout, poll},
+};
+
 use super::{
-    cgroup::{Watched, walk::procs_recursive, watch::CgroupChange},
+    cgroup::{Watched, watch::CgroupChange},
     error::TargetError,
     handle::{Following, State, Targets},
-    members, proc,
+    retarget::{self, Retargeter},
 };
 use crate::shutdown::Shutdown;
 
@@ -19,54 +28,79 @@ use crate::shutdown::Shutdown;
 const RETRY: Duration = Duration::from_secs(1);
 
 /// Starts the thread that adds and removes cgroup targets as their cgroups come and go,
-/// and expires removed ones after `ttl`, calling `on_expired` with each expired target's
-/// name once its kernel state is gone. No thread when no cgroup is watched.
+/// applies reloaded targets, and expires removed targets after `ttl`, calling `on_expired`
+/// with each expired target's name once its kernel state is gone.
 pub fn spawn_watcher(
     targets: &Targets,
     following: Following,
     ttl: Duration,
     stop: Shutdown,
     on_expired: impl Fn(&str) + Send + 'static,
-) -> Result<Option<JoinHandle<()>>, TargetError> {
-    let Following(Some(mut watched)) = following else {
-        return Ok(None);
-    };
+) -> Result<(JoinHandle<()>, Retargeter), TargetError> {
+    let Following(mut watched) = following;
+    let (mut woken, wake) = std::io::pipe().map_err(TargetError::Pipe)?;
+    // The thread keeps a write end of its own: were the retargeter's the only one (dropped
+    // when there is no config file to reload), the read end would poll as ready for ever.
+    let kept = wake.try_clone().map_err(TargetError::Pipe)?;
+    let (retargeter, inbox) = Retargeter::new(targets.clone(), wake);
     let targets = targets.clone();
     let thread = std::thread::Builder::new()
-        .name("cgroup-watcher".into())
+        .name("targets-watcher".into())
         .spawn(move || {
+            let _kept = kept;
             let mut retry = None;
             loop {
                 let next_expiry = targets.read().set().next_expiry(ttl);
                 let until = retry.or(next_expiry);
-                let Some(changes) = watched.watch.next_changes(&stop, until) else {
+                let changes = match &mut watched {
+                    Some(w) => w.watch.next_changes(&stop, woken.as_fd(), until),
+                    None => sleep(&stop, woken.as_fd(), until).then(Vec::new),
+                };
+                let Some(changes) = changes else {
                     return;
                 };
-                for change in changes {
-                    apply(&targets, change, &watched);
+                if let Some(w) = &watched {
+                    for change in changes {
+                        apply(&targets, change, w);
+                    }
+                }
+                while let Ok((plan, reply)) = inbox.try_recv() {
+                    // Its byte is written right after it is sent: this read waits at most
+                    // for that write.
+                    let _ = woken.read_exact(&mut [0]);
+                    let _ = reply.send(retarget::apply(&targets, plan, &mut watched));
                 }
                 let failed = expire(&targets, ttl, &on_expired);
                 retry = failed.then(|| Instant::now() + RETRY);
             }
         });
-    thread.map(Some).map_err(TargetError::Spawn)
+    Ok((thread.map_err(TargetError::Spawn)?, retargeter))
+}
+
+/// Sleeps until `stop`, `wake` or `until`, with no cgroup to watch. False once stopped.
+fn sleep(stop: &Shutdown, wake: BorrowedFd<'_>, until: Option<Instant>) -> bool {
+    let timeout = until.map_or(PollTimeout::NONE, |t| {
+        let millis = t.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
+        PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
+    });
+    let mut fds = [
+        PollFd::new(stop.fd(), PollFlags::POLLIN),
+        PollFd::new(wake, PollFlags::POLLIN),
+    ];
+    match poll(&mut fds, timeout) {
+        Ok(_) | Err(Errno::EINTR) => {}
+        // Only for lack of kernel memory: keep the loop's pace rather than spin.
+        Err(_) => std::thread::sleep(Duration::from_millis(100)),
+    }
+    !stop.is_triggered()
 }
 
 fn apply(targets: &Targets, change: CgroupChange, watched: &Watched) {
     match change {
         CgroupChange::Added(cgroup) => {
-            // /proc is read before the lock: the ring-buffer reader and scrapes wait on it.
-            // Processes moved in between mkdir and now were not seen by the kernel hook.
-            let seen = proc::look_at(procs_recursive(&cgroup.path).unwrap_or_default());
             let name = watched.name_of(&cgroup);
-            let mut state = targets.write();
-            let State { set, maps } = &mut *state;
-            if members::add_cgroup(set, maps, name.clone(), &cgroup).is_none() {
-                return;
-            }
-            tracing::info!(target = %name, "cgroup target added");
-            if let Err(e) = members::join(set, maps, &seen) {
-                tracing::warn!(target = %name, "cannot add the cgroup's processes: {e}");
+            if targets.add_cgroup(&name, &cgroup) {
+                tracing::info!(target = %name, "cgroup target added");
             }
         }
         CgroupChange::Removed(cgroup) => {
@@ -91,13 +125,10 @@ fn expire(targets: &Targets, ttl: Duration, on_expired: &impl Fn(&str)) -> bool 
         return false;
     }
     let mut failed = false;
-    // Processes still pointing at an expired target (its cgroup was renamed out of the
-    // pattern rather than removed) leave it before the id can serve another target.
-    let everyone = proc::all_pids();
     for (id, name) in expired {
         let mut state = targets.write();
         let State { set, maps } = &mut *state;
-        if let Err(e) = maps.forget_target(id, &everyone) {
+        if let Err(e) = maps.forget_target(id) {
             tracing::warn!(target = %name, "cannot delete the target's kernel state: {e}");
             failed = true;
             continue;

@@ -4,7 +4,7 @@
 //! watcher (`targets/watcher.rs`); this module has none of its own.
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    os::fd::AsFd as _,
+    os::fd::{AsFd as _, BorrowedFd},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -96,12 +96,17 @@ impl CgroupWatch {
         (watch, initial)
     }
 
-    /// Waits until the watched cgroups may have changed, `until` passes, or `stop` is
-    /// triggered. Returns what changed since the last call (often nothing), or `None` once
-    /// stopped.
-    pub fn next_changes(&mut self, stop: &Shutdown, until: Option<Instant>) -> Option<Vec<CgroupChange>> {
-        let wake = until.map_or(self.next_rescan, |t| t.min(self.next_rescan));
-        let (stopped, notified) = self.wait(stop, wake.saturating_duration_since(Instant::now()));
+    /// Waits until the watched cgroups may have changed, `until` passes, `wake` is readable
+    /// (the caller has other work), or `stop` is triggered. Returns what changed since the
+    /// last call (often nothing), or `None` once stopped.
+    pub fn next_changes(
+        &mut self,
+        stop: &Shutdown,
+        wake: BorrowedFd<'_>,
+        until: Option<Instant>,
+    ) -> Option<Vec<CgroupChange>> {
+        let due = until.map_or(self.next_rescan, |t| t.min(self.next_rescan));
+        let (stopped, notified) = self.wait(stop, wake, due.saturating_duration_since(Instant::now()));
         if stopped {
             return None;
         }
@@ -116,11 +121,14 @@ impl CgroupWatch {
         Some(self.diff(found))
     }
 
-    /// Sleeps until `stop`, an inotify event, or `timeout`. Returns (stopped, notified).
-    fn wait(&mut self, stop: &Shutdown, timeout: Duration) -> (bool, bool) {
+    /// Sleeps until `stop`, `wake`, an inotify event, or `timeout`. Returns (stopped, notified).
+    fn wait(&mut self, stop: &Shutdown, wake: BorrowedFd<'_>, timeout: Duration) -> (bool, bool) {
         let millis = timeout.as_micros().div_ceil(1000);
         let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
-        let mut fds = vec![PollFd::new(stop.fd(), PollFlags::POLLIN)];
+        let mut fds = vec![
+            PollFd::new(stop.fd(), PollFlags::POLLIN),
+            PollFd::new(wake, PollFlags::POLLIN),
+        ];
         if let Some(inotify) = &self.inotify {
             fds.push(PollFd::new(inotify.as_fd(), PollFlags::POLLIN));
         }
@@ -136,7 +144,7 @@ impl CgroupWatch {
         }
         let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
         let stopped = ready(&fds[0]);
-        let notified = fds.get(1).is_some_and(ready);
+        let notified = fds.get(2).is_some_and(ready);
         drop(fds);
         if notified {
             self.drain();
@@ -267,14 +275,25 @@ mod tests {
     struct Watching {
         watch: CgroupWatch,
         stop: Shutdown,
+        /// Never written: the watch's callers' other work.
+        wake: (std::io::PipeReader, std::io::PipeWriter),
         pending: std::collections::VecDeque<CgroupChange>,
     }
 
     impl Watching {
         fn new((watch, initial): (CgroupWatch, Vec<Cgroup>)) -> (Vec<Cgroup>, Watching) {
             let stop = Shutdown::new().unwrap();
+            let wake = std::io::pipe().unwrap();
             let pending = std::collections::VecDeque::new();
-            (initial, Watching { watch, stop, pending })
+            (
+                initial,
+                Watching {
+                    watch,
+                    stop,
+                    wake,
+                    pending,
+                },
+            )
         }
     }
 
@@ -282,7 +301,7 @@ mod tests {
     fn next(w: &mut Watching, within: Duration) -> Option<CgroupChange> {
         let deadline = Instant::now() + within;
         while w.pending.is_empty() && Instant::now() < deadline {
-            let changes = w.watch.next_changes(&w.stop, Some(deadline))?;
+            let changes = w.watch.next_changes(&w.stop, w.wake.0.as_fd(), Some(deadline))?;
             w.pending.extend(changes);
         }
         w.pending.pop_front()
@@ -352,7 +371,7 @@ mod tests {
             trigger.trigger();
         });
         let start = Instant::now();
-        assert_eq!(w.watch.next_changes(&w.stop, None), None);
+        assert_eq!(w.watch.next_changes(&w.stop, w.wake.0.as_fd(), None), None);
         assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
     }
 
