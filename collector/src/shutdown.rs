@@ -23,6 +23,12 @@ use nix::{
 
 use crate::sync::lock;
 
+/// `timeout` as poll(2) takes it: whole milliseconds, rounded up, so that a wait never ends
+/// before it is due and then loops on a sub-millisecond remainder.
+pub fn poll_timeout(timeout: Duration) -> PollTimeout {
+    PollTimeout::try_from(timeout.as_micros().div_ceil(1000)).unwrap_or(PollTimeout::MAX)
+}
+
 /// Cloneable; every clone sees the same trigger.
 #[derive(Clone, Debug)]
 pub struct Shutdown {
@@ -67,9 +73,7 @@ impl Shutdown {
     /// Sleeps up to `timeout`; true once triggered.
     pub fn wait(&self, timeout: Duration) -> bool {
         let mut fds = [PollFd::new(self.fd(), PollFlags::POLLIN)];
-        let millis = timeout.as_micros().div_ceil(1000);
-        let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, timeout) {
+        match poll(&mut fds, poll_timeout(timeout)) {
             Ok(_) | Err(Errno::EINTR) => {}
             // poll on one valid fd fails only for lack of kernel memory; fall back to sleeping
             // so the caller's loop keeps its pace.

@@ -120,17 +120,11 @@ impl KernelMaps {
 
     /// The target `pid` belongs to in the kernel's view, if any, and why.
     pub fn target_of(&self, pid: u32) -> Result<Option<(TargetId, Membership)>, KernelMapError> {
-        let value = match self.target_of.get(&pid, 0) {
-            Ok(value) => value,
-            Err(MapError::KeyNotFound) => 0,
-            Err(e) => return Err(err(maps::TARGET_OF)(e)),
-        };
-        let membership = if value & PID_TREE != 0 {
-            Membership::PidTree
-        } else {
-            Membership::Cgroup
-        };
-        Ok(TargetId::from_slot(collector_common::target_slot(value)).map(|t| (t, membership)))
+        match self.target_of.get(&pid, 0) {
+            Ok(value) => Ok(membership(value)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(err(maps::TARGET_OF)(e)),
+        }
     }
 
     /// Puts live process `pid` in `target`, or takes it out. One taken out keeps a
@@ -176,10 +170,12 @@ impl KernelMaps {
     /// The processes the kernel has in `target` now, and how: read from `TARGET_OF` itself,
     /// so that a member /proc no longer shows as a descendant (reparented to init) is there.
     pub fn members(&self, target: TargetId) -> Vec<(u32, Membership)> {
-        let pids: Vec<u32> = self.target_of.keys().flatten().collect();
-        pids.into_iter()
-            .filter_map(|pid| match self.target_of(pid) {
-                Ok(Some((t, membership))) if t == target => Some((pid, membership)),
+        // One pass over entries, not a lookup per key.
+        self.target_of
+            .iter()
+            .flatten()
+            .filter_map(|(pid, value)| match membership(value) {
+                Some((t, how)) if t == target => Some((pid, how)),
                 _ => None,
             })
             .collect()
@@ -340,6 +336,16 @@ impl KernelMaps {
 }
 
 /// Deletes the entries of `map` whose key matches; one that vanished meanwhile is no error.
+/// What a `TARGET_OF` value says: the target (none for `LEFT_TARGET`) and why.
+fn membership(value: u32) -> Option<(TargetId, Membership)> {
+    let how = if value & PID_TREE != 0 {
+        Membership::PidTree
+    } else {
+        Membership::Cgroup
+    };
+    TargetId::from_slot(collector_common::target_slot(value)).map(|t| (t, how))
+}
+
 fn remove_where<K: aya::Pod, V: aya::Pod>(map: &mut PerCpuHashMap<MapData, K, V>, matches: impl Fn(&K) -> bool) {
     let keys: Vec<K> = map.keys().flatten().filter(|k| matches(k)).collect();
     for k in keys {

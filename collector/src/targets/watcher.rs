@@ -22,7 +22,7 @@ use super::{
     handle::{Following, State, Targets},
     retarget::{self, Retargeter},
 };
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, poll_timeout};
 
 /// How soon an expiry that failed (a kernel map refused a delete) is tried again.
 const RETRY: Duration = Duration::from_secs(1);
@@ -80,8 +80,7 @@ pub fn spawn_watcher(
 /// Sleeps until `stop`, `wake` or `until`, with no cgroup to watch. False once stopped.
 fn sleep(stop: &Shutdown, wake: BorrowedFd<'_>, until: Option<Instant>) -> bool {
     let timeout = until.map_or(PollTimeout::NONE, |t| {
-        let millis = t.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000);
-        PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)
+        poll_timeout(t.saturating_duration_since(Instant::now()))
     });
     let mut fds = [
         PollFd::new(stop.fd(), PollFlags::POLLIN),

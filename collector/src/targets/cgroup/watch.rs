@@ -11,7 +11,7 @@ use std::{
 
 use nix::{
     errno::Errno,
-    poll::{PollFd, PollFlags, PollTimeout, poll},
+    poll::{PollFd, PollFlags, poll},
     sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor},
 };
 
@@ -20,7 +20,7 @@ use super::{
     pattern::CgroupPattern,
     walk::walk,
 };
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, poll_timeout};
 
 /// A difference in the set of cgroups that match the watched patterns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,8 +123,7 @@ impl CgroupWatch {
 
     /// Sleeps until `stop`, `wake`, an inotify event, or `timeout`. Returns (stopped, notified).
     fn wait(&mut self, stop: &Shutdown, wake: BorrowedFd<'_>, timeout: Duration) -> (bool, bool) {
-        let millis = timeout.as_micros().div_ceil(1000);
-        let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+        let timeout = poll_timeout(timeout);
         let mut fds = vec![
             PollFd::new(stop.fd(), PollFlags::POLLIN),
             PollFd::new(wake, PollFlags::POLLIN),
