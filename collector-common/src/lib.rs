@@ -6,6 +6,7 @@
 
 pub mod events;
 pub mod histogram;
+pub mod http;
 pub mod sockets;
 
 /// Target ids as stored in the kernel: `0` means "not a target", so a zeroed map slot is
@@ -224,16 +225,22 @@ pub enum MapErrorSite {
     SocketBytes = 4,
     /// A target thread found no free `ENTRY` slot: its syscalls are not timed.
     ThreadSlots = 5,
+    /// A connection's HTTP state did not fit: its requests are not counted.
+    HttpConns = 6,
+    /// A new (target, side, method, status) did not fit: its requests are not counted.
+    HttpStats = 7,
 }
 
 impl MapErrorSite {
-    pub const ALL: [MapErrorSite; 6] = [
+    pub const ALL: [MapErrorSite; 8] = [
         MapErrorSite::SyscallStats,
         MapErrorSite::SyscallErrors,
         MapErrorSite::TargetOf,
         MapErrorSite::Sockets,
         MapErrorSite::SocketBytes,
         MapErrorSite::ThreadSlots,
+        MapErrorSite::HttpConns,
+        MapErrorSite::HttpStats,
     ];
 
     /// The map's name, as used in the `map` label of `collector_bpf_map_errors_total`.
@@ -245,6 +252,8 @@ impl MapErrorSite {
             MapErrorSite::Sockets => "SOCKETS",
             MapErrorSite::SocketBytes => "SOCKET_BYTES",
             MapErrorSite::ThreadSlots => "THREAD_SLOTS",
+            MapErrorSite::HttpConns => "HTTP_CONNS",
+            MapErrorSite::HttpStats => "HTTP_STATS",
         }
     }
 }
@@ -273,6 +282,12 @@ pub mod maps {
     pub const TARGETS_GENERATION: &str = "TARGETS_GENERATION";
     pub const SWITCHES: &str = "SWITCHES";
     pub const EXIT_CLAIMS: &str = "EXIT_CLAIMS";
+    pub const HTTP_CONNS: &str = "HTTP_CONNS";
+    pub const HTTP_STATS: &str = "HTTP_STATS";
+    pub const HTTP_PROGRAM: &str = "HTTP_PROGRAM";
+    pub const HTTP_CALL: &str = "HTTP_CALL";
+    pub const HTTP_WINDOW: &str = "HTTP_WINDOW";
+    pub const HTTP_METHODS: &str = "HTTP_METHODS";
 
     /// Index in `SWITCHES` set to 1 once the tcp family is attached: only then may
     /// `sys_exit` hand accepted connections over to it.
@@ -280,8 +295,11 @@ pub mod maps {
     /// Set once the socket_bytes family is on: only then does `sys_exit` count the bytes of
     /// send and receive calls.
     pub const SWITCH_SOCKET_BYTES: u32 = 1;
+    /// Set once the http family is on: only then does `sys_exit` hand calls on followed
+    /// connections to it, and `tcp_destroy_sock` close their HTTP state.
+    pub const SWITCH_HTTP: u32 = 2;
     /// Entries of `SWITCHES`.
-    pub const SWITCHES_ENTRIES: u32 = 2;
+    pub const SWITCHES_ENTRIES: u32 = 3;
 
     // Sizes the kernel crate declares its maps with. The agent sets the real sizes at load
     // (`collector/src/kernel/probes.rs`, `MapSizes`), from its flags, whose defaults these are.
@@ -294,9 +312,14 @@ pub mod maps {
     pub const SYSCALL_ERRORS_ENTRIES: u32 = 8192;
     /// Open TCP connections of targets followed at once (`--max-connections`); beyond this,
     /// new ones are counted in `MAP_ERRORS` and not followed.
-    pub const SOCKETS_ENTRIES: u32 = 32768;
+    pub const SOCKETS_ENTRIES: u32 = 16384;
     /// Distinct (target, family, protocol) byte counters (`--max-socket-series`).
     pub const SOCKET_BYTES_ENTRIES: u32 = 4096;
+    /// Connections whose HTTP state the kernel keeps at once (`--max-http-connections`);
+    /// beyond this, a new one's requests are counted in `MAP_ERRORS` instead.
+    pub const HTTP_CONNS_ENTRIES: u32 = 8192;
+    /// Distinct (target, side, method, status) HTTP aggregates (`--max-http-series`).
+    pub const HTTP_STATS_ENTRIES: u32 = 1024;
     /// Size of the `EVENTS` ring buffer in bytes, a power of two (`--ring-buffer-size`).
     pub const EVENTS_DEFAULT_BYTES: u32 = 1 << 20;
     /// Most targets the agent can name (`--max-targets` is at most this); the maps with one
@@ -317,6 +340,7 @@ pub mod maps {
 pub mod globals {
     pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
     pub const KERNEL_FEATURES: &str = "KERNEL_FEATURES";
+    pub const HTTP_BOUNDS: &str = "HTTP_BOUNDS";
 }
 
 #[cfg(feature = "user")]

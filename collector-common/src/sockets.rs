@@ -97,9 +97,9 @@ pub const SYSCALL_IO_ENTRIES: usize = 512;
 pub enum SyscallIo {
     /// Moves no socket bytes.
     None = 0,
-    /// write, writev, sendto, sendmsg(fd, ...): returns the bytes sent.
+    /// write(fd, buf, ...), sendto(fd, buf, ...): returns the bytes sent.
     Send = 1,
-    /// read, readv(fd, ...): returns the bytes received.
+    /// read(fd, buf, ...): returns the bytes received.
     Receive = 2,
     /// recvfrom(fd, buf, len, flags, ...): bytes received, unless `flags` has MSG_PEEK.
     ReceiveFrom = 3,
@@ -116,6 +116,12 @@ pub enum SyscallIo {
     Splice = 8,
     /// accept, accept4: the returned fd is a new connection (the tcp family's).
     Accept = 9,
+    /// writev(fd, iov, iovcnt): as `Send`, the bytes in an iovec array.
+    SendVector = 10,
+    /// sendmsg(fd, msg, flags): as `Send`, the bytes in `msg->msg_iov`.
+    SendMessage = 11,
+    /// readv(fd, iov, iovcnt): as `Receive`, into an iovec array.
+    ReceiveVector = 12,
 }
 
 impl SyscallIo {
@@ -130,9 +136,40 @@ impl SyscallIo {
             7 => SyscallIo::SendFile,
             8 => SyscallIo::Splice,
             9 => SyscallIo::Accept,
+            10 => SyscallIo::SendVector,
+            11 => SyscallIo::SendMessage,
+            12 => SyscallIo::ReceiveVector,
             _ => SyscallIo::None,
         }
     }
+
+    /// Where the call's bytes are in the caller's memory, for a protocol parser that reads
+    /// the first of them (`collector-ebpf/src/http.rs`).
+    pub const fn buffer(self) -> Buffer {
+        match self {
+            SyscallIo::Send | SyscallIo::Receive | SyscallIo::ReceiveFrom => Buffer::Plain,
+            SyscallIo::SendVector | SyscallIo::ReceiveVector => Buffer::Vector,
+            SyscallIo::SendMessage | SyscallIo::ReceiveMessage => Buffer::Message,
+            _ => Buffer::None,
+        }
+    }
+
+    /// Whether the call's bytes leave through its socket (else they arrive), for the calls
+    /// [`SyscallIo::buffer`] places.
+    pub const fn sends(self) -> bool {
+        matches!(self, SyscallIo::Send | SyscallIo::SendVector | SyscallIo::SendMessage)
+    }
+}
+
+/// Where a send or receive call's bytes are: argument 1 of each is the buffer, an iovec array
+/// or a `struct user_msghdr` (man 2 write, writev, sendmsg).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Buffer {
+    /// No bytes in the caller's memory (sendfile, splice), or none to look at.
+    None,
+    Plain,
+    Vector,
+    Message,
 }
 
 /// Who opened a connection: the target called connect() (outbound) or accept() (inbound).

@@ -10,6 +10,7 @@
 use aya_ebpf::helpers::bpf_probe_read_kernel;
 use collector_common::{
     KernelFeatures, KernelOffsets,
+    http::{BUCKETS, Bounds},
     sockets::{SYSCALL_IO_ENTRIES, SyscallIo},
 };
 
@@ -23,6 +24,12 @@ pub(crate) static mut KERNEL_OFFSETS: KernelOffsets =
 #[unsafe(no_mangle)]
 pub(crate) static mut KERNEL_FEATURES: KernelFeatures =
     unsafe { core::mem::transmute([u32::MAX; size_of::<KernelFeatures>() / size_of::<u32>()]) };
+
+/// The HTTP duration buckets' upper bounds in ns (`--http-buckets`); all +Inf until set.
+#[unsafe(no_mangle)]
+pub(crate) static mut HTTP_BOUNDS: Bounds = Bounds {
+    ns: [u64::MAX; BUCKETS - 1],
+};
 
 /// One field of `KERNEL_OFFSETS`, e.g. `offset!(task_tgid)`. A volatile load of just that
 /// field, so the compiler cannot fold in the initial value, and hot probes such as

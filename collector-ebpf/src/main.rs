@@ -15,6 +15,7 @@ mod cgroups;
 mod events;
 mod fds;
 mod globals;
+mod http;
 mod maps;
 mod processes;
 mod socket_bytes;

@@ -62,33 +62,43 @@ enum Moved {
     Received,
 }
 
+/// A TCP connection the tcp family follows: its `struct sock` address and `SOCKETS`
+/// direction.
+pub type Followed = (u64, u8);
+
 /// A syscall of `io`'s kind returned `ret` in a thread of `target`; `regs` holds its
-/// arguments.
+/// arguments. Returns the followed connection whose bytes a send, a receive (not a peek) or
+/// a sendfile moved, for the http family.
 #[inline(always)]
-pub fn returned(io: SyscallIo, ret: i64, regs: *const u8, target: u32) {
+pub fn returned(io: SyscallIo, ret: i64, regs: *const u8, target: u32) -> Option<Followed> {
     if ret <= 0 || read_field::<u16>(regs, offset!(regs_cs)).unwrap_or(USER32_CS) == USER32_CS {
-        return;
+        return None;
     }
     let bytes = ret as u64;
     // An argument that cannot be read is no fd at all (`u64::MAX` is past every fd table).
     let arg = |at: u32| read_field::<u64>(regs, at).unwrap_or(u64::MAX);
     let peek = |flags_at: u32| arg(flags_at) & MSG_PEEK != 0;
     match io {
-        SyscallIo::Send => count(arg(offset!(regs_arg0)), Moved::Sent, bytes, target),
-        SyscallIo::Receive => count(arg(offset!(regs_arg0)), Moved::Received, bytes, target),
+        SyscallIo::Send | SyscallIo::SendVector | SyscallIo::SendMessage => {
+            count(arg(offset!(regs_arg0)), Moved::Sent, bytes, target)
+        }
+        SyscallIo::Receive | SyscallIo::ReceiveVector => count(arg(offset!(regs_arg0)), Moved::Received, bytes, target),
         SyscallIo::ReceiveFrom if !peek(offset!(regs_arg3)) => {
-            count(arg(offset!(regs_arg0)), Moved::Received, bytes, target);
+            count(arg(offset!(regs_arg0)), Moved::Received, bytes, target)
         }
         SyscallIo::ReceiveMessage if !peek(offset!(regs_arg2)) => {
-            count(arg(offset!(regs_arg0)), Moved::Received, bytes, target);
+            count(arg(offset!(regs_arg0)), Moved::Received, bytes, target)
         }
-        SyscallIo::SendMessages => messages(
-            arg(offset!(regs_arg0)),
-            arg(offset!(regs_arg1)),
-            ret,
-            Moved::Sent,
-            target,
-        ),
+        SyscallIo::SendMessages => {
+            messages(
+                arg(offset!(regs_arg0)),
+                arg(offset!(regs_arg1)),
+                ret,
+                Moved::Sent,
+                target,
+            );
+            None
+        }
         SyscallIo::ReceiveMessages if !peek(offset!(regs_arg3)) => {
             messages(
                 arg(offset!(regs_arg0)),
@@ -97,16 +107,18 @@ pub fn returned(io: SyscallIo, ret: i64, regs: *const u8, target: u32) {
                 Moved::Received,
                 target,
             );
+            None
         }
         SyscallIo::SendFile => {
-            count(arg(offset!(regs_arg0)), Moved::Sent, bytes, target);
             count(arg(offset!(regs_arg1)), Moved::Received, bytes, target);
+            count(arg(offset!(regs_arg0)), Moved::Sent, bytes, target)
         }
         SyscallIo::Splice => {
             count(arg(offset!(regs_arg0)), Moved::Received, bytes, target);
             count(arg(offset!(regs_arg2)), Moved::Sent, bytes, target);
+            None
         }
-        _ => {}
+        _ => None,
     }
 }
 
@@ -127,18 +139,16 @@ fn messages(fd: u64, msgvec: u64, sent: i64, moved: Moved, target: u32) {
     add(sk, moved, bytes, target);
 }
 
-/// `bytes` moved through `fd`, if it is a socket.
+/// `bytes` moved through `fd`, if it is a socket; the connection, if followed.
 #[inline(always)]
-fn count(fd: u64, moved: Moved, bytes: u64, target: u32) {
-    if let Some(sk) = socket_of_fd(fd) {
-        add(sk, moved, bytes, target);
-    }
+fn count(fd: u64, moved: Moved, bytes: u64, target: u32) -> Option<Followed> {
+    add(socket_of_fd(fd)?, moved, bytes, target)
 }
 
 /// Per (target, family, protocol), and on the connection when it is one the tcp family
-/// follows.
+/// follows (which it returns).
 #[inline(always)]
-fn add(sk: *const u8, moved: Moved, bytes: u64, target: u32) {
+fn add(sk: *const u8, moved: Moved, bytes: u64, target: u32) -> Option<Followed> {
     let family = Family::from_af(read_field::<u16>(sk, offset!(sock_family)).unwrap_or(0));
     let protocol = Protocol::of(family, read_field::<u16>(sk, offset!(sock_protocol)).unwrap_or(0));
     let key = SocketBytesKey {
@@ -153,13 +163,13 @@ fn add(sk: *const u8, moved: Moved, bytes: u64, target: u32) {
             Moved::Received => total.received += bytes,
         }
     }
-    if protocol == Protocol::Tcp
-        && let Some(c) = SOCKETS.get_ptr_mut(&(sk as u64))
-    {
-        let c = unsafe { &mut *c };
-        match moved {
-            Moved::Sent => c.bytes_sent += bytes,
-            Moved::Received => c.bytes_received += bytes,
-        }
+    if protocol != Protocol::Tcp {
+        return None;
     }
+    let c = unsafe { &mut *SOCKETS.get_ptr_mut(&(sk as u64))? };
+    match moved {
+        Moved::Sent => c.bytes_sent += bytes,
+        Moved::Received => c.bytes_received += bytes,
+    }
+    Some((sk as u64, c.direction))
 }

@@ -48,7 +48,7 @@ use aya_ebpf::{
 use collector_common::{
     MapErrorSite, TargetId,
     events::{EventHeader, EventKind, TcpRecord},
-    maps::{MAX_TARGETS, SOCKETS_ENTRIES},
+    maps::{MAX_TARGETS, SOCKETS_ENTRIES, SWITCH_HTTP},
     sockets::{AF_INET, AF_INET6, Connection, DIRECTION_INBOUND, DIRECTION_OUTBOUND, IPPROTO_TCP, TcpCounts},
 };
 
@@ -56,7 +56,8 @@ use crate::{
     events::submit,
     fds::socket_of_fd,
     globals::{offset, read_field},
-    maps::{count_map_error, current_tgid, target_of_current},
+    http,
+    maps::{count_map_error, current_tgid, switched_on, target_of_current},
 };
 
 /// include/net/tcp_states.h
@@ -115,6 +116,11 @@ fn follow(sk: *const u8, target: u32, direction: u8) -> Option<Connection> {
     if SOCKETS.insert(&(sk as u64), &c, 0).is_err() {
         count_map_error(MapErrorSite::Sockets);
         return None;
+    }
+    if switched_on(SWITCH_HTTP) {
+        // A socket at this address before whose freeing was not seen must not lend its
+        // HTTP state to this connection.
+        let _ = http::HTTP_CONNS.remove(&(sk as u64));
     }
     Some(c)
 }
@@ -176,6 +182,9 @@ fn close_count(c: &Connection) {
 pub fn collector_tcp_destroy_sock(ctx: RawTracePointContext) -> i32 {
     let sk: *const u8 = ctx.arg(0);
     let key = sk as u64;
+    if switched_on(SWITCH_HTTP) {
+        http::closed(key);
+    }
     let Some(mut c) = (unsafe { SOCKETS.get(&key) }).copied() else {
         return 0;
     };

@@ -9,7 +9,8 @@
 //!
 //! On the same exit path, the return of a target's accept() hands its connection to the tcp
 //! family (`sockets.rs`), and its send and receive calls count their bytes
-//! (`socket_bytes.rs`); which syscalls those are is a table by number (`syscall_io`).
+//! (`socket_bytes.rs`), and those on a followed connection go on to the http family
+//! (`http.rs`); which syscalls those are is a table by number (`syscall_io`).
 //!
 //! Whether the caller is a target is a per-CPU load and two compares (`syscall_target`, a
 //! cache keyed by the caller's pt_regs and checked against the targets' generation; see
@@ -28,12 +29,13 @@
 use aya_ebpf::{helpers::bpf_ktime_get_ns, macros::raw_tracepoint, programs::RawTracePointContext};
 use collector_common::{
     EntrySlot, ErrorKey, MapErrorSite, histogram,
-    maps::{SWITCH_SOCKET_BYTES, SWITCH_TCP},
+    maps::{SWITCH_HTTP, SWITCH_SOCKET_BYTES, SWITCH_TCP},
     sockets::SyscallIo,
 };
 
 use crate::{
     globals::{offset, read_field, syscall_io},
+    http::{self, HttpCall},
     maps::{SYSCALL_ERRORS, entry_slot, get_or_insert, switched_on, syscall_stats, syscall_target},
     socket_bytes, sockets,
 };
@@ -83,7 +85,27 @@ pub fn collector_sys_exit(ctx: RawTracePointContext) -> i32 {
         SyscallIo::None => {}
         SyscallIo::Accept => accept_returned(ret, entry.target),
         // Bytes of a call that began before attach are not counted, like the call itself.
-        io if switched_on(SWITCH_SOCKET_BYTES) => socket_bytes::returned(io, ret, regs, entry.target),
+        io if switched_on(SWITCH_SOCKET_BYTES) => {
+            if let Some((sk, direction)) = socket_bytes::returned(io, ret, regs, entry.target)
+                && switched_on(SWITCH_HTTP)
+            {
+                // Last: a tail call does not return.
+                http::hand_over(
+                    &ctx,
+                    HttpCall {
+                        sk,
+                        enter_ns: entry.enter_ns,
+                        target: entry.target,
+                        io: io as u8,
+                        direction,
+                        _pad: [0; 2],
+                        data: 0,
+                        len: 0,
+                        now: 0,
+                    },
+                );
+            }
+        }
         _ => {}
     }
     0

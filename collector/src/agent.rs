@@ -199,7 +199,7 @@ fn start(
         return Ok(None);
     }
 
-    let mut probes = Probes::load(&layout, &cli.map_sizes()).map_err(runtime)?;
+    let mut probes = Probes::load(&layout, &cli.map_sizes(), &cli.http_bounds()).map_err(runtime)?;
     // Parsing the kernel's BTF (several MB, ~100k types) is the agent's largest allocation
     // and is freed at once; hand the pages back so the resident size reflects what runs
     // (~60 MB -> under 30 MB measured by `cargo xtask bench`).
@@ -274,6 +274,7 @@ fn start(
         probes: probes.attached().clone(),
         families_off: probes.off().clone(),
         started,
+        http_bounds: cli.http_buckets.0.clone(),
     };
     export::register_collectors(&mut registry, &sources);
     Ok(Some(Running {

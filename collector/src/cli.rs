@@ -4,7 +4,10 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use collector_common::maps;
+use collector_common::{
+    http::{self, Bounds},
+    maps,
+};
 
 use crate::{
     kernel::{btf::VMLINUX_BTF, probes::MapSizes},
@@ -150,6 +153,22 @@ pub struct Cli {
     #[arg(long, value_name = "N", env = "COLLECTOR_MAX_SOCKET_SERIES", default_value_t = maps::SOCKET_BYTES_ENTRIES, value_parser = parse_entries)]
     pub max_socket_series: u32,
 
+    /// HTTP connections of targets whose requests are followed at once; beyond it, a new
+    /// one's requests are not counted, each in
+    /// collector_bpf_map_errors_total{map="HTTP_CONNS"}. [example: --max-http-connections 32768]
+    #[arg(long, value_name = "N", env = "COLLECTOR_MAX_HTTP_CONNECTIONS", default_value_t = maps::HTTP_CONNS_ENTRIES, value_parser = parse_entries)]
+    pub max_http_connections: u32,
+
+    /// Distinct (target, side, method, status) HTTP aggregates in the kernel; beyond it
+    /// counted in collector_bpf_map_errors_total{map="HTTP_STATS"}. [example: --max-http-series 8192]
+    #[arg(long, value_name = "N", env = "COLLECTOR_MAX_HTTP_SERIES", default_value_t = maps::HTTP_STATS_ENTRIES, value_parser = parse_entries)]
+    pub max_http_series: u32,
+
+    /// Upper bounds in seconds of the HTTP request duration buckets, ascending, at most 15
+    /// (the default is the OpenTelemetry semantic conventions'). [example: --http-buckets 0.01,0.1,1,10]
+    #[arg(long, value_name = "SECONDS,...", env = "COLLECTOR_HTTP_BUCKETS", default_value_t = HttpBuckets::default(), value_parser = parse_http_buckets)]
+    pub http_buckets: HttpBuckets,
+
     /// The kernel's BTF to read struct layouts and tracepoints from: the running kernel's
     /// unless a distribution ships it elsewhere. [example: --kernel-btf /boot/vmlinux.btf]
     #[arg(long, value_name = "PATH", env = "COLLECTOR_KERNEL_BTF", default_value = VMLINUX_BTF)]
@@ -178,8 +197,55 @@ impl Cli {
             syscall_errors: self.max_error_series,
             sockets: self.max_connections,
             socket_bytes: self.max_socket_series,
+            http_connections: self.max_http_connections,
+            http_series: self.max_http_series,
         }
     }
+
+    /// The HTTP duration buckets' bounds in ns, as the kernel takes them.
+    pub fn http_bounds(&self) -> Bounds {
+        let mut bounds = Bounds {
+            ns: [u64::MAX; http::BUCKETS - 1],
+        };
+        for (ns, seconds) in bounds.ns.iter_mut().zip(&self.http_buckets.0) {
+            *ns = (seconds * 1e9).round() as u64;
+        }
+        bounds
+    }
+}
+
+/// `--http-buckets`: ascending upper bounds in seconds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HttpBuckets(pub Vec<f64>);
+
+impl std::fmt::Display for HttpBuckets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let all: Vec<String> = self.0.iter().map(f64::to_string).collect();
+        f.write_str(&all.join(","))
+    }
+}
+
+impl Default for HttpBuckets {
+    fn default() -> Self {
+        HttpBuckets(http::DEFAULT_BOUNDS_SECONDS.to_vec())
+    }
+}
+
+fn parse_http_buckets(s: &str) -> Result<HttpBuckets, String> {
+    let bounds: Vec<f64> = s
+        .split(',')
+        .map(|b| match b.trim().parse::<f64>() {
+            Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+            _ => Err(format!("'{b}' is not a duration in seconds above 0 (e.g. 0.005)")),
+        })
+        .collect::<Result<_, _>>()?;
+    if bounds.is_empty() || bounds.len() > http::BUCKETS - 1 {
+        return Err(format!("give 1 to {} bounds, not {}", http::BUCKETS - 1, bounds.len()));
+    }
+    if !bounds.is_sorted_by(|a, b| a < b) {
+        return Err(format!("'{s}' is not in ascending order"));
+    }
+    Ok(HttpBuckets(bounds))
 }
 
 /// Most entries a runtime-sized map may be given: 16 Mi, far beyond any host's need, so a
@@ -272,8 +338,31 @@ mod tests {
         assert_eq!(cli.series_ttl, "60s".parse::<humantime::Duration>().unwrap());
         assert_eq!(cli.max_targets, 1000);
         let sizes = cli.map_sizes();
-        assert_eq!((sizes.targets, sizes.syscall_stats, sizes.sockets), (1000, 8192, 32768));
+        assert_eq!((sizes.targets, sizes.syscall_stats, sizes.sockets), (1000, 8192, 16384));
         assert_eq!((sizes.target_processes, sizes.target_threads), (16384, 16384));
+    }
+
+    #[test]
+    fn http_buckets_default_to_the_semantic_conventions_and_reach_the_kernel_in_ns() {
+        let cli = parse(&["--pid", "1"]).unwrap();
+        assert_eq!(cli.http_buckets.0, http::DEFAULT_BOUNDS_SECONDS);
+        let bounds = cli.http_bounds();
+        assert_eq!(bounds.ns[..3], [5_000_000, 10_000_000, 25_000_000]);
+        assert_eq!(bounds.ns[13], 10_000_000_000);
+        assert_eq!(bounds.ns[14], u64::MAX, "unused bounds are +Inf");
+        let cli = parse(&["--pid", "1", "--http-buckets", "0.1, 1"]).unwrap();
+        assert_eq!(cli.http_bounds().ns[..3], [100_000_000, 1_000_000_000, u64::MAX]);
+        for (buckets, needle) in [
+            ("1,0.5", "ascending"),
+            ("0.1,x", "'x' is not a duration"),
+            ("0", "above 0"),
+            ("1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16", "1 to 15 bounds"),
+        ] {
+            let e = parse(&["--pid", "1", "--http-buckets", buckets])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{buckets}: {e}");
+        }
     }
 
     #[test]

@@ -1,107 +1,22 @@
 //! A load test with real programs: nginx (from Debian) as the target, wrk driving it on
 //! loopback as fast as this machine goes, one request per connection. What the collector
 //! reports must match nginx's own access log exactly, with nothing dropped.
-use std::{
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{process::Command, time::Duration};
 
-use tests::{Collector, eventually, have_tool, privileged, sink_events, sink_path, value};
+use tests::{
+    Collector, Nginx, count_lines_with, eventually, have_tool, http_requests, map_entries, privileged, sink_events,
+    sink_path, value,
+};
 
 /// How long wrk runs.
 const SECONDS: u32 = 5;
-
-/// nginx in the foreground with its own prefix, config and logs under `dir`; stopped when
-/// dropped.
-struct Nginx {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Nginx {
-    fn start() -> Nginx {
-        let dir = std::env::temp_dir().join(format!("collector-nginx-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let d = dir.display();
-        let conf = format!(
-            "daemon off;
-worker_processes 2;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 4096; }}
-http {{
-    access_log {d}/access.log;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        location / {{ return 200 \"ok\\n\"; }}
-    }}
-}}
-"
-        );
-        std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-        let child = Command::new("nginx")
-            .args([
-                "-p",
-                &dir.to_string_lossy(),
-                "-c",
-                &dir.join("nginx.conf").to_string_lossy(),
-            ])
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start nginx");
-        let nginx = Nginx { child, dir, port };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nginx did not listen: {}", nginx.error_log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        nginx
-    }
-
-    fn access_log_lines(&self) -> usize {
-        std::fs::read_to_string(self.dir.join("access.log"))
-            .unwrap_or_default()
-            .lines()
-            .count()
-    }
-
-    fn error_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGQUIT: graceful shutdown, workers finish and exit.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGQUIT) };
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn count_lines_with(path: &Path, needle: &str) -> usize {
-    std::fs::read_to_string(path).map_or(0, |t| t.lines().filter(|l| l.contains(needle)).count())
-}
 
 #[test]
 fn nginx_under_wrk_accepts_exactly_what_its_access_log_says() {
     if !privileged() || !have_tool("nginx", "nginx-light") || !have_tool("wrk", "wrk") {
         return;
     }
-    let nginx = Nginx::start();
+    let nginx = Nginx::start("wrk", r#"location / { return 200 "ok\n"; }"#);
     let sink = sink_path("nginx");
     // The master's pid: its workers exist already and are found as descendants.
     let c = Collector::start(&[
@@ -199,6 +114,27 @@ fn nginx_under_wrk_accepts_exactly_what_its_access_log_says() {
     assert_eq!(dropped, 0.0, "events were dropped");
     let map_errors: f64 = m.sum("collector_bpf_map_errors_total", &[]);
     assert_eq!(map_errors, 0.0, "kernel map updates failed");
+    // Each request nginx logged, per method and status, with its bytes; one it logged
+    // without sending a byte (wrk gone first) is one the collector saw aborted.
+    let mut log = nginx.requests_logged();
+    let unanswered = log.values().filter(|v| v.2 == 0.0).fold(0.0, |n, v| n + v.0);
+    log.retain(|_, v| v.2 > 0.0);
+    let http = http_requests(&m, "nginx", "server");
+    println!("HTTP: nginx logged {log:?} and {unanswered} unanswered; the collector counted {http:?}");
+    assert_eq!(http, log);
+    assert_eq!(
+        value(
+            &m,
+            "collector_http_server_requests_aborted_total",
+            &[("target", "nginx")]
+        ),
+        unanswered
+    );
+    assert_eq!(m.sum("collector_http_untracked_total", &[]), 0.0);
+    assert!(
+        map_entries(c.pid(), "HTTP_CONNS").is_empty(),
+        "HTTP state left after every close"
+    );
     assert!(logged > 1000, "wrk made only {logged} requests: {wrk}");
     assert_eq!(requests, logged, "connections with a request vs the access log");
     assert_eq!(connections, accepts as f64);

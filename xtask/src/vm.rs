@@ -40,7 +40,7 @@ pub const MATRIX: &[Kernel] = &[
 
 /// The end-to-end suites each guest runs (`tests/tests/<name>.rs`), beside the kernel
 /// test's own guest half: those of the core and of every family a kernel may lack.
-pub const GUEST_SUITES: &[&str] = &["syscalls", "process_events", "cgroups", "sockets"];
+pub const GUEST_SUITES: &[&str] = &["syscalls", "process_events", "cgroups", "sockets", "http"];
 
 /// The tools that boot a guest: QEMU, depmod and busybox (virtme-ng builds the guest's
 /// module list and its initramfs with them), and virtme-ng from PyPI (Debian has none).

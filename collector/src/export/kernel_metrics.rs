@@ -5,6 +5,7 @@
 //! kernel-side metric is a row here (and, for a new map, a [`Source`]).
 //!
 //! Names are the contract (README): `_total` on counters, base units.
+use collector_common::http;
 
 /// The kernel map a metric is read from (summed over CPUs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -22,6 +23,8 @@ pub enum Source {
     TargetCounts,
     /// `MAP_ERRORS`: map -> failed updates.
     MapErrors,
+    /// `HTTP_STATS`: (target, side, method, status) -> duration histogram and bytes.
+    HttpStats,
 }
 
 /// A label decoded from a field of the map's key.
@@ -39,6 +42,14 @@ pub enum Key {
     Protocol,
     /// The map an update failed on.
     Map,
+    /// The HTTP request method, as the semantic conventions name it.
+    Method,
+    /// The HTTP response status code.
+    Status,
+    /// `server` or `client`.
+    Side,
+    /// Why a row counts no completed request: `unmatched_response`, `in_flight_full`.
+    Untracked,
 }
 
 /// The number a sample shows, from the map's value.
@@ -59,6 +70,15 @@ pub enum Value {
     ResetsReceived,
     Processes,
     Threads,
+    /// The duration histogram of completed requests of one side, in seconds.
+    HttpDuration(u8),
+    /// Requests of one side aborted (a row of `STATUS_ABORTED`).
+    HttpAborted(u8),
+    /// Bytes of completed requests and of their responses, of one side.
+    HttpRequestBytes(u8),
+    HttpResponseBytes(u8),
+    /// Rows that are no completed request and no abort.
+    HttpUntracked,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +106,12 @@ pub struct KernelMetric {
 
 const TARGET: (&str, Key) = ("target", Key::Target);
 const SYSCALL: (&str, Key) = ("syscall", Key::Syscall);
+/// The semantic conventions' attribute names in Prometheus form, as Beyla exports them.
+const HTTP_REQUEST: &[(&str, Key)] = &[
+    TARGET,
+    ("http_request_method", Key::Method),
+    ("http_response_status_code", Key::Status),
+];
 
 pub const KERNEL_METRICS: &[KernelMetric] = &[
     KernelMetric {
@@ -175,6 +201,78 @@ pub const KERNEL_METRICS: &[KernelMetric] = &[
         samples: &[(None, Value::Threads)],
     },
     KernelMetric {
+        name: "collector_http_server_request_duration_seconds",
+        help: "HTTP/1.x requests targets served: from the return of the read of the request's first bytes to the return of the response's last write.",
+        kind: Type::Histogram,
+        source: Source::HttpStats,
+        labels: HTTP_REQUEST,
+        samples: &[(None, Value::HttpDuration(http::SERVER))],
+    },
+    KernelMetric {
+        name: "collector_http_client_request_duration_seconds",
+        help: "HTTP/1.x requests targets made: from the write of the request's first bytes to the return of the read of the response's status line.",
+        kind: Type::Histogram,
+        source: Source::HttpStats,
+        labels: HTTP_REQUEST,
+        samples: &[(None, Value::HttpDuration(http::CLIENT))],
+    },
+    KernelMetric {
+        name: "collector_http_server_requests_aborted_total",
+        help: "HTTP requests targets read whose connection closed (or was reset) before they were answered.",
+        kind: Type::Counter,
+        source: Source::HttpStats,
+        labels: &[TARGET],
+        samples: &[(None, Value::HttpAborted(http::SERVER))],
+    },
+    KernelMetric {
+        name: "collector_http_client_requests_aborted_total",
+        help: "HTTP requests targets sent whose connection closed (or was reset) before a response came.",
+        kind: Type::Counter,
+        source: Source::HttpStats,
+        labels: &[TARGET],
+        samples: &[(None, Value::HttpAborted(http::CLIENT))],
+    },
+    KernelMetric {
+        name: "collector_http_server_request_bytes_total",
+        help: "Bytes of the HTTP requests targets served, headers included.",
+        kind: Type::Counter,
+        source: Source::HttpStats,
+        labels: HTTP_REQUEST,
+        samples: &[(None, Value::HttpRequestBytes(http::SERVER))],
+    },
+    KernelMetric {
+        name: "collector_http_server_response_bytes_total",
+        help: "Bytes of the HTTP responses targets sent, headers included.",
+        kind: Type::Counter,
+        source: Source::HttpStats,
+        labels: HTTP_REQUEST,
+        samples: &[(None, Value::HttpResponseBytes(http::SERVER))],
+    },
+    KernelMetric {
+        name: "collector_http_client_request_bytes_total",
+        help: "Bytes of the HTTP requests targets made, headers included.",
+        kind: Type::Counter,
+        source: Source::HttpStats,
+        labels: HTTP_REQUEST,
+        samples: &[(None, Value::HttpRequestBytes(http::CLIENT))],
+    },
+    KernelMetric {
+        name: "collector_http_client_response_bytes_total",
+        help: "Bytes of the HTTP responses targets received, headers included.",
+        kind: Type::Counter,
+        source: Source::HttpStats,
+        labels: HTTP_REQUEST,
+        samples: &[(None, Value::HttpResponseBytes(http::CLIENT))],
+    },
+    KernelMetric {
+        name: "collector_http_untracked_total",
+        help: "HTTP messages of targets not counted as requests: a response to a request not seen (unmatched_response), a request beyond the 8 a connection can have waiting (in_flight_full).",
+        kind: Type::Counter,
+        source: Source::HttpStats,
+        labels: &[TARGET, ("side", Key::Side), ("reason", Key::Untracked)],
+        samples: &[(None, Value::HttpUntracked)],
+    },
+    KernelMetric {
         name: "collector_bpf_map_errors_total",
         help: "Map updates that failed in the kernel (map full, or a read of kernel memory failed).",
         kind: Type::Counter,
@@ -193,6 +291,7 @@ impl Source {
             Source::SocketBytes => &[Key::Target, Key::Family, Key::Protocol],
             Source::TcpCounts | Source::TargetCounts => &[Key::Target],
             Source::MapErrors => &[Key::Map],
+            Source::HttpStats => &[Key::Target, Key::Method, Key::Status, Key::Side, Key::Untracked],
         }
     }
 
@@ -210,6 +309,17 @@ impl Source {
                 Value::ResetsReceived,
             ],
             Source::TargetCounts => &[Value::Processes, Value::Threads],
+            Source::HttpStats => &[
+                Value::HttpDuration(http::SERVER),
+                Value::HttpDuration(http::CLIENT),
+                Value::HttpAborted(http::SERVER),
+                Value::HttpAborted(http::CLIENT),
+                Value::HttpRequestBytes(http::SERVER),
+                Value::HttpRequestBytes(http::CLIENT),
+                Value::HttpResponseBytes(http::SERVER),
+                Value::HttpResponseBytes(http::CLIENT),
+                Value::HttpUntracked,
+            ],
         }
     }
 }
@@ -226,7 +336,8 @@ mod tests {
             }
             for (_, value) in m.samples {
                 assert!(m.source.values().contains(value), "{}: {value:?}", m.name);
-                assert_eq!(*value == Value::Latency, m.kind == Type::Histogram, "{}", m.name);
+                let histogram = matches!(value, Value::Latency | Value::HttpDuration(_));
+                assert_eq!(histogram, m.kind == Type::Histogram, "{}", m.name);
             }
             assert!(m.name.starts_with("collector_"), "{}", m.name);
             assert_eq!(m.kind == Type::Counter, m.name.ends_with("_total"), "{}", m.name);

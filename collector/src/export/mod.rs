@@ -35,6 +35,8 @@ pub struct Sources {
     /// Probe families that are off on this kernel, with why.
     pub families_off: BTreeMap<&'static str, String>,
     pub started: Instant,
+    /// The HTTP duration buckets' upper bounds, in seconds.
+    pub http_bounds: Vec<f64>,
 }
 
 /// The names of the metrics served at scrape time, which a metric definition may not take.
@@ -59,6 +61,7 @@ pub fn register_collectors(registry: &mut Registry, sources: &Sources) {
     registry.register_collector(Box::new(scrape::KernelCollector {
         targets: sources.targets.clone(),
         read_errors: read_errors.clone(),
+        http_bounds: sources.http_bounds.clone(),
     }));
     registry.register_collector(Box::new(agent_metrics::AgentCollector {
         targets: sources.targets.clone(),

@@ -15,6 +15,7 @@ use collector_common::{
     ErrorKey, MapErrorSite, SyscallKey, SyscallStats, TargetId,
     events::TargetCounts,
     histogram,
+    http::{self, HttpKey, HttpStats, Method},
     sockets::{Family, Protocol, SocketBytes, SocketBytesKey, TcpCounts},
 };
 use prometheus_client::{
@@ -40,13 +41,16 @@ enum Row {
     Tcp(TargetId, TcpCounts),
     Counts(TargetId, TargetCounts),
     MapError(MapErrorSite, u64),
+    Http(HttpKey, HttpStats),
 }
 
 /// What one sample shows.
-enum Sample<'a> {
+enum Sample {
     Counter(u64),
     Gauge(i64),
-    Histogram(&'a SyscallStats),
+    /// (sum in seconds, count, per-bucket counts with upper bounds in seconds; `f64::MAX`
+    /// marks `+Inf` for the encoder).
+    Histogram(f64, u64, Vec<(f64, u64)>),
 }
 
 #[derive(Debug)]
@@ -54,6 +58,8 @@ pub struct KernelCollector {
     pub targets: Targets,
     /// Shared with the agent's own metrics, which export it.
     pub read_errors: Arc<AtomicU64>,
+    /// The HTTP duration buckets' upper bounds, in seconds (`--http-buckets`).
+    pub http_bounds: Vec<f64>,
 }
 
 /// Entries read from a map as rows, with the count that could not be read.
@@ -74,6 +80,7 @@ fn read(source: Source, view: &View<'_>) -> (Vec<Row>, u64) {
         Source::SyscallStats => tag(maps.syscall_stats(), |(k, v)| Row::Syscall(k, v)),
         Source::SyscallErrors => tag(maps.syscall_errors(), |(k, v)| Row::Error(k, v)),
         Source::SocketBytes => tag(maps.socket_bytes(), |(k, v)| Row::Bytes(k, v)),
+        Source::HttpStats => tag(maps.http_stats(), |(k, v)| Row::Http(k, v)),
         Source::TcpCounts => per_target(&|id| maps.tcp_counts(id).ok().map(|c| Row::Tcp(id, c))),
         Source::TargetCounts => per_target(&|id| view.counts(id).map(|c| Row::Counts(id, c))),
         Source::MapErrors => match maps.map_errors() {
@@ -92,6 +99,15 @@ impl Key {
             (Key::Target, Row::Syscall(k, _)) => target(k.target),
             (Key::Target, Row::Error(k, _)) => target(k.target),
             (Key::Target, Row::Bytes(k, _)) => target(k.target),
+            (Key::Target, Row::Http(k, _)) => target(k.target),
+            (Key::Method, Row::Http(k, _)) => Cow::Borrowed(Method::from_u8(k.method).label()),
+            (Key::Status, Row::Http(k, _)) => Cow::Owned(k.status.to_string()),
+            (Key::Side, Row::Http(k, _)) => Cow::Borrowed(http::side_label(k.side)),
+            (Key::Untracked, Row::Http(k, _)) => Cow::Borrowed(match k.status {
+                http::STATUS_UNMATCHED => "unmatched_response",
+                http::STATUS_IN_FLIGHT_FULL => "in_flight_full",
+                _ => "none",
+            }),
             (Key::Target, Row::Tcp(id, _) | Row::Counts(id, _)) => target(id.slot()),
             (Key::Syscall, Row::Syscall(SyscallKey { nr, .. }, _) | Row::Error(ErrorKey { nr, .. }, _)) => {
                 syscall_name(*nr)
@@ -105,11 +121,35 @@ impl Key {
     }
 }
 
+/// Whether an HTTP row is a completed request of `side` (its status is a real one).
+fn completed(k: HttpKey, side: u8) -> bool {
+    k.side == side && k.status >= 100
+}
+
 impl Value {
-    fn of(self, row: &Row) -> Option<Sample<'_>> {
+    fn of(self, row: &Row, http_bounds: &[f64]) -> Option<Sample> {
         Some(match (self, row) {
             (Value::Calls, Row::Syscall(_, s)) => Sample::Counter(s.buckets.iter().sum()),
-            (Value::Latency, Row::Syscall(_, s)) => Sample::Histogram(s),
+            (Value::Latency, Row::Syscall(_, s)) => {
+                let (sum, count, buckets) = histogram_in_seconds(s);
+                Sample::Histogram(sum, count, buckets)
+            }
+            (Value::HttpDuration(side), Row::Http(k, s)) if completed(*k, side) => {
+                let (sum, count, buckets) = http_in_seconds(s, http_bounds);
+                Sample::Histogram(sum, count, buckets)
+            }
+            (Value::HttpAborted(side), Row::Http(k, s)) if k.side == side && k.status == http::STATUS_ABORTED => {
+                Sample::Counter(s.buckets.iter().sum())
+            }
+            (Value::HttpRequestBytes(side), Row::Http(k, s)) if completed(*k, side) => Sample::Counter(s.request_bytes),
+            (Value::HttpResponseBytes(side), Row::Http(k, s)) if completed(*k, side) => {
+                Sample::Counter(s.response_bytes)
+            }
+            (Value::HttpUntracked, Row::Http(k, s))
+                if matches!(k.status, http::STATUS_UNMATCHED | http::STATUS_IN_FLIGHT_FULL) =>
+            {
+                Sample::Counter(s.buckets.iter().sum())
+            }
             (Value::Count, Row::Error(_, n) | Row::MapError(_, n)) => Sample::Counter(*n),
             (Value::BytesSent, Row::Bytes(_, b)) => Sample::Counter(b.sent),
             (Value::BytesReceived, Row::Bytes(_, b)) => Sample::Counter(b.received),
@@ -183,13 +223,14 @@ impl Collector for KernelCollector {
                 for (fixed, value) in metric.samples {
                     labels.truncate(metric.labels.len());
                     labels.extend(fixed.map(|(k, v)| (k, Cow::Borrowed(v))));
-                    let Some(sample) = value.of(row) else { continue };
+                    let Some(sample) = value.of(row, &self.http_bounds) else {
+                        continue;
+                    };
                     let mut sample_encoder = family.encode_family(&labels)?;
                     match sample {
                         Sample::Counter(n) => counter(sample_encoder, &n)?,
                         Sample::Gauge(n) => sample_encoder.encode_gauge(&n)?,
-                        Sample::Histogram(s) => {
-                            let (sum, count, buckets) = histogram_in_seconds(s);
+                        Sample::Histogram(sum, count, buckets) => {
                             sample_encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
                         }
                     }
@@ -216,6 +257,15 @@ fn histogram_in_seconds(s: &SyscallStats) -> (f64, u64, Vec<(f64, u64)>) {
     (s.sum_ns as f64 / 1e9, s.buckets.iter().sum(), buckets)
 }
 
+/// The same for an HTTP aggregate, whose buckets end at `bounds` (then +Inf).
+fn http_in_seconds(s: &HttpStats, bounds: &[f64]) -> (f64, u64, Vec<(f64, u64)>) {
+    let count = s.buckets.iter().sum();
+    let mut buckets: Vec<(f64, u64)> = bounds.iter().zip(s.buckets).map(|(&le, n)| (le, n)).collect();
+    let rest = count - buckets.iter().map(|(_, n)| n).sum::<u64>();
+    buckets.push((f64::MAX, rest));
+    (s.sum_ns as f64 / 1e9, count, buckets)
+}
+
 #[cfg(test)]
 mod tests {
     use collector_common::sockets::{AF_INET, AF_INET6, AF_UNIX, IPPROTO_TCP, IPPROTO_UDP};
@@ -239,6 +289,20 @@ mod tests {
         for p in [Protocol::Tcp, Protocol::Udp, Protocol::Other] {
             assert_eq!(Protocol::from_u16(p as u16), p);
         }
+    }
+
+    #[test]
+    #[allow(clippy::float_cmp)] // the values are copied, not computed
+    fn http_buckets_end_at_the_configured_bounds_then_inf() {
+        let mut s = HttpStats::ZERO;
+        // The kernel's buckets: one per bound (d <= bound), then +Inf at the first unused.
+        s.buckets[0] = 2;
+        s.buckets[1] = 1;
+        s.buckets[2] = 4;
+        s.sum_ns = 3_000_000_000;
+        let (sum, count, buckets) = http_in_seconds(&s, &[0.1, 1.0]);
+        assert_eq!((sum, count), (3.0, 7));
+        assert_eq!(buckets, vec![(0.1, 2), (1.0, 1), (f64::MAX, 4)]);
     }
 
     #[test]

@@ -125,12 +125,12 @@ fn syscall_io_table() -> [u8; SYSCALL_IO_ENTRIES] {
     let mut table = [SyscallIo::None as u8; SYSCALL_IO_ENTRIES];
     let kinds = [
         (Sysno::write, SyscallIo::Send),
-        (Sysno::writev, SyscallIo::Send),
+        (Sysno::writev, SyscallIo::SendVector),
         (Sysno::sendto, SyscallIo::Send),
-        (Sysno::sendmsg, SyscallIo::Send),
+        (Sysno::sendmsg, SyscallIo::SendMessage),
         (Sysno::sendmmsg, SyscallIo::SendMessages),
         (Sysno::read, SyscallIo::Receive),
-        (Sysno::readv, SyscallIo::Receive),
+        (Sysno::readv, SyscallIo::ReceiveVector),
         (Sysno::recvfrom, SyscallIo::ReceiveFrom),
         (Sysno::recvmsg, SyscallIo::ReceiveMessage),
         (Sysno::recvmmsg, SyscallIo::ReceiveMessages),

@@ -7,7 +7,7 @@
 //! header cites the `TP_PROTO` of each tracepoint and the kernel source of each field.
 use collector_common::{KernelOffsets, maps};
 
-/// A program and the raw tracepoint it attaches to.
+/// A program and the raw tracepoint it runs on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Probe {
     /// The `probe` label value.
@@ -17,6 +17,17 @@ pub struct Probe {
     /// The program for kernels whose tracepoint passes fewer arguments than `program` reads
     /// (the kernel refuses to attach a program reading past them).
     pub older: Option<Older>,
+    pub via: Via,
+}
+
+/// How a program comes to run on its tracepoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Via {
+    /// Attached to it.
+    Attach,
+    /// Put at `index` of the program array `map`, which another program of the tracepoint
+    /// tail-calls.
+    TailCall { map: &'static str, index: u32 },
 }
 
 /// A program for kernels whose tracepoint has fewer arguments.
@@ -64,6 +75,8 @@ pub struct Family {
     pub metrics: &'static [&'static str],
     /// The `SWITCHES` entry set once it is attached, where another family's program feeds it.
     pub switch: Option<u32>,
+    /// Families whose programs feed it: it is off when one of them is.
+    pub needs: &'static [&'static str],
 }
 
 macro_rules! probe {
@@ -73,6 +86,7 @@ macro_rules! probe {
             program: $program,
             tracepoint: $name,
             older: None,
+            via: Via::Attach,
         }
     };
 }
@@ -125,6 +139,7 @@ pub const PROCESSES: Family = Family {
                 below_args: 2,
                 program: "collector_exit_live",
             }),
+            via: Via::Attach,
         },
     ],
     maps: &[
@@ -156,6 +171,7 @@ pub const PROCESSES: Family = Family {
         "collector_threads",
     ],
     switch: None,
+    needs: &[],
 };
 
 /// Cgroup membership (`collector-ebpf/src/cgroups.rs`): re-targets processes that move.
@@ -180,6 +196,7 @@ pub const CGROUPS: Family = Family {
     ],
     metrics: &[],
     switch: None,
+    needs: &[],
 };
 
 /// TCP connections (`collector-ebpf/src/sockets.rs`). Attached before the syscalls, whose
@@ -218,6 +235,58 @@ pub const TCP: Family = Family {
         "collector_tcp_connect_duration_seconds",
         "collector_tcp_connection_duration_seconds",
     ],
+    needs: &[],
+};
+
+/// HTTP/1.x requests (`collector-ebpf/src/http.rs`): the syscalls family's `sys_exit` hands
+/// it the sends and receives of connections the tcp family follows, counted by the
+/// socket_bytes code, so it needs both. A program of its own, tail-called, so that a kernel
+/// refusing the parser turns off this family alone.
+pub const HTTP: Family = Family {
+    name: "http",
+    what: "HTTP requests",
+    core: false,
+    stage: Stage::Measure,
+    probes: &[
+        Probe {
+            name: "http",
+            program: "collector_http",
+            tracepoint: "sys_exit",
+            older: None,
+            via: Via::TailCall {
+                map: maps::HTTP_PROGRAM,
+                index: 0,
+            },
+        },
+        // The search of a read for pipelined requests, tail-called by the first.
+        Probe {
+            name: "http_pipelined",
+            program: "collector_http_pipelined",
+            tracepoint: "sys_exit",
+            older: None,
+            via: Via::TailCall {
+                map: maps::HTTP_PROGRAM,
+                index: 1,
+            },
+        },
+    ],
+    maps: &[maps::HTTP_CONNS, maps::HTTP_STATS, maps::MAP_ERRORS],
+    // The buffer of a call is found from its arguments (x86-64's registers), as the
+    // socket_bytes family finds its fds.
+    fields: &[field!(regs_arg0: "pt_regs"."di"), field!(regs_arg1: "pt_regs"."si")],
+    metrics: &[
+        "collector_http_server_request_duration_seconds",
+        "collector_http_client_request_duration_seconds",
+        "collector_http_server_requests_aborted_total",
+        "collector_http_client_requests_aborted_total",
+        "collector_http_server_request_bytes_total",
+        "collector_http_server_response_bytes_total",
+        "collector_http_client_request_bytes_total",
+        "collector_http_client_response_bytes_total",
+        "collector_http_untracked_total",
+    ],
+    switch: Some(maps::SWITCH_HTTP),
+    needs: &["tcp", "socket_bytes"],
 };
 
 /// Socket bytes (`collector-ebpf/src/socket_bytes.rs`): counted by the syscalls family's
@@ -247,6 +316,7 @@ pub const SOCKET_BYTES: Family = Family {
         "collector_socket_received_bytes_total",
     ],
     switch: Some(maps::SWITCH_SOCKET_BYTES),
+    needs: &[],
 };
 
 /// Syscall latency and errors (`collector-ebpf/src/syscalls.rs`): attached last, so
@@ -279,10 +349,11 @@ pub const SYSCALLS: Family = Family {
         "collector_syscall_duration_seconds",
     ],
     switch: None,
+    needs: &[],
 };
 
 /// Every family, in attach order within each stage.
-pub const FAMILIES: [Family; 5] = [PROCESSES, CGROUPS, TCP, SOCKET_BYTES, SYSCALLS];
+pub const FAMILIES: [Family; 6] = [PROCESSES, CGROUPS, TCP, SOCKET_BYTES, HTTP, SYSCALLS];
 
 /// Every probe of every family.
 pub fn all_probes() -> impl Iterator<Item = &'static Probe> {
@@ -315,6 +386,19 @@ mod tests {
         // SAFETY: KernelOffsets is #[repr(C)] and all u32 fields.
         let all: [u32; size_of::<KernelOffsets>() / 4] = unsafe { std::mem::transmute(offsets) };
         assert!(all.iter().all(|&o| o == 1), "{offsets:?}");
+    }
+
+    #[test]
+    fn a_family_comes_after_those_it_needs() {
+        for (i, family) in FAMILIES.iter().enumerate() {
+            for needed in family.needs {
+                assert!(
+                    FAMILIES[..i].iter().any(|f| f.name == *needed),
+                    "{}: {needed}",
+                    family.name
+                );
+            }
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use aya::{
 use collector_common::{
     ErrorKey, LEFT_TARGET, MapErrorSite, PID_TREE, SeriesRow, SyscallKey, SyscallStats, TargetId,
     events::{EventKind, TargetCounts},
+    http::{HttpConn, HttpKey, HttpStats},
     maps,
     sockets::{Connection, SocketBytes, SocketBytesKey, TcpCounts},
 };
@@ -49,6 +50,8 @@ pub struct KernelMaps {
     tcp_counts: PerCpuArray<MapData, TcpCounts>,
     cgroup_targets: HashMap<MapData, u64, u32>,
     sockets: HashMap<MapData, u64, Connection>,
+    http_conns: HashMap<MapData, u64, HttpConn>,
+    http_stats: PerCpuHashMap<MapData, HttpKey, HttpStats>,
     generation: TargetsGeneration,
 }
 
@@ -114,6 +117,8 @@ impl KernelMaps {
             tcp_counts: take(ebpf, maps::TCP_COUNTS)?,
             cgroup_targets: take(ebpf, maps::CGROUP_TARGETS)?,
             sockets: take(ebpf, maps::SOCKETS)?,
+            http_conns: take(ebpf, maps::HTTP_CONNS)?,
+            http_stats: take(ebpf, maps::HTTP_STATS)?,
             generation: take_generation(ebpf)?,
         })
     }
@@ -182,26 +187,19 @@ impl KernelMaps {
     }
 
     /// Deletes everything the kernel holds for `target`, so its id can be reused: its
-    /// aggregates and counts, the connections it owns, and the `TARGET_OF` entries of any
+    /// aggregates and counts, the connections it owns (and their HTTP state), and the `TARGET_OF` entries of any
     /// process still in it (a cgroup renamed out of its pattern leaves its processes there).
     pub fn forget_target(&mut self, target: TargetId) -> Result<(), KernelMapError> {
         let slot = target.slot();
         for (pid, _) in self.members(target) {
             self.set_target(pid, None)?;
         }
-        let owned: Vec<u64> = self
-            .sockets
-            .iter()
-            .flatten()
-            .filter(|(_, c)| c.target == slot)
-            .map(|(sk, _)| sk)
-            .collect();
-        for sk in owned {
-            let _ = self.sockets.remove(&sk);
-        }
+        remove_connections(&mut self.sockets, |c| c.target == slot);
+        remove_connections(&mut self.http_conns, |c| c.target == slot);
         self.forget_syscall_series(target)?;
         remove_where(&mut self.syscall_errors, |k| k.target == slot);
         remove_where(&mut self.socket_bytes, |k| k.target == slot);
+        remove_where(&mut self.http_stats, |k| k.target == slot);
         self.target_counts
             .set(target.0, per_cpu(TargetCounts::default())?, 0)
             .map_err(err(maps::TARGET_COUNTS))?;
@@ -311,6 +309,22 @@ impl KernelMaps {
         )
     }
 
+    /// HTTP requests per (target, side, method, status), summed over CPUs.
+    pub fn http_stats(&self) -> (Vec<(HttpKey, HttpStats)>, u64) {
+        sum_per_cpu(
+            self.http_stats.iter(),
+            |acc: &mut HttpStats, v: &HttpStats| {
+                acc.sum_ns += v.sum_ns;
+                acc.request_bytes += v.request_bytes;
+                acc.response_bytes += v.response_bytes;
+                for (a, b) in acc.buckets.iter_mut().zip(v.buckets) {
+                    *a += b;
+                }
+            },
+            HttpStats::ZERO,
+        )
+    }
+
     /// `target`'s TCP counters, summed over CPUs.
     pub fn tcp_counts(&self, target: TargetId) -> Result<TcpCounts, KernelMapError> {
         let values = self.tcp_counts.get(&target.0, 0).map_err(err(maps::TCP_COUNTS))?;
@@ -335,7 +349,6 @@ impl KernelMaps {
     }
 }
 
-/// Deletes the entries of `map` whose key matches; one that vanished meanwhile is no error.
 /// What a `TARGET_OF` value says: the target (none for `LEFT_TARGET`) and why.
 fn membership(value: u32) -> Option<(TargetId, Membership)> {
     let how = if value & PID_TREE != 0 {
@@ -346,6 +359,21 @@ fn membership(value: u32) -> Option<(TargetId, Membership)> {
     TargetId::from_slot(collector_common::target_slot(value)).map(|t| (t, how))
 }
 
+/// Deletes the connections (keyed by `struct sock` address) whose value matches, as
+/// `remove_where` does.
+fn remove_connections<V: aya::Pod>(map: &mut HashMap<MapData, u64, V>, matches: impl Fn(&V) -> bool) {
+    let keys: Vec<u64> = map
+        .iter()
+        .flatten()
+        .filter(|(_, v)| matches(v))
+        .map(|(sk, _)| sk)
+        .collect();
+    for sk in keys {
+        let _ = map.remove(&sk);
+    }
+}
+
+/// Deletes the entries of `map` whose key matches; one that vanished meanwhile is no error.
 fn remove_where<K: aya::Pod, V: aya::Pod>(map: &mut PerCpuHashMap<MapData, K, V>, matches: impl Fn(&K) -> bool) {
     let keys: Vec<K> = map.keys().flatten().filter(|k| matches(k)).collect();
     for k in keys {

@@ -7,14 +7,18 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, MapData, Queue},
+    maps::{Array, HashMap, MapData, ProgramArray, Queue},
     programs::{ProgramError, RawTracePoint},
 };
-use collector_common::{globals, maps};
+use collector_common::{
+    globals,
+    http::{Bounds, Method, MethodToken},
+    maps,
+};
 
 use super::{
     btf::KernelLayout,
-    families::{FAMILIES, Family, Probe, Stage, all_probes},
+    families::{FAMILIES, Family, Probe, Stage, Via, all_probes},
 };
 
 /// The kernel object built from `collector-ebpf` by build.rs. Public for the benchmark, which
@@ -39,10 +43,14 @@ pub struct MapSizes {
     pub syscall_errors: u32,
     pub sockets: u32,
     pub socket_bytes: u32,
+    /// `HTTP_CONNS`: connections whose HTTP state is kept at once.
+    pub http_connections: u32,
+    /// `HTTP_STATS`: (target, side, method, status) aggregates.
+    pub http_series: u32,
 }
 
 impl MapSizes {
-    fn each(&self) -> [(&'static str, u32); 15] {
+    fn each(&self) -> [(&'static str, u32); 17] {
         [
             (maps::TARGET_OF, self.target_processes),
             (maps::ENTRY, self.target_threads),
@@ -59,6 +67,8 @@ impl MapSizes {
             (maps::SYSCALL_ERRORS, self.syscall_errors),
             (maps::SOCKETS, self.sockets),
             (maps::SOCKET_BYTES, self.socket_bytes),
+            (maps::HTTP_CONNS, self.http_connections),
+            (maps::HTTP_STATS, self.http_series),
         ]
     }
 }
@@ -84,6 +94,14 @@ pub enum ProbeError {
     /// A family's switch could not be set.
     #[error("cannot set a switch in SWITCHES")]
     Switch(#[source] aya::maps::MapError),
+    /// A tail-called program could not be put into its program array.
+    #[error("cannot put program {program} into {map}")]
+    TailCall {
+        program: &'static str,
+        map: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The slots of an array could not be handed to the queue its programs take them from.
     #[error("cannot fill {0}")]
     Fill(&'static str, #[source] aya::maps::MapError),
@@ -101,6 +119,20 @@ fn fill_queue(ebpf: &mut Ebpf, queue: &'static str, slots: u32) -> Result<(), Pr
     Ok(())
 }
 
+/// Gives the http family its table of registered methods (`HTTP_METHODS`).
+fn fill_methods(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+    let name = maps::HTTP_METHODS;
+    let map = ebpf.map_mut(name).ok_or(ProbeError::Missing(name))?;
+    let mut methods: HashMap<&mut MapData, u32, MethodToken> =
+        HashMap::try_from(map).map_err(|e| ProbeError::Fill(name, e))?;
+    for (prefix, token) in Method::prefixes() {
+        methods
+            .insert(prefix, token, 0)
+            .map_err(|e| ProbeError::Fill(name, e))?;
+    }
+    Ok(())
+}
+
 /// The loaded object and the attach state of each probe.
 pub struct Probes {
     ebpf: Ebpf,
@@ -112,9 +144,9 @@ pub struct Probes {
 }
 
 impl Probes {
-    /// Loads the object with its maps sized by `sizes` and the kernel layout set. No program
-    /// is attached.
-    pub fn load(layout: &KernelLayout, sizes: &MapSizes) -> Result<Self, ProbeError> {
+    /// Loads the object with its maps sized by `sizes`, the kernel layout and the HTTP
+    /// duration buckets set. No program is attached.
+    pub fn load(layout: &KernelLayout, sizes: &MapSizes, http_bounds: &Bounds) -> Result<Self, ProbeError> {
         let mut loader = EbpfLoader::new();
         // The kernel's BTF is for CO-RE relocations, which Rust programs do not have; not
         // loading it saves a second multi-megabyte parse (btf.rs reads what we need).
@@ -125,10 +157,12 @@ impl Probes {
         let mut ebpf = loader
             .override_global(globals::KERNEL_OFFSETS, &layout.offsets, true)
             .override_global(globals::KERNEL_FEATURES, &layout.features, true)
+            .override_global(globals::HTTP_BOUNDS, http_bounds, true)
             .load(OBJECT)
             .map_err(ProbeError::Load)?;
         fill_queue(&mut ebpf, maps::FREE_SLOTS, sizes.target_threads)?;
         fill_queue(&mut ebpf, maps::FREE_SERIES, sizes.syscall_stats)?;
+        fill_methods(&mut ebpf)?;
         let attached = all_probes().map(|p| (p.name, false)).collect();
         let mut probes = Probes {
             ebpf,
@@ -153,6 +187,10 @@ impl Probes {
     pub fn attach(&mut self, stage: Stage) -> Result<(), ProbeError> {
         for family in FAMILIES.iter().filter(|f| f.stage == stage) {
             if self.off.contains_key(family.name) {
+                continue;
+            }
+            if let Some(needed) = family.needs.iter().find(|n| self.off.contains_key(*n)) {
+                self.turn_off(family, format!("it needs the {needed} family, which is off"));
                 continue;
             }
             match self.attach_family(family) {
@@ -184,7 +222,23 @@ impl Probes {
                 .try_into()
                 .map_err(|e| err("load", e))?;
             program.load().map_err(|e| err("load", e))?;
-            program.attach(probe.tracepoint).map_err(|e| err("attach", e))?;
+            match probe.via {
+                Via::Attach => {
+                    program.attach(probe.tracepoint).map_err(|e| err("attach", e))?;
+                }
+                Via::TailCall { map, index } => {
+                    let fd = program.fd().map_err(|e| err("load", e))?.try_clone();
+                    let tail_call = |source: Box<dyn std::error::Error + Send + Sync>| ProbeError::TailCall {
+                        program: name,
+                        map,
+                        source,
+                    };
+                    let fd = fd.map_err(|e| tail_call(Box::new(e)))?;
+                    let array = self.ebpf.map_mut(map).ok_or(ProbeError::Missing(map))?;
+                    let mut array = ProgramArray::try_from(array).map_err(|e| tail_call(Box::new(e)))?;
+                    array.set(index, &fd, 0).map_err(|e| tail_call(Box::new(e)))?;
+                }
+            }
             self.attached.insert(probe.name, true);
             tracing::debug!(probe = probe.name, program = name, "attached");
         }
@@ -214,6 +268,13 @@ impl Probes {
     fn unload(&mut self, family: &Family) {
         for probe in family.probes {
             let name = self.program_of(probe);
+            if let Via::TailCall { map, index } = probe.via
+                && let Some(array) = self.ebpf.map_mut(map)
+                && let Ok(mut array) = ProgramArray::try_from(array)
+            {
+                // An index never set is as good as cleared.
+                let _ = array.clear_index(&index);
+            }
             let program: Option<&mut RawTracePoint> = self.ebpf.program_mut(name).and_then(|p| p.try_into().ok());
             if let Some(program) = program
                 && let Err(e) = program.unload()

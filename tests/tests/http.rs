@@ -1,0 +1,364 @@
+//! HTTP/1.x requests counted from the syscalls of real servers and clients: nginx and a
+//! Python client as targets (each side's counts and bytes against nginx's own access log),
+//! pipelined and hard cases against nginx, request durations of a Python server, and bytes
+//! that are not HTTP. Every connection's HTTP state must be gone from the kernel once it
+//! has closed.
+use std::{
+    io::{Read as _, Write as _},
+    net::{Shutdown, TcpStream},
+    process::{Child, ChildStdin, Command, Stdio},
+    time::Duration,
+};
+
+use tests::{
+    Collector, Metrics, Nginx, Workload, eventually, have_tool, http_requests, map_entries, privileged, serve_tcp,
+    value,
+};
+
+/// nginx answering 200 for files, 404 for a missing one, 500 and 503 from `return`, 301
+/// from a redirect; files (a large one among them) sent with sendfile.
+const LOCATIONS: &str = r#"
+        sendfile on;
+        location = /e500 { return 500 "boom\n"; }
+        location = /e503 { return 503; }
+        location = /moved { return 301 /index.html; }
+"#;
+
+fn nginx_with_files(test: &str) -> Nginx {
+    let nginx = Nginx::start(test, LOCATIONS);
+    std::fs::write(nginx.html().join("index.html"), "hello\n").unwrap();
+    // Larger than a socket buffer: sent in many sendfile calls.
+    std::fs::write(nginx.html().join("big.bin"), vec![b'x'; 300_000]).unwrap();
+    nginx
+}
+
+fn aborted(m: &Metrics, target: &str, side: &str) -> f64 {
+    value(
+        m,
+        &format!("collector_http_{side}_requests_aborted_total"),
+        &[("target", target)],
+    )
+}
+
+fn untracked(m: &Metrics) -> f64 {
+    m.sum("collector_http_untracked_total", &[])
+}
+
+/// Waits until the kernel holds no HTTP state for any connection.
+fn http_state_is_gone(c: &Collector) {
+    eventually(
+        "no connection's HTTP state left in HTTP_CONNS",
+        Duration::from_secs(10),
+        || map_entries(c.pid(), "HTTP_CONNS").is_empty(),
+    );
+}
+
+/// A Python process that waits for a line on stdin, then runs `script`.
+fn python_after_go(script: &str, args: &[&str]) -> (Child, ChildStdin) {
+    let mut child = Command::new("python3")
+        .args(["-c", &format!("import sys\nsys.stdin.readline()\n{script}")])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start python3");
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
+}
+
+/// The requests the client makes: (method, path, how many), each as many times over one
+/// keep-alive connection and then once per connection. No request has a body: nginx does not
+/// count one it discards (`return`) in `$request_length`, which the collector does.
+const CLIENT: &str = r#"
+import http.client
+port = int(sys.argv[1])
+plan = [("GET", "/index.html", 5), ("GET", "/missing", 3), ("GET", "/e500", 2), ("GET", "/e503", 2),
+        ("GET", "/moved", 2), ("HEAD", "/index.html", 3), ("GET", "/big.bin", 2), ("POST", "/e500", 2),
+        ("DELETE", "/index.html", 1)]
+c = http.client.HTTPConnection("127.0.0.1", port)
+for method, path, n in plan:
+    for _ in range(n):
+        c.request(method, path)
+        c.getresponse().read()
+c.close()
+for method, path, n in plan:
+    for _ in range(n):
+        c = http.client.HTTPConnection("127.0.0.1", port)
+        c.request(method, path, headers={"Connection": "close"})
+        c.getresponse().read()
+        c.close()
+print("done", flush=True)
+"#;
+
+#[test]
+fn each_sides_requests_and_bytes_per_method_and_status_are_what_nginx_logged() {
+    if !privileged() || !have_tool("nginx", "nginx-light") {
+        return;
+    }
+    let nginx = nginx_with_files("sides");
+    let (mut client, mut go) = python_after_go(CLIENT, &[&nginx.port.to_string()]);
+    let c = Collector::start(&[
+        "--pid",
+        &format!("nginx={}", nginx.child.id()),
+        "--pid",
+        &format!("client={}", client.id()),
+    ]);
+    writeln!(go, "go").unwrap();
+    let status = client.wait().unwrap();
+    assert!(status.success(), "the client failed");
+    http_state_is_gone(&c);
+
+    let log = nginx.requests_logged();
+    let m = c.metrics();
+    let (server, client) = (
+        http_requests(&m, "nginx", "server"),
+        http_requests(&m, "client", "client"),
+    );
+    println!("nginx logged {log:?}\nserver side {server:?}\nclient side {client:?}");
+    assert_eq!(log.values().map(|v| v.0).sum::<f64>(), 2.0 * 22.0, "{log:?}");
+    assert_eq!(server, log, "nginx's requests, as its access log has them");
+    assert_eq!(client, log, "the client's requests, as nginx logged them");
+    for (target, side) in [("nginx", "server"), ("client", "client")] {
+        assert_eq!(aborted(&m, target, side), 0.0, "{side}");
+    }
+    assert_eq!(untracked(&m), 0.0);
+    // The other side of each is no target: nothing counted for it.
+    assert_eq!(
+        http_requests(&m, "nginx", "client").len() + http_requests(&m, "client", "server").len(),
+        0
+    );
+}
+
+/// Writes each of `parts` (pausing between them so that the server reads them apart), then
+/// reads until the server closes.
+fn exchange(port: u16, parts: &[&[u8]]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s.write_all(part).unwrap();
+    }
+    let mut got = Vec::new();
+    s.read_to_end(&mut got).unwrap();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[test]
+fn pipelined_split_and_abandoned_requests_are_each_counted_once() {
+    if !privileged() || !have_tool("nginx", "nginx-light") {
+        return;
+    }
+    let nginx = nginx_with_files("pipelined");
+    let c = Collector::start(&["--pid", &format!("nginx={}", nginx.child.id())]);
+    // The client is this test: not a target.
+    let port = nginx.port;
+    let pipelined = b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n\
+        HEAD /index.html HTTP/1.1\r\nHost: x\r\n\r\n\
+        GET /missing HTTP/1.1\r\nHost: x\r\n\r\n\
+        POST /e500 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n\
+        GET /e503 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let answers = exchange(port, &[pipelined]);
+    assert_eq!(answers.matches("HTTP/1.1 ").count(), 5, "{answers}");
+    // Headers split across reads, and a response in many writes.
+    let split = exchange(
+        port,
+        &[b"GET /big.bin HTTP/1.1\r\nHo", b"st: x\r\nConnection: close\r\n\r\n"],
+    );
+    assert!(split.starts_with("HTTP/1.1 200"), "{}", &split[..40]);
+    // A client that goes away mid-request: nginx never answers it.
+    let mut gone = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    gone.write_all(b"GET /index.html HTTP/1.1\r\nHost: x\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    gone.shutdown(Shutdown::Both).unwrap();
+    drop(gone);
+    http_state_is_gone(&c);
+
+    let m = c.metrics();
+    let mut log = nginx.requests_logged();
+    // nginx logs the abandoned request as a 400 it never sent.
+    assert_eq!(
+        log.remove(&("GET".to_owned(), "400".to_owned())),
+        Some((1.0, 35.0, 0.0)),
+        "{log:?}"
+    );
+    let server = http_requests(&m, "nginx", "server");
+    println!("nginx logged {log:?}\ncounted {server:?}");
+    assert_eq!(log.values().map(|v| v.0).sum::<f64>(), 6.0, "{log:?}");
+    assert_eq!(server, log);
+    assert_eq!(aborted(&m, "nginx", "server"), 1.0, "the abandoned request");
+    assert_eq!(untracked(&m), 0.0);
+}
+
+/// A Python HTTP/1.1 server: `/fast` at once, `/slow` after 500 ms, `/chunked` in three
+/// chunks 200 ms apart, each its own write, `/upgrade` a 101 and then three frames of another
+/// protocol 200 ms apart; prints its port.
+const SERVER: &str = r#"
+import http.server, time
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *args):
+        pass
+    def do_GET(self):
+        if self.path == "/upgrade":
+            self.send_response(101)
+            self.send_header("Upgrade", "frames")
+            self.end_headers()
+            for _ in range(3):
+                time.sleep(0.2)
+                self.wfile.write(b"frame")
+            self.close_connection = True
+            return
+        if self.path == "/slow":
+            time.sleep(0.5)
+        if self.path == "/chunked":
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for _ in range(3):
+                time.sleep(0.2)
+                self.wfile.write(b"5\r\nhello\r\n")
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", "3")
+        self.end_headers()
+        self.wfile.write(b"ok\n")
+server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+#[test]
+fn durations_run_from_the_request_to_the_last_write_of_its_response() {
+    if !privileged() {
+        return;
+    }
+    const FAST: usize = 20;
+    const SLOW: usize = 5;
+    const CHUNKED: usize = 3;
+    let mut server = Command::new("python3")
+        .args(["-c", SERVER])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start python3");
+    let mut port = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(server.stdout.as_mut().unwrap()), &mut port).unwrap();
+    let port: u16 = port.trim().parse().unwrap();
+    // One bound at 300 ms: a fast request stays under it even in a guest without KVM.
+    let c = Collector::start(&["--pid", &format!("py={}", server.id()), "--http-buckets", "0.3,10"]);
+    // One keep-alive connection from this test (no target).
+    let client = format!(
+        "import http.client\nc = http.client.HTTPConnection('127.0.0.1', {port})\n\
+         for path, n in [('/fast', {FAST}), ('/slow', {SLOW}), ('/chunked', {CHUNKED})]:\n    \
+         for _ in range(n):\n        c.request('GET', path)\n        c.getresponse().read()\nc.close()\n"
+    );
+    let ran = Command::new("python3").args(["-c", &client]).status().unwrap();
+    assert!(ran.success());
+    let upgraded = exchange(
+        port,
+        &[b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: frames\r\n\r\n"],
+    );
+    assert!(
+        upgraded.starts_with("HTTP/1.1 101") && upgraded.ends_with("frameframeframe"),
+        "{upgraded}"
+    );
+    http_state_is_gone(&c);
+    let m = c.metrics();
+    let _ = server.kill();
+    let _ = server.wait();
+
+    let labels = |le: &'static str| {
+        [
+            ("target", "py"),
+            ("http_request_method", "GET"),
+            ("http_response_status_code", "200"),
+            ("le", le),
+        ]
+    };
+    let name = "collector_http_server_request_duration_seconds_bucket";
+    let fast = value(&m, name, &labels("0.3"));
+    let all = value(&m, name, &labels("+Inf"));
+    let count = value(
+        &m,
+        "collector_http_server_request_duration_seconds_count",
+        &labels("+Inf")[..3],
+    );
+    println!("{fast} of {all} requests took 300 ms or less (count {count})");
+    assert_eq!(count, (FAST + SLOW + CHUNKED) as f64);
+    assert_eq!(all, count);
+    assert_eq!(fast, FAST as f64, "exactly the slow and chunked ones take longer");
+    assert_eq!(aborted(&m, "py", "server"), 0.0);
+    // The switch of protocols is counted at its status line: what follows is no response.
+    let switched = |le| {
+        value(
+            &m,
+            name,
+            &[
+                ("target", "py"),
+                ("http_request_method", "GET"),
+                ("http_response_status_code", "101"),
+                ("le", le),
+            ],
+        )
+    };
+    assert_eq!((switched("0.3"), switched("+Inf")), (1.0, 1.0));
+    // Its bytes are its head's alone, not the frames after it.
+    let head = upgraded.len() - "frameframeframe".len();
+    assert_eq!(
+        value(
+            &m,
+            "collector_http_server_response_bytes_total",
+            &[("target", "py"), ("http_response_status_code", "101")]
+        ),
+        head as f64
+    );
+}
+
+#[test]
+fn bytes_that_are_not_http_are_never_a_request() {
+    if !privileged() {
+        return;
+    }
+    let mut w = Workload::spawn();
+    let c = Collector::start(&["--pid", &format!("app={}", w.pid)]);
+    // Server side: a client (this test) sends what looks almost like HTTP: a lowercase
+    // request line, a status line where a request should be, and binary.
+    let port: u16 = w.run("tcp_listen 127.0.0.1").parse().unwrap();
+    let payloads: [&[u8]; 3] = [
+        b"get /index.html http/1.1\r\nhost: x\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03GET / HTTP/1.1",
+    ];
+    const R: usize = 100;
+    let client = std::thread::spawn(move || {
+        for payload in payloads {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let mut bytes = payload.to_vec();
+            bytes.resize(R, b' ');
+            s.write_all(&bytes).unwrap();
+            s.shutdown(Shutdown::Write).unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+        }
+    });
+    w.run(&format!("tcp_accept 3 {R} 50"));
+    client.join().unwrap();
+    // Client side: the target connects and sends bytes that are no request.
+    let (peer, served) = serve_tcp("127.0.0.1".parse().unwrap(), 3, 50);
+    w.run(&format!("tcp_connect 127.0.0.1 {peer} 3 100"));
+    assert_eq!(served.join().unwrap(), vec![100; 3]);
+    http_state_is_gone(&c);
+    let m = c.metrics();
+    assert_eq!(value(&m, "collector_probe_attached", &[("probe", "http")]), 1.0);
+    let opened = |direction| {
+        value(
+            &m,
+            "collector_tcp_connections_opened_total",
+            &[("target", "app"), ("direction", direction)],
+        )
+    };
+    assert_eq!((opened("inbound"), opened("outbound")), (3.0, 3.0));
+    let http: Vec<_> = m.0.iter().filter(|s| s.name.starts_with("collector_http_")).collect();
+    assert!(http.is_empty(), "{http:?}");
+}
