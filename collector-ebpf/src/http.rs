@@ -32,7 +32,7 @@
 //! A socket freed with requests waiting counts them aborted (`closed`, from
 //! `tcp_destroy_sock`).
 use aya_ebpf::{
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_user, generated},
+    helpers::{bpf_probe_read_user, generated},
     macros::{map, raw_tracepoint},
     maps::{HashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
     programs::RawTracePointContext,
@@ -67,6 +67,7 @@ pub struct HttpCall {
     /// For `collector_http_pipelined`: the read's first segment and its length.
     pub data: u64,
     pub len: u64,
+    /// When the call returned (`sys_exit` reads the clock already, for its latency).
     pub now: u64,
 }
 
@@ -141,7 +142,7 @@ pub fn collector_http(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let bytes = ret as u64;
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = call.now;
     let io = SyscallIo::from_u8(call.io);
     let side = if call.direction == DIRECTION_INBOUND {
         SERVER
@@ -167,7 +168,6 @@ pub fn collector_http(ctx: RawTracePointContext) -> i32 {
                 unsafe {
                     (*slot).data = at;
                     (*slot).len = len;
-                    (*slot).now = now;
                     HTTP_PROGRAM.tail_call(&ctx, PIPELINED);
                 }
             }
@@ -204,9 +204,8 @@ pub fn collector_http(ctx: RawTracePointContext) -> i32 {
 fn first_segment(io: SyscallIo, regs: *const u8) -> Option<(u64, u64)> {
     let arg = |at: u32| read_field::<u64>(regs, at).ok();
     let iovec = |at: u64| -> Option<(u64, u64)> {
-        // struct iovec { void *iov_base; size_t iov_len; }
-        let base = unsafe { bpf_probe_read_user(at as *const u64) }.ok()?;
-        let len = unsafe { bpf_probe_read_user((at + 8) as *const u64) }.ok()?;
+        // struct iovec { void *iov_base; size_t iov_len; }, in one read.
+        let [base, len] = unsafe { bpf_probe_read_user(at as *const [u64; 2]) }.ok()?;
         Some((base, len))
     };
     match io.buffer() {

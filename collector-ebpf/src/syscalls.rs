@@ -101,7 +101,7 @@ pub fn collector_sys_exit(ctx: RawTracePointContext) -> i32 {
                         _pad: [0; 2],
                         data: 0,
                         len: 0,
-                        now: 0,
+                        now,
                     },
                 );
             }
