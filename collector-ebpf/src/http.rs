@@ -192,7 +192,7 @@ pub fn collector_http(ctx: RawTracePointContext) -> i32 {
         }
         _ => {
             if let Some(conn) = HTTP_CONNS.get_ptr_mut(&call.sk) {
-                more(unsafe { &mut *conn }, side, sends, now, bytes);
+                more(unsafe { &mut *conn }, sends, now, bytes);
             }
         }
     }
@@ -329,7 +329,7 @@ fn request(conn: &mut HttpConn, method: Method, start_ns: u64, bytes: u64) {
     if let Some(slot) = conn.in_flight.get_mut(at) {
         *slot = InFlight {
             start_ns,
-            bytes: bytes.min(u64::from(u32::MAX)) as u32,
+            bytes: as_u32(bytes),
             method: method as u8,
             _pad: [0; 3],
         };
@@ -429,7 +429,7 @@ fn pipelined(conn: &mut HttpConn, at: u64, len: u64, bytes: u64, now: u64) {
         // The bytes from here on are the new request's, not the one before's.
         let rest = bytes.saturating_sub(u64::from(window.after_blank[k]));
         if let Some(before) = newest(conn) {
-            before.bytes = before.bytes.saturating_sub(rest.min(u64::from(u32::MAX)) as u32);
+            before.bytes = before.bytes.saturating_sub(as_u32(rest));
         }
         request(conn, Method::from_u8(method), now, rest);
     }
@@ -485,18 +485,24 @@ fn respond(conn: &mut HttpConn, status: u16, now: u64, bytes: u64) -> Answer {
 /// newest request. A server's response ends with its last write, a client's is timed to its
 /// status line.
 #[inline(always)]
-fn more(conn: &mut HttpConn, side: u8, sends: bool, now: u64, bytes: u64) {
-    let responding = sends == (side == SERVER);
-    if responding {
+fn more(conn: &mut HttpConn, sends: bool, now: u64, bytes: u64) {
+    let server = conn.side == SERVER;
+    if sends == server {
         if conn.responding.status != 0 {
             conn.responding.bytes += bytes;
-            if side == SERVER {
+            if server {
                 conn.responding.end_ns = now;
             }
         }
     } else if let Some(request) = newest(conn) {
-        request.bytes = request.bytes.saturating_add(bytes.min(u64::from(u32::MAX)) as u32);
+        request.bytes = request.bytes.saturating_add(as_u32(bytes));
     }
+}
+
+/// A byte count as `InFlight` keeps it: at most `u32::MAX`.
+#[inline(always)]
+fn as_u32(bytes: u64) -> u32 {
+    bytes.min(u64::from(u32::MAX)) as u32
 }
 
 /// The response being sent or received is complete: one request of its key.
