@@ -24,6 +24,15 @@ pub struct Bounds {
     pub ns: [u64; BUCKETS - 1],
 }
 
+/// Bytes of a request's path the routes are matched against (`--http-route`): a pattern
+/// is at most `ROUTE_BYTES - 1` bytes, so that the byte after it fits too.
+pub const ROUTE_BYTES: usize = 64;
+/// Routes at most (`--http-route`); each takes up to two `HTTP_ROUTES` entries.
+pub const MAX_ROUTES: usize = 64;
+/// `HttpKey::route` of a request whose path matches no route, or of every request when no
+/// routes are given; route `i` of `--http-route` is `i + 1`.
+pub const ROUTE_OTHER: u16 = 0;
+
 /// Who the target is on a connection: it accepted it and answers requests, or it connected
 /// and makes them.
 pub const SERVER: u8 = 1;
@@ -150,6 +159,9 @@ pub struct HttpKey {
     pub method: u8,
     /// [`SERVER`] or [`CLIENT`].
     pub side: u8,
+    /// The route its path matched ([`ROUTE_OTHER`] for none).
+    pub route: u16,
+    pub _pad: u16,
 }
 
 /// One CPU's aggregate of the requests of one key. The count is the sum of the buckets.
@@ -183,7 +195,9 @@ pub struct InFlight {
     /// Its bytes so far (a request of 4 GiB or more stays at `u32::MAX`).
     pub bytes: u32,
     pub method: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// `HttpKey::route`.
+    pub route: u16,
 }
 
 /// A response being sent (server) or received (client): counted when the connection's next

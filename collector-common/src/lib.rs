@@ -288,6 +288,7 @@ pub mod maps {
     pub const HTTP_CALL: &str = "HTTP_CALL";
     pub const HTTP_WINDOW: &str = "HTTP_WINDOW";
     pub const HTTP_METHODS: &str = "HTTP_METHODS";
+    pub const HTTP_ROUTES: &str = "HTTP_ROUTES";
 
     /// Index in `SWITCHES` set to 1 once the tcp family is attached: only then may
     /// `sys_exit` hand accepted connections over to it.
@@ -298,8 +299,11 @@ pub mod maps {
     /// Set once the http family is on: only then does `sys_exit` hand calls on followed
     /// connections to it, and `tcp_destroy_sock` close their HTTP state.
     pub const SWITCH_HTTP: u32 = 2;
+    /// Set when `--http-route` gave routes (`HTTP_ROUTES`): only then does the http family
+    /// read a request's path.
+    pub const SWITCH_HTTP_ROUTES: u32 = 3;
     /// Entries of `SWITCHES`.
-    pub const SWITCHES_ENTRIES: u32 = 3;
+    pub const SWITCHES_ENTRIES: u32 = 4;
 
     // Sizes the kernel crate declares its maps with. The agent sets the real sizes at load
     // (`collector/src/kernel/probes.rs`, `MapSizes`), from its flags, whose defaults these are.

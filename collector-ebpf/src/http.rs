@@ -34,22 +34,22 @@
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, generated},
     macros::{map, raw_tracepoint},
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
+    maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, ProgramArray, lpm_trie::Key},
     programs::RawTracePointContext,
 };
 use collector_common::{
     MapErrorSite,
     http::{
-        BUCKETS, CLIENT, HttpConn, HttpKey, HttpStats, InFlight, MAX_IN_FLIGHT, Method, MethodToken, Responding,
-        SERVER, STATUS_ABORTED, STATUS_IN_FLIGHT_FULL, STATUS_UNMATCHED, WINDOW,
+        BUCKETS, CLIENT, HttpConn, HttpKey, HttpStats, InFlight, MAX_IN_FLIGHT, MAX_ROUTES, Method, MethodToken,
+        ROUTE_BYTES, ROUTE_OTHER, Responding, SERVER, STATUS_ABORTED, STATUS_IN_FLIGHT_FULL, STATUS_UNMATCHED, WINDOW,
     },
-    maps::{HTTP_CONNS_ENTRIES, HTTP_STATS_ENTRIES},
+    maps::{HTTP_CONNS_ENTRIES, HTTP_STATS_ENTRIES, SWITCH_HTTP_ROUTES},
     sockets::{Buffer, DIRECTION_INBOUND, SyscallIo},
 };
 
 use crate::{
     globals::{HTTP_BOUNDS, offset, read_field},
-    maps::{count_map_error, get_or_insert},
+    maps::{count_map_error, get_or_insert, switched_on},
 };
 
 /// What `sys_exit` knows of the call it hands over.
@@ -78,8 +78,10 @@ pub struct Window {
     bytes: [u8; WINDOW + 16],
     /// The offsets after the first `blank_lines` blank lines.
     after_blank: [u16; MAX_IN_FLIGHT],
-    /// The `Method` starting at each, `Method::None` for none.
+    /// The `Method` starting at each, `Method::None` for none, and its path's offset from
+    /// there.
     methods: [u8; MAX_IN_FLIGHT],
+    paths: [u8; MAX_IN_FLIGHT],
     blank_lines: u32,
     /// How many of `bytes` are the read's.
     len: u64,
@@ -107,6 +109,11 @@ static HTTP_METHODS: HashMap<u32, MethodToken> = HashMap::with_max_entries(Metho
 #[map]
 static HTTP_WINDOW: PerCpuArray<Window> = PerCpuArray::with_max_entries(1, 0);
 
+/// `--http-route`s by the bytes a path starts with (`collector_common::http::route_prefixes`),
+/// filled by the agent: the longest that matches is the request's route.
+#[map]
+static HTTP_ROUTES: LpmTrie<[u8; ROUTE_BYTES], u16> = LpmTrie::with_max_entries(2 * MAX_ROUTES as u32, 0);
+
 /// `HTTP_PROGRAM` indices.
 const PARSE: u32 = 0;
 const PIPELINED: u32 = 1;
@@ -126,7 +133,8 @@ pub fn hand_over(ctx: &RawTracePointContext, call: HttpCall) {
 /// A message start at the beginning of some bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Start {
-    Request(Method),
+    /// A request, and the offset of its path (after the method and its space).
+    Request(Method, u64),
     Status(u16),
     Neither,
 }
@@ -153,7 +161,7 @@ pub fn collector_http(ctx: RawTracePointContext) -> i32 {
     let start = data.map_or(Start::Neither, |(at, len)| start_at(at, len));
     let sends = io.sends() || io == SyscallIo::SendFile;
     match (side, sends, start) {
-        (SERVER, false, Start::Request(method)) => {
+        (SERVER, false, Start::Request(method, path)) => {
             let Some(conn) = connection(call.sk, call.target, side) else {
                 return 0;
             };
@@ -161,7 +169,7 @@ pub fn collector_http(ctx: RawTracePointContext) -> i32 {
             let Some((at, len)) = data else {
                 return 0;
             };
-            request(conn, method, now, bytes);
+            request(conn, method, route_of(at + path), now, bytes);
             // The window's search in a program of its own, so that the verifier walks it
             // from one state, not once for each path that led here.
             if let Some(slot) = HTTP_CALL.get_ptr_mut(0) {
@@ -172,17 +180,18 @@ pub fn collector_http(ctx: RawTracePointContext) -> i32 {
                 }
             }
         }
-        (CLIENT, true, Start::Request(method)) => {
+        (CLIENT, true, Start::Request(method, path)) => {
             let Some(conn) = connection(call.sk, call.target, side) else {
                 return 0;
             };
             finish(conn);
-            request(conn, method, call.enter_ns, bytes);
+            let route = data.map_or(ROUTE_OTHER, |(at, _)| route_of(at + path));
+            request(conn, method, route, call.enter_ns, bytes);
         }
         (SERVER, true, Start::Status(status)) | (CLIENT, false, Start::Status(status)) => {
             let Some(conn) = HTTP_CONNS.get_ptr_mut(&call.sk) else {
                 // A response on a connection where no request was seen.
-                count(call.target, side, Method::None, STATUS_UNMATCHED, None, 0, bytes);
+                unmatched(call.target, side, STATUS_UNMATCHED, 1, bytes);
                 return 0;
             };
             if respond(unsafe { &mut *conn }, status, now, bytes) == Answer::Tunnel {
@@ -249,8 +258,8 @@ fn start_of(head: &[u8; 16], len: u64) -> Start {
         }
         return Start::Neither;
     }
-    if let Some(method) = method_of(head, len) {
-        return Start::Request(method);
+    if let Some((method, path)) = method_of(head, len) {
+        return Start::Request(method, path);
     }
     // An unregistered method: a token of capitals, a space, an origin-form target.
     for k in 1..8 {
@@ -259,7 +268,7 @@ fn start_of(head: &[u8; 16], len: u64) -> Start {
         }
         if head[k] == b' ' {
             return if len > k as u64 + 1 && head[k + 1] == b'/' {
-                Start::Request(Method::Other)
+                Start::Request(Method::Other, k as u64 + 1)
             } else {
                 Start::Neither
             };
@@ -268,15 +277,33 @@ fn start_of(head: &[u8; 16], len: u64) -> Start {
     Start::Neither
 }
 
-/// The registered method `head` starts with, if any: its first four bytes looked up in
-/// `HTTP_METHODS` (one lookup, where comparing each token would be a branch each, for every
-/// request start the verifier walks), then the space that ends the token.
+/// The registered method `head` starts with, if any, and where its path starts: its first
+/// four bytes looked up in `HTTP_METHODS` (one lookup, where comparing each token would be
+/// a branch each, for every request start the verifier walks), then the space that ends
+/// the token.
 #[inline(always)]
-fn method_of(head: &[u8; 16], len: u64) -> Option<Method> {
+fn method_of(head: &[u8; 16], len: u64) -> Option<(Method, u64)> {
     let prefix = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
     let token = unsafe { HTTP_METHODS.get(&prefix) }?;
     let end = usize::from(token.len) & 15;
-    (len > end as u64 && head[end] == b' ').then(|| Method::from_u8(token.method))
+    (len > end as u64 && head[end] == b' ').then(|| (Method::from_u8(token.method), end as u64 + 1))
+}
+
+/// The route of the request whose path starts at `path` in the caller's memory: the
+/// longest `HTTP_ROUTES` prefix of its first `ROUTE_BYTES` bytes (an LPM trie lookup, on
+/// every kernel of the matrix since 4.11), when `--http-route` gave any. Bytes past the
+/// call's end are read as they are in the buffer: a path cut off by the end of a read (a
+/// request line split across reads) may match on what the buffer held before.
+#[inline(always)]
+fn route_of(path: u64) -> u16 {
+    if !switched_on(SWITCH_HTTP_ROUTES) {
+        return ROUTE_OTHER;
+    }
+    let Ok(bytes) = (unsafe { bpf_probe_read_user(path as *const [u8; ROUTE_BYTES]) }) else {
+        return ROUTE_OTHER;
+    };
+    let key = Key::new(8 * ROUTE_BYTES as u32, bytes);
+    HTTP_ROUTES.get(&key).copied().unwrap_or(ROUTE_OTHER)
 }
 
 /// The connection's HTTP state, made at its first request.
@@ -289,7 +316,8 @@ fn connection(sk: u64, target: u32, side: u8) -> Option<&'static mut HttpConn> {
         start_ns: 0,
         bytes: 0,
         method: 0,
-        _pad: [0; 3],
+        _pad: 0,
+        route: ROUTE_OTHER,
     };
     let fresh = HttpConn {
         responding: Responding {
@@ -315,7 +343,7 @@ fn connection(sk: u64, target: u32, side: u8) -> Option<&'static mut HttpConn> {
 
 /// A request starts: it waits for its response behind those already waiting.
 #[inline(always)]
-fn request(conn: &mut HttpConn, method: Method, start_ns: u64, bytes: u64) {
+fn request(conn: &mut HttpConn, method: Method, route: u16, start_ns: u64, bytes: u64) {
     // Volatile, so that the window's loop reads the count from the map each time instead
     // of carrying it in a register, which would keep the verifier from pruning its paths.
     let waiting = unsafe { core::ptr::read_volatile(&conn.waiting) };
@@ -331,7 +359,8 @@ fn request(conn: &mut HttpConn, method: Method, start_ns: u64, bytes: u64) {
             start_ns,
             bytes: as_u32(bytes),
             method: method as u8,
-            _pad: [0; 3],
+            _pad: 0,
+            route,
         };
     }
     unsafe { core::ptr::write_volatile(&mut conn.waiting, waiting + 1) };
@@ -414,8 +443,11 @@ fn pipelined(conn: &mut HttpConn, at: u64, len: u64, bytes: u64, now: u64) {
         }
         let i = usize::from(window.after_blank[k]) & (WINDOW - 1);
         let head = unsafe { core::ptr::read_unaligned(window.bytes.as_ptr().add(i).cast::<[u8; 16]>()) };
-        let method = method_of(&head, n.saturating_sub(i as u64)).unwrap_or(Method::None);
-        unsafe { core::ptr::write_volatile(&mut window.methods[k], method as u8) };
+        let (method, path) = method_of(&head, n.saturating_sub(i as u64)).unwrap_or((Method::None, 0));
+        unsafe {
+            core::ptr::write_volatile(&mut window.methods[k], method as u8);
+            core::ptr::write_volatile(&mut window.paths[k], path as u8);
+        }
     }
     // The requests, in order.
     for k in 0..MAX_IN_FLIGHT {
@@ -431,7 +463,9 @@ fn pipelined(conn: &mut HttpConn, at: u64, len: u64, bytes: u64, now: u64) {
         if let Some(before) = newest(conn) {
             before.bytes = before.bytes.saturating_sub(as_u32(rest));
         }
-        request(conn, Method::from_u8(method), now, rest);
+        let start = at + u64::from(window.after_blank[k]);
+        let route = route_of(start + u64::from(unsafe { core::ptr::read_volatile(&window.paths[k]) }));
+        request(conn, Method::from_u8(method), route, now, rest);
     }
 }
 
@@ -455,7 +489,7 @@ fn respond(conn: &mut HttpConn, status: u16, now: u64, bytes: u64) -> Answer {
     finish(conn);
     let waiting = conn.waiting;
     if waiting == 0 {
-        count(conn.target, conn.side, Method::None, STATUS_UNMATCHED, None, 0, bytes);
+        unmatched(conn.target, conn.side, STATUS_UNMATCHED, 1, bytes);
         return Answer::Answered;
     }
     let Some(request) = conn
@@ -513,15 +547,16 @@ fn finish(conn: &mut HttpConn) {
         return;
     }
     conn.responding.status = 0;
-    count(
-        conn.target,
-        conn.side,
-        Method::from_u8(r.request.method),
-        r.status,
-        Some(r.end_ns.saturating_sub(r.request.start_ns)),
-        u64::from(r.request.bytes),
-        r.bytes,
-    );
+    let key = HttpKey {
+        target: conn.target,
+        status: r.status,
+        method: r.request.method,
+        side: conn.side,
+        route: r.request.route,
+        _pad: 0,
+    };
+    let duration = r.end_ns.saturating_sub(r.request.start_ns);
+    add(&key, Some(duration), 1, u64::from(r.request.bytes), r.bytes);
 }
 
 /// The socket `sk` is freed (`tcp_destroy_sock`): its last response is complete, and its
@@ -535,27 +570,25 @@ pub fn closed(sk: u64) {
     finish(conn);
     for (status, n) in [(STATUS_ABORTED, conn.waiting), (STATUS_IN_FLIGHT_FULL, conn.overflowed)] {
         if n > 0 {
-            let key = HttpKey {
-                target: conn.target,
-                status,
-                method: Method::None as u8,
-                side: conn.side,
-            };
-            add(&key, None, u64::from(n), 0, 0);
+            unmatched(conn.target, conn.side, status, u64::from(n), 0);
         }
     }
     let _ = HTTP_CONNS.remove(&sk);
 }
 
+/// `n` rows of `status` that are no completed request (aborted, unmatched, in flight
+/// full), with the bytes of an unmatched response.
 #[inline(always)]
-fn count(target: u32, side: u8, method: Method, status: u16, duration_ns: Option<u64>, request: u64, response: u64) {
+fn unmatched(target: u32, side: u8, status: u16, n: u64, response: u64) {
     let key = HttpKey {
         target,
         status,
-        method: method as u8,
+        method: Method::None as u8,
         side,
+        route: ROUTE_OTHER,
+        _pad: 0,
     };
-    add(&key, duration_ns, 1, request, response);
+    add(&key, None, n, 0, response);
 }
 
 /// `n` requests of `key` (a duration only for completed ones; the others' count is kept in

@@ -199,7 +199,7 @@ fn start(
         return Ok(None);
     }
 
-    let mut probes = Probes::load(&layout, &cli.map_sizes(), &cli.http_bounds()).map_err(runtime)?;
+    let mut probes = Probes::load(&layout, &cli.map_sizes(), &cli.http(), &cli.disabled_families).map_err(runtime)?;
     // Parsing the kernel's BTF (several MB, ~100k types) is the agent's largest allocation
     // and is freed at once; hand the pages back so the resident size reflects what runs
     // (~60 MB -> under 30 MB measured by `cargo xtask bench`).
@@ -211,11 +211,12 @@ fn start(
     let ring_fill = RingFill::new(&ring, cli.ring_buffer_size).context("cannot map the event ring buffer")?;
     let (targets, following) = Targets::install(checked, maps)?;
     probes.attach(Stage::Follow).map_err(runtime)?;
-    if let Some(why) = probes.off().get(CGROUPS.name)
+    let cgroups_off = cgroups_off(&probes);
+    if let Some(why) = &cgroups_off
         && !(cli.cgroups.is_empty() && cli.cgroup_patterns.is_empty())
     {
         return Err(runtime(anyhow!(
-            "--cgroup and --cgroup-pattern need the cgroups probe family, which this kernel cannot give ({why}); \
+            "--cgroup and --cgroup-pattern need the cgroups probe family, which is off ({why}); \
              name the processes with --pid instead"
         )));
     }
@@ -264,7 +265,7 @@ fn start(
         targets::spawn_watcher(&targets, following, cli.series_ttl.into(), workers.stop.clone(), forget)?;
     workers.threads.push(watcher);
     let reloader = file.map(|file| {
-        let limits = (cli.max_targets as usize, probes.off().get(CGROUPS.name).cloned());
+        let limits = (cli.max_targets as usize, cgroups_off);
         Arc::new(Reloader::new(file, limits, event_metrics, retargeter, reload_stats))
     });
 
@@ -273,8 +274,10 @@ fn start(
         telemetry,
         probes: probes.attached().clone(),
         families_off: probes.off().clone(),
+        families_disabled: probes.disabled().clone(),
         started,
         http_bounds: cli.http_buckets.0.clone(),
+        http_routes: cli.http_routes.clone(),
     };
     export::register_collectors(&mut registry, &sources);
     Ok(Some(Running {
@@ -285,6 +288,13 @@ fn start(
         registry,
         reloader,
     }))
+}
+
+/// Why the cgroups family is not running, if it is not: the kernel cannot give it, or the
+/// user disabled it.
+fn cgroups_off(probes: &Probes) -> Option<String> {
+    let off = probes.off().get(CGROUPS.name);
+    off.or_else(|| probes.disabled().get(CGROUPS.name)).cloned()
 }
 
 fn undecodable(telemetry: &Telemetry, e: &DecodeError) {

@@ -10,7 +10,12 @@ use collector_common::{
 };
 
 use crate::{
-    kernel::{btf::VMLINUX_BTF, probes::MapSizes},
+    kernel::{
+        btf::VMLINUX_BTF,
+        families::FAMILIES,
+        http_routes,
+        probes::{HttpSettings, MapSizes},
+    },
     targets::{CgroupSpec, PidSpec, cgroup::pattern::CgroupPattern},
 };
 
@@ -169,6 +174,21 @@ pub struct Cli {
     #[arg(long, value_name = "SECONDS,...", env = "COLLECTOR_HTTP_BUCKETS", default_value_t = HttpBuckets::default(), value_parser = parse_http_buckets)]
     pub http_buckets: HttpBuckets,
 
+    /// A route to group HTTP requests by (repeatable, or comma-separated; at most 64): their
+    /// metrics gain an http_route label, the route that matched (the longest), or "other".
+    /// A route ending in * matches every path that starts with what is before it; any other
+    /// matches that path alone (with or without a query). Raw paths are never labels.
+    /// [example: --http-route '/api/users/*' --http-route /health]
+    #[arg(long = "http-route", value_name = "PATTERN", env = "COLLECTOR_HTTP_ROUTE", value_delimiter = ',', value_parser = parse_http_route)]
+    pub http_routes: Vec<String>,
+
+    /// Probe families not to load (repeatable, or comma-separated): cgroups, tcp,
+    /// socket_bytes, http; a family that needs a disabled one is disabled too. What they
+    /// measure is not served, and /health lists them without being degraded.
+    /// [example: --disable-family http]
+    #[arg(long = "disable-family", value_name = "FAMILY", env = "COLLECTOR_DISABLE_FAMILY", value_delimiter = ',', value_parser = parse_family)]
+    pub disabled_families: Vec<&'static str>,
+
     /// The kernel's BTF to read struct layouts and tracepoints from: the running kernel's
     /// unless a distribution ships it elsewhere. [example: --kernel-btf /boot/vmlinux.btf]
     #[arg(long, value_name = "PATH", env = "COLLECTOR_KERNEL_BTF", default_value = VMLINUX_BTF)]
@@ -186,6 +206,22 @@ pub enum Command {
 }
 
 impl Cli {
+    /// What one flag's parser cannot see: the flags together.
+    pub fn check(&self) -> Result<(), String> {
+        if self.http_routes.len() > http::MAX_ROUTES {
+            return Err(format!(
+                "{} --http-route patterns: at most {} (the kernel's route table is that big)",
+                self.http_routes.len(),
+                http::MAX_ROUTES
+            ));
+        }
+        if let Some(twice) = (1..self.http_routes.len()).find(|&i| self.http_routes[..i].contains(&self.http_routes[i]))
+        {
+            return Err(format!("--http-route {} is given twice", self.http_routes[twice]));
+        }
+        Ok(())
+    }
+
     /// The runtime map sizes these flags ask for.
     pub fn map_sizes(&self) -> MapSizes {
         MapSizes {
@@ -202,15 +238,19 @@ impl Cli {
         }
     }
 
-    /// The HTTP duration buckets' bounds in ns, as the kernel takes them.
-    pub fn http_bounds(&self) -> Bounds {
+    /// What the kernel's http family is given: the duration buckets' bounds in ns, and the
+    /// routes.
+    pub fn http(&self) -> HttpSettings {
         let mut bounds = Bounds {
             ns: [u64::MAX; http::BUCKETS - 1],
         };
         for (ns, seconds) in bounds.ns.iter_mut().zip(&self.http_buckets.0) {
             *ns = (seconds * 1e9).round() as u64;
         }
-        bounds
+        HttpSettings {
+            bounds,
+            routes: self.http_routes.clone(),
+        }
     }
 }
 
@@ -251,6 +291,25 @@ fn parse_http_buckets(s: &str) -> Result<HttpBuckets, String> {
 /// Most entries a runtime-sized map may be given: 16 Mi, far beyond any host's need, so a
 /// typo does not ask the kernel for gigabytes.
 const MAX_ENTRIES: u32 = 1 << 24;
+
+fn parse_http_route(s: &str) -> Result<String, String> {
+    http_routes::check(s).map(|()| s.to_owned())
+}
+
+/// A family the agent can run without (`Family::core` is false).
+fn parse_family(s: &str) -> Result<&'static str, String> {
+    let optional = || FAMILIES.iter().filter(|f| !f.core).map(|f| f.name);
+    optional().find(|&name| name == s).ok_or_else(|| {
+        let names: Vec<&str> = optional().collect();
+        match FAMILIES.iter().find(|f| f.name == s) {
+            Some(_) => format!(
+                "{s} is the agent's core and cannot be disabled; one of {}",
+                names.join(", ")
+            ),
+            None => format!("no probe family {s}; one of {}", names.join(", ")),
+        }
+    })
+}
 
 fn parse_entries(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
@@ -346,12 +405,12 @@ mod tests {
     fn http_buckets_default_to_the_semantic_conventions_and_reach_the_kernel_in_ns() {
         let cli = parse(&["--pid", "1"]).unwrap();
         assert_eq!(cli.http_buckets.0, http::DEFAULT_BOUNDS_SECONDS);
-        let bounds = cli.http_bounds();
+        let bounds = cli.http().bounds;
         assert_eq!(bounds.ns[..3], [5_000_000, 10_000_000, 25_000_000]);
         assert_eq!(bounds.ns[13], 10_000_000_000);
         assert_eq!(bounds.ns[14], u64::MAX, "unused bounds are +Inf");
         let cli = parse(&["--pid", "1", "--http-buckets", "0.1, 1"]).unwrap();
-        assert_eq!(cli.http_bounds().ns[..3], [100_000_000, 1_000_000_000, u64::MAX]);
+        assert_eq!(cli.http().bounds.ns[..3], [100_000_000, 1_000_000_000, u64::MAX]);
         for (buckets, needle) in [
             ("1,0.5", "ascending"),
             ("0.1,x", "'x' is not a duration"),
@@ -391,6 +450,18 @@ mod tests {
                 "'soon' is not a duration",
             ),
             (&["--pid", "1", "--poll-interval", "0s"][..], "longer than zero"),
+            (
+                &["--pid", "1", "--disable-family", "dns"][..],
+                "no probe family dns; one of cgroups, tcp, socket_bytes, http",
+            ),
+            (
+                &["--pid", "1", "--http-route", "/a/*/b"][..],
+                "`*` may only end a route",
+            ),
+            (
+                &["--pid", "1", "--disable-family", "syscalls"][..],
+                "syscalls is the agent's core and cannot be disabled",
+            ),
             (&["--cgroup", "=x"][..], "the name before '=' is empty"),
             (&["--cgroup-pattern", "a/[b"][..], "--cgroup-pattern"),
             (&["--pid", "1", "--max-targets", "0"][..], "from 1 to 1024"),

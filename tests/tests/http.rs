@@ -11,8 +11,8 @@ use std::{
 };
 
 use tests::{
-    Collector, Metrics, Nginx, Workload, eventually, have_tool, http_requests, map_entries, privileged, serve_tcp,
-    value,
+    Collector, Metrics, Nginx, Workload, eventually, have_tool, http_get, http_requests, map_entries, privileged,
+    serve_tcp, value,
 };
 
 /// nginx answering 200 for files, 404 for a missing one, 500 and 503 from `return`, 301
@@ -361,4 +361,153 @@ fn bytes_that_are_not_http_are_never_a_request() {
     assert_eq!((opened("inbound"), opened("outbound")), (3.0, 3.0));
     let http: Vec<_> = m.0.iter().filter(|s| s.name.starts_with("collector_http_")).collect();
     assert!(http.is_empty(), "{http:?}");
+}
+
+/// `--disable-family tcp` disables http too, which needs it: neither family's probes are
+/// attached, `/health` lists both as disabled and stays healthy (the user asked for it),
+/// nginx's requests leave no HTTP or TCP series, and the rest still counts.
+#[test]
+fn a_disabled_family_and_those_that_need_it_count_nothing_and_the_agent_stays_healthy() {
+    if !privileged() || !have_tool("nginx", "nginx-light") {
+        return;
+    }
+    let nginx = nginx_with_files("disabled");
+    let c = Collector::start(&[
+        "--pid",
+        &format!("nginx={}", nginx.child.id()),
+        "--disable-family",
+        "tcp",
+    ]);
+    let addr = format!("127.0.0.1:{}", nginx.port);
+    for _ in 0..3 {
+        assert_eq!(http_get(&addr, "/index.html").map(|(s, _)| s), Some(200));
+    }
+    eventually(
+        "nginx's three responses in its socket bytes",
+        Duration::from_secs(10),
+        || {
+            let sent = c.metrics().sum(
+                "collector_socket_sent_bytes_total",
+                &[("target", "nginx"), ("protocol", "tcp")],
+            );
+            sent >= 3.0 * 6.0
+        },
+    );
+    assert_eq!(nginx.access_log_lines(), 3);
+    let (code, health) = c.health();
+    println!("health {health}");
+    assert_eq!((code, health["status"].as_str()), (200, Some("healthy")));
+    let disabled = health["checks"]["probes"]["disabled"].as_object().unwrap();
+    assert_eq!(disabled.keys().collect::<Vec<_>>(), ["http", "tcp"]);
+    assert_eq!(disabled["tcp"], "--disable-family");
+    assert!(health["checks"]["probes"].get("off").is_none(), "{health}");
+    let m = c.metrics();
+    for probe in ["http", "http_pipelined", "tcp_retransmit_skb", "inet_sock_set_state"] {
+        assert_eq!(
+            value(&m, "collector_probe_attached", &[("probe", probe)]),
+            0.0,
+            "{probe}"
+        );
+    }
+    assert_eq!(value(&m, "collector_probe_attached", &[("probe", "sys_exit")]), 1.0);
+    let served: Vec<&str> =
+        m.0.iter()
+            .map(|s| s.name.as_str())
+            .filter(|n| n.starts_with("collector_http_") || n.starts_with("collector_tcp_"))
+            .collect();
+    assert!(served.is_empty(), "series of disabled families: {served:?}");
+    assert!(
+        value(
+            &m,
+            "collector_syscalls_total",
+            &[("target", "nginx"), ("syscall", "accept4")]
+        ) >= 3.0
+    );
+}
+
+/// Requests per (route, status) of one side of a target, from the duration histograms'
+/// `_count`s.
+fn per_route(m: &Metrics, target: &str, side: &str) -> std::collections::BTreeMap<(String, String), f64> {
+    let name = format!("collector_http_{side}_request_duration_seconds_count");
+    let mut counts = std::collections::BTreeMap::new();
+    for s in m.select(&name, &[("target", target)]) {
+        let label = |k: &str| s.labels.get(k).cloned().unwrap_or_else(|| format!("<no {k}>"));
+        *counts
+            .entry((label("http_route"), label("http_response_status_code")))
+            .or_insert(0.0) += s.value;
+    }
+    counts
+}
+
+/// The client of the route test: each (path, how many) over one keep-alive connection.
+const ROUTE_CLIENT: &str = r#"
+import http.client
+port = int(sys.argv[1])
+plan = [("/index.html", 3), ("/index.html?x=1", 2), ("/index.htmlx", 1), ("/api/users/7", 2),
+        ("/api/x", 2), ("/missing", 1)]
+c = http.client.HTTPConnection("127.0.0.1", port)
+for path, n in plan:
+    for _ in range(n):
+        c.request("GET", path)
+        c.getresponse().read()
+c.close()
+"#;
+
+/// `--http-route`: a request's path is matched in the kernel against the routes (the
+/// longest prefix for those ending in `*`, the whole path with or without a query for the
+/// others), on both sides and for pipelined requests; a path that matches none is `other`,
+/// and no raw path is ever a label.
+#[test]
+fn requests_are_grouped_by_the_route_their_path_matches_and_no_path_is_a_label() {
+    if !privileged() || !have_tool("nginx", "nginx-light") {
+        return;
+    }
+    let nginx = nginx_with_files("routes");
+    let (mut client, mut go) = python_after_go(ROUTE_CLIENT, &[&nginx.port.to_string()]);
+    let routes = ["/api/*", "/api/users/*", "/index.html"];
+    let mut args = vec![
+        "--pid".to_owned(),
+        format!("nginx={}", nginx.child.id()),
+        "--pid".to_owned(),
+        format!("client={}", client.id()),
+    ];
+    for route in routes {
+        args.extend(["--http-route".to_owned(), route.to_owned()]);
+    }
+    let c = Collector::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    writeln!(go, "go").unwrap();
+    assert!(client.wait().unwrap().success(), "the client failed");
+    // Two more in one read, from a client that is not a target: the second is found by the
+    // pipelined search.
+    let answers = exchange(
+        nginx.port,
+        &[b"GET /api/users/1 HTTP/1.1\r\nHost: x\r\n\r\nGET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"],
+    );
+    assert_eq!(answers.matches("HTTP/1.1 ").count(), 2, "{answers}");
+    http_state_is_gone(&c);
+
+    let m = c.metrics();
+    let key = |route: &str, status: &str| (route.to_owned(), status.to_owned());
+    let client_side = [
+        (key("/index.html", "200"), 5.0),
+        (key("/api/users/*", "404"), 2.0),
+        (key("/api/*", "404"), 2.0),
+        (key("other", "404"), 2.0),
+    ];
+    let (server, client) = (per_route(&m, "nginx", "server"), per_route(&m, "client", "client"));
+    println!("server side {server:?}\nclient side {client:?}");
+    assert_eq!(client, client_side.iter().cloned().collect());
+    let mut server_side: std::collections::BTreeMap<_, _> = client_side.into_iter().collect();
+    *server_side.get_mut(&key("/index.html", "200")).unwrap() += 1.0;
+    *server_side.get_mut(&key("/api/users/*", "404")).unwrap() += 1.0;
+    assert_eq!(server, server_side);
+    assert_eq!(nginx.access_log_lines(), 13);
+    // Every HTTP series names a route, and only a route.
+    for s in
+        m.0.iter()
+            .filter(|s| s.name.starts_with("collector_http_server_request_"))
+    {
+        let route = s.labels.get("http_route").map(String::as_str);
+        assert!(route.is_some_and(|r| r == "other" || routes.contains(&r)), "{s:?}");
+    }
 }

@@ -167,12 +167,14 @@ pub fn from_args(args: &[OsString]) -> Result<Invocation, StartError> {
         return Ok(Invocation::Check(file));
     }
     let Some(path) = cli.config.clone() else {
+        cli.check().map_err(StartError::Usage)?;
         return Ok(Invocation::Run(Box::new(cli), None));
     };
     let file = load(&path).map_err(StartError::Config)?;
     let merged = flags::merge(args, &matches, &file.settings);
     let matches = cmd.try_get_matches_from(merged).map_err(StartError::Flags)?;
     let cli = Cli::from_arg_matches(&matches).map_err(StartError::Flags)?;
+    cli.check().map_err(StartError::Usage)?;
     if cli.pids.is_empty() && cli.cgroups.is_empty() && cli.cgroup_patterns.is_empty() {
         return Err(StartError::Usage(format!(
             "no target: {} sets none of pid, cgroup and cgroup_pattern; add one there or give --pid, --cgroup or --cgroup-pattern",

@@ -80,7 +80,7 @@ pub struct Reloader {
     started_with: Vec<Setting>,
     /// Fixed at start: the kernel's maps are sized for it.
     max_targets: usize,
-    /// Why this kernel cannot give the cgroups family, if it cannot: then a reload may not
+    /// Why the cgroups family is off or disabled, if it is: then a reload may not
     /// name cgroups either.
     cgroups_off: Option<String>,
     stats: ReloadStats,
@@ -174,7 +174,7 @@ impl Reloader {
             && !(cli.cgroups.is_empty() && cli.cgroup_patterns.is_empty())
         {
             return Err(format!(
-                "cgroup and cgroup_pattern need the cgroups probe family, which this kernel cannot give ({why}); name the processes with pid instead"
+                "cgroup and cgroup_pattern need the cgroups probe family, which is off ({why}); name the processes with pid instead"
             ));
         }
         let plan = self

@@ -2,7 +2,8 @@
 //!
 //! `unhealthy` (HTTP 503) when a probe is not attached: metrics would be silently wrong.
 //! `degraded` (HTTP 200) when a probe family is off because the kernel cannot give it (its
-//! metrics are missing, said with the reason; the others are exact).
+//! metrics are missing, said with the reason; the others are exact). A family the user
+//! disabled is listed, and changes nothing: the agent sees what it was asked to see.
 //! `degraded` (HTTP 200) when a PID target has no live process left (its metrics are
 //! complete but will not grow; that is the target's state, not the agent's failure), or
 //! when there are no targets at all (patterns that match nothing yet).
@@ -51,6 +52,9 @@ pub struct ProbesCheck {
     /// Probe families this kernel cannot give, with why: what they measure is missing.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub off: BTreeMap<&'static str, String>,
+    /// Probe families the user disabled (`--disable-family`), with why.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub disabled: BTreeMap<&'static str, String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,10 +77,11 @@ impl Health {
     pub fn of(sources: &Sources) -> Health {
         let attached = sources.probes.clone();
         let off = sources.families_off.clone();
+        let disabled = sources.families_disabled.clone();
         // A probe of a family that is on must be attached; a family off is a kernel's limit.
         let off_probes: Vec<&str> = FAMILIES
             .iter()
-            .filter(|f| off.contains_key(f.name))
+            .filter(|f| off.contains_key(f.name) || disabled.contains_key(f.name))
             .flat_map(|f| f.probes.iter().map(|p| p.name))
             .collect();
         let missing = attached.iter().any(|(name, &a)| !a && !off_probes.contains(name));
@@ -88,6 +93,7 @@ impl Health {
             },
             attached,
             off,
+            disabled,
         };
         // A cgroup is a target while it exists, even empty; a PID target lives while a
         // process of its tree does.

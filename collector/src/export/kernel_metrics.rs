@@ -48,6 +48,8 @@ pub enum Key {
     Status,
     /// `server` or `client`.
     Side,
+    /// The `--http-route` a request's path matched, or `other`; no label without routes.
+    Route,
     /// Why a row counts no completed request: `unmatched_response`, `in_flight_full`.
     Untracked,
 }
@@ -111,6 +113,7 @@ const HTTP_REQUEST: &[(&str, Key)] = &[
     TARGET,
     ("http_request_method", Key::Method),
     ("http_response_status_code", Key::Status),
+    ("http_route", Key::Route),
 ];
 
 pub const KERNEL_METRICS: &[KernelMetric] = &[
@@ -291,7 +294,14 @@ impl Source {
             Source::SocketBytes => &[Key::Target, Key::Family, Key::Protocol],
             Source::TcpCounts | Source::TargetCounts => &[Key::Target],
             Source::MapErrors => &[Key::Map],
-            Source::HttpStats => &[Key::Target, Key::Method, Key::Status, Key::Side, Key::Untracked],
+            Source::HttpStats => &[
+                Key::Target,
+                Key::Method,
+                Key::Status,
+                Key::Side,
+                Key::Untracked,
+                Key::Route,
+            ],
         }
     }
 

@@ -22,7 +22,7 @@ use std::{
 
 use prometheus_client::registry::Registry;
 
-use crate::{targets::Targets, telemetry::Telemetry};
+use crate::{kernel::families::FAMILIES, targets::Targets, telemetry::Telemetry};
 
 /// What the endpoints read. Fixed after start-up; what changes has its own owner (the
 /// target set, the telemetry counts).
@@ -34,9 +34,13 @@ pub struct Sources {
     pub probes: BTreeMap<&'static str, bool>,
     /// Probe families that are off on this kernel, with why.
     pub families_off: BTreeMap<&'static str, String>,
+    /// Probe families the user disabled (`--disable-family`), with why.
+    pub families_disabled: BTreeMap<&'static str, String>,
     pub started: Instant,
     /// The HTTP duration buckets' upper bounds, in seconds.
     pub http_bounds: Vec<f64>,
+    /// `--http-route`: route `i` of the kernel's `HttpKey::route` is `http_routes[i - 1]`.
+    pub http_routes: Vec<String>,
 }
 
 /// The names of the metrics served at scrape time, which a metric definition may not take.
@@ -62,6 +66,12 @@ pub fn register_collectors(registry: &mut Registry, sources: &Sources) {
         targets: sources.targets.clone(),
         read_errors: read_errors.clone(),
         http_bounds: sources.http_bounds.clone(),
+        http_routes: sources.http_routes.clone(),
+        not_measured: FAMILIES
+            .iter()
+            .filter(|f| sources.families_off.contains_key(f.name) || sources.families_disabled.contains_key(f.name))
+            .flat_map(|f| f.metrics.iter().copied())
+            .collect(),
     }));
     registry.register_collector(Box::new(agent_metrics::AgentCollector {
         targets: sources.targets.clone(),

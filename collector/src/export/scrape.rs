@@ -60,6 +60,11 @@ pub struct KernelCollector {
     pub read_errors: Arc<AtomicU64>,
     /// The HTTP duration buckets' upper bounds, in seconds (`--http-buckets`).
     pub http_bounds: Vec<f64>,
+    /// `--http-route`, by `HttpKey::route - 1`.
+    pub http_routes: Vec<String>,
+    /// The metrics of families that are off or disabled: not served, since zeros would
+    /// say "none happened" where nothing was measured.
+    pub not_measured: Vec<&'static str>,
 }
 
 /// Entries read from a map as rows, with the count that could not be read.
@@ -92,8 +97,8 @@ fn read(source: Source, view: &View<'_>) -> (Vec<Row>, u64) {
 
 impl Key {
     /// The label value of this key field of `row`; `None` if the row has no such field
-    /// (the table test proves no row asks for one).
-    fn decode(self, row: &Row, view: &View<'_>) -> Option<Cow<'static, str>> {
+    /// (the table test proves no row asks for one), or it is a route and none were given.
+    fn decode(self, row: &Row, view: &View<'_>, routes: &[String]) -> Option<Cow<'static, str>> {
         let target = |slot: u32| Cow::Owned(view.label(slot));
         Some(match (self, row) {
             (Key::Target, Row::Syscall(k, _)) => target(k.target),
@@ -103,6 +108,10 @@ impl Key {
             (Key::Method, Row::Http(k, _)) => Cow::Borrowed(Method::from_u8(k.method).label()),
             (Key::Status, Row::Http(k, _)) => Cow::Owned(k.status.to_string()),
             (Key::Side, Row::Http(k, _)) => Cow::Borrowed(http::side_label(k.side)),
+            (Key::Route, Row::Http(k, _)) if !routes.is_empty() => {
+                let route = usize::from(k.route).checked_sub(1).and_then(|i| routes.get(i));
+                Cow::Owned(route.map_or("other", String::as_str).to_owned())
+            }
             (Key::Untracked, Row::Http(k, _)) => Cow::Borrowed(match k.status {
                 http::STATUS_UNMATCHED => "unmatched_response",
                 http::STATUS_IN_FLIGHT_FULL => "in_flight_full",
@@ -175,7 +184,8 @@ impl Collector for KernelCollector {
         let view = self.targets.read();
         let mut rows: BTreeMap<Source, Vec<Row>> = BTreeMap::new();
         let mut failed = 0;
-        for metric in KERNEL_METRICS {
+        let served = || KERNEL_METRICS.iter().filter(|m| !self.not_measured.contains(&m.name));
+        for metric in served() {
             rows.entry(metric.source).or_insert_with(|| {
                 let (read, unread) = read(metric.source, &view);
                 failed += unread;
@@ -193,7 +203,7 @@ impl Collector for KernelCollector {
                         let keys = source
                             .keys()
                             .iter()
-                            .filter_map(|&key| Some((key, key.decode(&row, &view)?)))
+                            .filter_map(|&key| Some((key, key.decode(&row, &view, &self.http_routes)?)))
                             .collect();
                         (keys, row)
                     })
@@ -203,7 +213,7 @@ impl Collector for KernelCollector {
             .collect();
         drop(view);
 
-        for metric in KERNEL_METRICS {
+        for metric in served() {
             let (base, unit, kind) = match metric.kind {
                 Type::Counter => (metric.name.strip_suffix("_total"), None, MetricType::Counter),
                 Type::Gauge => (Some(metric.name), None, MetricType::Gauge),
@@ -220,8 +230,10 @@ impl Collector for KernelCollector {
                     .iter()
                     .filter_map(|(name, key)| Some((*name, label_of(keys, *key)?)))
                     .collect();
+                // The key's labels (a route is one only when routes were given).
+                let from_key = labels.len();
                 for (fixed, value) in metric.samples {
-                    labels.truncate(metric.labels.len());
+                    labels.truncate(from_key);
                     labels.extend(fixed.map(|(k, v)| (k, Cow::Borrowed(v))));
                     let Some(sample) = value.of(row, &self.http_bounds) else {
                         continue;

@@ -1,6 +1,6 @@
 //! Everything that talks to the kernel programs: which probe families exist and what each
 //! needs (`families`), what the host allows (`host`), the running kernel's layout from BTF
-//! (`btf`), loading and attaching (`probes`), typed map access (`maps`, with the generation
+//! (`btf`), loading and attaching (`probes`, with the `--http-route` table in `http_routes`), typed map access (`maps`, with the generation
 //! counter that keeps the syscall filter's cache current in `generation`), and the event ring
 //! buffer (`records`, `ring`).
 //!
@@ -10,6 +10,7 @@ pub mod btf;
 pub mod families;
 pub mod generation;
 pub mod host;
+pub mod http_routes;
 pub mod maps;
 pub mod probes;
 pub mod records;

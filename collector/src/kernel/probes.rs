@@ -7,18 +7,22 @@ use std::collections::BTreeMap;
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, ProgramArray, Queue},
+    maps::{
+        Array, HashMap, MapData, ProgramArray, Queue,
+        lpm_trie::{Key, LpmTrie},
+    },
     programs::{ProgramError, RawTracePoint},
 };
 use collector_common::{
     globals,
-    http::{Bounds, Method, MethodToken},
+    http::{Bounds, Method, MethodToken, ROUTE_BYTES},
     maps,
 };
 
 use super::{
     btf::KernelLayout,
     families::{FAMILIES, Family, Probe, Stage, Via, all_probes},
+    http_routes,
 };
 
 /// The kernel object built from `collector-ebpf` by build.rs. Public for the benchmark, which
@@ -133,6 +137,45 @@ fn fill_methods(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
     Ok(())
 }
 
+/// What the http family is given at load: `--http-buckets` in ns and `--http-route`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpSettings {
+    pub bounds: Bounds,
+    /// Checked patterns (`http_routes::check`); route `i` is `i + 1` in the kernel.
+    pub routes: Vec<String>,
+}
+
+/// Gives the http family the routes (`HTTP_ROUTES`), and turns route matching on if any.
+fn fill_routes(ebpf: &mut Ebpf, routes: &[String]) -> Result<(), ProbeError> {
+    if routes.is_empty() {
+        return Ok(());
+    }
+    let name = maps::HTTP_ROUTES;
+    let map = ebpf.map_mut(name).ok_or(ProbeError::Missing(name))?;
+    let mut table: LpmTrie<&mut MapData, [u8; ROUTE_BYTES], u16> =
+        LpmTrie::try_from(map).map_err(|e| ProbeError::Fill(name, e))?;
+    for (i, route) in routes.iter().enumerate() {
+        for prefix in http_routes::prefixes(route) {
+            let mut data = [0u8; ROUTE_BYTES];
+            data[..prefix.len()].copy_from_slice(&prefix);
+            let key = Key::new(8 * prefix.len() as u32, data);
+            table
+                .insert(&key, i as u16 + 1, 0)
+                .map_err(|e| ProbeError::Fill(name, e))?;
+        }
+    }
+    set_switch(ebpf, maps::SWITCH_HTTP_ROUTES)
+}
+
+/// Sets `SWITCHES[index]`, which the kernel programs read as "on".
+fn set_switch(ebpf: &mut Ebpf, index: u32) -> Result<(), ProbeError> {
+    let map = ebpf
+        .map_mut(maps::SWITCHES)
+        .ok_or(ProbeError::Missing(maps::SWITCHES))?;
+    let mut switches: Array<&mut MapData, u32> = Array::try_from(map).map_err(ProbeError::Switch)?;
+    switches.set(index, 1, 0).map_err(ProbeError::Switch)
+}
+
 /// The loaded object and the attach state of each probe.
 pub struct Probes {
     ebpf: Ebpf,
@@ -141,12 +184,20 @@ pub struct Probes {
     programs: BTreeMap<&'static str, &'static str>,
     /// Families that are off, with why.
     off: BTreeMap<&'static str, String>,
+    /// Families the user turned off (`--disable-family`), or that need one of those.
+    disabled: BTreeMap<&'static str, String>,
 }
 
 impl Probes {
-    /// Loads the object with its maps sized by `sizes`, the kernel layout and the HTTP
-    /// duration buckets set. No program is attached.
-    pub fn load(layout: &KernelLayout, sizes: &MapSizes, http_bounds: &Bounds) -> Result<Self, ProbeError> {
+    /// Loads the object with its maps sized by `sizes`, the kernel layout and the http
+    /// family's settings. No program is attached; the `disabled` families (non-core, as
+    /// `--disable-family` checks) and those that need them never will be.
+    pub fn load(
+        layout: &KernelLayout,
+        sizes: &MapSizes,
+        http: &HttpSettings,
+        disabled: &[&'static str],
+    ) -> Result<Self, ProbeError> {
         let mut loader = EbpfLoader::new();
         // The kernel's BTF is for CO-RE relocations, which Rust programs do not have; not
         // loading it saves a second multi-megabyte parse (btf.rs reads what we need).
@@ -157,22 +208,25 @@ impl Probes {
         let mut ebpf = loader
             .override_global(globals::KERNEL_OFFSETS, &layout.offsets, true)
             .override_global(globals::KERNEL_FEATURES, &layout.features, true)
-            .override_global(globals::HTTP_BOUNDS, http_bounds, true)
+            .override_global(globals::HTTP_BOUNDS, &http.bounds, true)
             .load(OBJECT)
             .map_err(ProbeError::Load)?;
         fill_queue(&mut ebpf, maps::FREE_SLOTS, sizes.target_threads)?;
         fill_queue(&mut ebpf, maps::FREE_SERIES, sizes.syscall_stats)?;
         fill_methods(&mut ebpf)?;
+        fill_routes(&mut ebpf, &http.routes)?;
         let attached = all_probes().map(|p| (p.name, false)).collect();
         let mut probes = Probes {
             ebpf,
             attached,
             programs: layout.programs.clone(),
             off: BTreeMap::new(),
+            disabled: BTreeMap::new(),
         };
         for family in FAMILIES.iter().filter(|f| layout.off.contains_key(f.name)) {
             probes.turn_off(family, layout.off[family.name].clone());
         }
+        probes.disable(disabled);
         Ok(probes)
     }
 
@@ -186,7 +240,7 @@ impl Probes {
     /// `self`, which detaches whatever was attached.
     pub fn attach(&mut self, stage: Stage) -> Result<(), ProbeError> {
         for family in FAMILIES.iter().filter(|f| f.stage == stage) {
-            if self.off.contains_key(family.name) {
+            if self.off.contains_key(family.name) || self.disabled.contains_key(family.name) {
                 continue;
             }
             if let Some(needed) = family.needs.iter().find(|n| self.off.contains_key(*n)) {
@@ -252,15 +306,10 @@ impl Probes {
 
     /// Tells the programs that feed `family` from elsewhere that it is attached.
     fn switch_on(&mut self, family: &Family) -> Result<(), ProbeError> {
-        let Some(index) = family.switch else {
-            return Ok(());
-        };
-        let map = self
-            .ebpf
-            .map_mut(maps::SWITCHES)
-            .ok_or(ProbeError::Missing(maps::SWITCHES))?;
-        let mut switches: Array<&mut MapData, u32> = Array::try_from(map).map_err(ProbeError::Switch)?;
-        switches.set(index, 1, 0).map_err(ProbeError::Switch)
+        match family.switch {
+            Some(index) => set_switch(&mut self.ebpf, index),
+            None => Ok(()),
+        }
     }
 
     /// Unloads (and so detaches) the family's programs that did load: a family is on whole
@@ -285,6 +334,30 @@ impl Probes {
         }
     }
 
+    /// Marks `names` disabled, and every family that needs a disabled one, said once each.
+    fn disable(&mut self, names: &[&'static str]) {
+        for &name in names {
+            self.disabled.insert(name, "--disable-family".into());
+        }
+        // FAMILIES is small; repeat until no family is newly disabled by what it needs.
+        while let Some((family, needed)) = FAMILIES.iter().find_map(|f| {
+            let needed = f.needs.iter().find(|n| self.disabled.contains_key(*n))?;
+            (!self.disabled.contains_key(f.name)).then_some((f, *needed))
+        }) {
+            self.disabled
+                .insert(family.name, format!("it needs the {needed} family, which is disabled"));
+        }
+        for family in FAMILIES.iter().filter(|f| self.disabled.contains_key(f.name)) {
+            tracing::info!(
+                family = family.name,
+                reason = %self.disabled[family.name],
+                "probe family {} disabled, so {} are not measured",
+                family.name,
+                family.what,
+            );
+        }
+    }
+
     fn turn_off(&mut self, family: &Family, why: String) {
         tracing::warn!(
             family = family.name,
@@ -304,6 +377,11 @@ impl Probes {
     /// Families that are off, with why.
     pub fn off(&self) -> &BTreeMap<&'static str, String> {
         &self.off
+    }
+
+    /// Families disabled by the user, with why.
+    pub fn disabled(&self) -> &BTreeMap<&'static str, String> {
+        &self.disabled
     }
 
     /// Each probe by its `probe` label, and whether it is attached.
