@@ -1,6 +1,6 @@
 //! Ring-buffer records: the low-rate events the kernel sends one by one (process lifecycle,
-//! TCP connections).
-//! High-rate data (syscalls) never goes through here; it is aggregated in maps.
+//! TCP connections), and HTTP requests only while something consumes them (`EVENTS_WANTED`).
+//! High-rate data (syscalls, HTTP requests) is aggregated in maps.
 //!
 //! Every record starts with [`EventHeader`]; `kind` says which record follows and `size`
 //! its total length, so the agent can check a record before it reads one.
@@ -19,10 +19,11 @@ pub enum EventKind {
     TcpAccept = 5,
     TcpConnectError = 6,
     TcpClose = 7,
+    HttpRequest = 8,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::ProcessStart,
         EventKind::ProcessExec,
         EventKind::ProcessExit,
@@ -30,6 +31,7 @@ impl EventKind {
         EventKind::TcpAccept,
         EventKind::TcpConnectError,
         EventKind::TcpClose,
+        EventKind::HttpRequest,
     ];
 
     pub const fn from_u32(v: u32) -> Option<EventKind> {
@@ -50,6 +52,7 @@ impl EventKind {
             EventKind::TcpAccept => "tcp.accept",
             EventKind::TcpConnectError => "tcp.connect_error",
             EventKind::TcpClose => "tcp.close",
+            EventKind::HttpRequest => "http.request",
         }
     }
 
@@ -108,6 +111,22 @@ pub struct TcpRecord {
     pub bytes_sent: u64,
     pub bytes_received: u64,
     pub comm: [u8; COMM_LEN],
+    pub endpoints: Endpoints,
+    /// `sockets::DIRECTION_*`.
+    pub direction: u8,
+    pub _pad: [u8; 3],
+    /// connect_error: `sk_err` when the socket closed.
+    pub sk_err: i32,
+}
+
+/// Bytes of a request's path (its request target) an `http.request` event carries; a longer
+/// one is cut.
+pub const PATH_BYTES: usize = 128;
+
+/// A connection's endpoints as `struct sock` has them now.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Endpoints {
     /// Local and remote address: 4 bytes for AF_INET, 16 for AF_INET6, network order.
     pub saddr: [u8; 16],
     pub daddr: [u8; 16],
@@ -116,12 +135,32 @@ pub struct TcpRecord {
     /// Local and remote port, host order.
     pub sport: u16,
     pub dport: u16,
-    /// `sockets::DIRECTION_*`.
-    pub direction: u8,
+    pub _pad: u16,
+}
+
+/// `http.request`: one completed request of a target (sent only while the agent says some
+/// handler consumes it).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct HttpRecord {
+    /// `pid`: the connection's owner (who accepted or connected it).
+    pub header: EventHeader,
+    pub duration_ns: u64,
+    pub request_bytes: u64,
+    pub response_bytes: u64,
+    pub comm: [u8; COMM_LEN],
+    pub endpoints: Endpoints,
+    pub status: u16,
+    /// `http::Method` and `http::SERVER`/`CLIENT` as numbers.
+    pub method: u8,
+    pub side: u8,
+    /// `HttpKey::route`.
+    pub route: u16,
+    /// 1 when the path was kept until the response (else it was evicted: `HTTP_PATHS`).
+    pub has_path: u8,
     pub _pad: u8,
-    /// connect_error: `sk_err` when the socket closed.
-    pub sk_err: i32,
-    pub _pad2: u32,
+    /// The request target as the request line has it, up to the space after it, or cut.
+    pub path: [u8; PATH_BYTES],
 }
 
 /// Live processes and threads a target gained minus lost in the kernel since the agent

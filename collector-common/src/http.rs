@@ -195,7 +195,9 @@ pub struct InFlight {
     /// Its bytes so far (a request of 4 GiB or more stays at `u32::MAX`).
     pub bytes: u32,
     pub method: u8,
-    pub _pad: u8,
+    /// Its place in `HttpConn::in_flight`, which keys its path in `HTTP_PATHS`, and in its
+    /// top bit whether the path was kept there.
+    pub slot: u8,
     /// `HttpKey::route`.
     pub route: u16,
 }
@@ -223,6 +225,8 @@ pub struct HttpConn {
     pub responding: Responding,
     /// A ring of requests in order: `in_flight[(first + i) % MAX_IN_FLIGHT]`, i < `waiting`.
     pub in_flight: [InFlight; MAX_IN_FLIGHT],
+    /// Its key: the `struct sock` address.
+    pub sk: u64,
     /// [`crate::TargetId::slot`] of the connection's owner.
     pub target: u32,
     pub side: u8,
@@ -230,6 +234,15 @@ pub struct HttpConn {
     pub waiting: u8,
     /// Requests not followed because `MAX_IN_FLIGHT` waited, counted when it closes.
     pub overflowed: u8,
+}
+
+/// Key of `HTTP_PATHS`: a request waiting on a connection, by its place in the ring.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PathKey {
+    pub sk: u64,
+    pub slot: u32,
+    pub _pad: u32,
 }
 
 #[cfg(feature = "user")]

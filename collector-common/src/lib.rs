@@ -229,10 +229,13 @@ pub enum MapErrorSite {
     HttpConns = 6,
     /// A new (target, side, method, status) did not fit: its requests are not counted.
     HttpStats = 7,
+    /// A request's path was evicted before its response (more requests waited than
+    /// `HTTP_PATHS` holds): its `http.request` event has no path.
+    HttpPaths = 8,
 }
 
 impl MapErrorSite {
-    pub const ALL: [MapErrorSite; 8] = [
+    pub const ALL: [MapErrorSite; 9] = [
         MapErrorSite::SyscallStats,
         MapErrorSite::SyscallErrors,
         MapErrorSite::TargetOf,
@@ -241,6 +244,7 @@ impl MapErrorSite {
         MapErrorSite::ThreadSlots,
         MapErrorSite::HttpConns,
         MapErrorSite::HttpStats,
+        MapErrorSite::HttpPaths,
     ];
 
     /// The map's name, as used in the `map` label of `collector_bpf_map_errors_total`.
@@ -254,6 +258,7 @@ impl MapErrorSite {
             MapErrorSite::ThreadSlots => "THREAD_SLOTS",
             MapErrorSite::HttpConns => "HTTP_CONNS",
             MapErrorSite::HttpStats => "HTTP_STATS",
+            MapErrorSite::HttpPaths => "HTTP_PATHS",
         }
     }
 }
@@ -289,6 +294,11 @@ pub mod maps {
     pub const HTTP_WINDOW: &str = "HTTP_WINDOW";
     pub const HTTP_METHODS: &str = "HTTP_METHODS";
     pub const HTTP_ROUTES: &str = "HTTP_ROUTES";
+    pub const HTTP_PATHS: &str = "HTTP_PATHS";
+    pub const EVENTS_WANTED: &str = "EVENTS_WANTED";
+    /// Paths of requests waiting for their responses, kept while `http.request` events are
+    /// wanted: least recently used evicted.
+    pub const HTTP_PATHS_ENTRIES: u32 = 2048;
 
     /// Index in `SWITCHES` set to 1 once the tcp family is attached: only then may
     /// `sys_exit` hand accepted connections over to it.

@@ -3,7 +3,7 @@
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes},
     macros::map,
-    maps::{PerCpuArray, RingBuf},
+    maps::{Array, PerCpuArray, RingBuf},
 };
 use collector_common::{
     events::{EventHeader, EventKind, ExecRecord, ProcessRecord},
@@ -17,6 +17,17 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_DEFAULT_BYTES, 0);
 /// Records lost because the ring buffer was full, indexed by [`EventKind::index`].
 #[map]
 pub static EVENT_DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(EventKind::ALL.len() as u32, 0);
+
+/// 1 at [`EventKind::index`] while some handler of the agent consumes that event, for the
+/// events sent only then (`http.request`); the agent writes it as handlers come and go.
+#[map]
+pub static EVENTS_WANTED: Array<u32> = Array::with_max_entries(EventKind::ALL.len() as u32, 0);
+
+/// Whether the agent consumes `kind` now.
+#[inline(always)]
+pub fn wanted(kind: EventKind) -> bool {
+    EVENTS_WANTED.get(kind.index()).copied() == Some(1)
+}
 
 /// What a process record says besides its kind.
 pub struct Process {
@@ -82,7 +93,7 @@ pub fn emit_exec(p: &Process, filename: *const u8) {
 }
 
 #[inline(always)]
-fn count_drop(kind: EventKind) {
+pub fn count_drop(kind: EventKind) {
     if let Some(n) = EVENT_DROPS.get_ptr_mut(kind.index()) {
         unsafe { *n += 1 };
     }

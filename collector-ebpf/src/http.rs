@@ -34,22 +34,26 @@
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, generated},
     macros::{map, raw_tracepoint},
-    maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, ProgramArray, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, lpm_trie::Key},
     programs::RawTracePointContext,
 };
 use collector_common::{
     MapErrorSite,
+    events::{COMM_LEN, EventHeader, EventKind, HttpRecord, PATH_BYTES},
     http::{
         BUCKETS, CLIENT, HttpConn, HttpKey, HttpStats, InFlight, MAX_IN_FLIGHT, MAX_ROUTES, Method, MethodToken,
-        ROUTE_BYTES, ROUTE_OTHER, Responding, SERVER, STATUS_ABORTED, STATUS_IN_FLIGHT_FULL, STATUS_UNMATCHED, WINDOW,
+        PathKey, ROUTE_BYTES, ROUTE_OTHER, Responding, SERVER, STATUS_ABORTED, STATUS_IN_FLIGHT_FULL, STATUS_UNMATCHED,
+        WINDOW,
     },
-    maps::{HTTP_CONNS_ENTRIES, HTTP_STATS_ENTRIES, SWITCH_HTTP_ROUTES},
+    maps::{HTTP_CONNS_ENTRIES, HTTP_PATHS_ENTRIES, HTTP_STATS_ENTRIES, SWITCH_HTTP_ROUTES},
     sockets::{Buffer, DIRECTION_INBOUND, SyscallIo},
 };
 
 use crate::{
+    events::{EVENTS, count_drop, wanted},
     globals::{HTTP_BOUNDS, offset, read_field},
     maps::{count_map_error, get_or_insert, switched_on},
+    sockets::{SOCKETS, read_endpoints},
 };
 
 /// What `sys_exit` knows of the call it hands over.
@@ -108,6 +112,18 @@ static HTTP_METHODS: HashMap<u32, MethodToken> = HashMap::with_max_entries(Metho
 
 #[map]
 static HTTP_WINDOW: PerCpuArray<Window> = PerCpuArray::with_max_entries(1, 0);
+
+/// The paths of requests waiting for their responses, while `http.request` events are
+/// wanted: an event carries its request's path, which is in the caller's memory only at
+/// the request's read or write. Least recently used first out: a path evicted before its
+/// response is counted (`MapErrorSite::HttpPaths`).
+#[map]
+static HTTP_PATHS: LruHashMap<PathKey, [u8; PATH_BYTES]> = LruHashMap::with_max_entries(HTTP_PATHS_ENTRIES, 0);
+
+/// Where a path is read to before it goes into `HTTP_PATHS` (too big for the stack beside
+/// the rest).
+#[map]
+static HTTP_PATH_READ: PerCpuArray<[u8; PATH_BYTES]> = PerCpuArray::with_max_entries(1, 0);
 
 /// `--http-route`s by the bytes a path starts with (`collector_common::http::route_prefixes`),
 /// filled by the agent: the longest that matches is the request's route.
@@ -169,7 +185,7 @@ pub fn collector_http(ctx: RawTracePointContext) -> i32 {
             let Some((at, len)) = data else {
                 return 0;
             };
-            request(conn, method, route_of(at + path), now, bytes);
+            request(conn, method, at + path, now, bytes);
             // The window's search in a program of its own, so that the verifier walks it
             // from one state, not once for each path that led here.
             if let Some(slot) = HTTP_CALL.get_ptr_mut(0) {
@@ -185,8 +201,7 @@ pub fn collector_http(ctx: RawTracePointContext) -> i32 {
                 return 0;
             };
             finish(conn);
-            let route = data.map_or(ROUTE_OTHER, |(at, _)| route_of(at + path));
-            request(conn, method, route, call.enter_ns, bytes);
+            request(conn, method, data.map_or(0, |(at, _)| at + path), call.enter_ns, bytes);
         }
         (SERVER, true, Start::Status(status)) | (CLIENT, false, Start::Status(status)) => {
             let Some(conn) = HTTP_CONNS.get_ptr_mut(&call.sk) else {
@@ -316,7 +331,7 @@ fn connection(sk: u64, target: u32, side: u8) -> Option<&'static mut HttpConn> {
         start_ns: 0,
         bytes: 0,
         method: 0,
-        _pad: 0,
+        slot: 0,
         route: ROUTE_OTHER,
     };
     let fresh = HttpConn {
@@ -328,6 +343,7 @@ fn connection(sk: u64, target: u32, side: u8) -> Option<&'static mut HttpConn> {
             _pad: [0; 6],
         },
         in_flight: [empty; MAX_IN_FLIGHT],
+        sk,
         target,
         side,
         first: 0,
@@ -341,9 +357,10 @@ fn connection(sk: u64, target: u32, side: u8) -> Option<&'static mut HttpConn> {
     HTTP_CONNS.get_ptr_mut(&sk).map(|c| unsafe { &mut *c })
 }
 
-/// A request starts: it waits for its response behind those already waiting.
+/// A request starts: it waits for its response behind those already waiting. Its path is
+/// at `path` in the caller's memory (0: not known).
 #[inline(always)]
-fn request(conn: &mut HttpConn, method: Method, route: u16, start_ns: u64, bytes: u64) {
+fn request(conn: &mut HttpConn, method: Method, path: u64, start_ns: u64, bytes: u64) {
     // Volatile, so that the window's loop reads the count from the map each time instead
     // of carrying it in a register, which would keep the verifier from pruning its paths.
     let waiting = unsafe { core::ptr::read_volatile(&conn.waiting) };
@@ -354,13 +371,17 @@ fn request(conn: &mut HttpConn, method: Method, route: u16, start_ns: u64, bytes
         return;
     }
     let at = (usize::from(conn.first) + usize::from(waiting)) & (MAX_IN_FLIGHT - 1);
+    let kept = wanted(EventKind::HttpRequest);
+    if kept {
+        keep_path(conn.sk, at as u32, path);
+    }
     if let Some(slot) = conn.in_flight.get_mut(at) {
         *slot = InFlight {
             start_ns,
             bytes: as_u32(bytes),
             method: method as u8,
-            _pad: 0,
-            route,
+            slot: at as u8 | if kept { PATH_KEPT } else { 0 },
+            route: route_of(path),
         };
     }
     unsafe { core::ptr::write_volatile(&mut conn.waiting, waiting + 1) };
@@ -464,8 +485,8 @@ fn pipelined(conn: &mut HttpConn, at: u64, len: u64, bytes: u64, now: u64) {
             before.bytes = before.bytes.saturating_sub(as_u32(rest));
         }
         let start = at + u64::from(window.after_blank[k]);
-        let route = route_of(start + u64::from(unsafe { core::ptr::read_volatile(&window.paths[k]) }));
-        request(conn, Method::from_u8(method), route, now, rest);
+        let path = start + u64::from(unsafe { core::ptr::read_volatile(&window.paths[k]) });
+        request(conn, Method::from_u8(method), path, now, rest);
     }
 }
 
@@ -557,6 +578,81 @@ fn finish(conn: &mut HttpConn) {
     };
     let duration = r.end_ns.saturating_sub(r.request.start_ns);
     add(&key, Some(duration), 1, u64::from(r.request.bytes), r.bytes);
+    if wanted(EventKind::HttpRequest) {
+        emit_request(conn, &r, duration);
+    }
+}
+
+/// `InFlight::slot`'s flag: the request's path is in `HTTP_PATHS`.
+const PATH_KEPT: u8 = 0x80;
+
+/// Keeps the first `PATH_BYTES` at `path` (read as zeros if they cannot be) for the event of
+/// the request in `slot`.
+#[inline(always)]
+fn keep_path(sk: u64, slot: u32, path: u64) {
+    let Some(read) = HTTP_PATH_READ.get_ptr_mut(0) else {
+        return;
+    };
+    // On failure the helper zeroes what it was to fill.
+    unsafe { generated::bpf_probe_read_user(read.cast(), PATH_BYTES as u32, path as *const _) };
+    let key = PathKey { sk, slot, _pad: 0 };
+    let _ = HTTP_PATHS.insert(&key, unsafe { &*read }, 0);
+}
+
+/// Sends the `http.request` record of the response `r` just completed on `conn`: the
+/// connection's owner (`SOCKETS`), endpoints, and the request's path.
+#[inline(always)]
+fn emit_request(conn: &HttpConn, r: &Responding, duration_ns: u64) {
+    let Some(mut entry) = EVENTS.reserve::<HttpRecord>(0) else {
+        count_drop(EventKind::HttpRequest);
+        return;
+    };
+    let owner = unsafe { SOCKETS.get(&conn.sk) };
+    let kept = r.request.slot & PATH_KEPT != 0;
+    let key = PathKey {
+        sk: conn.sk,
+        slot: u32::from(r.request.slot & !PATH_KEPT),
+        _pad: 0,
+    };
+    // A request made before events were wanted has no path kept.
+    let path = if kept { unsafe { HTTP_PATHS.get(&key) } } else { None };
+    let record = entry.as_mut_ptr();
+    unsafe {
+        (*record).header = EventHeader {
+            kind: EventKind::HttpRequest as u32,
+            size: size_of::<HttpRecord>() as u32,
+            // When it was answered, not when it was counted (the next message, or close).
+            ktime_ns: r.end_ns,
+            target: conn.target,
+            pid: owner.map_or(0, |o| o.pid),
+        };
+        (*record).duration_ns = duration_ns;
+        (*record).request_bytes = u64::from(r.request.bytes);
+        (*record).response_bytes = r.bytes;
+        (*record).comm = owner.map_or([0; COMM_LEN], |o| o.comm);
+        read_endpoints(conn.sk as *const u8, &mut (*record).endpoints);
+        (*record).status = r.status;
+        (*record).method = r.request.method;
+        (*record).side = conn.side;
+        (*record).route = r.request.route;
+        (*record)._pad = 0;
+        // Copied by the helper, not through the stack.
+        let into = (&raw mut (*record).path).cast();
+        match path {
+            Some(path) => generated::bpf_probe_read_kernel(into, PATH_BYTES as u32, path.as_ptr().cast()),
+            None => {
+                core::ptr::write_bytes(into.cast::<u8>(), 0, PATH_BYTES);
+                0
+            }
+        };
+        (*record).has_path = u8::from(path.is_some());
+    }
+    if path.is_some() {
+        let _ = HTTP_PATHS.remove(&key);
+    } else if kept {
+        count_map_error(MapErrorSite::HttpPaths);
+    }
+    entry.submit(0);
 }
 
 /// The socket `sk` is freed (`tcp_destroy_sock`): its last response is complete, and its

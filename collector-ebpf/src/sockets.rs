@@ -40,14 +40,14 @@
 //! skc_dport (network order); `struct sock`: sk_protocol, sk_err; include/net/inet_sock.h
 //! `struct inet_sock`: inet_sport (network order). The fd path: `fds.rs`.
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_ktime_get_ns},
+    helpers::{bpf_get_current_comm, bpf_ktime_get_ns, generated},
     macros::{map, raw_tracepoint},
     maps::{HashMap, PerCpuArray},
     programs::RawTracePointContext,
 };
 use collector_common::{
     MapErrorSite, TargetId,
-    events::{EventHeader, EventKind, TcpRecord},
+    events::{Endpoints, EventHeader, EventKind, TcpRecord},
     maps::{MAX_TARGETS, SOCKETS_ENTRIES, SWITCH_HTTP},
     sockets::{AF_INET, AF_INET6, Connection, DIRECTION_INBOUND, DIRECTION_OUTBOUND, IPPROTO_TCP, TcpCounts},
 };
@@ -276,26 +276,41 @@ fn emit(kind: EventKind, sk: *const u8, c: &Connection, duration_ns: u64, sk_err
         bytes_sent: c.bytes_sent,
         bytes_received: c.bytes_received,
         comm: c.comm,
-        saddr: [0; 16],
-        daddr: [0; 16],
-        family: read_field::<u16>(sk, offset!(sock_family)).unwrap_or(0),
-        sport: u16::from_be(read_field::<u16>(sk, offset!(inet_sport)).unwrap_or(0)),
-        dport: u16::from_be(read_field::<u16>(sk, offset!(sock_dport)).unwrap_or(0)),
+        endpoints: Endpoints {
+            saddr: [0; 16],
+            daddr: [0; 16],
+            family: 0,
+            sport: 0,
+            dport: 0,
+            _pad: 0,
+        },
         direction: c.direction,
-        _pad: 0,
+        _pad: [0; 3],
         sk_err,
-        _pad2: 0,
     };
-    if r.family == AF_INET6 {
-        r.saddr = read_field(sk, offset!(sock_v6_rcv_saddr)).unwrap_or([0; 16]);
-        r.daddr = read_field(sk, offset!(sock_v6_daddr)).unwrap_or([0; 16]);
-    } else {
-        let (s, d) = (
-            read_field::<[u8; 4]>(sk, offset!(sock_rcv_saddr)).unwrap_or([0; 4]),
-            read_field::<[u8; 4]>(sk, offset!(sock_daddr)).unwrap_or([0; 4]),
-        );
-        r.saddr[..4].copy_from_slice(&s);
-        r.daddr[..4].copy_from_slice(&d);
-    }
+    read_endpoints(sk, &mut r.endpoints);
     submit(kind, &r);
+}
+
+/// Writes `sk`'s addresses and ports as they are now into `e` (`struct sock_common`:
+/// skc_family, the v4 or v6 skc_rcv_saddr and skc_daddr, skc_dport; `inet_sock.inet_sport`),
+/// in place: a ring-buffer record is filled without a copy on the stack.
+#[inline(always)]
+pub fn read_endpoints(sk: *const u8, e: &mut Endpoints) {
+    e.family = read_field::<u16>(sk, offset!(sock_family)).unwrap_or(0);
+    e.sport = u16::from_be(read_field::<u16>(sk, offset!(inet_sport)).unwrap_or(0));
+    e.dport = u16::from_be(read_field::<u16>(sk, offset!(sock_dport)).unwrap_or(0));
+    e._pad = 0;
+    let (saddr, daddr, len) = if e.family == AF_INET6 {
+        (offset!(sock_v6_rcv_saddr), offset!(sock_v6_daddr), 16)
+    } else {
+        (offset!(sock_rcv_saddr), offset!(sock_daddr), 4)
+    };
+    e.saddr = [0; 16];
+    e.daddr = [0; 16];
+    // On failure the helper leaves zeros.
+    unsafe {
+        generated::bpf_probe_read_kernel(e.saddr.as_mut_ptr().cast(), len, sk.add(saddr as usize).cast());
+        generated::bpf_probe_read_kernel(e.daddr.as_mut_ptr().cast(), len, sk.add(daddr as usize).cast());
+    }
 }

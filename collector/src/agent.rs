@@ -29,6 +29,8 @@ use tokio::{
     signal::unix::{SignalKind, signal},
 };
 
+use collector_common::events::EventKind;
+
 use crate::{
     cli::Cli,
     config::{
@@ -40,7 +42,7 @@ use crate::{
         btf::KernelLayout,
         families::{CGROUPS, Stage},
         host,
-        maps::{KernelMaps, take_events},
+        maps::{EventsWanted, KernelMaps, take_events},
         probes::Probes,
         records::DecodeError,
         ring::{self, RingFill},
@@ -208,18 +210,11 @@ fn start(
     logging::relay_kernel_log(probes.ebpf_mut());
     let maps = KernelMaps::take(probes.ebpf_mut()).map_err(runtime)?;
     let ring = take_events(probes.ebpf_mut()).map_err(runtime)?;
+    send_http_events_while_wanted(&telemetry, EventsWanted::take(probes.ebpf_mut()).map_err(runtime)?);
     let ring_fill = RingFill::new(&ring, cli.ring_buffer_size).context("cannot map the event ring buffer")?;
     let (targets, following) = Targets::install(checked, maps)?;
     probes.attach(Stage::Follow).map_err(runtime)?;
-    let cgroups_off = cgroups_off(&probes);
-    if let Some(why) = &cgroups_off
-        && !(cli.cgroups.is_empty() && cli.cgroup_patterns.is_empty())
-    {
-        return Err(runtime(anyhow!(
-            "--cgroup and --cgroup-pattern need the cgroups probe family, which is off ({why}); \
-             name the processes with --pid instead"
-        )));
-    }
+    let cgroups_off = cgroups_off(cli, &probes)?;
     if signalled.is_triggered() {
         return Ok(None);
     }
@@ -266,7 +261,13 @@ fn start(
     workers.threads.push(watcher);
     let reloader = file.map(|file| {
         let limits = (cli.max_targets as usize, cgroups_off);
-        Arc::new(Reloader::new(file, limits, event_metrics, retargeter, reload_stats))
+        Arc::new(Reloader::new(
+            file,
+            limits,
+            (event_metrics, telemetry.clone()),
+            retargeter,
+            reload_stats,
+        ))
     });
 
     let sources = Sources {
@@ -290,11 +291,31 @@ fn start(
     }))
 }
 
-/// Why the cgroups family is not running, if it is not: the kernel cannot give it, or the
-/// user disabled it.
-fn cgroups_off(probes: &Probes) -> Option<String> {
+/// The kernel sends an `http.request` per request only while a handler takes them: tells it
+/// whenever that changes.
+fn send_http_events_while_wanted(telemetry: &Telemetry, wanted: EventsWanted) {
+    telemetry.on_demand_change(move |t| {
+        let http = t.wants(EventKind::HttpRequest.event_name());
+        if let Err(e) = wanted.set(EventKind::HttpRequest, http) {
+            tracing::warn!("cannot tell the kernel whether http.request events are wanted: {e}");
+        }
+    });
+}
+
+/// Why the cgroups family is not running, if it is not (the kernel cannot give it, or the
+/// user disabled it); an error if cgroups were asked for all the same.
+fn cgroups_off(cli: &Cli, probes: &Probes) -> Result<Option<String>, Failure> {
     let off = probes.off().get(CGROUPS.name);
-    off.or_else(|| probes.disabled().get(CGROUPS.name)).cloned()
+    let off = off.or_else(|| probes.disabled().get(CGROUPS.name)).cloned();
+    if let Some(why) = &off
+        && !(cli.cgroups.is_empty() && cli.cgroup_patterns.is_empty())
+    {
+        return Err(runtime(anyhow!(
+            "--cgroup and --cgroup-pattern need the cgroups probe family, which is off ({why}); \
+             name the processes with --pid instead"
+        )));
+    }
+    Ok(off)
 }
 
 fn undecodable(telemetry: &Telemetry, e: &DecodeError) {

@@ -50,7 +50,8 @@ impl Metrics {
 
     /// The sum over every sample matching (0 when none does).
     pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.select(name, labels).iter().map(|s| s.value).sum()
+        // From +0: an empty `sum()` of f64 is -0, which a report would show.
+        self.select(name, labels).iter().fold(0.0, |n, s| n + s.value)
     }
 }
 

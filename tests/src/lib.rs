@@ -14,7 +14,7 @@ pub use collector_process::{Collector, collector_bin, collector_output};
 pub use exposition::{Metrics, Sample, value};
 pub use fixtures::{
     cgroups::{CgroupTree, cgroup2_mount, move_to_cgroup},
-    event_sink::{sink_events, sink_path},
+    event_sink::{events_reader, sink_events, sink_path},
     nginx::{HttpCounts, Nginx, count_lines_with, http_requests},
     pid_max::{PidMaxSet, pid_max},
     tcp_server::serve_tcp,

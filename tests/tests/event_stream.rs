@@ -2,52 +2,15 @@
 //! they asked for, a reader that stops reading loses only its own (counted), and the number
 //! of readers is bounded.
 use std::{
-    io::{BufRead as _, BufReader, Read as _, Write as _},
+    io::{Read as _, Write as _},
     net::TcpStream,
     os::fd::FromRawFd as _,
-    sync::{Arc, Mutex},
-    thread::JoinHandle,
+    sync::Mutex,
     time::Duration,
 };
 
 use serde_json::Value;
-use tests::{Collector, Metrics, Workload, privileged, value};
-
-/// A reader of `/events?{query}` that reads every line into `lines` until the stream ends.
-fn reader(addr: &str, query: &str) -> (Arc<Mutex<Vec<Value>>>, JoinHandle<()>) {
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let mut stream = TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET /events?{query} HTTP/1.1\r\nHost: collector\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut body = BufReader::new(stream);
-    let mut line = String::new();
-    // The head: once it is here, the reader's handler is attached.
-    loop {
-        line.clear();
-        body.read_line(&mut line).unwrap();
-        if line == "\r\n" {
-            break;
-        }
-        if line.starts_with("HTTP/") {
-            assert!(line.contains(" 200 "), "{line}");
-        }
-    }
-    let seen = lines.clone();
-    let thread = std::thread::spawn(move || {
-        // Chunked: a size line (hex), then the chunk: one JSON object per line.
-        let mut line = String::new();
-        while body.read_line(&mut line).is_ok_and(|n| n > 0) {
-            if let Ok(event @ Value::Object(_)) = serde_json::from_str::<Value>(line.trim()) {
-                seen.lock().unwrap().push(event);
-            }
-            line.clear();
-        }
-    });
-    (lines, thread)
-}
+use tests::{Collector, Metrics, Workload, events_reader, privileged, value};
 
 /// A connection to `/events` with a 4 KiB receive buffer that reads the response head and
 /// nothing more, and the status it got.
@@ -128,8 +91,8 @@ fn concurrent_readers_get_every_event_and_a_stuck_reader_loses_only_its_own() {
     // A ring buffer that holds every record of the storm: what is tested is the fan-out to
     // readers, so the kernel stage must not drop (a busy machine's reader thread can lag).
     let mut c = Collector::start(&["--pid", &format!("app={}", w.pid), "--ring-buffer-size", "16777216"]);
-    let (exits, exit_reader) = reader(&c.addr, "event=process.exit");
-    let (processes, process_reader) = reader(&c.addr, "event=process.*");
+    let (exits, exit_reader) = events_reader(&c.addr, "event=process.exit");
+    let (processes, process_reader) = events_reader(&c.addr, "event=process.*");
     let (stuck, status) = stuck_reader(&c.addr);
     assert!(status.contains(" 200 "), "{status}");
 

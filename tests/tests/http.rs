@@ -11,8 +11,8 @@ use std::{
 };
 
 use tests::{
-    Collector, Metrics, Nginx, Workload, eventually, have_tool, http_get, http_requests, map_entries, privileged,
-    serve_tcp, value,
+    Collector, Metrics, Nginx, Workload, events_reader, eventually, have_tool, http_get, http_requests, map_entries,
+    privileged, serve_tcp, value,
 };
 
 /// nginx answering 200 for files, 404 for a missing one, 500 and 503 from `return`, 301
@@ -510,4 +510,128 @@ fn requests_are_grouped_by_the_route_their_path_matches_and_no_path_is_a_label()
         let route = s.labels.get("http_route").map(String::as_str);
         assert!(route.is_some_and(|r| r == "other" || routes.contains(&r)), "{s:?}");
     }
+}
+
+/// `http.request` events: none leave the kernel while nothing takes them; an `/events`
+/// reader that asks for them gets one per request (the first of a read and those the
+/// pipelined search finds), each with what nginx logged for it and the connection's ends.
+#[test]
+fn http_request_events_are_sent_only_while_taken_and_say_what_nginx_logged() {
+    if !privileged() || !have_tool("nginx", "nginx-light") {
+        return;
+    }
+    let nginx = nginx_with_files("events");
+    let c = Collector::start(&["--pid", &format!("nginx={}", nginx.child.id())]);
+    let addr = format!("127.0.0.1:{}", nginx.port);
+    for _ in 0..3 {
+        assert_eq!(http_get(&addr, "/index.html").map(|(s, _)| s), Some(200));
+    }
+    http_state_is_gone(&c);
+    let m = c.metrics();
+    assert_eq!(
+        http_requests(&m, "nginx", "server").values().map(|v| v.0).sum::<f64>(),
+        3.0
+    );
+    assert_eq!(value(&m, "collector_events_total", &[("event", "http.request")]), 0.0);
+
+    let (events, _reader) = events_reader(&c.addr, "event=http.request");
+    let requests = [
+        ("GET", "/index.html"),
+        ("GET", "/missing"),
+        ("HEAD", "/index.html"),
+        ("GET", "/e500?q=1"),
+    ];
+    let mut pipelined = String::new();
+    for (i, (method, path)) in requests.iter().enumerate() {
+        let close = if i == requests.len() - 1 {
+            "Connection: close\r\n"
+        } else {
+            ""
+        };
+        pipelined.push_str(&format!("{method} {path} HTTP/1.1\r\nHost: x\r\n{close}\r\n"));
+    }
+    let mut s = TcpStream::connect(&addr).unwrap();
+    let client_port = s.local_addr().unwrap().port();
+    s.write_all(pipelined.as_bytes()).unwrap();
+    let mut answers = String::new();
+    s.read_to_string(&mut answers).unwrap();
+    assert_eq!(answers.matches("HTTP/1.1 ").count(), 4, "{answers}");
+    http_state_is_gone(&c);
+    eventually("the reader has the four requests", Duration::from_secs(10), || {
+        events.lock().unwrap().len() >= 4
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let events = events.lock().unwrap().clone();
+    assert_eq!(events.len(), 4, "{events:#?}");
+    let logged = &nginx.access_log_entries()[3..];
+    let workers = nginx.workers();
+    for ((event, (method, path)), (_, status, request_bytes, response_bytes)) in events.iter().zip(requests).zip(logged)
+    {
+        let (meta, measured) = (&event["metadata"], &event["measurements"]);
+        println!("{event}");
+        assert_eq!(event["event"], "http.request");
+        assert_eq!(meta["method"], method);
+        assert_eq!(meta["path"], path);
+        assert_eq!(meta["status_code"].to_string(), *status);
+        assert_eq!(meta["direction"], "server");
+        assert_eq!(
+            (meta["target"].as_str(), meta["comm"].as_str()),
+            (Some("nginx"), Some("nginx"))
+        );
+        assert!(workers.iter().any(|&w| meta["pid"] == w), "{workers:?}");
+        assert_eq!(meta["local_port"], u64::from(nginx.port));
+        assert_eq!(meta["peer_port"], u64::from(client_port));
+        assert_eq!(meta["peer_address"], "127.0.0.1");
+        assert_eq!(measured["request_bytes"].as_f64(), Some(*request_bytes));
+        assert_eq!(measured["response_bytes"].as_f64(), Some(*response_bytes));
+        assert!(
+            measured["duration"].as_f64().is_some_and(|d| d > 0.0 && d < 1.0),
+            "{event}"
+        );
+    }
+    let m = c.metrics();
+    assert_eq!(value(&m, "collector_events_total", &[("event", "http.request")]), 4.0);
+    assert_eq!(
+        m.sum("collector_events_dropped_total", &[("event", "http.request")]),
+        0.0
+    );
+    assert_eq!(
+        value(&m, "collector_bpf_map_errors_total", &[("map", "HTTP_PATHS")]),
+        0.0
+    );
+}
+
+/// A metric the user defines on `http.request` (here by path and status) counts each
+/// request, and makes the kernel send the events from the start.
+#[test]
+fn a_metric_defined_on_http_requests_counts_each_by_its_path() {
+    if !privileged() || !have_tool("nginx", "nginx-light") {
+        return;
+    }
+    let nginx = nginx_with_files("event-metric");
+    let config = std::env::temp_dir().join(format!("collector-http-metric-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        "[[metric]]\nname = \"requests_by_path_total\"\nkind = \"counter\"\nevent = \"http.request\"\ntags = [\"path\", \"status_code\"]\n",
+    )
+    .unwrap();
+    let c = Collector::start(&[
+        "--pid",
+        &format!("nginx={}", nginx.child.id()),
+        "--config",
+        &config.to_string_lossy(),
+    ]);
+    let addr = format!("127.0.0.1:{}", nginx.port);
+    for path in ["/index.html", "/missing", "/index.html"] {
+        assert!(http_get(&addr, path).is_some());
+    }
+    http_state_is_gone(&c);
+    eventually("three requests counted by path", Duration::from_secs(10), || {
+        c.metrics().sum("requests_by_path_total", &[]) >= 3.0
+    });
+    let m = c.metrics();
+    let by = |path: &str, status: &str| value(&m, "requests_by_path_total", &[("path", path), ("status_code", status)]);
+    assert_eq!((by("/index.html", "200"), by("/missing", "404")), (2.0, 1.0));
+    assert_eq!(value(&m, "collector_events_total", &[("event", "http.request")]), 3.0);
+    let _ = std::fs::remove_file(config);
 }

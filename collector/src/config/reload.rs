@@ -22,7 +22,7 @@ use super::{
 use crate::{
     sync::lock,
     targets::{Plan, Request, Retargeter},
-    telemetry::{definitions::MetricDef, event_metrics::EventMetrics},
+    telemetry::{Telemetry, definitions::MetricDef, event_metrics::EventMetrics},
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,6 +75,8 @@ pub struct Reloader {
     /// so a flag given there still overrides the file.
     args: Vec<OsString>,
     metrics: Arc<EventMetrics>,
+    /// Told when the definitions change what is demanded.
+    telemetry: Arc<Telemetry>,
     retargeter: Retargeter,
     /// The settings the agent started with.
     started_with: Vec<Setting>,
@@ -92,13 +94,14 @@ impl Reloader {
     pub fn new(
         file: &FileConfig,
         (max_targets, cgroups_off): (usize, Option<String>),
-        metrics: Arc<EventMetrics>,
+        (metrics, telemetry): (Arc<EventMetrics>, Arc<Telemetry>),
         retargeter: Retargeter,
         stats: ReloadStats,
     ) -> Reloader {
         Reloader {
             args: std::env::args_os().collect(),
             metrics,
+            telemetry,
             retargeter,
             started_with: file.settings.clone(),
             max_targets,
@@ -132,6 +135,7 @@ impl Reloader {
             tracing::error!("config reload failed: {e}");
         })?;
         let replaced = self.metrics.replace(definitions);
+        self.telemetry.demand_changed();
         let summary = format!(
             "config reloaded: {} metric definition(s) kept, {} added, {} removed; targets {} added, {} removed",
             replaced.kept.len(),

@@ -95,6 +95,22 @@ fn take_generation(ebpf: &mut Ebpf) -> Result<TargetsGeneration, KernelMapError>
     TargetsGeneration::map(map).map_err(|e| KernelMapError::Mmap(name, e))
 }
 
+/// `EVENTS_WANTED`: which of the events sent only on demand (`http.request`) the kernel
+/// sends now, written as the agent's handlers come and go.
+pub struct EventsWanted(std::sync::Mutex<Array<MapData, u32>>);
+
+impl EventsWanted {
+    pub fn take(ebpf: &mut Ebpf) -> Result<Self, KernelMapError> {
+        Ok(EventsWanted(std::sync::Mutex::new(take(ebpf, maps::EVENTS_WANTED)?)))
+    }
+
+    pub fn set(&self, kind: EventKind, wanted: bool) -> Result<(), KernelMapError> {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.set(kind.index(), u32::from(wanted), 0)
+            .map_err(err(maps::EVENTS_WANTED))
+    }
+}
+
 /// Takes the event ring buffer out of `ebpf`, for the thread that reads it.
 pub fn take_events(ebpf: &mut Ebpf) -> Result<RingBuf<MapData>, KernelMapError> {
     take(ebpf, maps::EVENTS)

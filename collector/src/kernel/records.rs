@@ -1,7 +1,7 @@
 //! Ring-buffer records from the kernel (`collector_common::events`), decoded: each starts
 //! with an `EventHeader` naming its kind and size, which are checked before the bytes are
 //! read as that kind.
-use collector_common::events::{EventHeader, EventKind, ExecRecord, ProcessRecord, TcpRecord};
+use collector_common::events::{EventHeader, EventKind, ExecRecord, HttpRecord, ProcessRecord, TcpRecord};
 
 /// A decoded ring-buffer record.
 #[derive(Clone, Copy, Debug)]
@@ -10,6 +10,7 @@ pub enum Record {
     Exec(ExecRecord),
     Exit(ProcessRecord),
     Tcp(TcpRecord),
+    Http(HttpRecord),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -42,6 +43,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EventKind::TcpConnect | EventKind::TcpAccept | EventKind::TcpConnectError | EventKind::TcpClose => {
             size_of::<TcpRecord>()
         }
+        EventKind::HttpRequest => size_of::<HttpRecord>(),
     };
     if bytes.len() < want || header.size as usize != want {
         return Err(DecodeError::Size {
@@ -54,6 +56,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EventKind::ProcessStart => Record::Start(read(bytes)),
         EventKind::ProcessExec => Record::Exec(read(bytes)),
         EventKind::ProcessExit => Record::Exit(read(bytes)),
+        EventKind::HttpRequest => Record::Http(read(bytes)),
         _ => Record::Tcp(read(bytes)),
     })
 }

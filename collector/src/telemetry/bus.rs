@@ -77,11 +77,25 @@ pub enum TelemetryError {
 }
 
 /// Which events a handler receives: those whose name a glob matches (`process.exit`,
-/// `tcp.*`), or every event.
-#[derive(Clone, Debug)]
+/// `tcp.*`), or every event; and which it demands, for the events the kernel sends only
+/// while some handler does (`http.request`).
+#[derive(Clone)]
 pub enum EventFilter {
     Matching(globset::GlobSet),
     All,
+    /// Every event (the metric definitions, which a reload may put on any), demanding only
+    /// those the function says.
+    Defined(Arc<dyn Fn(&str) -> bool + Send + Sync>),
+}
+
+impl std::fmt::Debug for EventFilter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventFilter::Matching(globs) => f.debug_tuple("Matching").field(globs).finish(),
+            EventFilter::All => f.write_str("All"),
+            EventFilter::Defined(_) => f.write_str("Defined"),
+        }
+    }
 }
 
 impl EventFilter {
@@ -97,7 +111,15 @@ impl EventFilter {
     pub fn matches(&self, name: &str) -> bool {
         match self {
             EventFilter::Matching(globs) => globs.is_match(name),
-            EventFilter::All => true,
+            EventFilter::All | EventFilter::Defined(_) => true,
+        }
+    }
+
+    /// Whether the handler wants `name` sent at all.
+    pub fn demands(&self, name: &str) -> bool {
+        match self {
+            EventFilter::Defined(defines) => defines(name),
+            _ => self.matches(name),
         }
     }
 }
@@ -118,7 +140,11 @@ pub struct Telemetry {
     /// Handlers that show every metadata key (the sink, `/events` readers): while there is
     /// one, process events carry what only /proc says (`process_info.rs`), which costs reads.
     showing_all: AtomicUsize,
+    /// Told whenever what the handlers demand may have changed (`demand_changed`).
+    on_demand: std::sync::OnceLock<DemandListener>,
 }
+
+type DemandListener = Box<dyn Fn(&Telemetry) + Send + Sync>;
 
 impl std::fmt::Debug for Telemetry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -152,6 +178,27 @@ impl Telemetry {
         self.showing_all.load(Ordering::Relaxed) > 0
     }
 
+    /// Whether some handler demands the event `name` (`EventFilter::demands`).
+    pub fn wants(&self, name: &str) -> bool {
+        lock(&self.handlers).iter().any(|h| h.filter.demands(name))
+    }
+
+    /// Sets what is told, now and whenever a handler comes or goes (or `demand_changed` is
+    /// called), so that it can ask [`Telemetry::wants`]. Once.
+    pub fn on_demand_change(&self, tell: impl Fn(&Telemetry) + Send + Sync + 'static) {
+        if self.on_demand.set(Box::new(tell)).is_ok() {
+            self.demand_changed();
+        }
+    }
+
+    /// What the handlers demand may have changed (a handler came or went, or definitions
+    /// were reloaded).
+    pub fn demand_changed(&self) {
+        if let Some(tell) = self.on_demand.get() {
+            tell(self);
+        }
+    }
+
     /// Attaches `handle` under `id` to the events `filter` selects. It runs on a thread of
     /// its own and sees events in the order they were executed; at most `capacity` wait for
     /// it, and the ones beyond are dropped and counted under `stage`.
@@ -183,6 +230,8 @@ impl Telemetry {
             queue,
             thread,
         });
+        drop(handlers);
+        self.demand_changed();
         Ok(())
     }
 
@@ -196,6 +245,7 @@ impl Telemetry {
             };
             handlers.remove(i)
         };
+        self.demand_changed();
         drop(handler.queue);
         let _ = handler.thread.join();
         true

@@ -55,6 +55,10 @@ const TCP: &[&str] = &[
     "peer_port",
 ];
 
+/// An HTTP request's connection, as TCP events have it, but `direction` is the target's
+/// side: `server` or `client`.
+const HTTP: &[&str] = TCP;
+
 pub const EVENTS: &[EventSpec] = &[
     // a target process created a new process (fork, clone without CLONE_THREAD)
     EventSpec {
@@ -127,6 +131,18 @@ pub const EVENTS: &[EventSpec] = &[
         ],
         shared: TCP,
         own: &[],
+    },
+    // a target's HTTP request completed (sent by the kernel only while a handler takes it:
+    // a definition on it, the --events sink, an /events reader that asked for it)
+    EventSpec {
+        name: "http.request",
+        measurements: &[
+            ("duration", Unit::Second),
+            ("request_bytes", Unit::Byte),
+            ("response_bytes", Unit::Byte),
+        ],
+        shared: HTTP,
+        own: &["method", "path", "status_code"],
     },
 ];
 

@@ -284,9 +284,14 @@ impl EventMetrics {
     }
 
     /// Attaches these metrics to `telemetry` as the handler `id`. It takes every event, so
-    /// a reload may define metrics on any.
+    /// a reload may define metrics on any, and demands those a definition is on.
     pub fn attach(self: Arc<Self>, telemetry: &Telemetry, id: &str, capacity: usize) -> Result<(), TelemetryError> {
-        telemetry.attach(id, EventFilter::All, capacity, DropStage::Queue, move |e| {
+        let defines = {
+            let metrics = self.clone();
+            move |name: &str| metrics.read().by_event.contains_key(name)
+        };
+        let filter = EventFilter::Defined(Arc::new(defines));
+        telemetry.attach(id, filter, capacity, DropStage::Queue, move |e| {
             self.handle(e);
         })
     }

@@ -7,7 +7,8 @@ use std::{
 
 use collector_common::{
     TargetId,
-    events::{EventKind, TcpRecord},
+    events::{Endpoints, EventKind, HttpRecord, TcpRecord},
+    http::{self, Method},
     sockets::{AF_INET6, connect_error_reason, direction_label},
 };
 
@@ -67,6 +68,7 @@ pub fn to_event(
         Record::Start(p) | Record::Exit(p) => (&p.header, &p.comm),
         Record::Exec(e) => (&e.process.header, &e.process.comm),
         Record::Tcp(t) => (&t.header, &t.comm),
+        Record::Http(h) => (&h.header, &h.comm),
     };
     // The kind was checked when the record was decoded.
     let kind = EventKind::from_u32(header.kind).unwrap_or(EventKind::ProcessStart);
@@ -78,27 +80,42 @@ pub fn to_event(
         Some(target) => event.meta("target", target.name.as_str()),
         None => event.meta("target", "unknown"),
     };
-    let process = match (record, from_proc) {
-        (Record::Tcp(t), _) => {
-            let event = tcp_event(event, kind, t);
-            let cgroup = from_proc.then(|| processes.cgroup_of(header.pid)).flatten();
-            return match cgroup {
-                Some(cgroup) => event.meta("cgroup", cgroup),
-                None => with_target_cgroup(event, target),
-            };
+    let event = match record {
+        Record::Tcp(t) => tcp_event(event, kind, t),
+        Record::Http(h) => http_event(event, h),
+        Record::Start(_) | Record::Exec(_) | Record::Exit(_) => {
+            return process_event(event, record, target, processes, from_proc);
         }
-        (Record::Start(p), true) => processes.started(header.pid, p.ppid),
-        (Record::Exec(e), true) => processes.executed(header.pid, &kernel_str(&e.filename)),
-        (Record::Exit(_), true) => processes.exited(header.pid),
+    };
+    let cgroup = from_proc.then(|| processes.cgroup_of(header.pid)).flatten();
+    match cgroup {
+        Some(cgroup) => event.meta("cgroup", cgroup),
+        None => with_target_cgroup(event, target),
+    }
+}
+
+/// A `process.*` event's own part: what /proc says (with `from_proc`), the filename or the
+/// outcome.
+fn process_event(
+    event: Event,
+    record: &Record,
+    target: Option<&Target>,
+    processes: &mut Processes,
+    from_proc: bool,
+) -> Event {
+    let process = match (record, from_proc) {
+        (Record::Start(p), true) => processes.started(p.header.pid, p.ppid),
+        (Record::Exec(e), true) => processes.executed(e.process.header.pid, &kernel_str(&e.filename)),
+        (Record::Exit(p), true) => processes.exited(p.header.pid),
         (Record::Start(p), false) => ProcessInfo {
             ppid: Some(p.ppid),
             ..ProcessInfo::default()
         },
-        (Record::Exec(_), false) => ProcessInfo::default(),
-        (Record::Exit(_), false) => {
-            processes.forget(header.pid);
+        (Record::Exit(p), false) => {
+            processes.forget(p.header.pid);
             ProcessInfo::default()
         }
+        (Record::Exec(_) | Record::Tcp(_) | Record::Http(_), _) => ProcessInfo::default(),
     };
     let event = describe_process(event, process, target);
     match record {
@@ -112,7 +129,7 @@ pub fn to_event(
                 Err(signal) => event.meta("signal", signal),
             }
         }
-        Record::Start(_) | Record::Tcp(_) => event,
+        Record::Start(_) | Record::Tcp(_) | Record::Http(_) => event,
     }
 }
 
@@ -132,26 +149,50 @@ fn describe_process(mut event: Event, process: ProcessInfo, target: Option<&Targ
     }
 }
 
-/// The TCP part of a `tcp.*` event: endpoints and direction always, then what the kind has.
-/// The socket's source is its local end for either direction (`skc_rcv_saddr`, `skc_num`).
-fn tcp_event(event: Event, kind: EventKind, t: &TcpRecord) -> Event {
-    let (family, local, peer) = if t.family == AF_INET6 {
+/// A connection's endpoints as metadata. The socket's source is its local end for either
+/// direction (`skc_rcv_saddr`, `skc_num`).
+fn with_endpoints(event: Event, e: &Endpoints) -> Event {
+    let (family, local, peer) = if e.family == AF_INET6 {
         (
             "ipv6",
-            Ipv6Addr::from(t.saddr).to_string(),
-            Ipv6Addr::from(t.daddr).to_string(),
+            Ipv6Addr::from(e.saddr).to_string(),
+            Ipv6Addr::from(e.daddr).to_string(),
         )
     } else {
         let v4 = |a: [u8; 16]| Ipv4Addr::new(a[0], a[1], a[2], a[3]).to_string();
-        ("ipv4", v4(t.saddr), v4(t.daddr))
+        ("ipv4", v4(e.saddr), v4(e.daddr))
     };
-    let event = event
+    event
         .meta("family", family)
         .meta("local_address", local)
-        .meta("local_port", u32::from(t.sport))
+        .meta("local_port", u32::from(e.sport))
         .meta("peer_address", peer)
-        .meta("peer_port", u32::from(t.dport))
-        .meta("direction", direction_label(t.direction));
+        .meta("peer_port", u32::from(e.dport))
+}
+
+/// An `http.request` event: the request's method, path and status, who served or made it
+/// (`direction`: `server` or `client`), its duration and bytes.
+fn http_event(event: Event, h: &HttpRecord) -> Event {
+    with_endpoints(event, &h.endpoints)
+        .meta("direction", http::side_label(h.side))
+        .meta("method", Method::from_u8(h.method).label())
+        .meta("path", request_path(h))
+        .meta("status_code", u32::from(h.status))
+        .measure("duration", h.duration_ns as f64 / 1e9)
+        .measure("request_bytes", h.request_bytes as f64)
+        .measure("response_bytes", h.response_bytes as f64)
+}
+
+/// The request target up to the space that ends it (or as much as the kernel kept); empty
+/// when the kernel could not keep it.
+fn request_path(h: &HttpRecord) -> String {
+    let end = h.path.iter().position(|&b| b == b' ' || b == b'\r' || b == 0);
+    String::from_utf8_lossy(&h.path[..end.unwrap_or(h.path.len())]).into_owned()
+}
+
+/// The TCP part of a `tcp.*` event: endpoints and direction always, then what the kind has.
+fn tcp_event(event: Event, kind: EventKind, t: &TcpRecord) -> Event {
+    let event = with_endpoints(event, &t.endpoints).meta("direction", direction_label(t.direction));
     let seconds = t.duration_ns as f64 / 1e9;
     match kind {
         EventKind::TcpConnect => event.measure("duration", seconds),
@@ -227,9 +268,17 @@ mod tests {
 
     #[test]
     fn events_carry_exactly_what_the_catalogue_says() {
-        use collector_common::events::{COMM_LEN, ExecRecord, FILENAME_LEN};
+        use collector_common::events::{COMM_LEN, ExecRecord, FILENAME_LEN, PATH_BYTES};
 
         use crate::{kernel::records::tests::comm, telemetry::catalogue};
+        let endpoints = Endpoints {
+            saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            family: 2,
+            sport: 1,
+            dport: 2,
+            _pad: 0,
+        };
         let tcp = |kind: EventKind| TcpRecord {
             header: collector_common::events::EventHeader {
                 kind: kind as u32,
@@ -242,15 +291,33 @@ mod tests {
             bytes_sent: 2,
             bytes_received: 3,
             comm: [0; COMM_LEN],
-            saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            family: 2,
-            sport: 1,
-            dport: 2,
+            endpoints,
             direction: 0,
-            _pad: 0,
+            _pad: [0; 3],
             sk_err: 111,
-            _pad2: 0,
+        };
+        let mut path = [0; PATH_BYTES];
+        path[..14].copy_from_slice(b"/a?b=1 HTTP/1.");
+        let http = HttpRecord {
+            header: collector_common::events::EventHeader {
+                kind: EventKind::HttpRequest as u32,
+                size: 0,
+                ktime_ns: 1,
+                target: 1,
+                pid: std::process::id(),
+            },
+            duration_ns: 2_000_000,
+            request_bytes: 10,
+            response_bytes: 20,
+            comm: [0; COMM_LEN],
+            endpoints,
+            status: 404,
+            method: Method::Get as u8,
+            side: http::SERVER,
+            route: 0,
+            has_path: 1,
+            _pad: 0,
+            path,
         };
         let me = std::process::id();
         let mut exec = ExecRecord {
@@ -267,6 +334,7 @@ mod tests {
             Record::Tcp(tcp(EventKind::TcpAccept)),
             Record::Tcp(tcp(EventKind::TcpConnectError)),
             Record::Tcp(tcp(EventKind::TcpClose)),
+            Record::Http(http),
         ];
         let clock = Clock {
             boot: SystemTime::UNIX_EPOCH,
@@ -281,6 +349,11 @@ mod tests {
                     "{} carries {key}, which the catalogue lacks",
                     event.name
                 );
+            }
+            if event.name == "http.request" {
+                assert_eq!(event.metadata("path"), Some(&"/a?b=1".into()));
+                assert_eq!(event.metadata("direction"), Some(&"server".into()));
+                assert_eq!(event.measurement("duration"), Some(0.002));
             }
             let measured: Vec<_> = event.measurements.iter().map(|(k, _)| *k).collect();
             let listed: Vec<_> = spec.measurements.iter().map(|(k, _)| *k).collect();
