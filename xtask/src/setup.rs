@@ -41,11 +41,14 @@ pub fn ensure_toolchain() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The peers `cargo xtask bench` compares against, and what pins them to a CPU.
+/// The peers `cargo xtask bench` compares against, what pins them to a CPU, and the server
+/// and load of its section F.
 const BENCH_PEERS: &[(&str, &str)] = &[
     ("bpftrace", "bpftrace"),
     ("syscount", "libbpf-tools"),
     ("taskset", "util-linux"),
+    ("nginx", "nginx-light"),
+    ("wrk", "wrk"),
 ];
 
 pub fn ensure_test_peers() -> anyhow::Result<()> {

@@ -2,7 +2,7 @@
 //! BENCHMARKS.md says where the limits come from; each names itself in the report.
 use serde::Serialize;
 
-use crate::arms::Arm;
+use crate::{arms::Arm, http_load::HttpArm};
 
 /// A ratio of two arms' costs added over (a) nothing attached, `(over-a)/(under-a)`, and the
 /// most it may be.
@@ -76,6 +76,51 @@ pub const BASELINE_RATIOS: [(Arm, Arm); 2] = [
     (Arm::CollectorOther, Arm::BaselineOther),
     (Arm::CollectorTarget, Arm::BaselineTarget),
 ];
+
+/// Requests per second of nginx under wrk (F), one arm's over another's, and the least it may be.
+pub struct Throughput {
+    pub over: HttpArm,
+    pub under: HttpArm,
+    pub min: f64,
+}
+
+impl Throughput {
+    /// `requests/s, HTTP on >= 0.95 x HTTP off`
+    pub fn target(&self) -> String {
+        format!(
+            "requests/s, {} >= {} x {}",
+            self.over.name(),
+            self.min,
+            self.under.name()
+        )
+    }
+
+    pub fn check(&self, ratio: f64) -> RatioCheck {
+        RatioCheck {
+            target: self.target(),
+            ratio,
+            limit: self.min,
+            met: ratio >= self.min,
+        }
+    }
+}
+
+/// The http issue's targets: following HTTP costs nginx at most 5 % of what it serves with
+/// the collector there anyway, and the collector as a whole at most 10 %.
+pub const HTTP_THROUGHPUT: [Throughput; 2] = [
+    Throughput {
+        over: HttpArm::HttpOn,
+        under: HttpArm::HttpOff,
+        min: 0.95,
+    },
+    Throughput {
+        over: HttpArm::HttpOn,
+        under: HttpArm::Bare,
+        min: 0.9,
+    },
+];
+pub const HTTP_COUNTED_TARGET: &str = "HTTP requests the collector counted: nginx's access log, give or take one per \
+     connection (in flight when wrk stopped), with HTTP on; none with HTTP off";
 
 /// Process storms at this rate must lose no event with default settings.
 pub const NO_DROPS_EVENTS_PER_S: u64 = 10_000;
@@ -151,7 +196,7 @@ impl Check {
     }
 }
 
-/// A `Ratio` checked.
+/// A `Ratio` (at most its limit) or a `Throughput` (at least its limit) checked.
 #[derive(Serialize)]
 pub struct RatioCheck {
     pub target: String,

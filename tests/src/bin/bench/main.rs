@@ -10,8 +10,11 @@
 //! C. scrape: /metrics latency and size with synthetic series in the kernel map.
 //! D. idle: agent CPU and RSS with no activity, scraped every 15 s.
 //! E. memory: the kernel memory of every map, at pid_max 32,768 and 4,194,304.
+//! F. HTTP under load: nginx's one worker under wrk, with nothing attached and with the
+//!    collector targeting it, its HTTP family off and on, by turns.
 mod arms;
 mod events;
+mod http_load;
 mod idle;
 mod limits;
 mod memory;
@@ -22,6 +25,7 @@ mod report;
 mod scrape;
 mod stats;
 mod syscall_cost;
+mod wrk;
 
 use std::{collections::BTreeMap, path::PathBuf};
 
@@ -143,6 +147,13 @@ fn main() {
     let scrape = scrape::scrape_cost(&config);
     let idle = idle::idle_cost(&config);
     let memory = memory::kernel_memory(&config);
+    let http_load = match http_load::cannot_run(machine.cpus) {
+        Some(why) => {
+            not_measured.insert("F. HTTP under nginx and wrk", why);
+            None
+        }
+        None => Some(http_load::nginx_under_wrk(&config)),
+    };
 
     let report = Report {
         machine,
@@ -156,6 +167,7 @@ fn main() {
         scrape,
         idle,
         memory,
+        http_load,
         not_measured,
     };
     let md = report.write(&config.out);

@@ -4,7 +4,10 @@ use std::{collections::BTreeMap, path::Path, process::Command};
 
 use serde::Serialize;
 
-use crate::{events::Events, idle::Idle, limits::Check, memory::Memory, scrape::Scrape, syscall_cost::SyscallCost};
+use crate::{
+    events::Events, http_load::HttpLoad, idle::Idle, limits::Check, memory::Memory, scrape::Scrape, stats::round1,
+    syscall_cost::SyscallCost,
+};
 
 #[derive(Serialize)]
 pub struct Report {
@@ -19,6 +22,8 @@ pub struct Report {
     pub scrape: Vec<Scrape>,
     pub idle: Idle,
     pub memory: Memory,
+    /// `None` where the host cannot run it (`not_measured` says why).
+    pub http_load: Option<HttpLoad>,
     /// What this host could not measure, and why.
     pub not_measured: BTreeMap<&'static str, &'static str>,
 }
@@ -92,6 +97,7 @@ impl Report {
         md += &scrape(&self.scrape);
         md += &idle(&self.idle);
         md += &memory(&self.memory);
+        md += &self.http_load.as_ref().map(http_load).unwrap_or_default();
         if !self.not_measured.is_empty() {
             md += "\n## Not measured yet\n\n";
         }
@@ -240,4 +246,39 @@ fn memory(memory: &Memory) -> String {
         md += &format!(" {} |", run.rss_mib);
     }
     md + "\n\n" + &checks(&memory.targets)
+}
+
+fn http_load(load: &HttpLoad) -> String {
+    let mut md = format!(
+        "\n## F. HTTP under load: nginx's one worker (CPU 0) serving a small file to wrk (CPU 1), \
+         {} keep-alive connections, {} s per round, {}\n\n",
+        load.connections,
+        load.seconds,
+        if load.rounds == 1 {
+            "1 round".to_owned()
+        } else {
+            format!("{} rounds by turns", load.rounds)
+        }
+    );
+    md += "| arm | requests/s | latency p50 µs | latency p99 µs | requests/s by round |\n|---|---|---|---|---|\n";
+    for arm in &load.arms {
+        let rounds: Vec<String> = arm
+            .rounds
+            .iter()
+            .map(|r| round1(r.wrk.requests_per_s).to_string())
+            .collect();
+        md += &format!(
+            "| {} | {} | {} | {} | {} |\n",
+            arm.arm,
+            arm.median.requests_per_s,
+            arm.median.p50_us,
+            arm.median.p99_us,
+            rounds.join(", ")
+        );
+    }
+    md += "\n";
+    for t in &load.targets {
+        md += &format!("- {}: ratio {} → {}\n", t.target, t.ratio, verdict(t.met));
+    }
+    md + &checks(std::slice::from_ref(&load.counted))
 }
