@@ -154,11 +154,10 @@ pub struct HttpRecord {
     /// `http::Method` and `http::SERVER`/`CLIENT` as numbers.
     pub method: u8,
     pub side: u8,
-    /// `HttpKey::route`.
-    pub route: u16,
-    /// 1 when the path was kept until the response (else it was evicted: `HTTP_PATHS`).
-    pub has_path: u8,
-    pub _pad: u8,
+    /// How many of `path` are the request's: 0 when none was kept (the request came before
+    /// the events were wanted, or `HTTP_PATHS` was full).
+    pub path_len: u8,
+    pub _pad: [u8; 3],
     /// The request target as the request line has it, up to the space after it, or cut.
     pub path: [u8; PATH_BYTES],
 }

@@ -245,6 +245,16 @@ pub struct PathKey {
     pub _pad: u32,
 }
 
+/// `HTTP_PATHS`' value: the first `events::PATH_BYTES` from a request's path, of which `len` are
+/// the call's.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct KeptPath {
+    pub bytes: [u8; crate::events::PATH_BYTES],
+    pub len: u8,
+    pub _pad: [u8; 7],
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::{Bounds, HttpConn, HttpKey, HttpStats, MethodToken};

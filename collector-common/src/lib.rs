@@ -227,7 +227,7 @@ pub enum MapErrorSite {
     ThreadSlots = 5,
     /// A connection's HTTP state did not fit: its requests are not counted.
     HttpConns = 6,
-    /// A new (target, side, method, status) did not fit: its requests are not counted.
+    /// A new (target, side, method, status, route) did not fit: its requests are not counted.
     HttpStats = 7,
     /// A request's path was evicted before its response (more requests waited than
     /// `HTTP_PATHS` holds): its `http.request` event has no path.
@@ -332,7 +332,7 @@ pub mod maps {
     /// Connections whose HTTP state the kernel keeps at once (`--max-http-connections`);
     /// beyond this, a new one's requests are counted in `MAP_ERRORS` instead.
     pub const HTTP_CONNS_ENTRIES: u32 = 8192;
-    /// Distinct (target, side, method, status) HTTP aggregates (`--max-http-series`).
+    /// Distinct (target, side, method, status, route) HTTP aggregates (`--max-http-series`).
     pub const HTTP_STATS_ENTRIES: u32 = 1024;
     /// Size of the `EVENTS` ring buffer in bytes, a power of two (`--ring-buffer-size`).
     pub const EVENTS_DEFAULT_BYTES: u32 = 1 << 20;

@@ -1,5 +1,6 @@
 //! HTTP/1.x requests of targets, from their send and receive syscalls alone, aggregated per
-//! (target, side, method, status) in the kernel: nothing goes to userspace per request.
+//! (target, side, method, status, route) in the kernel: nothing goes to userspace per
+//! request, unless the agent says `http.request` events are wanted (`EVENTS_WANTED`).
 //!
 //! Where it runs: `sys_exit` (`syscalls.rs`) finds, for a target's send or receive call,
 //! the `struct sock` behind its fd and whether the tcp family follows that connection
@@ -34,16 +35,16 @@
 use aya_ebpf::{
     helpers::{bpf_probe_read_user, generated},
     macros::{map, raw_tracepoint},
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, ProgramArray, lpm_trie::Key},
+    maps::{HashMap, LpmTrie, PerCpuArray, PerCpuHashMap, ProgramArray, lpm_trie::Key},
     programs::RawTracePointContext,
 };
 use collector_common::{
     MapErrorSite,
     events::{COMM_LEN, EventHeader, EventKind, HttpRecord, PATH_BYTES},
     http::{
-        BUCKETS, CLIENT, HttpConn, HttpKey, HttpStats, InFlight, MAX_IN_FLIGHT, MAX_ROUTES, Method, MethodToken,
-        PathKey, ROUTE_BYTES, ROUTE_OTHER, Responding, SERVER, STATUS_ABORTED, STATUS_IN_FLIGHT_FULL, STATUS_UNMATCHED,
-        WINDOW,
+        BUCKETS, CLIENT, HttpConn, HttpKey, HttpStats, InFlight, KeptPath, MAX_IN_FLIGHT, MAX_ROUTES, Method,
+        MethodToken, PathKey, ROUTE_BYTES, ROUTE_OTHER, Responding, SERVER, STATUS_ABORTED, STATUS_IN_FLIGHT_FULL,
+        STATUS_UNMATCHED, WINDOW,
     },
     maps::{HTTP_CONNS_ENTRIES, HTTP_PATHS_ENTRIES, HTTP_STATS_ENTRIES, SWITCH_HTTP_ROUTES},
     sockets::{Buffer, DIRECTION_INBOUND, SyscallIo},
@@ -115,15 +116,19 @@ static HTTP_WINDOW: PerCpuArray<Window> = PerCpuArray::with_max_entries(1, 0);
 
 /// The paths of requests waiting for their responses, while `http.request` events are
 /// wanted: an event carries its request's path, which is in the caller's memory only at
-/// the request's read or write. Least recently used first out: a path evicted before its
-/// response is counted (`MapErrorSite::HttpPaths`).
+/// the request's read or write. Removed when the request is answered or aborted; a path
+/// that does not fit is counted (`MapErrorSite::HttpPaths`) and its event has none.
 #[map]
-static HTTP_PATHS: LruHashMap<PathKey, [u8; PATH_BYTES]> = LruHashMap::with_max_entries(HTTP_PATHS_ENTRIES, 0);
+static HTTP_PATHS: HashMap<PathKey, KeptPath> = HashMap::with_max_entries(HTTP_PATHS_ENTRIES, 0);
+
+/// The route trie's lookup key, built here: too big for the stack beside the rest.
+#[map]
+static HTTP_ROUTE_KEY: PerCpuArray<Key<[u8; ROUTE_BYTES]>> = PerCpuArray::with_max_entries(1, 0);
 
 /// Where a path is read to before it goes into `HTTP_PATHS` (too big for the stack beside
 /// the rest).
 #[map]
-static HTTP_PATH_READ: PerCpuArray<[u8; PATH_BYTES]> = PerCpuArray::with_max_entries(1, 0);
+static HTTP_PATH_READ: PerCpuArray<KeptPath> = PerCpuArray::with_max_entries(1, 0);
 
 /// `--http-route`s by the bytes a path starts with (`collector_common::http::route_prefixes`),
 /// filled by the agent: the longest that matches is the request's route.
@@ -185,7 +190,7 @@ pub fn collector_http(ctx: RawTracePointContext) -> i32 {
             let Some((at, len)) = data else {
                 return 0;
             };
-            request(conn, method, at + path, now, bytes);
+            request(conn, method, Path::at(at, len, path), now, bytes);
             // The window's search in a program of its own, so that the verifier walks it
             // from one state, not once for each path that led here.
             if let Some(slot) = HTTP_CALL.get_ptr_mut(0) {
@@ -201,7 +206,8 @@ pub fn collector_http(ctx: RawTracePointContext) -> i32 {
                 return 0;
             };
             finish(conn);
-            request(conn, method, data.map_or(0, |(at, _)| at + path), call.enter_ns, bytes);
+            let path = data.map_or(Path { at: 0, len: 0 }, |(at, len)| Path::at(at, len, path));
+            request(conn, method, path, call.enter_ns, bytes);
         }
         (SERVER, true, Start::Status(status)) | (CLIENT, false, Start::Status(status)) => {
             let Some(conn) = HTTP_CONNS.get_ptr_mut(&call.sk) else {
@@ -304,21 +310,52 @@ fn method_of(head: &[u8; 16], len: u64) -> Option<(Method, u64)> {
     (len > end as u64 && head[end] == b' ').then(|| (Method::from_u8(token.method), end as u64 + 1))
 }
 
-/// The route of the request whose path starts at `path` in the caller's memory: the
-/// longest `HTTP_ROUTES` prefix of its first `ROUTE_BYTES` bytes (an LPM trie lookup, on
-/// every kernel of the matrix since 4.11), when `--http-route` gave any. Bytes past the
-/// call's end are read as they are in the buffer: a path cut off by the end of a read (a
-/// request line split across reads) may match on what the buffer held before.
+/// Where a request's path starts in the caller's memory, and how many of the call's bytes
+/// are there from it: nothing past them is read.
+#[derive(Clone, Copy)]
+struct Path {
+    at: u64,
+    len: u64,
+}
+
+impl Path {
+    /// The path at `offset` in a call's segment of `len` bytes at `at`.
+    #[inline(always)]
+    fn at(at: u64, len: u64, offset: u64) -> Path {
+        Path {
+            at: at + offset,
+            len: len.saturating_sub(offset),
+        }
+    }
+
+    /// Reads `N` bytes from its start to `into` (a fixed size: a size that varies with the
+    /// call would make each pipelined request's states differ for the verifier); how many of
+    /// them the call brought, or `None` if they could not be read.
+    #[inline(always)]
+    fn read<const N: usize>(self, into: *mut [u8; N]) -> Option<u64> {
+        let read = unsafe { generated::bpf_probe_read_user(into.cast(), N as u32, self.at as *const _) };
+        (read == 0).then_some(self.len.min(N as u64))
+    }
+}
+
+/// The route of the request whose path is `path`: the longest `HTTP_ROUTES` prefix of its
+/// first `ROUTE_BYTES` bytes (an LPM trie lookup, on every kernel of the matrix since
+/// 4.11) that the call brought, when `--http-route` gave any. A path cut off by the end of
+/// a read (a request line split across reads) is matched on what that read brought.
 #[inline(always)]
-fn route_of(path: u64) -> u16 {
+fn route_of(path: Path) -> u16 {
     if !switched_on(SWITCH_HTTP_ROUTES) {
         return ROUTE_OTHER;
     }
-    let Ok(bytes) = (unsafe { bpf_probe_read_user(path as *const [u8; ROUTE_BYTES]) }) else {
+    let Some(key) = HTTP_ROUTE_KEY.get_ptr_mut(0) else {
         return ROUTE_OTHER;
     };
-    let key = Key::new(8 * ROUTE_BYTES as u32, bytes);
-    HTTP_ROUTES.get(&key).copied().unwrap_or(ROUTE_OTHER)
+    let Some(n) = path.read(&raw mut unsafe { &mut *key }.data) else {
+        return ROUTE_OTHER;
+    };
+    // Only the call's bytes take part: the trie compares the key's first `prefix_len` bits.
+    unsafe { (*key).prefix_len = 8 * n as u32 };
+    HTTP_ROUTES.get(unsafe { &*key }).copied().unwrap_or(ROUTE_OTHER)
 }
 
 /// The connection's HTTP state, made at its first request.
@@ -357,10 +394,9 @@ fn connection(sk: u64, target: u32, side: u8) -> Option<&'static mut HttpConn> {
     HTTP_CONNS.get_ptr_mut(&sk).map(|c| unsafe { &mut *c })
 }
 
-/// A request starts: it waits for its response behind those already waiting. Its path is
-/// at `path` in the caller's memory (0: not known).
+/// A request starts: it waits for its response behind those already waiting.
 #[inline(always)]
-fn request(conn: &mut HttpConn, method: Method, path: u64, start_ns: u64, bytes: u64) {
+fn request(conn: &mut HttpConn, method: Method, path: Path, start_ns: u64, bytes: u64) {
     // Volatile, so that the window's loop reads the count from the map each time instead
     // of carrying it in a register, which would keep the verifier from pruning its paths.
     let waiting = unsafe { core::ptr::read_volatile(&conn.waiting) };
@@ -371,10 +407,7 @@ fn request(conn: &mut HttpConn, method: Method, path: u64, start_ns: u64, bytes:
         return;
     }
     let at = (usize::from(conn.first) + usize::from(waiting)) & (MAX_IN_FLIGHT - 1);
-    let kept = wanted(EventKind::HttpRequest);
-    if kept {
-        keep_path(conn.sk, at as u32, path);
-    }
+    let kept = wanted(EventKind::HttpRequest) && keep_path(conn.sk, at as u32, path);
     if let Some(slot) = conn.in_flight.get_mut(at) {
         *slot = InFlight {
             start_ns,
@@ -484,9 +517,9 @@ fn pipelined(conn: &mut HttpConn, at: u64, len: u64, bytes: u64, now: u64) {
         if let Some(before) = newest(conn) {
             before.bytes = before.bytes.saturating_sub(as_u32(rest));
         }
-        let start = at + u64::from(window.after_blank[k]);
-        let path = start + u64::from(unsafe { core::ptr::read_volatile(&window.paths[k]) });
-        request(conn, Method::from_u8(method), path, now, rest);
+        let offset =
+            u64::from(window.after_blank[k]) + u64::from(unsafe { core::ptr::read_volatile(&window.paths[k]) });
+        request(conn, Method::from_u8(method), Path::at(at, len, offset), now, rest);
     }
 }
 
@@ -581,22 +614,41 @@ fn finish(conn: &mut HttpConn) {
     if wanted(EventKind::HttpRequest) {
         emit_request(conn, &r, duration);
     }
+    forget_path(conn.sk, r.request);
 }
 
 /// `InFlight::slot`'s flag: the request's path is in `HTTP_PATHS`.
 const PATH_KEPT: u8 = 0x80;
 
-/// Keeps the first `PATH_BYTES` at `path` (read as zeros if they cannot be) for the event of
-/// the request in `slot`.
+/// Keeps the path's first `PATH_BYTES` (those the call brought, zeros after them) for the
+/// event of the request in `slot`; whether it could (a full map is counted).
 #[inline(always)]
-fn keep_path(sk: u64, slot: u32, path: u64) {
+fn keep_path(sk: u64, slot: u32, path: Path) -> bool {
     let Some(read) = HTTP_PATH_READ.get_ptr_mut(0) else {
-        return;
+        return false;
     };
-    // On failure the helper zeroes what it was to fill.
-    unsafe { generated::bpf_probe_read_user(read.cast(), PATH_BYTES as u32, path as *const _) };
+    let read = unsafe { &mut *read };
+    // The call's bytes only (a failed read: none).
+    read.len = path.read(&raw mut read.bytes).unwrap_or(0) as u8;
     let key = PathKey { sk, slot, _pad: 0 };
-    let _ = HTTP_PATHS.insert(&key, unsafe { &*read }, 0);
+    if HTTP_PATHS.insert(&key, read, 0).is_err() {
+        count_map_error(MapErrorSite::HttpPaths);
+        return false;
+    }
+    true
+}
+
+/// Drops the kept path of `request`, if it has one: answered, or aborted.
+#[inline(always)]
+fn forget_path(sk: u64, request: InFlight) {
+    if request.slot & PATH_KEPT != 0 {
+        let key = PathKey {
+            sk,
+            slot: u32::from(request.slot & !PATH_KEPT),
+            _pad: 0,
+        };
+        let _ = HTTP_PATHS.remove(&key);
+    }
 }
 
 /// Sends the `http.request` record of the response `r` just completed on `conn`: the
@@ -614,7 +666,8 @@ fn emit_request(conn: &HttpConn, r: &Responding, duration_ns: u64) {
         slot: u32::from(r.request.slot & !PATH_KEPT),
         _pad: 0,
     };
-    // A request made before events were wanted has no path kept.
+    // A request made before events were wanted has no path kept, nor one whose path did
+    // not fit (counted then).
     let path = if kept { unsafe { HTTP_PATHS.get(&key) } } else { None };
     let record = entry.as_mut_ptr();
     unsafe {
@@ -634,23 +687,19 @@ fn emit_request(conn: &HttpConn, r: &Responding, duration_ns: u64) {
         (*record).status = r.status;
         (*record).method = r.request.method;
         (*record).side = conn.side;
-        (*record).route = r.request.route;
-        (*record)._pad = 0;
+        (*record)._pad = [0; 3];
         // Copied by the helper, not through the stack.
         let into = (&raw mut (*record).path).cast();
         match path {
-            Some(path) => generated::bpf_probe_read_kernel(into, PATH_BYTES as u32, path.as_ptr().cast()),
+            Some(path) => {
+                generated::bpf_probe_read_kernel(into, PATH_BYTES as u32, path.bytes.as_ptr().cast());
+                (*record).path_len = path.len;
+            }
             None => {
                 core::ptr::write_bytes(into.cast::<u8>(), 0, PATH_BYTES);
-                0
+                (*record).path_len = 0;
             }
-        };
-        (*record).has_path = u8::from(path.is_some());
-    }
-    if path.is_some() {
-        let _ = HTTP_PATHS.remove(&key);
-    } else if kept {
-        count_map_error(MapErrorSite::HttpPaths);
+        }
     }
     entry.submit(0);
 }
@@ -664,6 +713,14 @@ pub fn closed(sk: u64) {
     };
     let conn = unsafe { &mut *conn };
     finish(conn);
+    for i in 0..MAX_IN_FLIGHT {
+        if i >= usize::from(conn.waiting) {
+            break;
+        }
+        if let Some(request) = conn.in_flight.get((usize::from(conn.first) + i) & (MAX_IN_FLIGHT - 1)) {
+            forget_path(sk, *request);
+        }
+    }
     for (status, n) in [(STATUS_ABORTED, conn.waiting), (STATUS_IN_FLIGHT_FULL, conn.overflowed)] {
         if n > 0 {
             unmatched(conn.target, conn.side, status, u64::from(n), 0);

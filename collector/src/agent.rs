@@ -295,7 +295,7 @@ fn start(
 /// whenever that changes.
 fn send_http_events_while_wanted(telemetry: &Telemetry, wanted: EventsWanted) {
     telemetry.on_demand_change(move |t| {
-        let http = t.wants(EventKind::HttpRequest.event_name());
+        let http = || t.wants(EventKind::HttpRequest.event_name());
         if let Err(e) = wanted.set(EventKind::HttpRequest, http) {
             tracing::warn!("cannot tell the kernel whether http.request events are wanted: {e}");
         }

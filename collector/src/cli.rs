@@ -164,8 +164,9 @@ pub struct Cli {
     #[arg(long, value_name = "N", env = "COLLECTOR_MAX_HTTP_CONNECTIONS", default_value_t = maps::HTTP_CONNS_ENTRIES, value_parser = parse_entries)]
     pub max_http_connections: u32,
 
-    /// Distinct (target, side, method, status) HTTP aggregates in the kernel; beyond it
-    /// counted in collector_bpf_map_errors_total{map="HTTP_STATS"}. [example: --max-http-series 8192]
+    /// Distinct (target, side, method, status, route) HTTP aggregates in the kernel (with
+    /// --http-route, each route multiplies them); beyond it counted in
+    /// collector_bpf_map_errors_total{map="HTTP_STATS"}. [example: --max-http-series 8192]
     #[arg(long, value_name = "N", env = "COLLECTOR_MAX_HTTP_SERIES", default_value_t = maps::HTTP_STATS_ENTRIES, value_parser = parse_entries)]
     pub max_http_series: u32,
 

@@ -13,8 +13,6 @@ fn every_bench_arm_runs_and_every_tool_counts_exactly() {
         || !have_tool("bpftrace", "bpftrace")
         || !have_tool("syscount", "libbpf-tools")
         || !have_tool("taskset", "util-linux")
-        || !have_tool("nginx", "nginx-light")
-        || !have_tool("wrk", "wrk")
     {
         return;
     }
@@ -75,9 +73,13 @@ fn every_bench_arm_runs_and_every_tool_counts_exactly() {
         let sized = |(name, bytes): (&String, &Value)| name == "HTTP_ROUTES" || bytes.as_u64() > Some(0);
         assert!(maps.contains_key("TARGET_OF") && maps.iter().all(sized), "{run}");
     }
-    // nginx under wrk: every arm ran, and with HTTP on the collector counted what nginx
-    // logged (none with it off).
+    // nginx under wrk (where nginx and wrk are, else the report says why not): every arm
+    // ran, and with HTTP on the collector counted what nginx logged (none with it off).
     let http = &report["http_load"];
-    assert_eq!(http["arms"].as_array().map(Vec::len), Some(3), "{http}");
-    assert_eq!(http["counted"]["met"], true, "{http}");
+    if http.is_null() {
+        println!("skipping: section F: {}", report["not_measured"]);
+    } else {
+        assert_eq!(http["arms"].as_array().map(Vec::len), Some(3), "{http}");
+        assert_eq!(http["counted"]["met"], true, "{http}");
+    }
 }

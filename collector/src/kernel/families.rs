@@ -270,7 +270,14 @@ pub const HTTP: Family = Family {
             },
         },
     ],
-    maps: &[maps::HTTP_CONNS, maps::HTTP_STATS, maps::MAP_ERRORS],
+    maps: &[
+        maps::HTTP_CONNS,
+        maps::HTTP_STATS,
+        maps::HTTP_PATHS,
+        maps::EVENTS,
+        maps::EVENT_DROPS,
+        maps::MAP_ERRORS,
+    ],
     // The buffer of a call is found from its arguments (x86-64's registers), as the
     // socket_bytes family finds its fds.
     fields: &[field!(regs_arg0: "pt_regs"."di"), field!(regs_arg1: "pt_regs"."si")],

@@ -104,9 +104,12 @@ impl EventsWanted {
         Ok(EventsWanted(std::sync::Mutex::new(take(ebpf, maps::EVENTS_WANTED)?)))
     }
 
-    pub fn set(&self, kind: EventKind, wanted: bool) -> Result<(), KernelMapError> {
+    /// Sets whether `kind` is wanted to what `wanted` says, asked under this map's lock:
+    /// two changes at once (a reader leaving as another comes) cannot write their answers
+    /// in the other order.
+    pub fn set(&self, kind: EventKind, wanted: impl FnOnce() -> bool) -> Result<(), KernelMapError> {
         let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        map.set(kind.index(), u32::from(wanted), 0)
+        map.set(kind.index(), u32::from(wanted()), 0)
             .map_err(err(maps::EVENTS_WANTED))
     }
 }

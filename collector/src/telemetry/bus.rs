@@ -308,6 +308,30 @@ mod tests {
     }
 
     #[test]
+    fn what_is_demanded_follows_the_handlers_and_each_change_is_told() {
+        let telemetry = Telemetry::new();
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let seen = told.clone();
+        telemetry.on_demand_change(move |t| lock(&seen).push(t.wants("http.request")));
+        // Definitions take every event but demand only theirs.
+        let defined = EventFilter::Defined(Arc::new(|name: &str| name == "process.exit"));
+        telemetry
+            .attach("metrics", defined, 16, DropStage::Queue, |_| {})
+            .unwrap();
+        assert!(telemetry.wants("process.exit") && !telemetry.wants("http.request"));
+        let reader = EventFilter::matching(["http.*"]).unwrap();
+        telemetry.attach("reader", reader, 16, DropStage::Sink, |_| {}).unwrap();
+        assert!(telemetry.detach("reader"));
+        telemetry
+            .attach("sink", EventFilter::All, 16, DropStage::Sink, |_| {})
+            .unwrap();
+        // Told at once when set, then at each attach and detach.
+        assert_eq!(*lock(&told), [false, false, true, false, true]);
+        telemetry.detach_all();
+        assert!(!telemetry.wants("process.exit"));
+    }
+
+    #[test]
     fn a_detached_handler_receives_nothing_more_and_ids_are_unique() {
         let telemetry = Telemetry::new();
         let (tx, rx) = channel();

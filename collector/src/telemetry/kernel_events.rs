@@ -173,21 +173,26 @@ fn with_endpoints(event: Event, e: &Endpoints) -> Event {
 /// An `http.request` event: the request's method, path and status, who served or made it
 /// (`direction`: `server` or `client`), its duration and bytes.
 fn http_event(event: Event, h: &HttpRecord) -> Event {
-    with_endpoints(event, &h.endpoints)
+    let event = with_endpoints(event, &h.endpoints)
         .meta("direction", http::side_label(h.side))
         .meta("method", Method::from_u8(h.method).label())
-        .meta("path", request_path(h))
-        .meta("status_code", u32::from(h.status))
+        .meta("status_code", u32::from(h.status));
+    let event = if h.path_len > 0 {
+        event.meta("path", request_path(h))
+    } else {
+        event
+    };
+    event
         .measure("duration", h.duration_ns as f64 / 1e9)
         .measure("request_bytes", h.request_bytes as f64)
         .measure("response_bytes", h.response_bytes as f64)
 }
 
-/// The request target up to the space that ends it (or as much as the kernel kept); empty
-/// when the kernel could not keep it.
+/// The request target up to the space that ends it, of what the kernel kept.
 fn request_path(h: &HttpRecord) -> String {
-    let end = h.path.iter().position(|&b| b == b' ' || b == b'\r' || b == 0);
-    String::from_utf8_lossy(&h.path[..end.unwrap_or(h.path.len())]).into_owned()
+    let kept = &h.path[..usize::from(h.path_len).min(h.path.len())];
+    let end = kept.iter().position(|&b| b == b' ' || b == b'\r').unwrap_or(kept.len());
+    String::from_utf8_lossy(&kept[..end]).into_owned()
 }
 
 /// The TCP part of a `tcp.*` event: endpoints and direction always, then what the kind has.
@@ -314,9 +319,8 @@ mod tests {
             status: 404,
             method: Method::Get as u8,
             side: http::SERVER,
-            route: 0,
-            has_path: 1,
-            _pad: 0,
+            path_len: 14,
+            _pad: [0; 3],
             path,
         };
         let me = std::process::id();
@@ -361,7 +365,8 @@ mod tests {
             // Each key the catalogue lists is on the event, but the ones only some events
             // of a name have (exit_code or signal) and a cgroup a PID target lacks.
             for key in spec.metadata() {
-                let optional = ["exit_code", "signal", "cgroup"].contains(&key);
+                // (and a path the kernel could not keep)
+                let optional = ["exit_code", "signal", "cgroup", "path"].contains(&key);
                 assert!(optional || event.metadata(key).is_some(), "{} lacks {key}", event.name);
             }
         }
