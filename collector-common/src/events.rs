@@ -1,5 +1,6 @@
 //! Ring-buffer records: the low-rate events the kernel sends one by one (process lifecycle,
-//! TCP connections), and HTTP requests only while something consumes them (`EVENTS_WANTED`).
+//! TCP connections), HTTP requests only while something consumes them (`EVENTS_WANTED`), and
+//! syscalls only when one took longer than `--slow-syscall`.
 //! High-rate data (syscalls, HTTP requests) is aggregated in maps.
 //!
 //! Every record starts with [`EventHeader`]; `kind` says which record follows and `size`
@@ -20,10 +21,11 @@ pub enum EventKind {
     TcpConnectError = 6,
     TcpClose = 7,
     HttpRequest = 8,
+    SyscallSlow = 9,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::ProcessStart,
         EventKind::ProcessExec,
         EventKind::ProcessExit,
@@ -32,6 +34,7 @@ impl EventKind {
         EventKind::TcpConnectError,
         EventKind::TcpClose,
         EventKind::HttpRequest,
+        EventKind::SyscallSlow,
     ];
 
     pub const fn from_u32(v: u32) -> Option<EventKind> {
@@ -53,6 +56,7 @@ impl EventKind {
             EventKind::TcpConnectError => "tcp.connect_error",
             EventKind::TcpClose => "tcp.close",
             EventKind::HttpRequest => "http.request",
+            EventKind::SyscallSlow => "syscall.slow",
         }
     }
 
@@ -105,7 +109,8 @@ pub struct ExecRecord {
 #[derive(Clone, Copy, Debug)]
 pub struct TcpRecord {
     pub header: EventHeader,
-    /// connect: SYN sent to established; close: established (or accepted) to close.
+    /// connect: SYN sent to established; connect_error: SYN sent to failure; close:
+    /// established (or accepted) to close.
     pub duration_ns: u64,
     /// close: payload bytes the owner sent and received on the connection.
     pub bytes_sent: u64,
@@ -114,9 +119,29 @@ pub struct TcpRecord {
     pub endpoints: Endpoints,
     /// `sockets::DIRECTION_*`.
     pub direction: u8,
-    pub _pad: [u8; 3],
+    /// close: `sockets::RESET_*` bits, the resets seen on the connection.
+    pub resets: u8,
+    pub _pad: [u8; 2],
     /// connect_error: `sk_err` when the socket closed.
     pub sk_err: i32,
+    /// close: segments retransmitted on the connection.
+    pub retransmits: u32,
+    pub _pad2: u32,
+}
+
+/// `syscall.slow`: one call of a target that took longer than `--slow-syscall`, sent from
+/// `sys_exit` (its header's time is the return).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SyscallRecord {
+    pub header: EventHeader,
+    pub duration_ns: u64,
+    /// The syscall's return value: -errno for a failed call.
+    pub ret: i64,
+    /// The calling thread.
+    pub tid: u32,
+    pub nr: u32,
+    pub comm: [u8; COMM_LEN],
 }
 
 /// Bytes of a request's path (its request target) an `http.request` event carries; a longer
@@ -157,7 +182,10 @@ pub struct HttpRecord {
     /// How many of `path` are the request's: 0 when none was kept (the request came before
     /// the events were wanted, or `HTTP_PATHS` was full).
     pub path_len: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// The route its path matched: `--http-route` number `route` (1-based), 0 for none
+    /// (`http::ROUTE_OTHER`).
+    pub route: u16,
     /// The request target as the request line has it, up to the space after it, or cut.
     pub path: [u8; PATH_BYTES],
 }

@@ -355,6 +355,7 @@ pub mod globals {
     pub const KERNEL_OFFSETS: &str = "KERNEL_OFFSETS";
     pub const KERNEL_FEATURES: &str = "KERNEL_FEATURES";
     pub const HTTP_BOUNDS: &str = "HTTP_BOUNDS";
+    pub const SLOW_SYSCALL_NS: &str = "SLOW_SYSCALL_NS";
 }
 
 #[cfg(feature = "user")]

@@ -221,7 +221,27 @@ pub struct Connection {
     pub direction: u8,
     /// 1 once established; a close before that is a connect error.
     pub established: u8,
-    pub _pad: [u8; 6],
+    /// [`RESET_RECEIVED`] and [`RESET_SENT`] bits, as resets are seen on it.
+    pub resets: u8,
+    pub _pad: u8,
+    /// Segments retransmitted on it.
+    pub retransmits: u32,
+}
+
+/// [`Connection::resets`]: the peer reset the connection (`tcp_receive_reset`)...
+pub const RESET_RECEIVED: u8 = 1;
+/// ...or this side sent a reset on it (`tcp_send_reset`).
+pub const RESET_SENT: u8 = 2;
+
+/// Why a connection ended, from its resets: the `close_reason` of `tcp.close`.
+pub fn close_reason(resets: u8) -> &'static str {
+    if resets & RESET_RECEIVED != 0 {
+        "reset_by_peer"
+    } else if resets & RESET_SENT != 0 {
+        "reset"
+    } else {
+        "closed"
+    }
 }
 
 /// Key of the per-(target, family, protocol) byte counters.

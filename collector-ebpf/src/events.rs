@@ -1,12 +1,14 @@
 //! The ring buffer of low-rate events, and the one place a record that did not fit is
 //! counted (`EVENT_DROPS`, exported as `collector_events_dropped_total{stage="kernel"}`).
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel_str_bytes, generated,
+    },
     macros::map,
     maps::{Array, PerCpuArray, RingBuf},
 };
 use collector_common::{
-    events::{EventHeader, EventKind, ExecRecord, ProcessRecord},
+    events::{COMM_LEN, EventHeader, EventKind, ExecRecord, ProcessRecord, SyscallRecord},
     maps::EVENTS_DEFAULT_BYTES,
 };
 
@@ -87,6 +89,36 @@ pub fn emit_exec(p: &Process, filename: *const u8) {
         (*exec).process = record(EventKind::ProcessExec, size_of::<ExecRecord>(), p);
         if bpf_probe_read_kernel_str_bytes(filename, &mut (*exec).filename).is_err() {
             (*exec).filename[0] = 0;
+        }
+    }
+    entry.submit(0);
+}
+
+/// Sends a `syscall.slow` record for the calling thread's syscall `nr` of `target`, which
+/// returned `ret` at `now` after `duration_ns`. Written in place, like `emit_exec`: no copy
+/// of the record on `sys_exit`'s stack.
+#[inline(always)]
+pub fn emit_slow_syscall(target: u32, nr: u32, ret: i64, duration_ns: u64, now: u64) {
+    let Some(mut entry) = EVENTS.reserve::<SyscallRecord>(0) else {
+        count_drop(EventKind::SyscallSlow);
+        return;
+    };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let r = entry.as_mut_ptr();
+    unsafe {
+        (*r).header = EventHeader {
+            kind: EventKind::SyscallSlow as u32,
+            size: size_of::<SyscallRecord>() as u32,
+            ktime_ns: now,
+            target,
+            pid: (pid_tgid >> 32) as u32,
+        };
+        (*r).duration_ns = duration_ns;
+        (*r).ret = ret;
+        (*r).tid = pid_tgid as u32;
+        (*r).nr = nr;
+        if generated::bpf_get_current_comm((*r).comm.as_mut_ptr().cast(), COMM_LEN as u32) != 0 {
+            (*r).comm = [0; COMM_LEN];
         }
     }
     entry.submit(0);

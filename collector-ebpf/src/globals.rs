@@ -31,6 +31,17 @@ pub(crate) static mut HTTP_BOUNDS: Bounds = Bounds {
     ns: [u64::MAX; BUCKETS - 1],
 };
 
+/// `--slow-syscall` in ns: a target's call that takes longer is sent as a `syscall.slow`
+/// record. u64::MAX (no call is that slow) until the agent sets it.
+#[unsafe(no_mangle)]
+pub(crate) static mut SLOW_SYSCALL_NS: u64 = u64::MAX;
+
+/// The `--slow-syscall` threshold, read like [`offset!`].
+#[inline(always)]
+pub fn slow_syscall_ns() -> u64 {
+    unsafe { core::ptr::read_volatile(&raw const SLOW_SYSCALL_NS) }
+}
+
 /// One field of `KERNEL_OFFSETS`, e.g. `offset!(task_tgid)`. A volatile load of just that
 /// field, so the compiler cannot fold in the initial value, and hot probes such as
 /// `sched_switch` do not copy the whole struct to read one offset.

@@ -687,7 +687,8 @@ fn emit_request(conn: &HttpConn, r: &Responding, duration_ns: u64) {
         (*record).status = r.status;
         (*record).method = r.request.method;
         (*record).side = conn.side;
-        (*record)._pad = [0; 3];
+        (*record)._pad = 0;
+        (*record).route = r.request.route;
         // Copied by the helper, not through the stack.
         let into = (&raw mut (*record).path).cast();
         match path {

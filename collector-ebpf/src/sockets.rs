@@ -49,7 +49,10 @@ use collector_common::{
     MapErrorSite, TargetId,
     events::{Endpoints, EventHeader, EventKind, TcpRecord},
     maps::{MAX_TARGETS, SOCKETS_ENTRIES, SWITCH_HTTP},
-    sockets::{AF_INET, AF_INET6, Connection, DIRECTION_INBOUND, DIRECTION_OUTBOUND, IPPROTO_TCP, TcpCounts},
+    sockets::{
+        AF_INET, AF_INET6, Connection, DIRECTION_INBOUND, DIRECTION_OUTBOUND, IPPROTO_TCP, RESET_RECEIVED, RESET_SENT,
+        TcpCounts,
+    },
 };
 
 use crate::{
@@ -111,7 +114,9 @@ fn follow(sk: *const u8, target: u32, direction: u8) -> Option<Connection> {
         pid: current_tgid(),
         direction,
         established: (direction == DIRECTION_INBOUND) as u8,
-        _pad: [0; 6],
+        resets: 0,
+        _pad: 0,
+        retransmits: 0,
     };
     if SOCKETS.insert(&(sk as u64), &c, 0).is_err() {
         count_map_error(MapErrorSite::Sockets);
@@ -158,7 +163,9 @@ fn closed(sk: *const u8) {
         let sk_err = read_field::<i32>(sk, offset!(sock_err)).unwrap_or(0);
         let c = *c;
         let _ = SOCKETS.remove(&key);
-        emit(EventKind::TcpConnectError, sk, &c, 0, sk_err);
+        // How long it tried: from the SYN (`start_ns` until established) to now.
+        let tried_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(c.start_ns);
+        emit(EventKind::TcpConnectError, sk, &c, tried_ns, sk_err);
         return;
     }
     if c.closed_ns != 0 {
@@ -224,29 +231,35 @@ pub fn accepted(fd: u64, target: u32) {
 
 #[raw_tracepoint(tracepoint = "tcp_retransmit_skb")]
 pub fn collector_tcp_retransmit_skb(ctx: RawTracePointContext) -> i32 {
-    count_on_connection(ctx.arg(0), |t| t.retransmits += 1);
+    count_on_connection(ctx.arg(0), |t| t.retransmits += 1, |c| c.retransmits += 1);
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_send_reset")]
 pub fn collector_tcp_send_reset(ctx: RawTracePointContext) -> i32 {
-    count_on_connection(ctx.arg(0), |t| t.resets_sent += 1);
+    count_on_connection(ctx.arg(0), |t| t.resets_sent += 1, |c| c.resets |= RESET_SENT);
     0
 }
 
 #[raw_tracepoint(tracepoint = "tcp_receive_reset")]
 pub fn collector_tcp_receive_reset(ctx: RawTracePointContext) -> i32 {
-    count_on_connection(ctx.arg(0), |t| t.resets_received += 1);
+    count_on_connection(ctx.arg(0), |t| t.resets_received += 1, |c| c.resets |= RESET_RECEIVED);
     0
 }
 
-/// Counts for the target owning `sk`, when it is a connection we follow.
+/// Counts for the target owning `sk`, and on the connection itself (for its `tcp.close`),
+/// when it is a connection we follow. Not atomic on the connection: retransmits and
+/// received resets happen under the socket's lock (the retransmit timer and ACK
+/// processing, `tcp_reset`), so the only race left is a reset sent for it from another
+/// CPU at the same moment, which could lose one count or bit, never make a wrong one.
 #[inline(always)]
-fn count_on_connection(sk: *const u8, f: impl FnOnce(&mut TcpCounts)) {
+fn count_on_connection(sk: *const u8, f: impl FnOnce(&mut TcpCounts), on_connection: impl FnOnce(&mut Connection)) {
     if sk.is_null() {
         return;
     }
-    if let Some(c) = unsafe { SOCKETS.get(&(sk as u64)) } {
+    if let Some(c) = SOCKETS.get_ptr_mut(&(sk as u64)) {
+        let c = unsafe { &mut *c };
+        on_connection(c);
         count(c.target, f);
     }
 }
@@ -285,8 +298,11 @@ fn emit(kind: EventKind, sk: *const u8, c: &Connection, duration_ns: u64, sk_err
             _pad: 0,
         },
         direction: c.direction,
-        _pad: [0; 3],
+        resets: c.resets,
+        _pad: [0; 2],
         sk_err,
+        retransmits: c.retransmits,
+        _pad2: 0,
     };
     read_endpoints(sk, &mut r.endpoints);
     submit(kind, &r);

@@ -7,6 +7,9 @@
 //! As raw tracepoints, arg(1) is `id` at entry and `ret` at exit. Both fire in the context of
 //! the calling thread, so `bpf_get_current_pid_tgid` names the caller.
 //!
+//! A call slower than `--slow-syscall` is also sent as a `syscall.slow` record (`events.rs`):
+//! one compare per target call, and a ring-buffer record only for the slow ones.
+//!
 //! On the same exit path, the return of a target's accept() hands its connection to the tcp
 //! family (`sockets.rs`), and its send and receive calls count their bytes
 //! (`socket_bytes.rs`), and those on a followed connection go on to the http family
@@ -34,7 +37,8 @@ use collector_common::{
 };
 
 use crate::{
-    globals::{offset, read_field, syscall_io},
+    events,
+    globals::{offset, read_field, slow_syscall_ns, syscall_io},
     http::{self, HttpCall},
     maps::{SYSCALL_ERRORS, entry_slot, get_or_insert, switched_on, syscall_stats, syscall_target},
     socket_bytes, sockets,
@@ -80,7 +84,12 @@ pub fn collector_sys_exit(ctx: RawTracePointContext) -> i32 {
     let entry = *slot;
     slot.enter_ns = 0;
     let now = unsafe { bpf_ktime_get_ns() };
-    record(entry, now.saturating_sub(entry.enter_ns), ret);
+    let duration_ns = now.saturating_sub(entry.enter_ns);
+    record(entry, duration_ns, ret);
+    // `--slow-syscall`: the one compare every target call pays for it (u64::MAX when off).
+    if duration_ns > slow_syscall_ns() {
+        events::emit_slow_syscall(entry.target, entry.nr, ret, duration_ns, now);
+    }
     match syscall_io(entry.nr) {
         SyscallIo::None => {}
         SyscallIo::Accept => accept_returned(ret, entry.target),

@@ -201,7 +201,8 @@ fn start(
         return Ok(None);
     }
 
-    let mut probes = Probes::load(&layout, &cli.map_sizes(), &cli.http(), &cli.disabled_families).map_err(runtime)?;
+    let mut probes =
+        Probes::load(&layout, &cli.map_sizes(), &cli.settings(), &cli.disabled_families).map_err(runtime)?;
     // Parsing the kernel's BTF (several MB, ~100k types) is the agent's largest allocation
     // and is freed at once; hand the pages back so the resident size reflects what runs
     // (~60 MB -> under 30 MB measured by `cargo xtask bench`).
@@ -228,19 +229,12 @@ fn start(
         stop: Shutdown::new().map_err(runtime)?,
         threads: Vec::new(),
     };
-    let reader = {
-        let (targets, telemetry, event_metrics) = (targets.clone(), telemetry.clone(), event_metrics.clone());
-        let clock = kernel_events::Clock::now();
-        let mut processes = Processes::default();
-        ring::spawn_reader(ring, workers.stop.clone(), move |record| match record {
-            Ok(record) => {
-                let from_proc = telemetry.shows_all() || event_metrics.uses_proc();
-                let event = kernel_events::to_event(&record, targets.read().set(), &clock, &mut processes, from_proc);
-                telemetry.execute(event);
-            }
-            Err(e) => undecodable(&telemetry, &e),
-        })
-    };
+    let reader = spawn_reader(
+        ring,
+        workers.stop.clone(),
+        (&targets, &telemetry, &event_metrics),
+        cli.http_routes.clone(),
+    );
     workers
         .threads
         .push(reader.context("cannot start the ring-buffer reader")?);
@@ -289,6 +283,28 @@ fn start(
         registry,
         reloader,
     }))
+}
+
+/// The ring-buffer reader: each record an event, executed on the bus.
+fn spawn_reader(
+    ring: aya::maps::RingBuf<aya::maps::MapData>,
+    stop: Shutdown,
+    (targets, telemetry, event_metrics): (&Targets, &Arc<Telemetry>, &Arc<EventMetrics>),
+    routes: Vec<String>,
+) -> std::io::Result<JoinHandle<()>> {
+    let (targets, telemetry, event_metrics) = (targets.clone(), telemetry.clone(), event_metrics.clone());
+    let clock = kernel_events::Clock::now();
+    let mut processes = Processes::default();
+    ring::spawn_reader(ring, stop, move |record| match record {
+        Ok(record) => {
+            let from_proc = telemetry.shows_all() || event_metrics.uses_proc();
+            let view = targets.read();
+            let event = kernel_events::to_event(&record, view.set(), &clock, &mut processes, from_proc, &routes);
+            drop(view);
+            telemetry.execute(event);
+        }
+        Err(e) => undecodable(&telemetry, &e),
+    })
 }
 
 /// The kernel sends an `http.request` per request only while a handler takes them: tells it

@@ -14,7 +14,7 @@ use crate::{
         btf::VMLINUX_BTF,
         families::FAMILIES,
         http_routes,
-        probes::{HttpSettings, MapSizes},
+        probes::{MapSizes, Settings},
     },
     targets::{CgroupSpec, PidSpec, cgroup::pattern::CgroupPattern},
 };
@@ -119,7 +119,7 @@ pub struct Cli {
 
     /// How often to emit the periodic measurements (`process.count` per target,
     /// `collector.vm`). [example: --poll-interval 10s]
-    #[arg(long, value_name = "DURATION", env = "COLLECTOR_POLL_INTERVAL", default_value = "5s", value_parser = parse_poll_interval)]
+    #[arg(long, value_name = "DURATION", env = "COLLECTOR_POLL_INTERVAL", default_value = "5s", value_parser = parse_positive_duration)]
     pub poll_interval: humantime::Duration,
 
     /// Size of the kernel's event ring buffer in bytes: a power of two, 4096 or more. Events
@@ -190,6 +190,12 @@ pub struct Cli {
     #[arg(long = "disable-family", value_name = "FAMILY", env = "COLLECTOR_DISABLE_FAMILY", value_delimiter = ',', value_parser = parse_family)]
     pub disabled_families: Vec<&'static str>,
 
+    /// Send each call of a target that takes longer than this as a `syscall.slow` event (and,
+    /// with OTLP export, a span); off by default. Other calls pay one compare for it.
+    /// [example: --slow-syscall 10ms]
+    #[arg(long, value_name = "DURATION", env = "COLLECTOR_SLOW_SYSCALL", value_parser = parse_positive_duration)]
+    pub slow_syscall: Option<humantime::Duration>,
+
     /// The kernel's BTF to read struct layouts and tracepoints from: the running kernel's
     /// unless a distribution ships it elsewhere. [example: --kernel-btf /boot/vmlinux.btf]
     #[arg(long, value_name = "PATH", env = "COLLECTOR_KERNEL_BTF", default_value = VMLINUX_BTF)]
@@ -239,18 +245,21 @@ impl Cli {
         }
     }
 
-    /// What the kernel's http family is given: the duration buckets' bounds in ns, and the
-    /// routes.
-    pub fn http(&self) -> HttpSettings {
+    /// What the kernel programs are given: the HTTP duration buckets' bounds in ns and the
+    /// routes, and the slow-syscall threshold.
+    pub fn settings(&self) -> Settings {
         let mut bounds = Bounds {
             ns: [u64::MAX; http::BUCKETS - 1],
         };
         for (ns, seconds) in bounds.ns.iter_mut().zip(&self.http_buckets.0) {
             *ns = (seconds * 1e9).round() as u64;
         }
-        HttpSettings {
-            bounds,
-            routes: self.http_routes.clone(),
+        Settings {
+            http_bounds: bounds,
+            http_routes: self.http_routes.clone(),
+            slow_syscall_ns: self
+                .slow_syscall
+                .map_or(u64::MAX, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)),
         }
     }
 }
@@ -319,12 +328,12 @@ fn parse_entries(s: &str) -> Result<u32, String> {
     }
 }
 
-fn parse_poll_interval(s: &str) -> Result<humantime::Duration, String> {
+fn parse_positive_duration(s: &str) -> Result<humantime::Duration, String> {
     let d: humantime::Duration = s
         .parse()
         .map_err(|e| format!("'{s}' is not a duration ({e}); write e.g. 5s or 500ms"))?;
     if d.is_zero() {
-        Err("the poll interval must be longer than zero".into())
+        Err("the duration must be longer than zero".into())
     } else {
         Ok(d)
     }
@@ -406,12 +415,15 @@ mod tests {
     fn http_buckets_default_to_the_semantic_conventions_and_reach_the_kernel_in_ns() {
         let cli = parse(&["--pid", "1"]).unwrap();
         assert_eq!(cli.http_buckets.0, http::DEFAULT_BOUNDS_SECONDS);
-        let bounds = cli.http().bounds;
+        let bounds = cli.settings().http_bounds;
         assert_eq!(bounds.ns[..3], [5_000_000, 10_000_000, 25_000_000]);
         assert_eq!(bounds.ns[13], 10_000_000_000);
         assert_eq!(bounds.ns[14], u64::MAX, "unused bounds are +Inf");
         let cli = parse(&["--pid", "1", "--http-buckets", "0.1, 1"]).unwrap();
-        assert_eq!(cli.http().bounds.ns[..3], [100_000_000, 1_000_000_000, u64::MAX]);
+        assert_eq!(
+            cli.settings().http_bounds.ns[..3],
+            [100_000_000, 1_000_000_000, u64::MAX]
+        );
         for (buckets, needle) in [
             ("1,0.5", "ascending"),
             ("0.1,x", "'x' is not a duration"),

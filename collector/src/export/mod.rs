@@ -1,6 +1,6 @@
 //! What the agent serves: the exposition of `/metrics` (`exposition`), the metrics read from
 //! kernel maps at scrape time (the table `kernel_metrics`, read by `scrape`), the agent's own
-//! metrics (`agent_metrics`), label decoders (`names`), `/health` (`health`), the live event
+//! metrics (`agent_metrics`), `/health` (`health`), the live event
 //! stream (`events`) and the HTTP server (`http`). Later exporters (OTLP) join here.
 //!
 //! This folder reads the target set, the kernel maps through it, and the telemetry counts;
@@ -11,7 +11,6 @@ pub mod exposition;
 pub mod health;
 pub mod http;
 pub mod kernel_metrics;
-pub mod names;
 pub mod scrape;
 
 use std::{

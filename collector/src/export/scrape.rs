@@ -28,9 +28,14 @@ use prometheus_client::{
 use super::{
     exposition::counter,
     kernel_metrics::{KERNEL_METRICS, Key, Source, Type, Value},
-    names::{errno_name, syscall_name},
 };
-use crate::targets::{Targets, View};
+use crate::{
+    kernel::{
+        http_routes,
+        names::{errno_name, syscall_name},
+    },
+    targets::{Targets, View},
+};
 
 /// One map entry, summed over CPUs.
 #[derive(Clone, Copy, Debug)]
@@ -108,10 +113,7 @@ impl Key {
             (Key::Method, Row::Http(k, _)) => Cow::Borrowed(Method::from_u8(k.method).label()),
             (Key::Status, Row::Http(k, _)) => Cow::Owned(k.status.to_string()),
             (Key::Side, Row::Http(k, _)) => Cow::Borrowed(http::side_label(k.side)),
-            (Key::Route, Row::Http(k, _)) if !routes.is_empty() => {
-                let route = usize::from(k.route).checked_sub(1).and_then(|i| routes.get(i));
-                Cow::Owned(route.map_or("other", String::as_str).to_owned())
-            }
+            (Key::Route, Row::Http(k, _)) => Cow::Owned(http_routes::label(routes, k.route)?.to_owned()),
             (Key::Untracked, Row::Http(k, _)) => Cow::Borrowed(match k.status {
                 http::STATUS_UNMATCHED => "unmatched_response",
                 http::STATUS_IN_FLIGHT_FULL => "in_flight_full",

@@ -16,6 +16,17 @@ pub fn prefixes(pattern: &str) -> Vec<Vec<u8>> {
     }
 }
 
+/// The `http_route` label of the kernel's route number `route` (1-based into `routes`, the
+/// `--http-route`s in order): `other` for a path that matched none, `None` when no route was
+/// given (requests then have no route at all).
+pub fn label(routes: &[String], route: u16) -> Option<&str> {
+    if routes.is_empty() {
+        return None;
+    }
+    let matched = usize::from(route).checked_sub(1).and_then(|i| routes.get(i));
+    Some(matched.map_or("other", String::as_str))
+}
+
 /// Checks a `--http-route` pattern: a path from `/`, a `*` at the end only, no space, `?`
 /// or `#`, at most `ROUTE_BYTES - 1` bytes.
 pub fn check(pattern: &str) -> Result<(), String> {

@@ -1,8 +1,9 @@
 //! Everything that talks to the kernel programs: which probe families exist and what each
 //! needs (`families`), what the host allows (`host`), the running kernel's layout from BTF
 //! (`btf`), loading and attaching (`probes`, with the `--http-route` table in `http_routes`), typed map access (`maps`, with the generation
-//! counter that keeps the syscall filter's cache current in `generation`), and the event ring
-//! buffer (`records`, `ring`).
+//! counter that keeps the syscall filter's cache current in `generation`), the event ring
+//! buffer (`records`, `ring`), and the names of the kernel's numbers (`names`: syscalls,
+//! errnos).
 //!
 //! This folder calls nothing else of the agent: the target set, telemetry and export sit on
 //! top of it, and the ring-buffer reader hands its records to a closure the agent supplies.
@@ -12,6 +13,7 @@ pub mod generation;
 pub mod host;
 pub mod http_routes;
 pub mod maps;
+pub mod names;
 pub mod probes;
 pub mod records;
 pub mod ring;

@@ -137,12 +137,15 @@ fn fill_methods(ebpf: &mut Ebpf) -> Result<(), ProbeError> {
     Ok(())
 }
 
-/// What the http family is given at load: `--http-buckets` in ns and `--http-route`.
+/// What the programs are given at load besides map sizes: for the http family
+/// `--http-buckets` in ns and `--http-route`; for the syscalls family `--slow-syscall`.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct HttpSettings {
-    pub bounds: Bounds,
+pub struct Settings {
+    pub http_bounds: Bounds,
     /// Checked patterns (`http_routes::check`); route `i` is `i + 1` in the kernel.
-    pub routes: Vec<String>,
+    pub http_routes: Vec<String>,
+    /// A target's call slower than this is sent as `syscall.slow`; `u64::MAX`: none is.
+    pub slow_syscall_ns: u64,
 }
 
 /// Gives the http family the routes (`HTTP_ROUTES`), and turns route matching on if any.
@@ -189,13 +192,13 @@ pub struct Probes {
 }
 
 impl Probes {
-    /// Loads the object with its maps sized by `sizes`, the kernel layout and the http
-    /// family's settings. No program is attached; the `disabled` families (non-core, as
+    /// Loads the object with its maps sized by `sizes`, the kernel layout and the
+    /// programs' `settings`. No program is attached; the `disabled` families (non-core, as
     /// `--disable-family` checks) and those that need them never will be.
     pub fn load(
         layout: &KernelLayout,
         sizes: &MapSizes,
-        http: &HttpSettings,
+        settings: &Settings,
         disabled: &[&'static str],
     ) -> Result<Self, ProbeError> {
         let mut loader = EbpfLoader::new();
@@ -208,13 +211,14 @@ impl Probes {
         let mut ebpf = loader
             .override_global(globals::KERNEL_OFFSETS, &layout.offsets, true)
             .override_global(globals::KERNEL_FEATURES, &layout.features, true)
-            .override_global(globals::HTTP_BOUNDS, &http.bounds, true)
+            .override_global(globals::HTTP_BOUNDS, &settings.http_bounds, true)
+            .override_global(globals::SLOW_SYSCALL_NS, &settings.slow_syscall_ns, true)
             .load(OBJECT)
             .map_err(ProbeError::Load)?;
         fill_queue(&mut ebpf, maps::FREE_SLOTS, sizes.target_threads)?;
         fill_queue(&mut ebpf, maps::FREE_SERIES, sizes.syscall_stats)?;
         fill_methods(&mut ebpf)?;
-        fill_routes(&mut ebpf, &http.routes)?;
+        fill_routes(&mut ebpf, &settings.http_routes)?;
         let attached = all_probes().map(|p| (p.name, false)).collect();
         let mut probes = Probes {
             ebpf,

@@ -1,7 +1,9 @@
 //! Ring-buffer records from the kernel (`collector_common::events`), decoded: each starts
 //! with an `EventHeader` naming its kind and size, which are checked before the bytes are
 //! read as that kind.
-use collector_common::events::{EventHeader, EventKind, ExecRecord, HttpRecord, ProcessRecord, TcpRecord};
+use collector_common::events::{
+    EventHeader, EventKind, ExecRecord, HttpRecord, ProcessRecord, SyscallRecord, TcpRecord,
+};
 
 /// A decoded ring-buffer record.
 #[derive(Clone, Copy, Debug)]
@@ -11,6 +13,7 @@ pub enum Record {
     Exit(ProcessRecord),
     Tcp(TcpRecord),
     Http(HttpRecord),
+    Syscall(SyscallRecord),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -44,6 +47,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
             size_of::<TcpRecord>()
         }
         EventKind::HttpRequest => size_of::<HttpRecord>(),
+        EventKind::SyscallSlow => size_of::<SyscallRecord>(),
     };
     if bytes.len() < want || header.size as usize != want {
         return Err(DecodeError::Size {
@@ -57,7 +61,10 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EventKind::ProcessExec => Record::Exec(read(bytes)),
         EventKind::ProcessExit => Record::Exit(read(bytes)),
         EventKind::HttpRequest => Record::Http(read(bytes)),
-        _ => Record::Tcp(read(bytes)),
+        EventKind::SyscallSlow => Record::Syscall(read(bytes)),
+        EventKind::TcpConnect | EventKind::TcpAccept | EventKind::TcpConnectError | EventKind::TcpClose => {
+            Record::Tcp(read(bytes))
+        }
     })
 }
 
@@ -122,6 +129,25 @@ pub(crate) mod tests {
             panic!("not an exec")
         };
         assert_eq!(kernel_str(&got.filename), "/bin/true");
+
+        let slow = SyscallRecord {
+            header: EventHeader {
+                kind: EventKind::SyscallSlow as u32,
+                size: size_of::<SyscallRecord>() as u32,
+                ktime_ns: 7,
+                target: 1,
+                pid: 44,
+            },
+            duration_ns: 100_000_000,
+            ret: -4,
+            tid: 45,
+            nr: 35,
+            comm: comm("sleeper"),
+        };
+        let Record::Syscall(got) = decode(&bytes(&slow)).unwrap() else {
+            panic!("not a syscall")
+        };
+        assert_eq!((got.tid, got.nr, got.ret, got.duration_ns), (45, 35, -4, 100_000_000));
     }
 
     #[test]

@@ -114,23 +114,26 @@ pub const EVENTS: &[EventSpec] = &[
         shared: TCP,
         own: &[],
     },
-    // a target's connect() was never established (`reason`: refused, timeout, ...)
+    // a target's connect() was never established (`duration`: SYN sent to failure;
+    // `reason`: refused, timeout, ...)
     EventSpec {
         name: "tcp.connect_error",
-        measurements: &[],
+        measurements: &[("duration", Unit::Second)],
         shared: TCP,
         own: &["reason"],
     },
-    // a target's connection was closed and freed (`duration`: its lifetime)
+    // a target's connection was closed and freed (`duration`: its lifetime; `close_reason`:
+    // closed, reset (this side sent one) or reset_by_peer)
     EventSpec {
         name: "tcp.close",
         measurements: &[
             ("duration", Unit::Second),
             ("bytes_sent", Unit::Byte),
             ("bytes_received", Unit::Byte),
+            ("retransmits", Unit::Dimensionless),
         ],
         shared: TCP,
-        own: &[],
+        own: &["close_reason"],
     },
     // a target's HTTP request completed (sent by the kernel only while a handler takes it:
     // a definition on it, the --events sink, an /events reader that asked for it)
@@ -142,7 +145,15 @@ pub const EVENTS: &[EventSpec] = &[
             ("response_bytes", Unit::Byte),
         ],
         shared: HTTP,
-        own: &["method", "path", "status_code"],
+        own: &["method", "path", "status_code", "route"],
+    },
+    // a target's syscall took longer than --slow-syscall (sent only with that flag; `errno`
+    // when it failed)
+    EventSpec {
+        name: "syscall.slow",
+        measurements: &[("duration", Unit::Second)],
+        shared: &["target", "pid", "comm", "cgroup"],
+        own: &["tid", "syscall", "errno"],
     },
 ];
 

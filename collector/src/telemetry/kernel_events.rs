@@ -7,9 +7,9 @@ use std::{
 
 use collector_common::{
     TargetId,
-    events::{Endpoints, EventKind, HttpRecord, TcpRecord},
+    events::{Endpoints, EventKind, HttpRecord, SyscallRecord, TcpRecord},
     http::{self, Method},
-    sockets::{AF_INET6, connect_error_reason, direction_label},
+    sockets::{AF_INET6, close_reason, connect_error_reason, direction_label},
 };
 
 use super::{
@@ -17,7 +17,11 @@ use super::{
     process_info::{ProcessInfo, Processes},
 };
 use crate::{
-    kernel::records::{Record, kernel_str},
+    kernel::{
+        http_routes,
+        names::{errno_name, syscall_name},
+        records::{Record, kernel_str},
+    },
     targets::{Target, TargetKind, TargetSet},
 };
 
@@ -56,19 +60,21 @@ pub fn outcome(exit_code: u32) -> (&'static str, Result<i64, String>) {
 }
 
 /// The telemetry event of a record. With `from_proc`, `processes` adds what /proc says of the
-/// process (`process_info::FROM_PROC`).
+/// process (`process_info::FROM_PROC`); `routes` (`--http-route`) name a request's route.
 pub fn to_event(
     record: &Record,
     targets: &TargetSet,
     clock: &Clock,
     processes: &mut Processes,
     from_proc: bool,
+    routes: &[String],
 ) -> Event {
     let (header, comm) = match record {
         Record::Start(p) | Record::Exit(p) => (&p.header, &p.comm),
         Record::Exec(e) => (&e.process.header, &e.process.comm),
         Record::Tcp(t) => (&t.header, &t.comm),
         Record::Http(h) => (&h.header, &h.comm),
+        Record::Syscall(c) => (&c.header, &c.comm),
     };
     // The kind was checked when the record was decoded.
     let kind = EventKind::from_u32(header.kind).unwrap_or(EventKind::ProcessStart);
@@ -82,7 +88,8 @@ pub fn to_event(
     };
     let event = match record {
         Record::Tcp(t) => tcp_event(event, kind, t),
-        Record::Http(h) => http_event(event, h),
+        Record::Http(h) => http_event(event, h, routes),
+        Record::Syscall(c) => syscall_event(event, c),
         Record::Start(_) | Record::Exec(_) | Record::Exit(_) => {
             return process_event(event, record, target, processes, from_proc);
         }
@@ -115,7 +122,7 @@ fn process_event(
             processes.forget(p.header.pid);
             ProcessInfo::default()
         }
-        (Record::Exec(_) | Record::Tcp(_) | Record::Http(_), _) => ProcessInfo::default(),
+        (Record::Exec(_) | Record::Tcp(_) | Record::Http(_) | Record::Syscall(_), _) => ProcessInfo::default(),
     };
     let event = describe_process(event, process, target);
     match record {
@@ -129,7 +136,7 @@ fn process_event(
                 Err(signal) => event.meta("signal", signal),
             }
         }
-        Record::Start(_) | Record::Tcp(_) | Record::Http(_) => event,
+        Record::Start(_) | Record::Tcp(_) | Record::Http(_) | Record::Syscall(_) => event,
     }
 }
 
@@ -170,13 +177,16 @@ fn with_endpoints(event: Event, e: &Endpoints) -> Event {
         .meta("peer_port", u32::from(e.dport))
 }
 
-/// An `http.request` event: the request's method, path and status, who served or made it
-/// (`direction`: `server` or `client`), its duration and bytes.
-fn http_event(event: Event, h: &HttpRecord) -> Event {
-    let event = with_endpoints(event, &h.endpoints)
+/// An `http.request` event: the request's method, path, route (with `--http-route`) and
+/// status, who served or made it (`direction`: `server` or `client`), its duration and bytes.
+fn http_event(event: Event, h: &HttpRecord, routes: &[String]) -> Event {
+    let mut event = with_endpoints(event, &h.endpoints)
         .meta("direction", http::side_label(h.side))
         .meta("method", Method::from_u8(h.method).label())
         .meta("status_code", u32::from(h.status));
+    if let Some(route) = http_routes::label(routes, h.route) {
+        event = event.meta("route", route);
+    }
     let event = if h.path_len > 0 {
         event.meta("path", request_path(h))
     } else {
@@ -186,6 +196,19 @@ fn http_event(event: Event, h: &HttpRecord) -> Event {
         .measure("duration", h.duration_ns as f64 / 1e9)
         .measure("request_bytes", h.request_bytes as f64)
         .measure("response_bytes", h.response_bytes as f64)
+}
+
+/// A `syscall.slow` event: which call of which thread, how long, and its errno if it failed.
+fn syscall_event(event: Event, c: &SyscallRecord) -> Event {
+    let event = event
+        .meta("tid", c.tid)
+        .meta("syscall", syscall_name(c.nr).into_owned())
+        .measure("duration", c.duration_ns as f64 / 1e9);
+    match c.ret {
+        // include/linux/err.h: MAX_ERRNO
+        -4095..=-1 => event.meta("errno", errno_name((-c.ret) as u32).into_owned()),
+        _ => event,
+    }
 }
 
 /// The request target up to the space that ends it, of what the kernel kept.
@@ -201,11 +224,15 @@ fn tcp_event(event: Event, kind: EventKind, t: &TcpRecord) -> Event {
     let seconds = t.duration_ns as f64 / 1e9;
     match kind {
         EventKind::TcpConnect => event.measure("duration", seconds),
-        EventKind::TcpConnectError => event.meta("reason", connect_error_reason(t.sk_err)),
+        EventKind::TcpConnectError => event
+            .measure("duration", seconds)
+            .meta("reason", connect_error_reason(t.sk_err)),
         EventKind::TcpClose => event
             .measure("duration", seconds)
             .measure("bytes_sent", t.bytes_sent as f64)
-            .measure("bytes_received", t.bytes_received as f64),
+            .measure("bytes_received", t.bytes_received as f64)
+            .measure("retransmits", f64::from(t.retransmits))
+            .meta("close_reason", close_reason(t.resets)),
         _ => event,
     }
 }
@@ -223,7 +250,7 @@ fn with_target_cgroup(event: Event, target: Option<&Target>) -> Event {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use collector_common::events::EventKind;
 
     use super::*;
@@ -260,6 +287,7 @@ mod tests {
             &clock,
             &mut Processes::default(),
             true,
+            &[],
         );
         assert_eq!(event.name, "process.exit");
         assert_eq!(event.time, SystemTime::UNIX_EPOCH + Duration::from_secs(5));
@@ -271,11 +299,11 @@ mod tests {
         assert_eq!(event.metadata("exit_code"), None);
     }
 
-    #[test]
-    fn events_carry_exactly_what_the_catalogue_says() {
+    /// A record of every kind (two exits: a failure and a signal), as the kernel makes them.
+    pub(crate) fn one_record_of_each_kind() -> Vec<Record> {
         use collector_common::events::{COMM_LEN, ExecRecord, FILENAME_LEN, PATH_BYTES};
 
-        use crate::{kernel::records::tests::comm, telemetry::catalogue};
+        use crate::kernel::records::tests::comm;
         let endpoints = Endpoints {
             saddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             daddr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
@@ -298,8 +326,11 @@ mod tests {
             comm: [0; COMM_LEN],
             endpoints,
             direction: 0,
-            _pad: [0; 3],
+            resets: 0,
+            _pad: [0; 2],
             sk_err: 111,
+            retransmits: 4,
+            _pad2: 0,
         };
         let mut path = [0; PATH_BYTES];
         path[..14].copy_from_slice(b"/a?b=1 HTTP/1.");
@@ -320,7 +351,8 @@ mod tests {
             method: Method::Get as u8,
             side: http::SERVER,
             path_len: 14,
-            _pad: [0; 3],
+            _pad: 0,
+            route: 1,
             path,
         };
         let me = std::process::id();
@@ -329,7 +361,7 @@ mod tests {
             filename: [0; FILENAME_LEN],
         };
         exec.process.comm = comm("true");
-        let records = [
+        vec![
             Record::Start(process(EventKind::ProcessStart, me, 0)),
             Record::Exec(exec),
             Record::Exit(process(EventKind::ProcessExit, me, 1 << 8)),
@@ -339,13 +371,33 @@ mod tests {
             Record::Tcp(tcp(EventKind::TcpConnectError)),
             Record::Tcp(tcp(EventKind::TcpClose)),
             Record::Http(http),
-        ];
+            Record::Syscall(SyscallRecord {
+                header: collector_common::events::EventHeader {
+                    kind: EventKind::SyscallSlow as u32,
+                    size: 0,
+                    ktime_ns: 1,
+                    target: 1,
+                    pid: me,
+                },
+                duration_ns: 150_000_000,
+                ret: -4,
+                tid: me + 1,
+                nr: 35,
+                comm: comm("sleeper"),
+            }),
+        ]
+    }
+
+    #[test]
+    fn events_carry_exactly_what_the_catalogue_says() {
+        use crate::telemetry::catalogue;
+        let records = one_record_of_each_kind();
         let clock = Clock {
             boot: SystemTime::UNIX_EPOCH,
         };
         let mut processes = Processes::default();
         for record in &records {
-            let event = to_event(record, &targets(), &clock, &mut processes, true);
+            let event = to_event(record, &targets(), &clock, &mut processes, true, &["/a".into()]);
             let spec = catalogue::find(event.name).unwrap();
             for (key, _) in &event.metadata {
                 assert!(
@@ -354,9 +406,19 @@ mod tests {
                     event.name
                 );
             }
+            if event.name == "syscall.slow" {
+                assert_eq!(event.metadata("syscall"), Some(&"nanosleep".into()));
+                assert_eq!(event.metadata("errno"), Some(&"EINTR".into()));
+                assert_eq!(event.measurement("duration"), Some(0.15));
+            }
+            if event.name == "tcp.close" {
+                assert_eq!(event.metadata("close_reason"), Some(&"closed".into()));
+                assert_eq!(event.measurement("retransmits"), Some(4.0));
+            }
             if event.name == "http.request" {
                 assert_eq!(event.metadata("path"), Some(&"/a?b=1".into()));
                 assert_eq!(event.metadata("direction"), Some(&"server".into()));
+                assert_eq!(event.metadata("route"), Some(&"/a".into()));
                 assert_eq!(event.measurement("duration"), Some(0.002));
             }
             let measured: Vec<_> = event.measurements.iter().map(|(k, _)| *k).collect();
@@ -366,7 +428,7 @@ mod tests {
             // of a name have (exit_code or signal) and a cgroup a PID target lacks.
             for key in spec.metadata() {
                 // (and a path the kernel could not keep)
-                let optional = ["exit_code", "signal", "cgroup", "path"].contains(&key);
+                let optional = ["exit_code", "signal", "cgroup", "path", "errno"].contains(&key);
                 assert!(optional || event.metadata(key).is_some(), "{} lacks {key}", event.name);
             }
         }
