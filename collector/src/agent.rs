@@ -18,7 +18,7 @@
 use std::{
     sync::Arc,
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use anyhow::{Context as _, anyhow};
@@ -37,7 +37,7 @@ use crate::{
         self, FileConfig,
         reload::{ReloadStats, Reloader},
     },
-    export::{self, Sources, http},
+    export::{self, Sources, http, otlp::Otlp},
     kernel::{
         btf::KernelLayout,
         families::{CGROUPS, Stage},
@@ -129,6 +129,7 @@ pub async fn run(cli: Cli, file: Option<FileConfig>) -> Result<(), Failure> {
         sources,
         registry,
         reloader,
+        otlp,
     } = agent;
     reload_on_hangup(hangups, reloader.clone());
     let reload_over_http = cli.web_enable_reload.then_some(reloader).map(|reloader| {
@@ -142,7 +143,11 @@ pub async fn run(cli: Cli, file: Option<FileConfig>) -> Result<(), Failure> {
     let served = serve(listener, Arc::new(sources), registry, reload_over_http, &signalled).await;
     drop(probes); // detaches every link and unloads the programs
     drop(workers); // then the reader drains what the programs wrote before
-    telemetry.detach_all(); // lets the sink write what it has queued
+    telemetry.detach_all(); // lets the sink write what it has queued, and OTLP its spans
+    if let Some(otlp) = otlp {
+        // Waits (boundedly) for the export threads: off the async workers.
+        let _ = tokio::task::spawn_blocking(move || otlp.shutdown()).await;
+    }
     served.map_err(runtime)?;
     tracing::info!("stopped; all probes detached");
     Ok(())
@@ -154,9 +159,11 @@ struct Running {
     workers: Workers,
     listener: TcpListener,
     sources: Sources,
-    registry: Registry,
+    registry: Arc<Registry>,
     /// With --config.
     reloader: Option<Arc<Reloader>>,
+    /// With --otlp-endpoint.
+    otlp: Option<Otlp>,
 }
 
 /// The agent's threads (ring-buffer reader, poller, targets watcher) and the one signal that
@@ -197,6 +204,8 @@ fn start(
     // event the kernel sends finds nobody to count it.
     let (telemetry, event_metrics, mut registry) = start_telemetry(file, cli.events.as_deref())?;
     let reload_stats = ReloadStats::register(&mut registry);
+    let mut otlp =
+        Otlp::start(&cli.otlp, &telemetry, &tokio::runtime::Handle::current()).map_err(|e| runtime(anyhow!(e)))?;
     if signalled.is_triggered() {
         return Ok(None);
     }
@@ -273,8 +282,16 @@ fn start(
         started,
         http_bounds: cli.http_buckets.0.clone(),
         http_routes: cli.http_routes.clone(),
+        otlp: otlp.as_ref().map(Otlp::signals),
     };
     export::register_collectors(&mut registry, &sources);
+    let registry = Arc::new(registry);
+    if let Some(otlp) = &mut otlp {
+        let interval = cli.otlp.interval.unwrap_or(cli.poll_interval).into();
+        let wall_start = SystemTime::now() - started.elapsed();
+        otlp.push_metrics(registry.clone(), interval, wall_start)
+            .map_err(|e| runtime(anyhow!(e)))?;
+    }
     Ok(Some(Running {
         probes,
         workers,
@@ -282,6 +299,7 @@ fn start(
         sources,
         registry,
         reloader,
+        otlp,
     }))
 }
 
@@ -442,7 +460,7 @@ fn start_telemetry(
 async fn serve(
     listener: TcpListener,
     sources: Arc<Sources>,
-    registry: Registry,
+    registry: Arc<Registry>,
     reload: Option<http::Reload>,
     signalled: &Shutdown,
 ) -> anyhow::Result<()> {

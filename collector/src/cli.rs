@@ -10,6 +10,7 @@ use collector_common::{
 };
 
 use crate::{
+    export::otlp::settings::OtlpArgs,
     kernel::{
         btf::VMLINUX_BTF,
         families::FAMILIES,
@@ -200,6 +201,9 @@ pub struct Cli {
     /// unless a distribution ships it elsewhere. [example: --kernel-btf /boot/vmlinux.btf]
     #[arg(long, value_name = "PATH", env = "COLLECTOR_KERNEL_BTF", default_value = VMLINUX_BTF)]
     pub kernel_btf: PathBuf,
+
+    #[command(flatten)]
+    pub otlp: OtlpArgs,
 }
 
 #[derive(Debug, Subcommand)]

@@ -16,6 +16,7 @@ pub use fixtures::{
     cgroups::{CgroupTree, cgroup2_mount, move_to_cgroup},
     event_sink::{events_reader, sink_events, sink_path},
     nginx::{HttpCounts, Nginx, count_lines_with, http_requests},
+    otlp_receiver::{OtlpReceiver, attribute, free_port},
     pid_max::{PidMaxSet, pid_max},
     tcp_server::serve_tcp,
 };

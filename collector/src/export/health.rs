@@ -7,6 +7,8 @@
 //! `degraded` (HTTP 200) when a PID target has no live process left (its metrics are
 //! complete but will not grow; that is the target's state, not the agent's failure), or
 //! when there are no targets at all (patterns that match nothing yet).
+//! `degraded` (HTTP 200) while an OTLP export fails (the receiver is down or refuses): what
+//! it would have sent is counted as dropped, and `/metrics` is whole.
 use std::collections::BTreeMap;
 
 use serde::Serialize;
@@ -42,6 +44,17 @@ pub struct Health {
 pub struct Checks {
     pub probes: ProbesCheck,
     pub targets: TargetsCheck,
+    /// With `--otlp-endpoint`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp: Option<OtlpCheck>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OtlpCheck {
+    pub status: CheckStatus,
+    /// Signal -> the last export's error, for the signals whose exports fail.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub failing: BTreeMap<&'static str, String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -119,14 +132,33 @@ impl Health {
                 .then_some("no targets: no --cgroup-pattern matches a cgroup yet"),
             targets,
         };
-        let status = match (probes.status, targets.status) {
-            (CheckStatus::Fail, _) | (_, CheckStatus::Fail) => Status::Unhealthy,
-            (CheckStatus::Warn, _) | (_, CheckStatus::Warn) => Status::Degraded,
-            _ => Status::Healthy,
+        let otlp = sources.otlp.as_ref().map(|signals| {
+            let failing: BTreeMap<&'static str, String> =
+                signals.iter().filter_map(|s| Some((s.signal, s.failing()?))).collect();
+            OtlpCheck {
+                status: if failing.is_empty() {
+                    CheckStatus::Pass
+                } else {
+                    CheckStatus::Warn
+                },
+                failing,
+            }
+        });
+        let statuses = [
+            probes.status,
+            targets.status,
+            otlp.as_ref().map_or(CheckStatus::Pass, |o| o.status),
+        ];
+        let status = if statuses.contains(&CheckStatus::Fail) {
+            Status::Unhealthy
+        } else if statuses.contains(&CheckStatus::Warn) {
+            Status::Degraded
+        } else {
+            Status::Healthy
         };
         Health {
             status,
-            checks: Checks { probes, targets },
+            checks: Checks { probes, targets, otlp },
             version: env!("CARGO_PKG_VERSION"),
             uptime_seconds: sources.started.elapsed().as_secs(),
         }

@@ -38,11 +38,10 @@ struct Shared {
 pub async fn serve(
     listener: TcpListener,
     sources: Arc<Sources>,
-    registry: Registry,
+    registry: Arc<Registry>,
     reload: Option<Reload>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let registry = Arc::new(registry);
     let events = Arc::new(EventStreams::new(sources.telemetry.clone(), shutdown.clone()));
     let app = Router::new()
         .route("/metrics", get(get_metrics))

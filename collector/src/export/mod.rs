@@ -1,7 +1,7 @@
 //! What the agent serves: the exposition of `/metrics` (`exposition`), the metrics read from
 //! kernel maps at scrape time (the table `kernel_metrics`, read by `scrape`), the agent's own
 //! metrics (`agent_metrics`), `/health` (`health`), the live event
-//! stream (`events`) and the HTTP server (`http`). Later exporters (OTLP) join here.
+//! stream (`events`), the HTTP server (`http`), and the OTLP push (`otlp`).
 //!
 //! This folder reads the target set, the kernel maps through it, and the telemetry counts;
 //! nothing below it calls back up.
@@ -11,6 +11,7 @@ pub mod exposition;
 pub mod health;
 pub mod http;
 pub mod kernel_metrics;
+pub mod otlp;
 pub mod scrape;
 
 use std::{
@@ -40,6 +41,8 @@ pub struct Sources {
     pub http_bounds: Vec<f64>,
     /// `--http-route`: route `i` of the kernel's `HttpKey::route` is `http_routes[i - 1]`.
     pub http_routes: Vec<String>,
+    /// With `--otlp-endpoint`: each signal's export counts and state.
+    pub otlp: Option<otlp::Signals>,
 }
 
 /// The names of the metrics served at scrape time, which a metric definition may not take.
@@ -53,6 +56,7 @@ pub fn served_names() -> Vec<&'static str> {
     let kernel = kernel_metrics::KERNEL_METRICS.iter().map(|m| m.name);
     kernel
         .chain(agent_metrics::NAMES.iter().copied())
+        .chain(otlp::NAMES.iter().copied())
         .chain(OTHERS.iter().copied())
         .collect()
 }
@@ -78,4 +82,7 @@ pub fn register_collectors(registry: &mut Registry, sources: &Sources) {
         probes: sources.probes.clone(),
         read_errors,
     }));
+    if let Some(signals) = &sources.otlp {
+        registry.register_collector(Box::new(otlp::OtlpCollector(signals.clone())));
+    }
 }

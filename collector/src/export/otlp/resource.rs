@@ -1,0 +1,66 @@
+//! The OTLP resource: what every span, metric point and log record is about. The semantic
+//! conventions' service, host and OS attributes (https://opentelemetry.io/docs/specs/semconv/
+//! resource/), then the user's (`--otlp-resource-attributes`), then the service name.
+use opentelemetry::KeyValue;
+use opentelemetry_sdk::Resource;
+
+use super::settings::OtlpArgs;
+
+/// Where systemd (and dbus before it) keeps the host's stable id: semconv's `host.id` on
+/// Linux, "the machine-id from /etc/machine-id".
+const MACHINE_ID: &str = "/etc/machine-id";
+
+pub fn of(args: &OtlpArgs) -> Resource {
+    let mut attributes = vec![
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+        KeyValue::new("os.type", "linux"),
+    ];
+    if let Ok(host) = nix::unistd::gethostname() {
+        attributes.push(KeyValue::new("host.name", host.to_string_lossy().into_owned()));
+    }
+    if let Ok(id) = std::fs::read_to_string(MACHINE_ID)
+        && !id.trim().is_empty()
+    {
+        attributes.push(KeyValue::new("host.id", id.trim().to_owned()));
+    }
+    let users = args.resource_attributes.iter().flat_map(|p| &p.0);
+    // Later attributes of the same key win in the builder.
+    attributes.extend(users.map(|(k, v)| KeyValue::new(k.clone(), v.clone())));
+    Resource::builder_empty()
+        .with_attributes(attributes)
+        .with_service_name(args.service_name.clone())
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use opentelemetry::{Key, Value};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        otlp: OtlpArgs,
+    }
+
+    #[test]
+    fn the_users_attributes_override_the_agents_but_not_the_service_name() {
+        let cli = Cli::try_parse_from([
+            "collector",
+            "--otlp-service-name",
+            "agent",
+            "--otlp-resource-attributes",
+            "os.type=plan9,service.name=other,team=ops",
+        ])
+        .unwrap();
+        let resource = of(&cli.otlp);
+        let get = |k: &'static str| resource.get(&Key::from_static_str(k));
+        assert_eq!(get("service.name"), Some(Value::from("agent")));
+        assert_eq!(get("os.type"), Some(Value::from("plan9")));
+        assert_eq!(get("team"), Some(Value::from("ops")));
+        assert_eq!(get("service.version"), Some(Value::from(env!("CARGO_PKG_VERSION"))));
+        assert!(get("host.name").is_some());
+    }
+}
