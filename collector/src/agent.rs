@@ -18,7 +18,7 @@
 use std::{
     sync::Arc,
     thread::JoinHandle,
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, anyhow};
@@ -287,9 +287,7 @@ fn start(
     export::register_collectors(&mut registry, &sources);
     let registry = Arc::new(registry);
     if let Some(otlp) = &mut otlp {
-        let interval = cli.otlp.interval.unwrap_or(cli.poll_interval).into();
-        let wall_start = SystemTime::now() - started.elapsed();
-        otlp.push_metrics(registry.clone(), interval, wall_start)
+        otlp.push_metrics(registry.clone(), cli.poll_interval.into(), started)
             .map_err(|e| runtime(anyhow!(e)))?;
     }
     Ok(Some(Running {

@@ -59,6 +59,8 @@ const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 /// The running export: its threads, and the counts each signal keeps.
 pub struct Otlp {
     target: Target,
+    /// `--otlp-interval`.
+    interval: Option<Duration>,
     resource: opentelemetry_sdk::Resource,
     runtime: Handle,
     signals: Signals,
@@ -80,6 +82,7 @@ impl Otlp {
         let stop = Shutdown::new().map_err(|e| format!("cannot make the OTLP stop signal: {e}"))?;
         let mut otlp = Otlp {
             target,
+            interval: args.interval.map(Into::into),
             resource,
             runtime: runtime.clone(),
             signals: Arc::new(Vec::new()),
@@ -138,20 +141,21 @@ impl Otlp {
         Ok(Some(otlp))
     }
 
-    /// Starts pushing the metrics `registry` encodes every `interval`; once it holds every
+    /// Starts pushing the metrics `registry` encodes every `--otlp-interval` (else
+    /// `poll_interval`), cumulative since the agent `started`; once the registry holds every
     /// collector (the end of start-up).
     pub fn push_metrics(
         &mut self,
         registry: Arc<Registry>,
-        interval: Duration,
-        started: SystemTime,
+        poll_interval: Duration,
+        started: Instant,
     ) -> Result<(), String> {
         let stats = self.signal("metrics").ok_or("no metrics signal")?;
         let push = metrics::Push {
             registry,
             resource: (&self.resource).into(),
-            interval,
-            started,
+            interval: self.interval.unwrap_or(poll_interval),
+            started: SystemTime::now() - started.elapsed(),
             stats,
         };
         let thread = metrics::spawn(push, self.target.clone(), self.runtime.clone(), self.stop.clone())

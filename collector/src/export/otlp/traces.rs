@@ -74,10 +74,10 @@ impl Traces {
             "process.start" => {
                 // A target's parent is a target too (it forked it): opened now if it began
                 // before the agent.
-                let ppid = int(event, "ppid");
-                let parent = self.process(ppid).map(|p| (p.trace, p.span));
+                let parent_pid = int(event, "ppid");
+                let parent = self.process(parent_pid).map(|p| (p.trace, p.span));
                 let open = Open {
-                    ppid: Some(ppid),
+                    ppid: Some(parent_pid),
                     ..self.new_open(parent, Some(event.time), pid)
                 };
                 insert(&mut self.processes, pid, open);
