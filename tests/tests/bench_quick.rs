@@ -38,9 +38,9 @@ fn every_bench_arm_runs_and_every_tool_counts_exactly() {
     let arms = report["syscall_cost"]["arms"].as_object().unwrap();
     assert_eq!(
         arms.keys().map(String::as_str).collect::<Vec<_>>(),
-        ["a", "b", "c", "c'", "d", "d'", "e", "f", "g"]
+        ["a", "b", "c", "c'", "d", "d'", "do", "ds", "e", "f", "g"]
     );
-    for counting in ["d", "d'", "e", "f", "g"] {
+    for counting in ["d", "d'", "do", "ds", "e", "f", "g"] {
         let arm = &arms[counting];
         for counted in arm["counted"].as_array().unwrap() {
             println!("{}: counted {counted} of {}", arm["arm"], arm["expected_count"]);
@@ -61,6 +61,11 @@ fn every_bench_arm_runs_and_every_tool_counts_exactly() {
     assert_eq!(storms.len(), 6);
     for storm in storms {
         assert_eq!(storm["accounted"], true, "{storm}");
+    }
+    // With OTLP: every exit's span exported or counted as dropped.
+    for storm in report["events"]["otlp"].as_array().unwrap() {
+        assert_eq!(storm["accounted"], true, "{storm}");
+        assert_eq!(storm["otlp"]["spans_accounted"], true, "{storm}");
     }
     assert_eq!(report["scrape"].as_array().unwrap().len(), 2);
     assert!(report["idle"]["rss_mib"].as_f64().unwrap() > 0.0);

@@ -1,7 +1,7 @@
 //! A. The arms a timed loop runs under, and one timed run under one arm.
 use std::path::Path;
 
-use tests::{CgroupTree, Collector, Workload, collector_bin};
+use tests::{CgroupTree, Collector, OtlpReceiver, Workload, collector_bin};
 
 use crate::{
     peers::{Floor, Peer, Tool},
@@ -21,6 +21,11 @@ pub enum Arm {
     CollectorTarget,
     /// (e) collector, the looping process in a cgroup target
     CollectorCgroup,
+    /// (d) with `--slow-syscall 10ms`: the threshold's compare on every target call
+    TargetSlowSyscall,
+    /// (d) with OTLP export of every signal (traces with slow syscalls, metrics, logs) to a
+    /// receiver in the bench
+    TargetOtlp,
     /// (c') as (c), with the `--baseline` binary: a before/after comparison in one run
     BaselineOther,
     /// (d') as (d), with the `--baseline` binary
@@ -32,12 +37,14 @@ pub enum Arm {
 }
 
 impl Arm {
-    pub const ALL: [Arm; 7] = [
+    pub const ALL: [Arm; 9] = [
         Arm::Bare,
         Arm::Floor,
         Arm::CollectorOther,
         Arm::CollectorTarget,
         Arm::CollectorCgroup,
+        Arm::TargetSlowSyscall,
+        Arm::TargetOtlp,
         Arm::Bpftrace,
         Arm::Syscount,
     ];
@@ -49,6 +56,8 @@ impl Arm {
             Arm::CollectorOther => "(c) collector, process not a target",
             Arm::CollectorTarget => "(d) collector, process a PID target",
             Arm::CollectorCgroup => "(e) collector, process in a cgroup target",
+            Arm::TargetSlowSyscall => "(ds) as (d), with --slow-syscall 10ms",
+            Arm::TargetOtlp => "(do) as (d), with OTLP export of traces, metrics and logs",
             Arm::BaselineOther => "(c') baseline collector, process not a target",
             Arm::BaselineTarget => "(d') baseline collector, process a PID target",
             Arm::Bpftrace => "(f) bpftrace latency histogram for the pid",
@@ -63,6 +72,8 @@ impl Arm {
             Arm::CollectorOther
                 | Arm::CollectorTarget
                 | Arm::CollectorCgroup
+                | Arm::TargetSlowSyscall
+                | Arm::TargetOtlp
                 | Arm::BaselineOther
                 | Arm::BaselineTarget
         )
@@ -84,6 +95,8 @@ impl Arm {
             Arm::CollectorOther => "c",
             Arm::CollectorTarget => "d",
             Arm::CollectorCgroup => "e",
+            Arm::TargetSlowSyscall => "ds",
+            Arm::TargetOtlp => "do",
             Arm::BaselineOther => "c'",
             Arm::BaselineTarget => "d'",
             Arm::Bpftrace => "f",
@@ -132,6 +145,8 @@ pub fn run_arm(arm: Arm, workload: &str, calls: u64, baseline: Option<&Path>, ac
         Arm::CollectorOther
         | Arm::CollectorTarget
         | Arm::CollectorCgroup
+        | Arm::TargetSlowSyscall
+        | Arm::TargetOtlp
         | Arm::BaselineOther
         | Arm::BaselineTarget => {
             let bystander = Workload::spawn();
@@ -143,7 +158,9 @@ pub fn run_arm(arm: Arm, workload: &str, calls: u64, baseline: Option<&Path>, ac
             });
             let target = match (arm, &cgroup) {
                 (Arm::CollectorCgroup, Some(tree)) => ["--cgroup".to_owned(), format!("bench={}", tree.root.display())],
-                (Arm::CollectorTarget | Arm::BaselineTarget, _) => ["--pid".to_owned(), format!("bench={}", w.pid)],
+                (Arm::CollectorTarget | Arm::BaselineTarget | Arm::TargetSlowSyscall | Arm::TargetOtlp, _) => {
+                    ["--pid".to_owned(), format!("bench={}", w.pid)]
+                }
                 _ => ["--pid".to_owned(), format!("bench={}", bystander.pid)],
             };
             let bin = match arm {
@@ -152,7 +169,17 @@ pub fn run_arm(arm: Arm, workload: &str, calls: u64, baseline: Option<&Path>, ac
                 }
                 _ => collector_bin(),
             };
-            let c = Collector::start_bin(&bin, &[&target[0], &target[1]]);
+            let receiver = (arm == Arm::TargetOtlp).then(OtlpReceiver::start);
+            let mut args: Vec<String> = target.to_vec();
+            if matches!(arm, Arm::TargetSlowSyscall | Arm::TargetOtlp) {
+                args.extend(["--slow-syscall".into(), "10ms".into()]);
+            }
+            if let Some(receiver) = &receiver {
+                args.extend(["--otlp-endpoint".into(), receiver.http_endpoint(), "--otlp-logs".into()]);
+                args.extend(["--otlp-interval".into(), "1s".into()]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let c = Collector::start_bin(&bin, &args);
             pin_process(c.pid(), AGENT_CPU);
             let before = getppid_count(&c);
             w.run(&warmup);

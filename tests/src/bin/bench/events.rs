@@ -1,13 +1,15 @@
 //! B. Events: process exec and exit storms at fixed rates and flat out, the agent's CPU kept
 //! busy by a spinner, counting what was delivered and what was dropped where; then the
-//! flat-out exit storm (the fastest) again with 20 user metric definitions beside the built-ins.
+//! flat-out exit storm (the fastest) again with 20 user metric definitions beside the built-ins;
+//! and the exit storm at 10,000 events/s and flat out with OTLP export of spans and log
+//! records to a receiver in the bench.
 use std::{
     process::{Child, Command},
     time::{Duration, Instant},
 };
 
 use serde::Serialize;
-use tests::{Collector, Workload};
+use tests::{Collector, OtlpReceiver, Workload};
 
 use crate::{
     Config,
@@ -36,6 +38,9 @@ pub struct Events {
     pub definitions_cpu_per_event_ratio: f64,
     /// Agent CPU per event with the `exe` tag over without: the cost of reading /proc.
     pub exe_cpu_per_event_ratio: f64,
+    /// The exit storm at 10,000 events/s and flat out, each exit a span and each event a
+    /// log record pushed over OTLP/HTTP.
+    pub otlp: [Storm; 2],
     pub targets: Vec<Check>,
 }
 
@@ -58,6 +63,19 @@ pub struct Storm {
     pub agent_cpu_percent: f64,
     /// Every event measured by the metrics handler (the built-in exits counted) by the end.
     pub handled: bool,
+    /// With OTLP export: what each signal exported and dropped.
+    pub otlp: Option<OtlpCounts>,
+}
+
+/// Spans and log records of a storm with OTLP on, from `collector_otlp_*`.
+#[derive(Serialize)]
+pub struct OtlpCounts {
+    pub spans_exported: f64,
+    pub spans_dropped: f64,
+    pub logs_exported: f64,
+    pub logs_dropped: f64,
+    /// Every exit the bus delivered is a span exported or counted as dropped.
+    pub spans_accounted: bool,
 }
 
 pub fn event_throughput(config: &Config) -> Events {
@@ -66,7 +84,7 @@ pub fn event_throughput(config: &Config) -> Events {
     // (storm, exec'ing children?, events per child: start, [exec,] exit)
     for (storm, exec, per_child) in [("exec", true, 3u64), ("exit", false, 2)] {
         for events_per_s in EVENTS_PER_S {
-            rows.push(run_storm(storm, exec, per_child, events_per_s, seconds, None));
+            rows.push(run_storm(storm, exec, per_child, events_per_s, seconds, &[]));
         }
     }
     let config_for = |name: &str, with_exe: bool| {
@@ -75,18 +93,28 @@ pub fn event_throughput(config: &Config) -> Events {
         path
     };
     let (plain, with_exe) = (config_for("definitions", false), config_for("definitions-exe", true));
+    let with_config = |path: &std::path::Path| vec!["--config".to_owned(), path.display().to_string()];
     let definitions = [
-        run_storm("exit, built-ins", false, 2, 0, seconds, None),
-        run_storm("exit, + 20 definitions", false, 2, 0, seconds, plain.to_str()),
+        run_storm("exit, built-ins", false, 2, 0, seconds, &[]),
+        run_storm("exit, + 20 definitions", false, 2, 0, seconds, &with_config(&plain)),
         run_storm(
             "exit, + 20 definitions, one tagged by exe",
             false,
             2,
             0,
             seconds,
-            with_exe.to_str(),
+            &with_config(&with_exe),
         ),
     ];
+    let otlp = [NO_DROPS_EVENTS_PER_S, 0].map(|rate| {
+        let receiver = OtlpReceiver::start();
+        let args = [
+            "--otlp-endpoint".to_owned(),
+            receiver.http_endpoint(),
+            "--otlp-logs".to_owned(),
+        ];
+        run_storm("exit, + OTLP spans and logs", false, 2, rate, seconds, &args)
+    });
     let _ = (std::fs::remove_file(plain), std::fs::remove_file(with_exe));
     let per_event = |s: &Storm| s.agent_cpu_percent / s.delivered_per_s;
     let throughput_ratio = definitions[1].delivered_per_s / definitions[0].delivered_per_s;
@@ -128,6 +156,7 @@ pub fn event_throughput(config: &Config) -> Events {
         definitions_throughput_ratio: throughput_ratio,
         definitions_cpu_per_event_ratio: cpu_ratio,
         exe_cpu_per_event_ratio: exe_cpu_ratio,
+        otlp,
         targets: vec![no_drops, accounted, definitions_check],
     }
 }
@@ -155,14 +184,14 @@ fn run_storm(
     per_child: u64,
     events_per_s: u64,
     seconds: u64,
-    config: Option<&str>,
+    extra: &[String],
 ) -> Storm {
     let _spinner = Spinner::start(AGENT_CPU);
     let mut w = Workload::spawn();
     w.run(&format!("pin {LOOP_CPU}"));
     let target = format!("storm={}", w.pid);
     let mut args = vec!["--pid", &target];
-    args.extend(config.iter().flat_map(|c| ["--config", c]));
+    args.extend(extra.iter().map(String::as_str));
     let c = Collector::start(&args);
     pin_process(c.pid(), AGENT_CPU);
     let (cpu_before, start) = (cpu_seconds(c.pid()), Instant::now());
@@ -200,8 +229,14 @@ fn run_storm(
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    let exits = delivered / per_child as f64;
+    let otlp_on = extra.iter().any(|a| a == "--otlp-endpoint");
+    if otlp_on {
+        wait_for_spans(&c, exits, deadline);
+    }
     let wall = start.elapsed().as_secs_f64();
     let cpu_percent = (cpu_seconds(c.pid()) - cpu_before) / wall * 100.0;
+    let otlp = otlp_on.then(|| otlp_counts(&c, exits));
     let achieved = generated / (storm_ns / 1e9);
     let requested = if events_per_s == 0 {
         "max".to_owned()
@@ -225,6 +260,44 @@ fn run_storm(
         accounted: delivered + kernel + queue == generated,
         agent_cpu_percent: round1(cpu_percent),
         handled,
+        otlp,
+    }
+}
+
+/// What OTLP exported and dropped: (spans exported, dropped, log records exported, dropped).
+fn otlp_totals(c: &Collector) -> (f64, f64, f64, f64) {
+    let m = c.metrics();
+    let exported = |signal| {
+        m.value("collector_otlp_exported_total", &[("signal", signal)])
+            .unwrap_or(0.0)
+    };
+    let dropped = |signal| m.sum("collector_otlp_dropped_total", &[("signal", signal)]);
+    (exported("traces"), dropped("traces"), exported("logs"), dropped("logs"))
+}
+
+/// Waits (until `deadline`) for every one of `exits` to be a span exported or dropped: the
+/// export's cost is part of the storm's.
+fn wait_for_spans(c: &Collector, exits: f64, deadline: Instant) {
+    while Instant::now() < deadline {
+        let (exported, dropped, ..) = otlp_totals(c);
+        if exported + dropped >= exits {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The storm's OTLP counts, once the log records (which trail the spans by at most a
+/// batch's wait) have settled.
+fn otlp_counts(c: &Collector, exits: f64) -> OtlpCounts {
+    std::thread::sleep(Duration::from_secs(2));
+    let (spans_exported, spans_dropped, logs_exported, logs_dropped) = otlp_totals(c);
+    OtlpCounts {
+        spans_exported,
+        spans_dropped,
+        logs_exported,
+        logs_dropped,
+        spans_accounted: spans_exported + spans_dropped == exits,
     }
 }
 

@@ -173,7 +173,7 @@ fn events(ev: &Events) -> String {
         ev.seconds
     );
     md += "| storm | requested | generated (per s) | delivered (per s) | dropped: kernel | dropped: queue | all accounted | agent CPU % |\n|---|---|---|---|---|---|---|---|\n";
-    for row in ev.rows.iter().chain(&ev.definitions) {
+    for row in ev.rows.iter().chain(&ev.definitions).chain(&ev.otlp) {
         md += &format!(
             "| {} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} |\n",
             row.storm,
@@ -187,6 +187,17 @@ fn events(ev: &Events) -> String {
             row.accounted,
             row.agent_cpu_percent
         );
+    }
+    md += "\nWith OTLP export (the last rows): each exit a span, each event a log record, pushed over \
+           OTLP/HTTP to a receiver in the bench process.\n\n\
+           | requested | spans exported | spans dropped | every exit a span or a drop | log records exported | log records dropped |\n|---|---|---|---|---|---|\n";
+    for row in &ev.otlp {
+        if let Some(o) = &row.otlp {
+            md += &format!(
+                "| {} | {} | {} | {} | {} | {} |\n",
+                row.requested, o.spans_exported, o.spans_dropped, o.spans_accounted, o.logs_exported, o.logs_dropped
+            );
+        }
     }
     md + "\n" + &checks(&ev.targets)
 }
