@@ -476,6 +476,9 @@ const BAD_FILES: &[(&str, &str, &str)] = &[
     ("pid = [1, \"x\"]\n", "1:11", "'x' is not a process id"),
     ("listen = [\"127.0.0.1:1\"]\n", "1:10", "takes one value, not an array"),
     ("builtin_metrics = \"no\"\n", "1:19", "builtin_metrics is true or false"),
+    ("otlp_endpoint = \"127.0.0.1:4318\"\n", "1:17", "not a URL"),
+    ("otlp_protocol = \"http/json\"\n", "1:17", "http/json is not supported"),
+    ("otlp_logs = \"yes\"\n", "1:13", "otlp_logs is true or false"),
     (
         "\n[[metric]]\nname = \"a_total\"\nkind = \"counter\"\nevent = \"process.exit\"\ncolour = 1\n",
         "6:1",

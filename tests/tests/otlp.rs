@@ -485,3 +485,51 @@ fn http_requests_become_spans_under_their_connection() {
     assert_eq!(attr(&spans[1], "url.query"), "x=1");
     assert_eq!(spans[1].name, "GET", "a path no route matches");
 }
+
+/// A bad endpoint or protocol, on the command line or in the environment, stops the start
+/// with one line naming it, exit code 2, before anything is loaded.
+#[test]
+fn a_bad_endpoint_or_protocol_is_a_one_line_usage_error() {
+    if !privileged() {
+        return;
+    }
+    let w = Workload::spawn();
+    let pid = w.pid.to_string();
+    let run = |args: &[&str], env: Option<(&str, &str)>| {
+        let mut command = std::process::Command::new(tests::collector_bin());
+        command.args(["--pid", &pid]).args(args);
+        if let Some((k, v)) = env {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for (args, env, needle) in [
+        (
+            &["--otlp-endpoint", "ftp://127.0.0.1:4318"][..],
+            None,
+            "the scheme is ftp, not http",
+        ),
+        (
+            &["--otlp-endpoint", "https://collector:4318"][..],
+            None,
+            "https is not supported yet",
+        ),
+        (
+            &["--otlp-endpoint", "http://127.0.0.1:4318"][..],
+            Some(("OTEL_EXPORTER_OTLP_PROTOCOL", "udp")),
+            "'udp' is not an OTLP protocol",
+        ),
+        (&[][..], Some(("OTEL_EXPORTER_OTLP_ENDPOINT", "localhost")), "not a URL"),
+    ] {
+        let (code, stderr) = run(args, env);
+        println!("{args:?} {env:?}: {stderr}");
+        assert_eq!(code, Some(2), "{stderr}");
+        assert!(stderr.contains(needle), "{stderr}");
+        assert_eq!(
+            stderr.trim().lines().filter(|l| l.starts_with("error")).count(),
+            1,
+            "{stderr}"
+        );
+    }
+}

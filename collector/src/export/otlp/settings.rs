@@ -209,7 +209,7 @@ mod tests {
     #[test]
     fn bad_values_say_what_is_wrong() {
         for (args, needle) in [
-            (&["--otlp-endpoint", "127.0.0.1:4318"][..], "is not a URL"),
+            (&["--otlp-endpoint", "127.0.0.1:4318"][..], "not a URL"),
             (&["--otlp-endpoint", "https://h:4318"][..], "https is not supported yet"),
             (&["--otlp-endpoint", "ftp://h"][..], "the scheme is ftp"),
             (&["--otlp-protocol", "http/json"][..], "http/json is not supported"),
