@@ -35,6 +35,7 @@ use crate::{
         names::{errno_name, syscall_name},
     },
     targets::{Targets, View},
+    telemetry::exposition_text::LabelValue,
 };
 
 /// One map entry, summed over CPUs.
@@ -176,7 +177,7 @@ impl Value {
     }
 }
 
-type Labels = Vec<(&'static str, Cow<'static, str>)>;
+type Labels = Vec<(&'static str, LabelValue<Cow<'static, str>>)>;
 /// A row's key fields, decoded.
 type Keys = Vec<(Key, Cow<'static, str>)>;
 
@@ -230,13 +231,13 @@ impl Collector for KernelCollector {
                 let mut labels: Labels = metric
                     .labels
                     .iter()
-                    .filter_map(|(name, key)| Some((*name, label_of(keys, *key)?)))
+                    .filter_map(|(name, key)| Some((*name, LabelValue(label_of(keys, *key)?))))
                     .collect();
                 // The key's labels (a route is one only when routes were given).
                 let from_key = labels.len();
                 for (fixed, value) in metric.samples {
                     labels.truncate(from_key);
-                    labels.extend(fixed.map(|(k, v)| (k, Cow::Borrowed(v))));
+                    labels.extend(fixed.map(|(k, v)| (k, LabelValue(Cow::Borrowed(v)))));
                     let Some(sample) = value.of(row, &self.http_bounds) else {
                         continue;
                     };

@@ -25,11 +25,12 @@ use super::{
     bus::{DropStage, EventFilter, Telemetry, TelemetryError},
     definitions::{Kind, MetricDef},
     event::Event,
+    exposition_text::{self, LabelValue},
     process_info::FROM_PROC,
 };
 use crate::sync::lock;
 
-type Labels = Vec<(String, String)>;
+type Labels = Vec<(String, LabelValue<String>)>;
 
 /// Builds histograms with a definition's buckets.
 #[derive(Clone)]
@@ -131,7 +132,7 @@ impl Defined {
         };
         // prometheus-client appends `_total` to counters itself.
         let base = self.def.name.strip_suffix("_total").unwrap_or(&self.def.name);
-        metric.encode(encoder.encode_descriptor(base, &self.def.help, None, kind)?)
+        metric.encode(encoder.encode_descriptor(base, &exposition_text::help(&self.def.help), None, kind)?)
     }
 }
 
@@ -244,7 +245,7 @@ impl EventMetrics {
                 .iter()
                 .map(|tag| {
                     let value = event.metadata(tag).map(super::Value::to_label);
-                    (tag.clone(), value.unwrap_or_default())
+                    (tag.clone(), LabelValue(value.unwrap_or_default()))
                 })
                 .collect();
             if !defined.exists(&labels) {
@@ -262,7 +263,7 @@ impl EventMetrics {
                 defined.series.fetch_add(1, Ordering::Relaxed);
                 if let Some((_, target)) = labels.iter().find(|(k, _)| k == "target") {
                     let mut by_target = lock(&self.by_target);
-                    let sets = by_target.entry(target.clone()).or_default();
+                    let sets = by_target.entry(target.0.clone()).or_default();
                     sets.insert((defined.def.name.clone(), labels.clone()));
                 }
             }
