@@ -88,7 +88,8 @@ pub struct ProcessRecord {
     /// start: the process that created it.
     pub ppid: u32,
     /// exit: `task_struct.exit_code`, a wait status: exit status << 8, or the signal number
-    /// (| 0x80 when it dumped core).
+    /// (| 0x80 when it dumped core). start: the parent's [`crate::TargetId::slot`], 0 when
+    /// the parent is no target (a service systemd started with clone3(CLONE_INTO_CGROUP)).
     pub exit_code: u32,
     /// exit: `task_struct.start_time` of the thread-group leader (CLOCK_MONOTONIC ns).
     pub start_ns: u64,

@@ -97,7 +97,8 @@ pub fn collector_fork(ctx: RawTracePointContext) -> i32 {
             target: target_slot(value),
             pid: pid as u32,
             ppid: ctx.tgid(),
-            exit_code: 0,
+            // The start record's use of the field: the parent's target, if any.
+            exit_code: target_slot(parent),
             start_ns: 0,
         };
         emit_process(EventKind::ProcessStart, &p);

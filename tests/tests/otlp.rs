@@ -107,7 +107,7 @@ fn connections_become_spans_with_their_bytes(protocol: &str) {
     assert_eq!(attribute(&resource, "team").as_deref(), Some("ops"));
     assert!(attribute(&resource, "host.name").is_some());
     assert!(
-        receiver.with(|r| r.x_test.iter().all(|h| h == "from the agent") && !r.x_test.is_empty()),
+        receiver.with(|r| !r.x_test.is_empty() && r.x_test.iter().all(|h| h.as_deref() == Some("from the agent"))),
         "every export carries --otlp-headers"
     );
 }

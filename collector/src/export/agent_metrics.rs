@@ -168,7 +168,8 @@ impl AgentCollector {
         let mut family = encoder.encode_descriptor(
             "collector_events_dropped",
             "Telemetry events lost: stage kernel (ring buffer full), queue (a handler behind), \
-             sink (the event sink or an /events reader behind), decode (an unreadable record).",
+             sink (the event sink or an /events reader behind), otlp (an OTLP handler behind), \
+             decode (an unreadable record).",
             None,
             MetricType::Counter,
         )?;

@@ -348,6 +348,9 @@ pub const SYSCALLS: Family = Family {
         maps::FREE_SERIES,
         maps::SYSCALL_STATS,
         maps::SYSCALL_ERRORS,
+        // syscall.slow records (--slow-syscall)
+        maps::EVENTS,
+        maps::EVENT_DROPS,
     ],
     fields: &[field!(regs_syscall_nr: "pt_regs"."orig_ax" | "syscallno")],
     metrics: &[

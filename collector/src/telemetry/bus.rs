@@ -25,6 +25,8 @@ pub enum DropStage {
     /// The event sink (`--events`) or an `/events` reader is behind: its queue or buffer was
     /// full.
     Sink,
+    /// An OTLP handler (spans, log records) is behind its events.
+    Otlp,
     /// A ring-buffer record that could not be decoded.
     Decode,
 }
@@ -35,6 +37,7 @@ impl DropStage {
             DropStage::Kernel => "kernel",
             DropStage::Queue => "queue",
             DropStage::Sink => "sink",
+            DropStage::Otlp => "otlp",
             DropStage::Decode => "decode",
         }
     }

@@ -60,12 +60,14 @@ const TCP: &[&str] = &[
 const HTTP: &[&str] = TCP;
 
 pub const EVENTS: &[EventSpec] = &[
-    // a target process created a new process (fork, clone without CLONE_THREAD)
+    // a target process created a new process (fork, clone without CLONE_THREAD);
+    // `parent_target`: the creator's target, absent when the creator is no target (a service
+    // systemd started into a target cgroup with clone3(CLONE_INTO_CGROUP))
     EventSpec {
         name: "process.start",
         measurements: &[],
         shared: PROCESS,
-        own: &[],
+        own: &["parent_target"],
     },
     // a target process executed a program (`filename` as given to execve)
     EventSpec {

@@ -90,7 +90,16 @@ pub fn to_event(
         Record::Tcp(t) => tcp_event(event, kind, t),
         Record::Http(h) => http_event(event, h, routes),
         Record::Syscall(c) => syscall_event(event, c),
-        Record::Start(_) | Record::Exec(_) | Record::Exit(_) => {
+        Record::Start(p) => {
+            // The kernel gives the parent's target in the start record (`exit_code`).
+            let parent = TargetId::from_slot(p.exit_code).and_then(|id| targets.get(id));
+            let event = match parent {
+                Some(parent) => event.meta("parent_target", parent.name.as_str()),
+                None => event,
+            };
+            return process_event(event, record, target, processes, from_proc);
+        }
+        Record::Exec(_) | Record::Exit(_) => {
             return process_event(event, record, target, processes, from_proc);
         }
     };
@@ -362,7 +371,7 @@ pub(crate) mod tests {
         };
         exec.process.comm = comm("true");
         vec![
-            Record::Start(process(EventKind::ProcessStart, me, 0)),
+            Record::Start(process(EventKind::ProcessStart, me, 1)),
             Record::Exec(exec),
             Record::Exit(process(EventKind::ProcessExit, me, 1 << 8)),
             Record::Exit(process(EventKind::ProcessExit, me, 9)),
@@ -406,6 +415,9 @@ pub(crate) mod tests {
                     event.name
                 );
             }
+            if event.name == "process.start" {
+                assert_eq!(event.metadata("parent_target"), Some(&"web".into()));
+            }
             if event.name == "syscall.slow" {
                 assert_eq!(event.metadata("syscall"), Some(&"nanosleep".into()));
                 assert_eq!(event.metadata("errno"), Some(&"EINTR".into()));
@@ -428,7 +440,7 @@ pub(crate) mod tests {
             // of a name have (exit_code or signal) and a cgroup a PID target lacks.
             for key in spec.metadata() {
                 // (and a path the kernel could not keep)
-                let optional = ["exit_code", "signal", "cgroup", "path", "errno"].contains(&key);
+                let optional = ["exit_code", "signal", "cgroup", "path", "errno", "parent_target"].contains(&key);
                 assert!(optional || event.metadata(key).is_some(), "{} lacks {key}", event.name);
             }
         }

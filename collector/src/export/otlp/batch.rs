@@ -27,6 +27,9 @@ const BATCH_DELAY: Duration = Duration::from_secs(1);
 const BACKOFF: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(30));
 /// While an export keeps failing, its error is logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(60);
+/// How long a failed export keeps its signal failing (`/health`) when nothing is tried
+/// since: a signal with nothing to send cannot find out that the receiver is back.
+const FAILING_FOR: Duration = Duration::from_secs(120);
 
 /// Why an item was not exported: the `reason` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,15 +40,28 @@ pub enum DropReason {
     ExportFailed,
 }
 
+impl DropReason {
+    pub const ALL: [DropReason; 2] = [DropReason::QueueFull, DropReason::ExportFailed];
+
+    /// The `reason` label.
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::ExportFailed => "export_failed",
+        }
+    }
+}
+
 /// One signal's counts and state, read by the metrics and `/health`.
 #[derive(Debug)]
 pub struct SignalStats {
     pub signal: &'static str,
     exported: AtomicU64,
-    queue_full: AtomicU64,
-    export_failed: AtomicU64,
-    /// The last export's error while exports fail; `None` once one succeeds.
-    failing: Mutex<Option<String>>,
+    dropped: [AtomicU64; 2],
+    /// Items queued and not yet exported or dropped.
+    pending: AtomicU64,
+    /// The last export's error and when, while exports fail; `None` once one succeeds.
+    failing: Mutex<Option<(String, Instant)>>,
     /// When the error was last logged.
     logged: Mutex<Option<Instant>>,
 }
@@ -55,8 +71,8 @@ impl SignalStats {
         Arc::new(SignalStats {
             signal,
             exported: AtomicU64::new(0),
-            queue_full: AtomicU64::new(0),
-            export_failed: AtomicU64::new(0),
+            dropped: Default::default(),
+            pending: AtomicU64::new(0),
             failing: Mutex::new(None),
             logged: Mutex::new(None),
         })
@@ -71,24 +87,38 @@ impl SignalStats {
     }
 
     fn counter(&self, reason: DropReason) -> &AtomicU64 {
-        match reason {
-            DropReason::QueueFull => &self.queue_full,
-            DropReason::ExportFailed => &self.export_failed,
-        }
+        &self.dropped[reason as usize]
     }
 
     pub fn count_dropped(&self, reason: DropReason, n: u64) {
         self.counter(reason).fetch_add(n, Ordering::Relaxed);
     }
 
-    /// The error of the exports while they fail.
+    /// The error of the exports while they fail: until one succeeds, or [`FAILING_FOR`]
+    /// passes without another attempt failing.
     pub fn failing(&self) -> Option<String> {
-        lock(&self.failing).clone()
+        lock(&self.failing)
+            .as_ref()
+            .filter(|(_, at)| at.elapsed() < FAILING_FOR)
+            .map(|(e, _)| e.clone())
+    }
+
+    /// Items queued and not yet exported or dropped: what a stop that cannot wait loses.
+    pub fn pending(&self) -> u64 {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// `n` queued items are accounted for (exported or dropped).
+    fn settled(&self, n: u64) {
+        let _ = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| Some(p.saturating_sub(n)));
     }
 
     /// Accounts for one export of `n` items: exported, or dropped with its error logged
     /// (the first failure at once, then at most every [`LOG_EVERY`]) and kept for `/health`.
     pub fn exported_or_failed(&self, n: u64, result: Result<(), String>) {
+        self.settled(n);
         let mut failing = lock(&self.failing);
         match result {
             Ok(()) => {
@@ -104,7 +134,7 @@ impl SignalStats {
                     tracing::warn!(signal = self.signal, dropped = n, "OTLP export failed: {e}");
                     *logged = Some(Instant::now());
                 }
-                *failing = Some(e);
+                *failing = Some((e, Instant::now()));
             }
         }
     }
@@ -119,7 +149,9 @@ pub struct Queue<T> {
 impl<T> Queue<T> {
     /// Queues `item` without waiting; a full queue drops it, counted.
     pub fn push(&self, item: T) {
-        if self.items.try_send(item).is_err() {
+        if self.items.try_send(item).is_ok() {
+            self.stats.pending.fetch_add(1, Ordering::Relaxed);
+        } else {
             self.stats.count_dropped(DropReason::QueueFull, 1);
         }
     }
@@ -167,6 +199,7 @@ pub fn spawn<T: Send + 'static, E: FnMut(Vec<T>) -> Result<(), String>>(
                     backoff = BACKOFF.0;
                 } else if stop.is_triggered() {
                     let left = queued.try_iter().count() as u64;
+                    stats.settled(left);
                     stats.count_dropped(DropReason::ExportFailed, left);
                 } else {
                     stop.wait(backoff);
@@ -227,8 +260,31 @@ mod tests {
             stats.dropped(DropReason::ExportFailed),
             stats.dropped(DropReason::QueueFull),
         );
-        assert!(failed >= 1 && full >= 1, "failed {failed}, full {full}");
+        assert!(failed >= 1, "the first export failed");
         assert_eq!(stats.exported() + failed + full, 13);
         assert_eq!(stats.failing(), None, "the last export went through");
+    }
+
+    #[test]
+    fn a_full_queue_drops_what_does_not_fit_and_counts_it() {
+        let stats = SignalStats::new("logs");
+        let (entered_tx, entered) = std::sync::mpsc::channel();
+        let (release_tx, release) = std::sync::mpsc::channel::<()>();
+        let export = move |batch: Vec<u32>| {
+            entered_tx.send(batch.len()).unwrap();
+            let _ = release.recv();
+            Ok(())
+        };
+        let (queue, thread) = spawn(stats.clone(), 4, Shutdown::new().unwrap(), move || Ok(export)).unwrap();
+        queue.push(0);
+        assert_eq!(entered.recv().unwrap(), 1, "the first batch is in the exporter");
+        for i in 1..=7 {
+            queue.push(i); // 4 wait in the queue, 3 do not fit
+        }
+        assert_eq!(stats.dropped(DropReason::QueueFull), 3);
+        drop(release_tx);
+        drop(queue);
+        thread.join().unwrap();
+        assert_eq!(stats.exported(), 5);
     }
 }

@@ -21,15 +21,9 @@ pub struct Records {
 impl Default for Records {
     fn default() -> Self {
         Records {
-            logger: SdkLoggerProvider::builder().build().logger_with_scope(scope()),
+            logger: SdkLoggerProvider::builder().build().logger_with_scope(super::scope()),
         }
     }
-}
-
-fn scope() -> InstrumentationScope {
-    InstrumentationScope::builder("collector")
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build()
 }
 
 impl Records {
@@ -62,7 +56,7 @@ pub fn export(
     runner: &Runner,
     records: &[SdkLogRecord],
 ) -> Result<(), String> {
-    let scope = scope();
+    let scope = super::scope();
     let pairs: Vec<(&SdkLogRecord, &InstrumentationScope)> = records.iter().map(|r| (r, &scope)).collect();
     runner
         .run(exporter.export(LogBatch::new(&pairs)))

@@ -7,8 +7,12 @@
 //! - a gauge is a gauge, an info metric `X_info` the gauge `X_info` of value 1;
 //! - a histogram keeps its bucket bounds: `le` bounds are OTLP's explicit bounds, and the
 //!   cumulative bucket counts become the counts per bucket;
-//! - the unit is the UCUM one (`s`, `By`), the description the HELP text.
+//! - the unit is the UCUM one (`s`, `By`), the description the HELP text;
+//! - a sum's or histogram's start is the agent's start for a series of the first push, and
+//!   the push before for one that appeared since or went back (an expired target's series
+//!   made anew, a reloaded definition): OTLP's way to say a cumulative series was reset.
 use std::{
+    collections::HashMap,
     sync::Arc,
     thread::JoinHandle,
     time::{Duration, SystemTime, UNIX_EPOCH},
@@ -54,8 +58,9 @@ pub fn spawn(push: Push, target: Target, runtime: Handle, stop: Shutdown) -> std
                 return;
             }
         };
+        let mut starts = Starts::default();
         while !stop.wait(push.interval) {
-            let request = push.request(SystemTime::now());
+            let request = push.request(SystemTime::now(), &mut starts);
             let points = points(&request);
             push.stats.exported_or_failed(points, sender.send(request));
         }
@@ -63,8 +68,9 @@ pub fn spawn(push: Push, target: Target, runtime: Handle, stop: Shutdown) -> std
 }
 
 impl Push {
-    /// The request of every metric the registry encodes now.
-    pub fn request(&self, now: SystemTime) -> ExportMetricsServiceRequest {
+    /// The request of every metric the registry encodes now, its cumulative series started
+    /// as `starts` says.
+    pub fn request(&self, now: SystemTime, starts: &mut Starts) -> ExportMetricsServiceRequest {
         let (families, bad) = openmetrics::parse(&exposition::encode(&self.registry));
         if bad > 0 {
             tracing::warn!(
@@ -72,14 +78,15 @@ impl Push {
                 "OTLP metrics: lines of the exposition that do not parse were left out"
             );
         }
-        let times = (nanos(self.started), nanos(now));
-        let metrics = families.iter().filter_map(|f| metric(f, times)).collect();
+        let now = nanos(now);
+        let mut metrics: Vec<Metric> = families.iter().filter_map(|f| metric(f, now)).collect();
+        starts.stamp(&mut metrics, nanos(self.started), now);
         ExportMetricsServiceRequest {
             resource_metrics: vec![ResourceMetrics {
                 resource: Some(self.resource.clone()),
                 scope_metrics: vec![ScopeMetrics {
                     scope: Some(InstrumentationScope {
-                        name: "collector".into(),
+                        name: super::SCOPE.into(),
                         version: env!("CARGO_PKG_VERSION").into(),
                         ..InstrumentationScope::default()
                     }),
@@ -89,6 +96,56 @@ impl Push {
                 schema_url: String::new(),
             }],
         }
+    }
+}
+
+/// When each cumulative series (a sum's or histogram's point, by metric and attributes)
+/// started, and its value at the last push.
+#[derive(Default)]
+pub struct Starts {
+    series: HashMap<String, (u64, f64)>,
+    /// The last push's time; `None` before the first.
+    last_push: Option<u64>,
+}
+
+impl Starts {
+    /// Sets each cumulative point's start: kept while the series goes on, the last push's
+    /// time for a series new since it or lower than it was (reset); at the first push,
+    /// `agent_start` for all. A series absent from a push is forgotten.
+    fn stamp(&mut self, metrics: &mut [Metric], agent_start: u64, now: u64) {
+        let fresh = self.last_push.unwrap_or(agent_start);
+        let mut series = HashMap::with_capacity(self.series.len());
+        let mut start_of = |name: &str, attributes: &[KeyValue], value: f64| {
+            let key = format!("{name}{attributes:?}");
+            let start = match self.series.get(&key) {
+                Some(&(start, before)) if value >= before => start,
+                _ => fresh,
+            };
+            series.insert(key, (start, value));
+            start
+        };
+        for m in metrics.iter_mut() {
+            match &mut m.data {
+                Some(Data::Sum(sum)) => {
+                    for p in &mut sum.data_points {
+                        let value = match p.value {
+                            Some(number_data_point::Value::AsInt(i)) => i as f64,
+                            Some(number_data_point::Value::AsDouble(d)) => d,
+                            None => 0.0,
+                        };
+                        p.start_time_unix_nano = start_of(&m.name, &p.attributes, value);
+                    }
+                }
+                Some(Data::Histogram(h)) => {
+                    for p in &mut h.data_points {
+                        p.start_time_unix_nano = start_of(&m.name, &p.attributes, p.count as f64);
+                    }
+                }
+                _ => {}
+            }
+        }
+        self.series = series;
+        self.last_push = Some(now);
     }
 }
 
@@ -113,14 +170,14 @@ fn nanos(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// A family as an OTLP metric; `None` for one without samples.
-fn metric(family: &Family, (start, now): (u64, u64)) -> Option<Metric> {
+/// A family as an OTLP metric at `now` (its points' starts are `Starts`'), `None` for one
+/// without samples.
+fn metric(family: &Family, now: u64) -> Option<Metric> {
     if family.samples.is_empty() {
         return None;
     }
     let number = |s: &Sample| NumberDataPoint {
         attributes: attributes(&s.labels),
-        start_time_unix_nano: start,
         time_unix_nano: now,
         value: Some(match s.int {
             Some(i) => number_data_point::Value::AsInt(i),
@@ -145,7 +202,7 @@ fn metric(family: &Family, (start, now): (u64, u64)) -> Option<Metric> {
                 is_monotonic: true,
             }),
         ),
-        "histogram" => (family.name.clone(), Data::Histogram(histogram(family, (start, now)))),
+        "histogram" => (family.name.clone(), Data::Histogram(histogram(family, now))),
         "info" => (
             format!("{}_info", family.name),
             Data::Gauge(Gauge {
@@ -170,24 +227,20 @@ fn metric(family: &Family, (start, now): (u64, u64)) -> Option<Metric> {
 
 /// A histogram's series, each from its `_bucket` samples (cumulative, by `le`), `_sum` and
 /// `_count`, grouped by their other labels.
-fn histogram(family: &Family, (start, now): (u64, u64)) -> Histogram {
-    let mut data_points: Vec<(Vec<(String, String)>, HistogramDataPoint)> = Vec::new();
+fn histogram(family: &Family, now: u64) -> Histogram {
+    let mut points: Vec<HistogramDataPoint> = Vec::new();
+    let mut by_labels: HashMap<Vec<(String, String)>, usize> = HashMap::new();
     for sample in &family.samples {
         let labels: Vec<(String, String)> = sample.labels.iter().filter(|(k, _)| k != "le").cloned().collect();
-        let at = match data_points.iter().position(|(l, _)| *l == labels) {
-            Some(at) => at,
-            None => {
-                let point = HistogramDataPoint {
-                    attributes: attributes(&labels),
-                    start_time_unix_nano: start,
-                    time_unix_nano: now,
-                    ..HistogramDataPoint::default()
-                };
-                data_points.push((labels, point));
-                data_points.len() - 1
-            }
-        };
-        let point = &mut data_points[at].1;
+        let at = *by_labels.entry(labels).or_insert_with_key(|labels| {
+            points.push(HistogramDataPoint {
+                attributes: attributes(labels),
+                time_unix_nano: now,
+                ..HistogramDataPoint::default()
+            });
+            points.len() - 1
+        });
+        let point = &mut points[at];
         match sample.suffix.as_str() {
             "_bucket" => {
                 // Cumulative up to this bound: what this bucket adds is the difference.
@@ -207,7 +260,7 @@ fn histogram(family: &Family, (start, now): (u64, u64)) -> Histogram {
         }
     }
     Histogram {
-        data_points: data_points.into_iter().map(|(_, p)| p).collect(),
+        data_points: points,
         aggregation_temporality: AggregationTemporality::Cumulative as i32,
     }
 }
@@ -247,7 +300,7 @@ mod tests {
                     h_sum{t=\"a\"} 3.5\nh_count{t=\"a\"} 6\n\
                     # HELP b Build.\n# TYPE b info\nb_info{version=\"1\"} 1\n# EOF\n";
         let (families, _) = openmetrics::parse(text);
-        let metrics: Vec<Metric> = families.iter().filter_map(|f| metric(f, (1, 2))).collect();
+        let metrics: Vec<Metric> = families.iter().filter_map(|f| metric(f, 2)).collect();
         let Some(Data::Sum(sum)) = &metrics[0].data else {
             panic!()
         };
@@ -264,5 +317,43 @@ mod tests {
         assert_eq!(p.bucket_counts, [2, 3, 1]);
         assert_eq!(p.attributes.len(), 1, "le is not an attribute");
         assert_eq!(metrics[2].name, "b_info");
+    }
+
+    #[test]
+    fn a_series_starts_at_the_agent_then_at_the_push_before_it_appeared_or_was_reset() {
+        let sum = |values: &[(&str, i64)]| Metric {
+            name: "c".into(),
+            data: Some(Data::Sum(Sum {
+                data_points: values
+                    .iter()
+                    .map(|&(t, v)| NumberDataPoint {
+                        attributes: attributes(&[("t".into(), t.into())]),
+                        value: Some(number_data_point::Value::AsInt(v)),
+                        ..NumberDataPoint::default()
+                    })
+                    .collect(),
+                ..Sum::default()
+            })),
+            ..Metric::default()
+        };
+        let starts_of = |m: &Metric| match &m.data {
+            Some(Data::Sum(s)) => s.data_points.iter().map(|p| p.start_time_unix_nano).collect::<Vec<_>>(),
+            _ => panic!("a sum"),
+        };
+        let mut starts = Starts::default();
+        let mut first = [sum(&[("a", 5)])];
+        starts.stamp(&mut first, 1, 10);
+        assert_eq!(starts_of(&first[0]), [1]);
+        let mut second = [sum(&[("a", 7), ("b", 1)])];
+        starts.stamp(&mut second, 1, 20);
+        assert_eq!(starts_of(&second[0]), [1, 10], "b appeared after the push at 10");
+        let mut third = [sum(&[("a", 2), ("b", 1)])];
+        starts.stamp(&mut third, 1, 30);
+        assert_eq!(starts_of(&third[0]), [20, 10], "a went back: reset");
+        let mut fourth = [sum(&[("b", 1)])];
+        starts.stamp(&mut fourth, 1, 40);
+        let mut fifth = [sum(&[("a", 9), ("b", 1)])];
+        starts.stamp(&mut fifth, 1, 50);
+        assert_eq!(starts_of(&fifth[0]), [40, 10], "a was gone from the push at 40");
     }
 }

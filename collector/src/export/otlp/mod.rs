@@ -47,8 +47,17 @@ use crate::{
     telemetry::{DropStage, EventFilter, Telemetry},
 };
 
+/// The instrumentation scope of everything the agent exports.
+pub const SCOPE: &str = "collector";
+
+fn scope() -> opentelemetry::InstrumentationScope {
+    opentelemetry::InstrumentationScope::builder(SCOPE)
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
+}
+
 /// Events that may wait for an OTLP handler's conversion before new ones are dropped
-/// (counted as the bus counts them, stage `queue`).
+/// (counted as the bus counts them, stage `otlp`).
 const HANDLER_QUEUE: usize = 65_536;
 /// Spans or records waiting for their export thread (the specification's default queue
 /// size); beyond it they are dropped, counted as `queue_full`.
@@ -64,7 +73,8 @@ pub struct Otlp {
     resource: opentelemetry_sdk::Resource,
     runtime: Handle,
     signals: Signals,
-    threads: Vec<JoinHandle<()>>,
+    /// Each signal's export thread, with its counts.
+    threads: Vec<(Arc<SignalStats>, JoinHandle<()>)>,
     stop: Shutdown,
 }
 
@@ -99,11 +109,11 @@ impl Otlp {
                 Ok(move |spans: Vec<SpanData>| runner.run(exporter.export(spans)).map_err(|e| e.to_string()))
             }
         })?;
-        otlp.threads.push(thread);
+        otlp.threads.push((traces.clone(), thread));
         let mut state = traces::Traces::default();
         let filter = EventFilter::matching(traces::EVENTS.iter().copied()).map_err(|e| e.to_string())?;
         telemetry
-            .attach("otlp-traces", filter, HANDLER_QUEUE, DropStage::Queue, move |event| {
+            .attach("otlp-traces", filter, HANDLER_QUEUE, DropStage::Otlp, move |event| {
                 if let Some(span) = state.on_event(event) {
                     spans.push(span);
                 }
@@ -120,14 +130,14 @@ impl Otlp {
                     Ok(move |records: Vec<SdkLogRecord>| logs::export(&exporter, &runner, &records))
                 }
             })?;
-            otlp.threads.push(thread);
+            otlp.threads.push((logs.clone(), thread));
             let make = logs::Records::default();
             telemetry
                 .attach(
                     "otlp-logs",
                     EventFilter::All,
                     HANDLER_QUEUE,
-                    DropStage::Queue,
+                    DropStage::Otlp,
                     move |event| {
                         records.push(make.of(event));
                     },
@@ -156,11 +166,11 @@ impl Otlp {
             resource: (&self.resource).into(),
             interval: self.interval.unwrap_or(poll_interval),
             started: SystemTime::now() - started.elapsed(),
-            stats,
+            stats: stats.clone(),
         };
         let thread = metrics::spawn(push, self.target.clone(), self.runtime.clone(), self.stop.clone())
             .map_err(|e| format!("cannot start the OTLP metrics thread: {e}"))?;
-        self.threads.push(thread);
+        self.threads.push((stats, thread));
         Ok(())
     }
 
@@ -178,14 +188,18 @@ impl Otlp {
     pub fn shutdown(self) {
         self.stop.trigger();
         let deadline = Instant::now() + SHUTDOWN_WAIT;
-        for thread in self.threads {
+        for (stats, thread) in self.threads {
             while !thread.is_finished() && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(10));
             }
             if thread.is_finished() {
                 let _ = thread.join();
             } else {
-                tracing::warn!("an OTLP export thread did not finish in time; what it held is lost");
+                tracing::warn!(
+                    signal = stats.signal,
+                    lost = stats.pending(),
+                    "the OTLP export did not finish in time: what it had queued is lost"
+                );
             }
         }
     }

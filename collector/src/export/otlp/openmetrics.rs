@@ -140,7 +140,26 @@ fn unescape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use prometheus_client::{
+        metrics::{counter::Counter, family::Family as Counters},
+        registry::Registry,
+    };
+
     use super::*;
+    use crate::telemetry::exposition_text::LabelValue;
+
+    #[test]
+    fn what_the_registry_encodes_reads_back_with_its_label_values_whole() {
+        let raw = "system-serial\\x2dgetty.slice \"a,b=c\"\nend";
+        let mut registry = Registry::default();
+        let family = Counters::<Vec<(String, LabelValue<String>)>, Counter>::default();
+        family.get_or_create(&vec![("cgroup".into(), LabelValue(raw.into()))]).inc_by(3);
+        registry.register("units", "Units.", family);
+        let (families, bad) = parse(&crate::export::exposition::encode(&registry));
+        assert_eq!(bad, 0);
+        let sample = &families[0].samples[0];
+        assert_eq!((sample.label("cgroup"), sample.int), (Some(raw), Some(3)));
+    }
 
     #[test]
     #[allow(clippy::float_cmp)] // counts, exact

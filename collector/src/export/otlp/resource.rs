@@ -1,6 +1,8 @@
 //! The OTLP resource: what every span, metric point and log record is about. The semantic
 //! conventions' service, host and OS attributes (https://opentelemetry.io/docs/specs/semconv/
-//! resource/), then the user's (`--otlp-resource-attributes`), then the service name.
+//! resource/), then the user's (`--otlp-resource-attributes`); `service.name` is
+//! `--otlp-service-name` (`OTEL_SERVICE_NAME`) if set, else the user's attributes', else
+//! `collector`, as the specification orders them.
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
 
@@ -24,11 +26,17 @@ pub fn of(args: &OtlpArgs) -> Resource {
         attributes.push(KeyValue::new("host.id", id.trim().to_owned()));
     }
     let users = args.resource_attributes.iter().flat_map(|p| &p.0);
+    let users_service = users.clone().find(|(k, _)| k == "service.name").map(|(_, v)| v.clone());
     // Later attributes of the same key win in the builder.
     attributes.extend(users.map(|(k, v)| KeyValue::new(k.clone(), v.clone())));
+    let service = args
+        .service_name
+        .clone()
+        .or(users_service)
+        .unwrap_or_else(|| "collector".into());
     Resource::builder_empty()
         .with_attributes(attributes)
-        .with_service_name(args.service_name.clone())
+        .with_service_name(service)
         .build()
 }
 
@@ -62,5 +70,12 @@ mod tests {
         assert_eq!(get("team"), Some(Value::from("ops")));
         assert_eq!(get("service.version"), Some(Value::from(env!("CARGO_PKG_VERSION"))));
         assert!(get("host.name").is_some());
+
+        let cli = Cli::try_parse_from(["collector", "--otlp-resource-attributes", "service.name=other"]).unwrap();
+        let name = of(&cli.otlp).get(&Key::from_static_str("service.name"));
+        assert_eq!(name, Some(Value::from("other")), "without --otlp-service-name");
+        let cli = Cli::try_parse_from(["collector"]).unwrap();
+        let name = of(&cli.otlp).get(&Key::from_static_str("service.name"));
+        assert_eq!(name, Some(Value::from("collector")));
     }
 }

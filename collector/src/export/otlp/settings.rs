@@ -34,18 +34,14 @@ pub struct OtlpArgs {
     #[arg(long = "otlp-logs", env = "COLLECTOR_OTLP_LOGS")]
     pub logs: bool,
 
-    /// The resource's service.name. [example: --otlp-service-name node-agent]
-    #[arg(
-        long = "otlp-service-name",
-        value_name = "NAME",
-        env = "OTEL_SERVICE_NAME",
-        default_value = "collector"
-    )]
-    pub service_name: String,
+    /// The resource's service.name; without it, the one --otlp-resource-attributes gives,
+    /// else `collector`. [example: --otlp-service-name node-agent]
+    #[arg(long = "otlp-service-name", value_name = "NAME", env = "OTEL_SERVICE_NAME")]
+    pub service_name: Option<String>,
 
     /// More resource attributes, as key=value pairs separated by commas, values
-    /// percent-encoded; they override the agent's own (host.name, ...) but not
-    /// --otlp-service-name. [example: --otlp-resource-attributes deployment.environment.name=prod]
+    /// percent-encoded; they override the agent's own (host.name, ...), and service.name
+    /// only without --otlp-service-name. [example: --otlp-resource-attributes deployment.environment.name=prod]
     #[arg(long = "otlp-resource-attributes", value_name = "KEY=VALUE,...", env = "OTEL_RESOURCE_ATTRIBUTES", value_parser = parse_pairs)]
     pub resource_attributes: Option<Pairs>,
 }
@@ -170,7 +166,6 @@ mod tests {
         assert!(std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_none());
         let args = parse(&[]).unwrap();
         assert_eq!(args.target(), None);
-        assert_eq!(args.service_name, "collector");
     }
 
     #[test]

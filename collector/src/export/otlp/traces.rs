@@ -23,9 +23,7 @@ use crate::telemetry::{Event, Value};
 /// The events spans are made of.
 pub const EVENTS: &[&str] = &["process.*", "tcp.*", "http.request", "syscall.slow"];
 
-/// Most processes and connections whose span is open at once. Each leaves at its exit or
-/// close; one whose end the kernel could not send (counted as dropped there) is swept out
-/// when the table is full.
+/// Most processes, and most connections, whose span is open at once (`insert`).
 const MAX_OPEN: usize = 65_536;
 
 /// A span that has started: its ids, its parent's and what its end will need.
@@ -46,22 +44,49 @@ struct Open {
 /// A connection by its endpoints, unique while it is open.
 type ConnectionKey = (String, i64, String, i64);
 
+/// Open spans by key, each with the order it was opened in.
+struct Table<K> {
+    open: HashMap<K, (u64, Open)>,
+    next: u64,
+}
+
+impl<K: std::hash::Hash + Eq> Default for Table<K> {
+    fn default() -> Self {
+        Table {
+            open: HashMap::new(),
+            next: 0,
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Table<K> {
+    fn get(&self, key: &K) -> Option<&Open> {
+        self.open.get(key).map(|(_, o)| o)
+    }
+
+    fn get_mut(&mut self, key: &K) -> Option<&mut Open> {
+        self.open.get_mut(key).map(|(_, o)| o)
+    }
+
+    fn remove(&mut self, key: &K) -> Option<Open> {
+        self.open.remove(key).map(|(_, o)| o)
+    }
+}
+
 pub struct Traces {
     ids: RandomIdGenerator,
     scope: InstrumentationScope,
-    processes: HashMap<i64, Open>,
-    connections: HashMap<ConnectionKey, Open>,
+    processes: Table<i64>,
+    connections: Table<ConnectionKey>,
 }
 
 impl Default for Traces {
     fn default() -> Self {
         Traces {
             ids: RandomIdGenerator::default(),
-            scope: InstrumentationScope::builder("collector")
-                .with_version(env!("CARGO_PKG_VERSION"))
-                .build(),
-            processes: HashMap::new(),
-            connections: HashMap::new(),
+            scope: super::scope(),
+            processes: Table::default(),
+            connections: Table::default(),
         }
     }
 }
@@ -72,10 +97,17 @@ impl Traces {
         let pid = int(event, "pid");
         match event.name {
             "process.start" => {
-                // A target's parent is a target too (it forked it): opened now if it began
-                // before the agent.
+                // Under its parent's span when the parent is a target too (it may have begun
+                // before the agent: its span is opened now); a service systemd started into a
+                // target cgroup begins a trace of its own.
                 let parent_pid = int(event, "ppid");
-                let parent = self.process(parent_pid).map(|p| (p.trace, p.span));
+                let parent = match event.metadata("parent_target") {
+                    Some(_) => {
+                        let p = self.process(parent_pid);
+                        Some((p.trace, p.span))
+                    }
+                    None => None,
+                };
                 let open = Open {
                     ppid: Some(parent_pid),
                     ..self.new_open(parent, Some(event.time), pid)
@@ -85,9 +117,7 @@ impl Traces {
             }
             "process.exec" => {
                 let filename = text(event, "filename").to_owned();
-                if let Some(process) = self.process(pid) {
-                    process.execs.push((event.time, filename));
-                }
+                self.process(pid).execs.push((event.time, filename));
                 None
             }
             "process.exit" => {
@@ -140,19 +170,20 @@ impl Traces {
     }
 
     /// The open span of process `pid`, opened now (with no start yet) for a process that
-    /// began before the agent saw it; `None` when the table is full of live ones.
-    fn process(&mut self, pid: i64) -> Option<&mut Open> {
-        if !self.processes.contains_key(&pid) {
+    /// began before the agent saw it.
+    fn process(&mut self, pid: i64) -> &mut Open {
+        if self.processes.get(&pid).is_none() {
             let open = self.new_open(None, None, pid);
-            insert(&mut self.processes, pid, open);
+            return insert(&mut self.processes, pid, open);
         }
-        self.processes.get_mut(&pid)
+        self.processes.get_mut(&pid).expect("present: looked up above")
     }
 
     /// A span under `event`'s process (a trace of its own if that has no room), from the
     /// event's start to its time.
     fn under_process(&mut self, event: &Event, pid: i64) -> Open {
-        let parent = self.process(pid).map(|p| (p.trace, p.span));
+        let process = self.process(pid);
+        let parent = Some((process.trace, process.span));
         self.new_open(parent, Some(started(event)), pid)
     }
 
@@ -298,15 +329,19 @@ impl Traces {
     }
 }
 
-/// Adds `open` unless the table is full; then first drops what belongs to processes that
-/// are gone (their end was lost), and gives up on `open` if that freed nothing.
-fn insert<K: std::hash::Hash + Eq>(table: &mut HashMap<K, Open>, key: K, open: Open) {
-    if table.len() >= MAX_OPEN {
-        table.retain(|_, o| std::path::Path::new(&format!("/proc/{}", o.pid)).exists());
+/// Adds `open`. A full table first forgets its oldest eighth: spans whose end the kernel
+/// could not send (counted as dropped there), or very old ones of live processes, whose
+/// children then begin traces of their own. Nothing is lost: a forgotten span is still
+/// sent at its end, without the ids its children had.
+fn insert<K: std::hash::Hash + Eq>(table: &mut Table<K>, key: K, open: Open) -> &mut Open {
+    if table.open.len() >= MAX_OPEN {
+        let mut ages: Vec<u64> = table.open.values().map(|(seq, _)| *seq).collect();
+        let cut = ages.len() / 8;
+        let (_, &mut oldest_kept, _) = ages.select_nth_unstable(cut);
+        table.open.retain(|_, (seq, _)| *seq >= oldest_kept);
     }
-    if table.len() < MAX_OPEN {
-        table.insert(key, open);
-    }
+    table.next += 1;
+    &mut table.open.entry(key).insert_entry((table.next, open)).into_mut().1
 }
 
 /// When what `event` ends began: its time less its `duration`.
@@ -391,11 +426,10 @@ mod tests {
     fn a_process_holds_its_connections_requests_and_slow_calls_under_its_parent() {
         let mut traces = Traces::default();
         // Process 10 began before the agent; 11 is its child.
-        assert!(
-            traces
-                .on_event(&event("process.start", 2, 11).meta("ppid", 10u32))
-                .is_none()
-        );
+        let start = event("process.start", 2, 11)
+            .meta("ppid", 10u32)
+            .meta("parent_target", "web");
+        assert!(traces.on_event(&start).is_none());
         let exec = event("process.exec", 3, 11).meta("filename", "/bin/worker");
         assert!(traces.on_event(&exec).is_none());
         let connect = connection(event("tcp.connect", 5, 11)).measure("duration", 1.0);
@@ -456,7 +490,40 @@ mod tests {
             (slow.name.as_ref(), slow.start_time),
             ("nanosleep", at(9) - Duration::from_millis(500))
         );
-        assert!(traces.processes.is_empty() && traces.connections.is_empty());
+        assert!(traces.processes.open.is_empty() && traces.connections.open.is_empty());
+    }
+
+    #[test]
+    fn a_process_whose_creator_is_no_target_begins_a_trace_of_its_own() {
+        let mut traces = Traces::default();
+        // systemd (pid 1, no target) starting a service into a target cgroup.
+        assert!(
+            traces
+                .on_event(&event("process.start", 1, 30).meta("ppid", 1u32))
+                .is_none()
+        );
+        let exit = event("process.exit", 2, 30)
+            .meta("exit_code", 0i64)
+            .measure("duration", 1.0);
+        let span = traces.on_event(&exit).unwrap();
+        assert_eq!(span.parent_span_id, SpanId::INVALID);
+        assert_eq!(attribute(&span, "process.parent_pid"), Some(1.into()));
+        assert!(traces.processes.open.is_empty(), "pid 1 was not opened");
+    }
+
+    #[test]
+    fn a_full_table_forgets_its_oldest_and_keeps_taking_new_ones() {
+        let mut traces = Traces::default();
+        for pid in 0..=MAX_OPEN as u32 {
+            traces.on_event(&event("process.start", 1, pid + 100).meta("ppid", 1u32));
+        }
+        let open = &traces.processes.open;
+        assert_eq!(open.len(), MAX_OPEN - MAX_OPEN / 8 + 1);
+        assert!(
+            open.contains_key(&(i64::from(MAX_OPEN as u32) + 100)),
+            "the newest is kept"
+        );
+        assert!(!open.contains_key(&100), "the oldest is forgotten");
     }
 
     #[test]

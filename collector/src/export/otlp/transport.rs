@@ -49,55 +49,44 @@ pub fn exporter<E>(
     Ok((exporter, Runner { runtime }))
 }
 
-/// The span exporter for `target`.
-pub fn spans(target: &Target) -> Result<opentelemetry_otlp::SpanExporter, opentelemetry_otlp::ExporterBuildError> {
-    let builder = opentelemetry_otlp::SpanExporter::builder();
-    match target.protocol {
-        Protocol::HttpProtobuf => builder
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(target.url("traces"))
-            .with_headers(target.headers.iter().cloned().collect())
-            .with_http_client(blocking_client())
-            .with_timeout(EXPORT_TIMEOUT)
-            .build(),
-        Protocol::Grpc => builder
-            .with_tonic()
-            .with_endpoint(target.endpoint.clone())
-            .with_metadata(metadata(target))
-            .with_timeout(EXPORT_TIMEOUT)
-            .build(),
-    }
+/// An SDK exporter builder set up for `target`: one body for the span and the log record
+/// exporters, whose builders are distinct types with the same methods.
+macro_rules! sdk_exporter {
+    ($name:ident, $exporter:ty, $signal:literal) => {
+        pub fn $name(target: &Target) -> Result<$exporter, opentelemetry_otlp::ExporterBuildError> {
+            let builder = <$exporter>::builder();
+            match target.protocol {
+                Protocol::HttpProtobuf => builder
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_endpoint(target.url($signal))
+                    .with_headers(target.headers.iter().cloned().collect())
+                    .with_http_client(
+                        blocking_client().map_err(opentelemetry_otlp::ExporterBuildError::InternalFailure)?,
+                    )
+                    .with_timeout(EXPORT_TIMEOUT)
+                    .build(),
+                Protocol::Grpc => builder
+                    .with_tonic()
+                    .with_endpoint(target.endpoint.clone())
+                    .with_metadata(metadata(target))
+                    .with_timeout(EXPORT_TIMEOUT)
+                    .build(),
+            }
+        }
+    };
 }
 
-/// The log record exporter for `target`.
-pub fn logs(target: &Target) -> Result<opentelemetry_otlp::LogExporter, opentelemetry_otlp::ExporterBuildError> {
-    let builder = opentelemetry_otlp::LogExporter::builder();
-    match target.protocol {
-        Protocol::HttpProtobuf => builder
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(target.url("logs"))
-            .with_headers(target.headers.iter().cloned().collect())
-            .with_http_client(blocking_client())
-            .with_timeout(EXPORT_TIMEOUT)
-            .build(),
-        Protocol::Grpc => builder
-            .with_tonic()
-            .with_endpoint(target.endpoint.clone())
-            .with_metadata(metadata(target))
-            .with_timeout(EXPORT_TIMEOUT)
-            .build(),
-    }
-}
+sdk_exporter!(spans, opentelemetry_otlp::SpanExporter, "traces");
+sdk_exporter!(logs, opentelemetry_otlp::LogExporter, "logs");
 
-fn blocking_client() -> reqwest::blocking::Client {
+/// The blocking HTTP client, made on the thread that uses it (made or dropped inside the
+/// runtime it panics).
+fn blocking_client() -> Result<reqwest::blocking::Client, String> {
     reqwest::blocking::Client::builder()
         .timeout(EXPORT_TIMEOUT)
         .build()
-        // Without TLS or a proxy to configure, building fails only if the OS cannot give
-        // it a thread; the default client then panics the same way.
-        .unwrap_or_else(|_| reqwest::blocking::Client::new())
+        .map_err(|e| format!("cannot make the OTLP HTTP client: {e}"))
 }
 
 /// `target`'s headers as gRPC metadata (checked when the flag was parsed).
@@ -135,7 +124,7 @@ impl MetricsSender {
     pub fn new(target: &Target, runtime: &Handle) -> Result<MetricsSender, String> {
         Ok(match target.protocol {
             Protocol::HttpProtobuf => MetricsSender::Http {
-                client: blocking_client(),
+                client: blocking_client()?,
                 url: target.url("metrics"),
                 headers: target.headers.clone(),
             },

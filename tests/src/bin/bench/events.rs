@@ -212,7 +212,7 @@ fn run_storm(
         std::thread::sleep(Duration::from_millis(100));
     };
     // The metrics handler runs behind the bus: wait for it to have counted every exit the
-    // bus gave it (the queue drops are all its own: there is no sink).
+    // bus gave it (stage queue is its alone: the sink and OTLP handlers drop under their own stages).
     let handled = loop {
         let m = c.metrics();
         let exits = m
