@@ -2,7 +2,7 @@
 //! when not), and waiting for what the collector does on its own threads.
 use std::{
     io::Write as _,
-    process::{Command, Stdio},
+    process::{Child, ChildStdin, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -48,4 +48,18 @@ pub fn eventually(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "not within {within:?}: {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A Python process that waits for a line on stdin, then runs `script` (so a test can make it
+/// a target before it does anything).
+pub fn python_after_go(script: &str, args: &[&str]) -> (Child, ChildStdin) {
+    let mut child = Command::new("python3")
+        .args(["-c", &format!("import sys\nsys.stdin.readline()\n{script}")])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start python3");
+    let stdin = child.stdin.take().unwrap();
+    (child, stdin)
 }

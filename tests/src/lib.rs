@@ -18,8 +18,9 @@ pub use fixtures::{
     nginx::{HttpCounts, Nginx, count_lines_with, http_requests},
     otlp_receiver::{OtlpReceiver, attribute, free_port},
     pid_max::{PidMaxSet, pid_max},
+    prometheus::Prometheus,
     tcp_server::serve_tcp,
 };
-pub use harness::{eventually, have_tool, privileged, skip};
+pub use harness::{eventually, have_tool, privileged, python_after_go, skip};
 pub use http::{http_get, http_get_accept, http_post};
 pub use workload::Workload;

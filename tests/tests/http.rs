@@ -6,13 +6,13 @@
 use std::{
     io::{Read as _, Write as _},
     net::{Shutdown, TcpStream},
-    process::{Child, ChildStdin, Command, Stdio},
+    process::{Command, Stdio},
     time::Duration,
 };
 
 use tests::{
     Collector, Metrics, Nginx, Workload, events_reader, eventually, have_tool, http_get, http_requests, map_entries,
-    privileged, serve_tcp, value,
+    privileged, python_after_go, serve_tcp, value,
 };
 
 /// nginx answering 200 for files, 404 for a missing one, 500 and 503 from `return`, 301
@@ -51,19 +51,6 @@ fn http_state_is_gone(c: &Collector) {
         Duration::from_secs(10),
         || map_entries(c.pid(), "HTTP_CONNS").is_empty(),
     );
-}
-
-/// A Python process that waits for a line on stdin, then runs `script`.
-fn python_after_go(script: &str, args: &[&str]) -> (Child, ChildStdin) {
-    let mut child = Command::new("python3")
-        .args(["-c", &format!("import sys\nsys.stdin.readline()\n{script}")])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start python3");
-    let stdin = child.stdin.take().unwrap();
-    (child, stdin)
 }
 
 /// The requests the client makes: (method, path, how many), each as many times over one

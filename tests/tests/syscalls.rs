@@ -331,46 +331,14 @@ fn a_real_prometheus_server_scrapes_the_exact_count() {
     let c = Collector::start(&["--pid", &format!("scraped={}", w.pid)]);
     w.run(&format!("getppid {N}"));
 
-    let dir = std::env::temp_dir().join(format!("collector-prometheus-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: collector\n    static_configs:\n      - targets: ['{}']\n",
-            c.addr
-        ),
-    )
-    .unwrap();
-    let web = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
-    let mut server = std::process::Command::new("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address={web}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let query = "/api/v1/query?query=collector_syscalls_total%7Btarget%3D%22scraped%22%2Csyscall%3D%22getppid%22%7D";
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let value = loop {
-        let answer =
-            tests::http_get(&web, query).and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok());
-        let value = answer
-            .as_ref()
-            .and_then(|a| a["data"]["result"][0]["value"][1].as_str().map(str::to_owned));
-        if value.is_some() || std::time::Instant::now() > deadline {
-            break value;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
-    let _ = server.kill();
-    let _ = server.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    let prometheus = tests::Prometheus::start("exact", &c.addr, &[]);
+    let value = prometheus
+        .eventually(
+            r#"collector_syscalls_total{target="scraped",syscall="getppid"}"#,
+            Duration::from_secs(60),
+        )
+        .first()
+        .map(|(_, v)| v.to_string());
     println!(
         "Prometheus says collector_syscalls_total{{target=\"scraped\",syscall=\"getppid\"}} = {value:?}, expected {N}"
     );

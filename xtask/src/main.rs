@@ -108,6 +108,7 @@ fn build(root: &Path) -> anyhow::Result<PathBuf> {
 fn test(root: &Path, kernel: Option<&str>, args: &[String]) -> anyhow::Result<()> {
     let bin = build(root)?;
     setup::ensure_test_peers()?;
+    let python = setup::ensure_dashboard_python(root)?;
     let kernels = vm::ensure_kernels(root, kernel)?;
     let suites = guest_suites(root)?;
     // With --kernel, the extra arguments are the test binary's (`-- --nocapture`).
@@ -121,6 +122,7 @@ fn test(root: &Path, kernel: Option<&str>, args: &[String]) -> anyhow::Result<()
         .env("COLLECTOR_BIN", &bin)
         .env("COLLECTOR_VM_KERNELS", kernels)
         .env("COLLECTOR_VNG_BIN", root.join("target/kernels/venv/bin"))
+        .env("COLLECTOR_PYTHON", python)
         .env("COLLECTOR_VM_SUITES", suites)
         .stdout(Stdio::piped());
     let mut child = cmd.spawn().context("cannot start cargo test")?;

@@ -140,6 +140,45 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     .context("cannot build bpf-linker")
 }
 
+/// `requirement` pip-installed into the venv at `venv` (made if missing): Debian's python
+/// refuses a system-wide pip install (PEP 668). A stamp file in the venv says it was done,
+/// so a second run costs nothing.
+pub(crate) fn ensure_pip(venv: &Path, requirement: &str, for_what: &str) -> anyhow::Result<()> {
+    let stamp = venv.join(format!(".installed-{requirement}"));
+    if stamp.is_file() {
+        return Ok(());
+    }
+    if !venv.join("bin/pip").is_file() {
+        let has_venv = Command::new("python3")
+            .args(["-m", "venv", "--help"])
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !has_venv {
+            apt_install(&["python3-venv"], for_what)?;
+        }
+        run(Command::new("python3").arg("-m").arg("venv").arg(venv))?;
+    }
+    eprintln!(
+        "setup: pip install {requirement} into {} (for {for_what})",
+        venv.display()
+    );
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", requirement]))
+        .with_context(|| format!("cannot install {requirement} from PyPI"))?;
+    std::fs::write(&stamp, "").with_context(|| format!("cannot write {}", stamp.display()))
+}
+
+/// Grafana's SDK, which builds (and so checks) the dashboards, pinned: an unpinned install
+/// takes a Grafana 10.1 line whose version sorts higher (tests/tests/dashboards.rs).
+const GRAFANA_SDK: &str = "grafana-foundation-sdk==0.0.21";
+
+/// The Python with Grafana's SDK, for the dashboards' test (`COLLECTOR_PYTHON`).
+pub fn ensure_dashboard_python(root: &Path) -> anyhow::Result<PathBuf> {
+    let venv = root.join("target/venv");
+    ensure_pip(&venv, GRAFANA_SDK, "the dashboards' test")?;
+    Ok(venv.join("bin/python"))
+}
+
 /// Installs Debian/Ubuntu packages; elsewhere says what to install.
 pub(crate) fn apt_install(packages: &[&str], for_what: &str) -> anyhow::Result<()> {
     if which("apt-get").is_none() {

@@ -71,25 +71,7 @@ pub fn ensure_kernels(root: &Path, only: Option<&str>) -> anyhow::Result<String>
         );
     }
     setup::ensure_tools(VM_TOOLS, "the kernel matrix")?;
-    let venv = root.join("target/kernels/venv");
-    if !venv.join("bin/vng").is_file() {
-        // A venv of its own: Debian's python refuses a system-wide pip install (PEP 668).
-        if Command::new("python3")
-            .args(["-m", "venv", "--help"])
-            .stdout(Stdio::null())
-            .status()
-            .map_or(true, |s| !s.success())
-        {
-            setup::apt_install(&["python3-venv"], "the kernel matrix")?;
-        }
-        eprintln!(
-            "setup: pip install {VIRTME_NG} into {} (for the kernel matrix)",
-            venv.display()
-        );
-        run(Command::new("python3").arg("-m").arg("venv").arg(&venv))?;
-        run(Command::new(venv.join("bin/pip")).args(["install", "-q", VIRTME_NG]))
-            .context("cannot install virtme-ng from PyPI")?;
-    }
+    setup::ensure_pip(&root.join("target/kernels/venv"), VIRTME_NG, "the kernel matrix")?;
     let kernels = MATRIX
         .iter()
         .filter(|k| only.is_none_or(|label| k.label == label))

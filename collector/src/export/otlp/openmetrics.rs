@@ -153,7 +153,9 @@ mod tests {
         let raw = "system-serial\\x2dgetty.slice \"a,b=c\"\nend";
         let mut registry = Registry::default();
         let family = Counters::<Vec<(String, LabelValue<String>)>, Counter>::default();
-        family.get_or_create(&vec![("cgroup".into(), LabelValue(raw.into()))]).inc_by(3);
+        family
+            .get_or_create(&vec![("cgroup".into(), LabelValue(raw.into()))])
+            .inc_by(3);
         registry.register("units", "Units.", family);
         let (families, bad) = parse(&crate::export::exposition::encode(&registry));
         assert_eq!(bad, 0);
