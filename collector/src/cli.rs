@@ -13,6 +13,7 @@ use crate::{
     export::otlp::settings::OtlpArgs,
     kernel::{
         btf::VMLINUX_BTF,
+        capabilities,
         families::FAMILIES,
         http_routes,
         probes::{MapSizes, Settings},
@@ -201,6 +202,12 @@ pub struct Cli {
     /// unless a distribution ships it elsewhere. [example: --kernel-btf /boot/vmlinux.btf]
     #[arg(long, value_name = "PATH", env = "COLLECTOR_KERNEL_BTF", default_value = VMLINUX_BTF)]
     pub kernel_btf: PathBuf,
+
+    /// Capabilities to keep once the probes are attached, besides what the kernel needs
+    /// (CAP_BPF where it refuses map access without it): names, `none`, or `all` to keep
+    /// every one. The log says what is kept. [example: --keep-capabilities cap_sys_ptrace]
+    #[arg(long, value_name = "CAPS", env = "COLLECTOR_KEEP_CAPABILITIES", default_value = "none", value_parser = capabilities::parse_keep)]
+    pub keep_capabilities: capabilities::Keep,
 
     #[command(flatten)]
     pub otlp: OtlpArgs,

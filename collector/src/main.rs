@@ -37,18 +37,9 @@ fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::from(1);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    match runtime.block_on(agent::run(*cli, file)) {
+    // The runtime starts inside, once the programs are loaded and the capabilities the agent
+    // no longer needs are given up (agent/mod.rs).
+    match agent::run(*cli, file) {
         Ok(()) => ExitCode::SUCCESS,
         Err(agent::Failure::Usage(message)) => {
             eprintln!("error: {message}");

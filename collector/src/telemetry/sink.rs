@@ -53,22 +53,28 @@ pub fn to_json(event: &Event) -> Json {
     })
 }
 
-/// Attaches the sink writing to `path` (`-` for stdout) to every event.
-pub fn attach(telemetry: &Telemetry, path: &str) -> Result<(), SinkError> {
-    let out: Box<dyn Write + Send> = if path == "-" {
-        Box::new(io::stdout())
-    } else {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(Path::new(path))
-            .map_err(|source| SinkError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
-        Box::new(file)
-    };
-    let mut out = io::BufWriter::new(out);
+/// Where the sink writes, opened (before anything loads, so a bad path fails first).
+pub struct Output(Box<dyn Write + Send>);
+
+/// Opens `path` (`-` for stdout) for appending.
+pub fn open(path: &str) -> Result<Output, SinkError> {
+    if path == "-" {
+        return Ok(Output(Box::new(io::stdout())));
+    }
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(Path::new(path))
+        .map_err(|source| SinkError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+    Ok(Output(Box::new(file)))
+}
+
+/// Attaches the sink writing to `out` to every event.
+pub fn attach(telemetry: &Telemetry, out: Output) -> Result<(), SinkError> {
+    let mut out = io::BufWriter::new(out.0);
     // For the agent's life: the sink is detached only at shutdown.
     telemetry.showing_all(true);
     telemetry.attach(
@@ -117,7 +123,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("collector-sink-test-{}", std::process::id()));
         let path = dir.to_string_lossy().into_owned();
         let telemetry = Telemetry::new();
-        attach(&telemetry, &path).unwrap();
+        attach(&telemetry, open(&path).unwrap()).unwrap();
         for i in 0..3u32 {
             telemetry.execute(Event::new("a.b", SystemTime::now()).meta("i", i));
         }
@@ -131,7 +137,9 @@ mod tests {
 
     #[test]
     fn an_unwritable_path_is_a_clear_error() {
-        let err = attach(&Telemetry::new(), "/nonexistent-dir/events.jsonl").unwrap_err();
+        let Err(err) = open("/nonexistent-dir/events.jsonl") else {
+            panic!("opened a file in a directory that does not exist")
+        };
         assert!(
             err.to_string()
                 .starts_with("cannot open the event sink /nonexistent-dir/events.jsonl"),

@@ -21,7 +21,9 @@ pub struct Records {
 impl Default for Records {
     fn default() -> Self {
         Records {
-            logger: SdkLoggerProvider::builder().build().logger_with_scope(super::scope()),
+            logger: SdkLoggerProvider::builder()
+                .build()
+                .logger_with_scope(super::resource::scope()),
         }
     }
 }
@@ -56,7 +58,7 @@ pub fn export(
     runner: &Runner,
     records: &[SdkLogRecord],
 ) -> Result<(), String> {
-    let scope = super::scope();
+    let scope = super::resource::scope();
     let pairs: Vec<(&SdkLogRecord, &InstrumentationScope)> = records.iter().map(|r| (r, &scope)).collect();
     runner
         .run(exporter.export(LogBatch::new(&pairs)))

@@ -86,7 +86,7 @@ impl Push {
                 resource: Some(self.resource.clone()),
                 scope_metrics: vec![ScopeMetrics {
                     scope: Some(InstrumentationScope {
-                        name: super::SCOPE.into(),
+                        name: super::resource::SCOPE.into(),
                         version: env!("CARGO_PKG_VERSION").into(),
                         ..InstrumentationScope::default()
                     }),

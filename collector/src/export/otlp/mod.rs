@@ -47,15 +47,6 @@ use crate::{
     telemetry::{DropStage, EventFilter, Telemetry},
 };
 
-/// The instrumentation scope of everything the agent exports.
-pub const SCOPE: &str = "collector";
-
-fn scope() -> opentelemetry::InstrumentationScope {
-    opentelemetry::InstrumentationScope::builder(SCOPE)
-        .with_version(env!("CARGO_PKG_VERSION"))
-        .build()
-}
-
 /// Events that may wait for an OTLP handler's conversion before new ones are dropped
 /// (counted as the bus counts them, stage `otlp`).
 const HANDLER_QUEUE: usize = 65_536;

@@ -2,11 +2,20 @@
 //! conventions' service, host and OS attributes (https://opentelemetry.io/docs/specs/semconv/
 //! resource/), then the user's (`--otlp-resource-attributes`); `service.name` is
 //! `--otlp-service-name` (`OTEL_SERVICE_NAME`) if set, else the user's attributes', else
-//! `collector`, as the specification orders them.
+//! `collector`, as the specification orders them. And the instrumentation scope.
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
 
 use super::settings::OtlpArgs;
+
+/// The instrumentation scope of everything the agent exports.
+pub const SCOPE: &str = "collector";
+
+pub fn scope() -> opentelemetry::InstrumentationScope {
+    opentelemetry::InstrumentationScope::builder(SCOPE)
+        .with_version(env!("CARGO_PKG_VERSION"))
+        .build()
+}
 
 /// Where systemd (and dbus before it) keeps the host's stable id: semconv's `host.id` on
 /// Linux, "the machine-id from /etc/machine-id".

@@ -84,7 +84,7 @@ impl Default for Traces {
     fn default() -> Self {
         Traces {
             ids: RandomIdGenerator::default(),
-            scope: super::scope(),
+            scope: super::resource::scope(),
             processes: Table::default(),
             connections: Table::default(),
         }

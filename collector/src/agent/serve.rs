@@ -1,20 +1,6 @@
-//! Start-up, serving and shutdown: the order things happen in, and what each failure says.
-//! Wiring only: each step is owned by `kernel/`, `targets/`, `telemetry/` or `export/`.
-//!
-//! Order matters for exactness:
-//! 1. check the input and the host (nothing is loaded yet);
-//! 2. load the object and put the named PIDs and cgroups into the kernel's maps;
-//! 3. attach the follow families (fork/exec/exit, cgroup moves), so from here the kernel
-//!    follows new children and moves;
-//! 4. put the processes that existed before step 3 into their targets (descendants of the
-//!    named PIDs, members of target cgroups); a process created or moved meanwhile is seen
-//!    by one of the two;
-//! 5. attach the measuring families (sockets, then syscalls), then serve. Everything counted
-//!    happened after this point.
-//!
-//! SIGINT/SIGTERM are caught from the first step: during start-up they stop it at the next
-//! step boundary, later they stop serving; either way the agent detaches everything and exits 0.
-//! SIGHUP reloads the config file once serving (one that came during start-up reloads then).
+//! Serving (after `load`, with the capabilities left): the runtime's signal handlers, the
+//! event handlers, the threads that read the kernel and follow the targets, the collectors
+//! and the HTTP server; then stopping, in the order that loses nothing.
 use std::{
     sync::Arc,
     thread::JoinHandle,
@@ -22,7 +8,6 @@ use std::{
 };
 
 use anyhow::{Context as _, anyhow};
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 use prometheus_client::registry::Registry;
 use tokio::{
     net::TcpListener,
@@ -31,6 +16,11 @@ use tokio::{
 
 use collector_common::events::EventKind;
 
+use super::{
+    failure::{Failure, runtime},
+    load::Loaded,
+    signals,
+};
 use crate::{
     cli::Cli,
     config::{
@@ -38,18 +28,10 @@ use crate::{
         reload::{ReloadStats, Reloader},
     },
     export::{self, Sources, http, otlp::Otlp},
-    kernel::{
-        btf::KernelLayout,
-        families::{CGROUPS, Stage},
-        host,
-        maps::{EventsWanted, KernelMaps, take_events},
-        probes::Probes,
-        records::DecodeError,
-        ring::{self, RingFill},
-    },
+    kernel::{maps::EventsWanted, probes::Probes, records::DecodeError, ring},
     logging,
     shutdown::Shutdown,
-    targets::{self, Checked, Request, TargetError, Targets},
+    targets::{self, Targets},
     telemetry::{
         DropStage, Telemetry,
         event_metrics::{EventMetrics, EventMetricsCollector},
@@ -59,61 +41,29 @@ use crate::{
     },
 };
 
-/// How the agent failed, which decides the exit code.
-#[derive(Debug)]
-pub enum Failure {
-    /// The user's input is wrong (exit code 2).
-    Usage(String),
-    /// The host or the kernel refused (exit code 1).
-    Runtime(anyhow::Error),
-}
-
-impl From<TargetError> for Failure {
-    fn from(e: TargetError) -> Self {
-        if e.is_usage() {
-            Failure::Usage(e.to_string())
-        } else {
-            Failure::Runtime(e.into())
-        }
-    }
-}
-
-impl From<anyhow::Error> for Failure {
-    fn from(e: anyhow::Error) -> Self {
-        Failure::Runtime(e)
-    }
-}
-
-fn runtime(e: impl Into<anyhow::Error>) -> Failure {
-    Failure::Runtime(e.into())
-}
-
 /// How long serving may take to wind down after SIGINT/SIGTERM before we stop anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 
 /// Events that may wait for the metrics handler before new ones are dropped.
 const METRICS_QUEUE: usize = 65_536;
 
-pub async fn run(cli: Cli, file: Option<FileConfig>) -> Result<(), Failure> {
-    let started = Instant::now();
+/// Serves what `load` left until SIGINT or SIGTERM, then stops everything. `held`: the
+/// signals blocked since start-up, unblocked here once the runtime's handlers are in place.
+pub async fn serve(
+    cli: Cli,
+    file: Option<FileConfig>,
+    loaded: Loaded,
+    started: Instant,
+    held: signals::Held,
+) -> Result<(), Failure> {
     let signalled = Shutdown::new().map_err(runtime)?;
     catch_signals(&signalled)?;
     let hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
-    let held = SignalsHeld::here().context("cannot block SIGINT, SIGTERM and SIGHUP while loading")?;
-    let started_up = start(&cli, file.as_ref(), started, &signalled);
+    // Delivered from here to this thread: one that came during start-up is handled now.
     drop(held);
-    let agent = match started_up {
-        Ok(Some(agent)) => agent,
-        Ok(None) => {
-            tracing::info!("stopped during start-up; nothing is left loaded");
-            return Ok(());
-        }
-        // A step that failed after a signal came: the user asked to stop, and nothing is
-        // left loaded either way.
-        Err(e) if signalled.is_triggered() => {
-            tracing::info!(error = ?e, "stopped during start-up; nothing is left loaded");
-            return Ok(());
-        }
+    let agent = match start(&cli, file.as_ref(), loaded, started) {
+        Ok(agent) => agent,
+        Err(_) if signalled.is_triggered() => return Ok(()),
         Err(e) => return Err(e),
     };
     tracing::info!(
@@ -140,7 +90,7 @@ pub async fn run(cli: Cli, file: Option<FileConfig>) -> Result<(), Failure> {
         reload
     });
     let telemetry = sources.telemetry.clone();
-    let served = serve(listener, Arc::new(sources), registry, reload_over_http, &signalled).await;
+    let served = serve_http(listener, Arc::new(sources), registry, reload_over_http, &signalled).await;
     drop(probes); // detaches every link and unloads the programs
     drop(workers); // then the reader drains what the programs wrote before
     telemetry.detach_all(); // lets the sink write what it has queued, and OTLP its spans
@@ -184,55 +134,26 @@ impl Drop for Workers {
     }
 }
 
-/// Runs steps 1 to 5; `None` when a signal came first.
-fn start(
-    cli: &Cli,
-    file: Option<&FileConfig>,
-    started: Instant,
-    signalled: &Shutdown,
-) -> Result<Option<Running>, Failure> {
-    let checked = Checked::check(&Request {
-        pids: &cli.pids,
-        cgroups: &cli.cgroups,
-        patterns: &cli.cgroup_patterns,
-        max_targets: cli.max_targets as usize,
-    })?;
-    host::check_privileges().map_err(runtime)?;
-    let layout = KernelLayout::read(&cli.kernel_btf).map_err(runtime)?;
-    let listener = bind(cli)?;
-    // Handlers before probes: a bad --events path fails before anything is loaded, and no
-    // event the kernel sends finds nobody to count it.
-    let (telemetry, event_metrics, mut registry) = start_telemetry(file, cli.events.as_deref())?;
+/// Starts what serves: the event handlers, the threads, the collectors. What `load` left is
+/// dropped (detached) on failure.
+fn start(cli: &Cli, file: Option<&FileConfig>, loaded: Loaded, started: Instant) -> Result<Running, Failure> {
+    let Loaded {
+        mut probes,
+        targets,
+        following,
+        cgroups_off,
+        listener,
+        ring,
+        ring_fill,
+        sink,
+    } = loaded;
+    let listener = TcpListener::from_std(listener).context("cannot serve on the listening socket")?;
+    logging::relay_kernel_log(probes.ebpf_mut());
+    let (telemetry, event_metrics, mut registry) = start_telemetry(file, sink)?;
     let reload_stats = ReloadStats::register(&mut registry);
     let mut otlp =
         Otlp::start(&cli.otlp, &telemetry, &tokio::runtime::Handle::current()).map_err(|e| runtime(anyhow!(e)))?;
-    if signalled.is_triggered() {
-        return Ok(None);
-    }
-
-    let mut probes =
-        Probes::load(&layout, &cli.map_sizes(), &cli.settings(), &cli.disabled_families).map_err(runtime)?;
-    // Parsing the kernel's BTF (several MB, ~100k types) is the agent's largest allocation
-    // and is freed at once; hand the pages back so the resident size reflects what runs
-    // (~60 MB -> under 30 MB measured by `cargo xtask bench`).
-    // SAFETY: malloc_trim only releases free heap memory.
-    unsafe { libc::malloc_trim(0) };
-    logging::relay_kernel_log(probes.ebpf_mut());
-    let maps = KernelMaps::take(probes.ebpf_mut()).map_err(runtime)?;
-    let ring = take_events(probes.ebpf_mut()).map_err(runtime)?;
     send_http_events_while_wanted(&telemetry, EventsWanted::take(probes.ebpf_mut()).map_err(runtime)?);
-    let ring_fill = RingFill::new(&ring, cli.ring_buffer_size).context("cannot map the event ring buffer")?;
-    let (targets, following) = Targets::install(checked, maps)?;
-    probes.attach(Stage::Follow).map_err(runtime)?;
-    let cgroups_off = cgroups_off(cli, &probes)?;
-    if signalled.is_triggered() {
-        return Ok(None);
-    }
-    targets.discover_existing()?;
-    probes.attach(Stage::Measure).map_err(runtime)?;
-    if signalled.is_triggered() {
-        return Ok(None);
-    }
 
     let mut workers = Workers {
         stop: Shutdown::new().map_err(runtime)?,
@@ -290,7 +211,7 @@ fn start(
         otlp.push_metrics(registry.clone(), cli.poll_interval.into(), started)
             .map_err(|e| runtime(anyhow!(e)))?;
     }
-    Ok(Some(Running {
+    Ok(Running {
         probes,
         workers,
         listener,
@@ -298,7 +219,7 @@ fn start(
         registry,
         reloader,
         otlp,
-    }))
+    })
 }
 
 /// The ring-buffer reader: each record an event, executed on the bus.
@@ -332,22 +253,6 @@ fn send_http_events_while_wanted(telemetry: &Telemetry, wanted: EventsWanted) {
             tracing::warn!("cannot tell the kernel whether http.request events are wanted: {e}");
         }
     });
-}
-
-/// Why the cgroups family is not running, if it is not (the kernel cannot give it, or the
-/// user disabled it); an error if cgroups were asked for all the same.
-fn cgroups_off(cli: &Cli, probes: &Probes) -> Result<Option<String>, Failure> {
-    let off = probes.off().get(CGROUPS.name);
-    let off = off.or_else(|| probes.disabled().get(CGROUPS.name)).cloned();
-    if let Some(why) = &off
-        && !(cli.cgroups.is_empty() && cli.cgroup_patterns.is_empty())
-    {
-        return Err(runtime(anyhow!(
-            "--cgroup and --cgroup-pattern need the cgroups probe family, which is off ({why}); \
-             name the processes with --pid instead"
-        )));
-    }
-    Ok(off)
 }
 
 fn undecodable(telemetry: &Telemetry, e: &DecodeError) {
@@ -385,50 +290,11 @@ fn reload_on_hangup(mut hangups: tokio::signal::unix::Signal, reloader: Option<A
     });
 }
 
-/// SIGINT, SIGTERM and SIGHUP blocked in this thread (start-up: it loads the programs) until
-/// dropped. The verifier gives up with EAGAIN when the loading thread has a signal pending,
-/// and aya then loads the program again with a verifier log, up to 10 times with ever larger
-/// logs: a SIGTERM during the load of `sys_exit` kept the agent from stopping for over 5 s.
-/// Blocked here, the signal goes to a runtime worker, which triggers `signalled`, and
-/// start-up stops at its next step.
-struct SignalsHeld(SigSet);
-
-impl SignalsHeld {
-    fn here() -> nix::Result<SignalsHeld> {
-        let mut set = SigSet::empty();
-        set.add(Signal::SIGINT);
-        set.add(Signal::SIGTERM);
-        set.add(Signal::SIGHUP);
-        let mut before = SigSet::empty();
-        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut before))?;
-        Ok(SignalsHeld(before))
-    }
-}
-
-impl Drop for SignalsHeld {
-    fn drop(&mut self) {
-        let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
-    }
-}
-
-/// The listening socket, bound before anything is loaded so a taken port fails first.
-fn bind(cli: &Cli) -> Result<TcpListener, Failure> {
-    let listener = std::net::TcpListener::bind(cli.listen)
-        .and_then(|l| l.set_nonblocking(true).map(|()| l))
-        .and_then(TcpListener::from_std);
-    listener.map_err(|e| {
-        runtime(anyhow!(
-            "cannot listen on {}: {e}; choose another address with --listen",
-            cli.listen
-        ))
-    })
-}
-
 /// The event bus with the metric definitions attached (the config file's, else the
 /// built-in ones; served from the returned registry) and, with `--events`, the sink.
 fn start_telemetry(
     file: Option<&FileConfig>,
-    events: Option<&str>,
+    sink: Option<sink::Output>,
 ) -> Result<(Arc<Telemetry>, Arc<EventMetrics>, Registry), Failure> {
     let telemetry = Arc::new(Telemetry::new());
     let mut registry = Registry::default();
@@ -445,17 +311,14 @@ fn start_telemetry(
         .clone()
         .attach(&telemetry, "metrics", METRICS_QUEUE)
         .map_err(runtime)?;
-    if let Some(path) = events {
-        sink::attach(&telemetry, path).map_err(|e| match e {
-            sink::SinkError::Open { .. } => Failure::Usage(format!("--events {path}: {e}")),
-            sink::SinkError::Attach(e) => runtime(e),
-        })?;
+    if let Some(out) = sink {
+        sink::attach(&telemetry, out).map_err(runtime)?;
     }
     Ok((telemetry, event_metrics, registry))
 }
 
 /// Serves until `signalled`, then gives open connections [`SHUTDOWN_GRACE`] to finish.
-async fn serve(
+async fn serve_http(
     listener: TcpListener,
     sources: Arc<Sources>,
     registry: Arc<Registry>,
