@@ -442,15 +442,20 @@ fn http_requests_become_spans_under_their_connection() {
     let mut answers = String::new();
     s.read_to_string(&mut answers).unwrap();
     drop(s);
-    eventually("the requests' and the connection's spans", WAIT, || {
-        named(&receiver, "tcp accept").len() == 1
-            && receiver
-                .spans()
-                .iter()
-                .filter(|(_, s)| s.name.starts_with("GET"))
-                .count()
-                == requests.len()
-    });
+    let gets = || {
+        let names: Vec<String> = receiver.spans().into_iter().map(|(_, s)| s.name).collect();
+        names.into_iter().filter(|n| n.starts_with("GET")).count()
+    };
+    let waited = std::time::Instant::now();
+    while (named(&receiver, "tcp accept").is_empty() || gets() < requests.len()) && waited.elapsed() < WAIT {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let names: Vec<String> = receiver.spans().into_iter().map(|(_, s)| s.name).collect();
+    assert_eq!(
+        (named(&receiver, "tcp accept").len(), gets()),
+        (1, requests.len()),
+        "spans received: {names:?}"
+    );
     let connection = named(&receiver, "tcp accept").remove(0);
     let mut spans: Vec<Span> = receiver
         .spans()
