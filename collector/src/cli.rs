@@ -50,6 +50,12 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", env = "COLLECTOR_CONFIG")]
     pub config: Option<PathBuf>,
 
+    /// TLS and basic auth for every endpoint, in the Prometheus exporter-toolkit's web config
+    /// format (tls_server_config: cert_file, key_file, client_auth_type, client_ca_file,
+    /// min_version; basic_auth_users: bcrypt hashes). [example: --web.config.file /etc/collector/web.yml]
+    #[arg(long = "web.config.file", value_name = "FILE", env = "COLLECTOR_WEB_CONFIG_FILE")]
+    pub web_config_file: Option<PathBuf>,
+
     /// Serve POST /-/reload, which reloads the --config file as SIGHUP does; off by default,
     /// as anyone who can reach the address could trigger it. [example: --web.enable-reload]
     #[arg(long = "web.enable-reload", env = "COLLECTOR_WEB_ENABLE_RELOAD")]

@@ -124,7 +124,7 @@ fn with_exactly_cap_bpf_and_cap_perfmon_as_nobody_it_counts_exactly() {
         .local_addr()
         .unwrap()
         .to_string();
-    let mut agent = std::process::Command::new("setpriv")
+    let agent = std::process::Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
         .args(["--inh-caps=+bpf,+perfmon", "--ambient-caps=+bpf,+perfmon"])
         .arg(&bin)
@@ -132,6 +132,7 @@ fn with_exactly_cap_bpf_and_cap_perfmon_as_nobody_it_counts_exactly() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    let mut agent = Stopped(agent);
     eventually("the agent serving", Duration::from_secs(60), || {
         tests::http_get(&addr, "/health").is_some()
     });
@@ -142,10 +143,262 @@ fn with_exactly_cap_bpf_and_cap_perfmon_as_nobody_it_counts_exactly() {
         "collector_syscalls_total",
         &[("target", "app"), ("syscall", "getppid")],
     );
-    unsafe { libc::kill(agent.id() as i32, libc::SIGTERM) };
-    let status = agent.wait().unwrap();
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
+    let status = agent.0.wait().unwrap();
     let _ = std::fs::remove_file(&bin);
     println!("as nobody with CAP_BPF and CAP_PERFMON: {count} getppid counted, then {status}");
     assert_eq!(count, 5000.0);
     assert!(status.success());
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, made by openssl in a
+/// directory of the test's.
+struct Pki {
+    dir: std::path::PathBuf,
+}
+
+impl Pki {
+    fn make(test: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("collector-pki-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let openssl = |args: &str| {
+            let out = std::process::Command::new("openssl")
+                .args(args.split_whitespace())
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        openssl("req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 2 -subj /CN=test-ca");
+        // v3 certificates (webpki takes no other), each for its use.
+        let server = "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n";
+        for (name, ext) in [("server", server), ("client", "extendedKeyUsage=clientAuth\n")] {
+            std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
+            openssl(&format!(
+                "req -newkey rsa:2048 -nodes -keyout {name}.key -out {name}.csr -subj /CN={name}"
+            ));
+            openssl(&format!(
+                "x509 -req -in {name}.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out {name}.crt -days 2 \
+                 -extfile {name}.ext"
+            ));
+        }
+        Pki { dir }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A bcrypt hash of `password`, made by Python's bcrypt (an implementation of its own).
+fn bcrypt_hash(password: &str) -> Option<String> {
+    let python = std::env::var_os("COLLECTOR_PYTHON");
+    let Some(python) = python else {
+        tests::skip("COLLECTOR_PYTHON is not set: `cargo xtask test` makes the venv with bcrypt");
+        return None;
+    };
+    let out = std::process::Command::new(python)
+        .args([
+            "-c",
+            "import bcrypt, sys; print(bcrypt.hashpw(sys.argv[1].encode(), bcrypt.gensalt(rounds=6)).decode())",
+        ])
+        .arg(password)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// curl's status code for `url` with `args`; `None` when the exchange itself failed (TLS).
+fn curl(url: &str, args: &[&str]) -> (Option<u16>, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-D", "-", "--max-time", "10"])
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).into_owned();
+    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok());
+    (code.filter(|_| out.status.success()), head)
+}
+
+fn web_tools() -> bool {
+    privileged() && have_tool("curl", "curl") && have_tool("openssl", "openssl")
+}
+
+/// TLS (1.2 at least, a client certificate required) and basic auth on every endpoint, with
+/// curl and openssl as clients; then a real Prometheus scraping through both.
+#[test]
+fn tls_and_basic_auth_guard_every_endpoint_and_prometheus_scrapes_through_them() {
+    if !web_tools() || !have_tool("prometheus", "prometheus") {
+        return;
+    }
+    let Some(hash) = bcrypt_hash("s3cret") else { return };
+    let pki = Pki::make("tls");
+    let web = pki.dir.join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+             client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: ca.crt\n  min_version: TLS12\n\
+             basic_auth_users:\n  prometheus: {hash}\n"
+        ),
+    )
+    .unwrap();
+    let mut w = Workload::spawn();
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let agent = std::process::Command::new(tests::collector_bin())
+        .args(["--pid", &format!("app={}", w.pid), "--listen", &addr])
+        .args(["--web.config.file", &web.display().to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut agent = Stopped(agent);
+    let (ca, cert, key) = (pki.path("ca.crt"), pki.path("client.crt"), pki.path("client.key"));
+    let tls = ["--cacert", &ca, "--cert", &cert, "--key", &key];
+    let url = |path: &str| format!("https://{addr}{path}");
+    let with = |extra: &[&str], path: &str| {
+        let args: Vec<&str> = tls.iter().chain(extra).copied().collect();
+        curl(&url(path), &args)
+    };
+    eventually("the agent serving over TLS", Duration::from_secs(60), || {
+        with(&["-u", "prometheus:s3cret"], "/health").0.is_some()
+    });
+    w.run("getppid 3000");
+
+    let cases: [(&str, &[&str], &str, Option<u16>); 6] = [
+        ("right password", &["-u", "prometheus:s3cret"], "/metrics", Some(200)),
+        (
+            "right password, /events",
+            &["-u", "prometheus:s3cret", "--max-time", "1"],
+            "/events?event=nothing.*",
+            Some(400),
+        ),
+        ("wrong password", &["-u", "prometheus:wrong"], "/metrics", Some(401)),
+        ("unknown user", &["-u", "mallory:s3cret"], "/metrics", Some(401)),
+        ("no credentials", &[], "/health", Some(401)),
+        ("no credentials, /metrics", &[], "/metrics", Some(401)),
+    ];
+    for (what, extra, path, want) in cases {
+        let (code, head) = with(extra, path);
+        println!("{what}: {code:?}");
+        assert_eq!(code, want, "{what}: {head}");
+        if want == Some(401) {
+            assert!(
+                head.to_lowercase().contains("www-authenticate: basic"),
+                "{what}: {head}"
+            );
+        }
+    }
+    let (code, _) = curl(&url("/metrics"), &["--cacert", &ca, "-u", "prometheus:s3cret"]);
+    assert_eq!(code, None, "no client certificate, no exchange");
+    let (code, _) = curl(&format!("http://{addr}/metrics"), &["-u", "prometheus:s3cret"]);
+    assert_eq!(code, None, "plain HTTP to the TLS port");
+    // TLS 1.1 offered (openssl's security level lowered so that it does), and refused.
+    let s_client = |version: &str| {
+        std::process::Command::new("openssl")
+            .args(["s_client", "-connect", &addr, version, "-cipher", "DEFAULT:@SECLEVEL=0"])
+            .args(["-CAfile", &ca, "-cert", &cert, "-key", &key])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let tls11 = s_client("-tls1_1");
+    let tls12 = s_client("-tls1_2");
+    println!("TLS 1.1: {}; TLS 1.2: {}", tls11.status, tls12.status);
+    assert!(!tls11.status.success(), "TLS 1.1 was accepted");
+    assert!(
+        tls12.status.success(),
+        "TLS 1.2 failed: {}",
+        String::from_utf8_lossy(&tls12.stderr)
+    );
+
+    let job = format!(
+        "    scheme: https\n    tls_config:\n      ca_file: {ca}\n      cert_file: {cert}\n      key_file: {key}\n    \
+         basic_auth:\n      username: prometheus\n      password: s3cret\n"
+    );
+    let prometheus = tests::Prometheus::start_scraping("tls", &addr, &job, &[]);
+    let counted = prometheus.eventually(
+        r#"collector_syscalls_total{target="app",syscall="getppid"}"#,
+        Duration::from_secs(60),
+    );
+    println!("Prometheus through TLS and basic auth: {counted:?}");
+    assert_eq!(counted.first().map(|(_, v)| *v), Some(3000.0));
+    unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
+    assert!(agent.0.wait().unwrap().success());
+}
+
+/// A child killed when the test ends, passed or not.
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Each bad web config stops the start in one line (exit 2) before anything loads.
+#[test]
+fn a_bad_web_config_is_a_one_line_error_before_anything_loads() {
+    if !web_tools() {
+        return;
+    }
+    let Some(hash) = bcrypt_hash("pw") else { return };
+    let pki = Pki::make("bad");
+    let w = Workload::spawn();
+    let tls = |cert: &str, key: &str| format!("tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n");
+    let cases = [
+        (tls("missing.crt", "server.key"), "cert_file missing.crt"),
+        (tls("server.crt", "client.key"), "cert_file and key_file"),
+        (
+            "basic_auth_users:\n  alice: $2b$06$notahash\n".to_owned(),
+            "basic_auth_users alice: not a bcrypt hash",
+        ),
+        (
+            format!("basic_auth_users:\n  alice: {hash}\nbasic_auth: x\n"),
+            "unknown field `basic_auth`",
+        ),
+        (
+            tls("server.crt", "server.key") + "  min_version: TLS11\n",
+            "min_version TLS11: TLS12 or TLS13",
+        ),
+        (
+            tls("server.crt", "server.key") + "  client_auth_type: RequireAndVerifyClientCert\n",
+            "needs client_ca_file",
+        ),
+    ];
+    for (i, (text, needle)) in cases.iter().enumerate() {
+        let path = pki.dir.join(format!("bad{i}.yml"));
+        std::fs::write(&path, text).unwrap();
+        let out = std::process::Command::new(tests::collector_bin())
+            .args([
+                "--pid",
+                &w.pid.to_string(),
+                "--web.config.file",
+                &path.display().to_string(),
+            ])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        println!("{needle}: {stderr}");
+        assert_eq!(out.status.code(), Some(2), "{text}: {stderr}");
+        assert!(stderr.contains(needle), "{text}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
+    }
 }

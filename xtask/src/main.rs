@@ -108,7 +108,7 @@ fn build(root: &Path) -> anyhow::Result<PathBuf> {
 fn test(root: &Path, kernel: Option<&str>, args: &[String]) -> anyhow::Result<()> {
     let bin = build(root)?;
     setup::ensure_test_peers()?;
-    let python = setup::ensure_dashboard_python(root)?;
+    let python = setup::ensure_test_python(root)?;
     let kernels = vm::ensure_kernels(root, kernel)?;
     let suites = guest_suites(root)?;
     // With --kernel, the extra arguments are the test binary's (`-- --nocapture`).

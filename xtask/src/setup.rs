@@ -19,8 +19,8 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 const LLVM_PACKAGES: &[&str] = &["llvm-22-dev", "libpolly-22-dev", "libzstd-dev"];
 
-/// Programs the end-to-end tests drive (the last three through `bench --quick`), and the
-/// Debian packages that have them.
+/// Programs the end-to-end tests drive (bpftrace, syscount and taskset through `bench
+/// --quick`), and the Debian packages that have them.
 const TEST_PEERS: &[(&str, &str)] = &[
     ("promtool", "prometheus"),
     ("bpftool", "bpftool"),
@@ -31,6 +31,10 @@ const TEST_PEERS: &[(&str, &str)] = &[
     ("taskset", "util-linux"),
     ("nginx", "nginx-light"),
     ("wrk", "wrk"),
+    // TLS clients and certificates of the web config's tests (production.rs), and capsh.
+    ("curl", "curl"),
+    ("openssl", "openssl"),
+    ("capsh", "libcap2-bin"),
 ];
 
 pub fn ensure_toolchain() -> anyhow::Result<()> {
@@ -169,13 +173,19 @@ pub(crate) fn ensure_pip(venv: &Path, requirement: &str, for_what: &str) -> anyh
 }
 
 /// Grafana's SDK, which builds (and so checks) the dashboards, pinned: an unpinned install
-/// takes a Grafana 10.1 line whose version sorts higher (tests/tests/dashboards.rs).
-const GRAFANA_SDK: &str = "grafana-foundation-sdk==0.0.21";
+/// takes a Grafana 10.1 line whose version sorts higher (tests/tests/dashboards.rs); and
+/// bcrypt, which makes the web config tests' password hashes (production.rs).
+const TEST_PYTHON_PACKAGES: &[(&str, &str)] = &[
+    ("grafana-foundation-sdk==0.0.21", "the dashboards' test"),
+    ("bcrypt==5.0.0", "the web config's tests"),
+];
 
-/// The Python with Grafana's SDK, for the dashboards' test (`COLLECTOR_PYTHON`).
-pub fn ensure_dashboard_python(root: &Path) -> anyhow::Result<PathBuf> {
+/// The Python with the tests' packages (`COLLECTOR_PYTHON`).
+pub fn ensure_test_python(root: &Path) -> anyhow::Result<PathBuf> {
     let venv = root.join("target/venv");
-    ensure_pip(&venv, GRAFANA_SDK, "the dashboards' test")?;
+    for (requirement, for_what) in TEST_PYTHON_PACKAGES {
+        ensure_pip(&venv, requirement, for_what)?;
+    }
     Ok(venv.join("bin/python"))
 }
 

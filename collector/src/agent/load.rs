@@ -9,6 +9,7 @@ use super::{
 };
 use crate::{
     cli::Cli,
+    export::web_config::WebConfig,
     kernel::{
         btf::KernelLayout,
         capabilities,
@@ -29,6 +30,8 @@ pub struct Loaded {
     /// Why the cgroups family is off, if it is.
     pub cgroups_off: Option<String>,
     pub listener: std::net::TcpListener,
+    /// `--web.config.file`'s TLS and users, checked.
+    pub web: WebConfig,
     pub ring: RingBuf<MapData>,
     pub ring_fill: RingFill,
     /// `--events`, opened.
@@ -53,6 +56,10 @@ pub fn load(cli: &Cli) -> Result<Option<Loaded>, Failure> {
     capabilities::check().map_err(runtime)?;
     let layout = KernelLayout::read(&cli.kernel_btf).map_err(runtime)?;
     let listener = bind(cli)?;
+    let web = match &cli.web_config_file {
+        Some(path) => WebConfig::load(path).map_err(|e| Failure::Usage(e.to_string()))?,
+        None => WebConfig::default(),
+    };
     // Before anything loads, so that a bad path fails first.
     let sink = cli
         .events
@@ -90,6 +97,7 @@ pub fn load(cli: &Cli) -> Result<Option<Loaded>, Failure> {
         following,
         cgroups_off,
         listener,
+        web,
         ring,
         ring_fill,
         sink,

@@ -9,10 +9,7 @@ use std::{
 
 use anyhow::{Context as _, anyhow};
 use prometheus_client::registry::Registry;
-use tokio::{
-    net::TcpListener,
-    signal::unix::{SignalKind, signal},
-};
+use tokio::signal::unix::{SignalKind, signal};
 
 use collector_common::events::EventKind;
 
@@ -27,7 +24,7 @@ use crate::{
         self, FileConfig,
         reload::{ReloadStats, Reloader},
     },
-    export::{self, Sources, http, otlp::Otlp},
+    export::{self, Sources, http, otlp::Otlp, web_config::WebConfig},
     kernel::{maps::EventsWanted, probes::Probes, records::DecodeError, ring},
     logging,
     shutdown::Shutdown,
@@ -76,6 +73,7 @@ pub async fn serve(
         probes,
         workers,
         listener,
+        web,
         sources,
         registry,
         reloader,
@@ -90,7 +88,7 @@ pub async fn serve(
         reload
     });
     let telemetry = sources.telemetry.clone();
-    let served = serve_http(listener, Arc::new(sources), registry, reload_over_http, &signalled).await;
+    let served = serve_http(listener, web, Arc::new(sources), registry, reload_over_http, &signalled).await;
     drop(probes); // detaches every link and unloads the programs
     drop(workers); // then the reader drains what the programs wrote before
     telemetry.detach_all(); // lets the sink write what it has queued, and OTLP its spans
@@ -107,7 +105,8 @@ pub async fn serve(
 struct Running {
     probes: Probes,
     workers: Workers,
-    listener: TcpListener,
+    listener: std::net::TcpListener,
+    web: WebConfig,
     sources: Sources,
     registry: Arc<Registry>,
     /// With --config.
@@ -143,11 +142,11 @@ fn start(cli: &Cli, file: Option<&FileConfig>, loaded: Loaded, started: Instant)
         following,
         cgroups_off,
         listener,
+        web,
         ring,
         ring_fill,
         sink,
     } = loaded;
-    let listener = TcpListener::from_std(listener).context("cannot serve on the listening socket")?;
     logging::relay_kernel_log(probes.ebpf_mut());
     let (telemetry, event_metrics, mut registry) = start_telemetry(file, sink)?;
     let reload_stats = ReloadStats::register(&mut registry);
@@ -215,6 +214,7 @@ fn start(cli: &Cli, file: Option<&FileConfig>, loaded: Loaded, started: Instant)
         probes,
         workers,
         listener,
+        web,
         sources,
         registry,
         reloader,
@@ -319,13 +319,14 @@ fn start_telemetry(
 
 /// Serves until `signalled`, then gives open connections [`SHUTDOWN_GRACE`] to finish.
 async fn serve_http(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
+    web: WebConfig,
     sources: Arc<Sources>,
     registry: Arc<Registry>,
     reload: Option<http::Reload>,
     signalled: &Shutdown,
 ) -> anyhow::Result<()> {
-    let mut server = tokio::spawn(http::serve(listener, sources, registry, reload, signalled.clone()));
+    let mut server = tokio::spawn(http::serve(listener, web, sources, registry, reload, signalled.clone()));
     tokio::select! {
         () = signalled.stopped() => {}
         result = &mut server => {

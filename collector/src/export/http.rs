@@ -1,17 +1,17 @@
 //! The HTTP endpoints, on tokio (axum): `/metrics`, `/health`, `/events` (`events.rs`), and
 //! `POST /-/reload` when `--web.enable-reload` turns it on (403 otherwise, as Prometheus
-//! answers).
+//! answers); over TLS and behind basic auth as `--web.config.file` says (`web_config.rs`).
 use std::sync::Arc;
 
 use axum::{
     Router,
-    extract::{Query, State},
+    extract::{Query, Request, State},
     http::{HeaderMap, StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
 
 use crate::shutdown::Shutdown;
 
@@ -20,6 +20,7 @@ use super::{
     events::{self, EventStreams},
     exposition,
     health::Health,
+    web_config::{Users, WebConfig},
 };
 
 /// Reloads the config file: what changed, or why it was rejected.
@@ -36,14 +37,15 @@ struct Shared {
 /// Serves until `shutdown` is triggered, then lets open requests finish (an `/events`
 /// stream ends there).
 pub async fn serve(
-    listener: TcpListener,
+    listener: std::net::TcpListener,
+    web: WebConfig,
     sources: Arc<Sources>,
     registry: Arc<Registry>,
     reload: Option<Reload>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let events = Arc::new(EventStreams::new(sources.telemetry.clone(), shutdown.clone()));
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/metrics", get(get_metrics))
         .route("/health", get(get_health))
         .route("/events", get(get_events))
@@ -54,9 +56,47 @@ pub async fn serve(
             reload,
             events,
         });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.stopped().await })
+    if let Some(users) = web.users {
+        app = app.layer(middleware::from_fn_with_state(users, authenticate));
+    }
+    let Some(tls) = web.tls else {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        return axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.stopped().await })
+            .await;
+    };
+    let handle = axum_server::Handle::new();
+    let stop = handle.clone();
+    tokio::spawn(async move {
+        shutdown.stopped().await;
+        stop.graceful_shutdown(None);
+    });
+    axum_server::from_tcp_rustls(listener, axum_server::tls_rustls::RustlsConfig::from_config(tls))?
+        .handle(handle)
+        .serve(app.into_make_service())
         .await
+}
+
+/// Basic auth on every request: 401 with a challenge unless the credentials are right.
+async fn authenticate(State(users): State<Arc<Users>>, request: Request, next: Next) -> Response {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    // bcrypt is slow on purpose: off the async workers.
+    let allowed = tokio::task::spawn_blocking(move || users.allow(authorization.as_deref()))
+        .await
+        .unwrap_or(false);
+    if allowed {
+        next.run(request).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, r#"Basic realm="collector""#)],
+            "unauthorized\n",
+        )
+            .into_response()
+    }
 }
 
 async fn get_metrics(State(shared): State<Shared>, headers: HeaderMap) -> Response {

@@ -1,7 +1,8 @@
 //! What the agent serves: the exposition of `/metrics` (`exposition`), the metrics read from
 //! kernel maps at scrape time (the table `kernel_metrics`, read by `scrape`), the agent's own
 //! metrics (`agent_metrics`), `/health` (`health`), the live event
-//! stream (`events`), the HTTP server (`http`), and the OTLP push (`otlp`).
+//! stream (`events`), the HTTP server (`http`, with TLS and basic auth from `web_config`), and the
+//! OTLP push (`otlp`).
 //!
 //! This folder reads the target set, the kernel maps through it, and the telemetry counts;
 //! nothing below it calls back up.
@@ -13,6 +14,7 @@ pub mod http;
 pub mod kernel_metrics;
 pub mod otlp;
 pub mod scrape;
+pub mod web_config;
 
 use std::{
     collections::BTreeMap,
