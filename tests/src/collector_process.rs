@@ -5,7 +5,6 @@
 //! `target/release/collector` of this workspace.
 use std::{
     io::Read as _,
-    net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
     time::{Duration, Instant},
@@ -154,6 +153,5 @@ pub fn collector_output(args: &[&str]) -> (Option<i32>, String) {
 }
 
 fn free_addr() -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
+    crate::free_port().to_string()
 }

@@ -63,3 +63,30 @@ pub fn python_after_go(script: &str, args: &[&str]) -> (Child, ChildStdin) {
     let stdin = child.stdin.take().unwrap();
     (child, stdin)
 }
+
+/// A file of the repository (`deploy/systemd/collector.service`).
+pub fn repo_path(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+/// The Python of the tests' pinned PyPI packages (`COLLECTOR_PYTHON`, which `cargo xtask
+/// test` makes); says `skipping: <why>` when it is not set. `what`: the package a test needs.
+pub fn test_python(what: &str) -> Option<std::path::PathBuf> {
+    let python = std::env::var_os("COLLECTOR_PYTHON").map(std::path::PathBuf::from);
+    if python.is_none() {
+        skip(&format!(
+            "COLLECTOR_PYTHON is not set: `cargo xtask test` makes the venv with {what}"
+        ));
+    }
+    python
+}
+
+/// A child killed when the test ends, passed or not.
+pub struct Stopped(pub Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

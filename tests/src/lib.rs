@@ -21,6 +21,6 @@ pub use fixtures::{
     prometheus::Prometheus,
     tcp_server::serve_tcp,
 };
-pub use harness::{eventually, have_tool, privileged, python_after_go, skip};
+pub use harness::{Stopped, eventually, have_tool, privileged, python_after_go, repo_path, skip, test_python};
 pub use http::{http_get, http_get_accept, http_post};
 pub use workload::Workload;

@@ -666,8 +666,8 @@ fn check_config_places_every_problem_and_loads_nothing() {
 #[test]
 fn the_example_config_is_valid_and_shows_every_setting() {
     use clap::CommandFactory as _;
-    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/collector.toml");
-    let (code, stdout, stderr) = check_config(example, None);
+    let example = tests::repo_path("examples/collector.toml");
+    let (code, stdout, stderr) = check_config(example.to_str().unwrap(), None);
     assert_eq!(code, Some(0), "{stderr}");
     let cmd = collector::cli::Cli::command();
     let flags = cmd

@@ -5,29 +5,24 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     io::{Read as _, Write as _},
-    path::{Path, PathBuf},
+    path::PathBuf,
     process::Command,
     time::Duration,
 };
 
 use serde_json::Value;
-use tests::{Collector, Nginx, OtlpReceiver, Prometheus, Workload, have_tool, privileged, python_after_go, skip};
+use tests::{
+    Collector, Nginx, OtlpReceiver, Prometheus, Workload, have_tool, privileged, python_after_go, repo_path,
+    test_python,
+};
 
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-/// The Python with the pinned grafana-foundation-sdk (`cargo xtask test` makes it).
+/// The Python with the pinned grafana-foundation-sdk.
 fn sdk_python() -> Option<PathBuf> {
-    let python = std::env::var_os("COLLECTOR_PYTHON").map(PathBuf::from);
-    if python.is_none() {
-        skip("COLLECTOR_PYTHON is not set: `cargo xtask test` makes the venv with grafana-foundation-sdk");
-    }
-    python
+    test_python("grafana-foundation-sdk")
 }
 
 fn dashboards() -> Vec<(String, Value)> {
-    let mut found: Vec<(String, Value)> = std::fs::read_dir(repo("dashboards"))
+    let mut found: Vec<(String, Value)> = std::fs::read_dir(repo_path("dashboards"))
         .unwrap()
         .flatten()
         .map(|e| e.path())
@@ -69,7 +64,7 @@ fn the_dashboards_are_what_grafanas_sdk_builds_and_the_readme_shows_them() {
     let Some(python) = sdk_python() else { return };
     let run = |arg: &str| {
         let out = Command::new(&python)
-            .arg(repo("dashboards/build.py"))
+            .arg(repo_path("dashboards/build.py"))
             .arg(arg)
             .output()
             .unwrap();
@@ -79,7 +74,7 @@ fn the_dashboards_are_what_grafanas_sdk_builds_and_the_readme_shows_them() {
     };
     run("--check");
     let table = run("--readme");
-    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
     assert!(
         readme.contains(&table),
         "the README's dashboard table is not build.py --readme's:\n{table}"
@@ -116,7 +111,7 @@ fn promtool_checks_the_rules_and_their_unit_tests_pass() {
     let promtool = |args: &[&str]| {
         let out = Command::new("promtool")
             .args(args)
-            .current_dir(repo("deploy/prometheus"))
+            .current_dir(repo_path("deploy/prometheus"))
             .output()
             .unwrap();
         let text = format!(
@@ -133,8 +128,8 @@ fn promtool_checks_the_rules_and_their_unit_tests_pass() {
     let tested = promtool(&["test", "rules", "rules.test.yml"]);
     assert!(tested.contains("SUCCESS"));
     // Every alert has a unit test.
-    let rules = std::fs::read_to_string(repo("deploy/prometheus/rules.yml")).unwrap();
-    let tests = std::fs::read_to_string(repo("deploy/prometheus/rules.test.yml")).unwrap();
+    let rules = std::fs::read_to_string(repo_path("deploy/prometheus/rules.yml")).unwrap();
+    let tests = std::fs::read_to_string(repo_path("deploy/prometheus/rules.test.yml")).unwrap();
     for alert in rules.lines().filter_map(|l| l.trim().strip_prefix("- alert: ")) {
         assert!(
             tests.contains(&format!("alertname: {alert}")),
@@ -186,7 +181,7 @@ fn a_real_prometheus_answers_every_panel_of_every_dashboard() {
         "--otlp-interval",
         "1s",
     ]);
-    let rules = repo("deploy/prometheus/rules.yml");
+    let rules = repo_path("deploy/prometheus/rules.yml");
     let prometheus = Prometheus::start("dashboards", &c.addr, &[&rules]);
 
     // Syscalls with errors, children exiting with codes and by a signal.

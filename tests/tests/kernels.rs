@@ -316,7 +316,7 @@ fn in_a_guest_every_family_the_kernel_has_counts_exactly() {
 /// The README's kernel table says "no" exactly where [`OFF`] says a family is off.
 #[test]
 fn the_readme_kernel_table_agrees_with_the_matrix() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme = std::fs::read_to_string(tests::repo_path("README.md")).unwrap();
     let mut rows = readme.lines().skip_while(|l| !l.starts_with("| kernel |"));
     let header: Vec<&str> = rows.next().unwrap().split('|').map(str::trim).collect();
     let rows: Vec<Vec<&str>> = rows

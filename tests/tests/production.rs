@@ -3,7 +3,7 @@
 //! to start without the ones it needs.
 use std::{collections::BTreeMap, time::Duration};
 
-use tests::{CgroupTree, Collector, Workload, eventually, have_tool, privileged, value};
+use tests::{CgroupTree, Collector, Stopped, Workload, eventually, have_tool, privileged, value};
 
 /// CAP_SYS_PTRACE's bit in the capability sets (include/uapi/linux/capability.h).
 const CAP_SYS_PTRACE: u64 = 1 << 19;
@@ -203,11 +203,7 @@ impl Drop for Pki {
 
 /// A bcrypt hash of `password`, made by Python's bcrypt (an implementation of its own).
 fn bcrypt_hash(password: &str) -> Option<String> {
-    let python = std::env::var_os("COLLECTOR_PYTHON");
-    let Some(python) = python else {
-        tests::skip("COLLECTOR_PYTHON is not set: `cargo xtask test` makes the venv with bcrypt");
-        return None;
-    };
+    let python = tests::test_python("bcrypt")?;
     let out = std::process::Command::new(python)
         .args([
             "-c",
@@ -341,16 +337,6 @@ fn tls_and_basic_auth_guard_every_endpoint_and_prometheus_scrapes_through_them()
     assert_eq!(counted.first().map(|(_, v)| *v), Some(3000.0));
     unsafe { libc::kill(agent.0.id() as i32, libc::SIGTERM) };
     assert!(agent.0.wait().unwrap().success());
-}
-
-/// A child killed when the test ends, passed or not.
-struct Stopped(std::process::Child);
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// Each bad web config stops the start in one line (exit 2) before anything loads.
