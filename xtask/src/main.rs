@@ -1,8 +1,9 @@
-//! The project's task runner: `cargo xtask <setup|build|run|test>`.
+//! The project's task runner: `cargo xtask <setup|build|run|test|bench|install>`.
 //!
 //! `setup` installs what a fresh machine lacks to build the kernel programs (nightly
 //! rust-src, LLVM 22 development files, bpf-linker built against them). It checks before it
 //! installs, so it is quick when everything is present; `build`, `run` and `test` run it first.
+mod install;
 mod setup;
 mod vm;
 
@@ -46,6 +47,14 @@ enum Task {
         #[arg(long, value_name = "PATH")]
         baseline: Option<PathBuf>,
     },
+    /// Build, then install the binary, the systemd unit and a first config (as root):
+    /// /usr/local/bin/collector, /etc/systemd/system/collector.service,
+    /// /etc/collector/collector.toml and /etc/default/collector (those two only if absent).
+    Install {
+        /// Install under this directory instead of / (for a package or an image).
+        #[arg(long, value_name = "DIR", default_value = "/")]
+        root: PathBuf,
+    },
     /// Run every test: unit tests and the privileged end-to-end tests (as root).
     Test {
         /// Only the kernel-matrix test, on this kernel of it (5.10, 6.1, 6.12): for chasing
@@ -68,6 +77,7 @@ fn main() -> anyhow::Result<()> {
             let err = Command::new(&bin).args(args).exec();
             Err(err).with_context(|| format!("cannot run {}", bin.display()))
         }
+        Task::Install { root: dest } => install::install(&root, &build(&root)?, &dest),
         Task::Test { kernel, args } => test(&root, kernel.as_deref(), &args),
         Task::Bench { quick, baseline } => bench(&root, quick, baseline.as_deref()),
     }

@@ -35,6 +35,8 @@ const TEST_PEERS: &[(&str, &str)] = &[
     ("curl", "curl"),
     ("openssl", "openssl"),
     ("capsh", "libcap2-bin"),
+    // The systemd unit's test (deploy.rs): verify, security, syscall-filter.
+    ("systemd-analyze", "systemd"),
 ];
 
 pub fn ensure_toolchain() -> anyhow::Result<()> {
@@ -178,6 +180,7 @@ pub(crate) fn ensure_pip(venv: &Path, requirement: &str, for_what: &str) -> anyh
 const TEST_PYTHON_PACKAGES: &[(&str, &str)] = &[
     ("grafana-foundation-sdk==0.0.21", "the dashboards' test"),
     ("bcrypt==5.0.0", "the web config's tests"),
+    ("kubernetes-validate==1.37.0", "the Kubernetes manifests' test"),
 ];
 
 /// The Python with the tests' packages (`COLLECTOR_PYTHON`).

@@ -29,6 +29,7 @@ mod failure;
 mod load;
 mod serve;
 mod signals;
+mod systemd;
 
 pub use failure::Failure;
 

@@ -16,7 +16,7 @@ use collector_common::events::EventKind;
 use super::{
     failure::{Failure, runtime},
     load::Loaded,
-    signals,
+    signals, systemd,
 };
 use crate::{
     cli::Cli,
@@ -69,6 +69,11 @@ pub async fn serve(
         startup_ms = started.elapsed().as_millis() as u64,
         "collector ready"
     );
+    systemd::ready(&format!(
+        "counting {} target(s), serving on {}",
+        agent.sources.targets.read().set().len(),
+        cli.listen
+    ));
     let Running {
         probes,
         workers,
@@ -89,6 +94,7 @@ pub async fn serve(
     });
     let telemetry = sources.telemetry.clone();
     let served = serve_http(listener, web, Arc::new(sources), registry, reload_over_http, &signalled).await;
+    systemd::stopping();
     drop(probes); // detaches every link and unloads the programs
     drop(workers); // then the reader drains what the programs wrote before
     telemetry.detach_all(); // lets the sink write what it has queued, and OTLP its spans

@@ -42,13 +42,17 @@ fn sets(what: &'static str) -> impl FnOnce(caps::errors::CapsError) -> Capabilit
     move |source| CapabilityError::Sets { what, source }
 }
 
+/// What loading needs without CAP_SYS_ADMIN: what the deployment files grant
+/// (`deploy/systemd/collector.service`, `deploy/kubernetes/`; their tests compare).
+pub const LOAD: [Capability; 2] = [Capability::CAP_BPF, Capability::CAP_PERFMON];
+
 /// Checks that this thread may load tracing programs; the error names what is missing.
 pub fn check() -> Result<(), CapabilityError> {
     let effective = caps::read(None, CapSet::Effective).map_err(sets("read"))?;
     if effective.contains(&Capability::CAP_SYS_ADMIN) {
         return Ok(());
     }
-    let missing: Vec<String> = [Capability::CAP_BPF, Capability::CAP_PERFMON]
+    let missing: Vec<String> = LOAD
         .into_iter()
         .filter(|c| !effective.contains(c))
         .map(|c| c.to_string())
