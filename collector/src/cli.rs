@@ -18,7 +18,15 @@ use crate::{
         http_routes,
         probes::{MapSizes, Settings},
     },
-    targets::{CgroupSpec, PidSpec, cgroup::pattern::CgroupPattern},
+    targets::{
+        CgroupSpec, PidSpec,
+        cgroup::pattern::CgroupPattern,
+        workload::{
+            FIELDS,
+            host::HostFiles,
+            naming::{Naming, Template},
+        },
+    },
 };
 
 #[derive(Debug, Parser)]
@@ -204,6 +212,27 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", env = "COLLECTOR_SLOW_SYSCALL", value_parser = parse_positive_duration)]
     pub slow_syscall: Option<humantime::Duration>,
 
+    /// How to name each target a --cgroup-pattern finds, from its workload: text with
+    /// {namespace}, {pod}, {container}, {container_id}, {pod_uid}, {qos}, {unit} or {cgroup}
+    /// (its path). A target whose workload lacks a field the template uses gets the default:
+    /// namespace/pod/container for a Kubernetes container, namespace/pod for a pod, a Docker
+    /// container's name, else the cgroup's path. [example: --target-name '{namespace}/{pod}/{container}']
+    #[arg(long, value_name = "TEMPLATE", env = "COLLECTOR_TARGET_NAME", value_parser = Template::parse)]
+    pub target_name: Option<Template>,
+
+    /// Workload fields to add as labels to every series that has a `target` label (they
+    /// are always on collector_target_info): namespace, pod, container, container_id,
+    /// pod_uid, qos, unit. Each adds no series, but makes every one longer.
+    /// [example: --target-labels namespace,pod,container]
+    #[arg(long, value_name = "FIELD", env = "COLLECTOR_TARGET_LABELS", value_delimiter = ',', value_parser = parse_target_label)]
+    pub target_labels: Vec<&'static str>,
+
+    /// The directory host files are read under to name workloads (/var/log/pods,
+    /// /var/log/containers, /var/lib/docker/containers): `/` on a host, where a container
+    /// mounts the node's. [example: --host-root /host]
+    #[arg(long, value_name = "DIR", env = "COLLECTOR_HOST_ROOT", default_value = "/")]
+    pub host_root: PathBuf,
+
     /// The kernel's BTF to read struct layouts and tracepoints from: the running kernel's
     /// unless a distribution ships it elsewhere. [example: --kernel-btf /boot/vmlinux.btf]
     #[arg(long, value_name = "PATH", env = "COLLECTOR_KERNEL_BTF", default_value = VMLINUX_BTF)]
@@ -244,6 +273,14 @@ impl Cli {
             return Err(format!("--http-route {} is given twice", self.http_routes[twice]));
         }
         Ok(())
+    }
+
+    /// How pattern targets are named (`--target-name`, `--host-root`).
+    pub fn naming(&self) -> Naming {
+        Naming {
+            template: self.target_name.clone(),
+            files: HostFiles::under(&self.host_root),
+        }
     }
 
     /// The runtime map sizes these flags ask for.
@@ -324,6 +361,14 @@ fn parse_http_route(s: &str) -> Result<String, String> {
 }
 
 /// A family the agent can run without (`Family::core` is false).
+fn parse_target_label(s: &str) -> Result<&'static str, String> {
+    FIELDS
+        .iter()
+        .find(|f| **f == s)
+        .copied()
+        .ok_or_else(|| format!("{s:?} is no workload field; use {}", FIELDS.join(", ")))
+}
+
 fn parse_family(s: &str) -> Result<&'static str, String> {
     let optional = || FAMILIES.iter().filter(|f| !f.core).map(|f| f.name);
     optional().find(|&name| name == s).ok_or_else(|| {

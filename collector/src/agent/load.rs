@@ -52,14 +52,16 @@ pub fn load(cli: &Cli) -> Result<Option<Loaded>, Failure> {
         cgroups: &cli.cgroups,
         patterns: &cli.cgroup_patterns,
         max_targets: cli.max_targets as usize,
+        naming: &cli.naming(),
     })?;
-    capabilities::check().map_err(runtime)?;
-    let layout = KernelLayout::read(&cli.kernel_btf).map_err(runtime)?;
-    let listener = bind(cli)?;
+    // A usage error before what the host may refuse (capabilities, BTF, the port).
     let web = match &cli.web_config_file {
         Some(path) => WebConfig::load(path).map_err(|e| Failure::Usage(e.to_string()))?,
         None => WebConfig::default(),
     };
+    capabilities::check().map_err(runtime)?;
+    let layout = KernelLayout::read(&cli.kernel_btf).map_err(runtime)?;
+    let listener = bind(cli)?;
     // Before anything loads, so that a bad path fails first.
     let sink = cli
         .events

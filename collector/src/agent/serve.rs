@@ -154,7 +154,7 @@ fn start(cli: &Cli, file: Option<&FileConfig>, loaded: Loaded, started: Instant)
         sink,
     } = loaded;
     logging::relay_kernel_log(probes.ebpf_mut());
-    let (telemetry, event_metrics, mut registry) = start_telemetry(file, sink)?;
+    let (telemetry, event_metrics, mut registry) = start_telemetry(file, sink, &cli.target_labels)?;
     let reload_stats = ReloadStats::register(&mut registry);
     let mut otlp =
         Otlp::start(&cli.otlp, &telemetry, &tokio::runtime::Handle::current()).map_err(|e| runtime(anyhow!(e)))?;
@@ -209,6 +209,7 @@ fn start(cli: &Cli, file: Option<&FileConfig>, loaded: Loaded, started: Instant)
         http_bounds: cli.http_buckets.0.clone(),
         http_routes: cli.http_routes.clone(),
         otlp: otlp.as_ref().map(Otlp::signals),
+        target_labels: cli.target_labels.clone(),
     };
     export::register_collectors(&mut registry, &sources);
     let registry = Arc::new(registry);
@@ -301,6 +302,7 @@ fn reload_on_hangup(mut hangups: tokio::signal::unix::Signal, reloader: Option<A
 fn start_telemetry(
     file: Option<&FileConfig>,
     sink: Option<sink::Output>,
+    target_labels: &[&'static str],
 ) -> Result<(Arc<Telemetry>, Arc<EventMetrics>, Registry), Failure> {
     let telemetry = Arc::new(Telemetry::new());
     let mut registry = Registry::default();
@@ -311,7 +313,7 @@ fn start_telemetry(
                 "the embedded built-in metric definitions do not parse:\n{problems}"
             ))
         })?;
-    let event_metrics = Arc::new(EventMetrics::new(definitions));
+    let event_metrics = Arc::new(EventMetrics::new(definitions, target_labels));
     registry.register_collector(Box::new(EventMetricsCollector(event_metrics.clone())));
     event_metrics
         .clone()

@@ -188,6 +188,7 @@ impl Reloader {
                 cgroups: &cli.cgroups,
                 patterns: &cli.cgroup_patterns,
                 max_targets: self.max_targets,
+                naming: &cli.naming(),
             })
             .map_err(|e| e.to_string())?;
         Ok((file, definitions, plan))

@@ -18,8 +18,8 @@ use prometheus_client::{
 
 use super::exposition::counter;
 use crate::{
-    targets::Targets,
-    telemetry::{DropStage, Telemetry, own_process},
+    targets::{TargetKind, Targets},
+    telemetry::{DropStage, Telemetry, exposition_text::LabelValue, own_process},
 };
 
 /// Every name this collector serves (a unit test checks the list against the code).
@@ -31,6 +31,7 @@ pub const NAMES: &[&str] = &[
     "collector_events_dropped_total",
     "collector_targets",
     "collector_targets_rejected_total",
+    "collector_target_info",
     "process_resident_memory_bytes",
     "process_open_fds",
     "process_start_time_seconds",
@@ -187,6 +188,40 @@ impl AgentCollector {
         Ok(())
     }
 
+    /// One series per live target, always 1, labelled with what is known of it: the
+    /// Prometheus info-metric convention, to join on `target` (`* on(target)
+    /// group_left(namespace, pod) collector_target_info`).
+    fn encode_target_info(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
+        let infos: Vec<Vec<(&'static str, LabelValue<String>)>> = self
+            .targets
+            .read()
+            .set()
+            .live()
+            .map(|(_, t)| {
+                let mut labels = vec![
+                    ("target", LabelValue(t.name.clone())),
+                    ("kind", LabelValue(t.kind.label().to_owned())),
+                ];
+                if let TargetKind::Cgroup { path, workload, .. } = &t.kind {
+                    labels.push(("cgroup", LabelValue(path.clone())));
+                    labels.extend(workload.known().map(|(k, v)| (k, LabelValue(v.to_owned()))));
+                }
+                labels
+            })
+            .collect();
+        let mut family = encoder.encode_descriptor(
+            "collector_target_info",
+            "Each target and what is known of it: kind, cgroup, and its workload's namespace, pod, \
+             container, container_id, pod_uid, qos and systemd unit where known; always 1.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for labels in infos {
+            family.encode_family(&labels)?.encode_gauge(&1_i64)?;
+        }
+        Ok(())
+    }
+
     fn encode_targets(&self, encoder: &mut DescriptorEncoder) -> fmt::Result {
         let (by_kind, rejected) = {
             let view = self.targets.read();
@@ -205,6 +240,7 @@ impl AgentCollector {
         for (kind, n) in by_kind {
             family.encode_family(&KindLabels { kind })?.encode_gauge(&n)?;
         }
+        self.encode_target_info(encoder)?;
         one_counter(
             encoder,
             "collector_targets_rejected",

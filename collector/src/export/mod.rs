@@ -45,6 +45,8 @@ pub struct Sources {
     pub http_routes: Vec<String>,
     /// With `--otlp-endpoint`: each signal's export counts and state.
     pub otlp: Option<otlp::Signals>,
+    /// `--target-labels`: workload fields put beside `target` on the kernel's series.
+    pub target_labels: Vec<&'static str>,
 }
 
 /// The names of the metrics served at scrape time, which a metric definition may not take.
@@ -77,6 +79,7 @@ pub fn register_collectors(registry: &mut Registry, sources: &Sources) {
             .filter(|f| sources.families_off.contains_key(f.name) || sources.families_disabled.contains_key(f.name))
             .flat_map(|f| f.metrics.iter().copied())
             .collect(),
+        target_labels: sources.target_labels.clone(),
     }));
     registry.register_collector(Box::new(agent_metrics::AgentCollector {
         targets: sources.targets.clone(),

@@ -4,7 +4,7 @@
 //! counted in `collector_map_read_errors_total`, never a failed scrape.
 use std::{
     borrow::Cow,
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -71,6 +71,9 @@ pub struct KernelCollector {
     /// The metrics of families that are off or disabled: not served, since zeros would
     /// say "none happened" where nothing was measured.
     pub not_measured: Vec<&'static str>,
+    /// `--target-labels`: workload fields added after `target`, where the target's
+    /// workload has them.
+    pub target_labels: Vec<&'static str>,
 }
 
 /// Entries read from a map as rows, with the count that could not be read.
@@ -196,6 +199,23 @@ impl Collector for KernelCollector {
             });
         }
         self.read_errors.fetch_add(failed, Ordering::Relaxed);
+        // Each target's `--target-labels`, by its name (the `target` label a row decodes to).
+        let workload_labels: HashMap<String, Vec<(&'static str, String)>> = if self.target_labels.is_empty() {
+            HashMap::new()
+        } else {
+            view.set()
+                .all()
+                .filter_map(|(_, t)| {
+                    let w = t.workload()?;
+                    let labels = self
+                        .target_labels
+                        .iter()
+                        .filter_map(|&f| Some((f, w.field(f)?.to_owned())))
+                        .collect();
+                    Some((t.name.clone(), labels))
+                })
+                .collect()
+        };
         // Every row's key fields named under the view; the maps are not read again.
         let named: BTreeMap<Source, Vec<(Keys, Row)>> = rows
             .into_iter()
@@ -233,6 +253,9 @@ impl Collector for KernelCollector {
                     .iter()
                     .filter_map(|(name, key)| Some((*name, LabelValue(label_of(keys, *key)?))))
                     .collect();
+                if let Some(extra) = label_of(keys, Key::Target).and_then(|t| workload_labels.get(t.as_ref())) {
+                    labels.extend(extra.iter().map(|(k, v)| (*k, LabelValue(Cow::Owned(v.clone())))));
+                }
                 // The key's labels (a route is one only when routes were given).
                 let from_key = labels.len();
                 for (fixed, value) in metric.samples {

@@ -5,7 +5,7 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use collector_common::{TargetId, events::TargetCounts};
 
 use super::{
-    cgroup::{self, fs::Cgroup, walk::procs_recursive},
+    cgroup::{self, Named, walk::procs_recursive},
     error::TargetError,
     members, proc,
     request::Checked,
@@ -76,8 +76,8 @@ impl Targets {
                 tracing::warn!(pid, "the process exited during start-up");
             }
         }
-        for (name, cgroup) in &cgroups.initial {
-            members::add_cgroup(&mut set, &mut maps, name.clone(), cgroup);
+        for named in &cgroups.initial {
+            members::add_cgroup(&mut set, &mut maps, named);
         }
         let targets = Targets {
             state: Arc::new(RwLock::new(State { set, maps })),
@@ -103,19 +103,19 @@ impl Targets {
         Ok(())
     }
 
-    /// Makes `cgroup` the target `name` with the processes already in it; false when it is
-    /// not (--max-targets are taken, or the kernel map refused it).
-    pub(super) fn add_cgroup(&self, name: &str, cgroup: &Cgroup) -> bool {
+    /// Makes a cgroup a target with the processes already in it; false when it is not
+    /// (--max-targets are taken, or the kernel map refused it).
+    pub(super) fn add_cgroup(&self, named: &Named) -> bool {
         // /proc is read before the lock: the ring-buffer reader and scrapes wait on it.
         // Processes moved in between mkdir and now were not seen by the kernel hook.
-        let seen = proc::look_at(procs_recursive(&cgroup.path).unwrap_or_default());
+        let seen = proc::look_at(procs_recursive(&named.cgroup.path).unwrap_or_default());
         let mut state = self.write();
         let State { set, maps } = &mut *state;
-        if members::add_cgroup(set, maps, name.to_owned(), cgroup).is_none() {
+        if members::add_cgroup(set, maps, named).is_none() {
             return false;
         }
         if let Err(e) = members::join(set, maps, &seen) {
-            tracing::warn!(target = %name, "cannot add the cgroup's processes: {e}");
+            tracing::warn!(target = %named.name, "cannot add the cgroup's processes: {e}");
         }
         true
     }

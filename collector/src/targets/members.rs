@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use collector_common::TargetId;
 
 use super::{
-    cgroup::{fs::Cgroup, proc_path},
+    cgroup::{Named, proc_path},
     error::TargetError,
     proc::{self, Seen},
     set::TargetSet,
@@ -115,16 +115,12 @@ pub fn descendants<T: Copy>(processes: &[(u32, u32)], roots: &HashMap<u32, T>) -
     found
 }
 
-/// Adds `cgroup` as a target, in the agent's set and in the kernel's `CGROUP_TARGETS`.
+/// Adds a cgroup as a target, in the agent's set and in the kernel's `CGROUP_TARGETS`.
 /// `None` when --max-targets are taken (counted in the set), or when the kernel map
 /// refused it (then the target is taken back out: it would never see a process).
-pub(super) fn add_cgroup(
-    set: &mut TargetSet,
-    maps: &mut KernelMaps,
-    name: String,
-    cgroup: &Cgroup,
-) -> Option<TargetId> {
-    let Some(target) = set.add_cgroup(name, proc_path(cgroup), cgroup.id) else {
+pub(super) fn add_cgroup(set: &mut TargetSet, maps: &mut KernelMaps, named: &Named) -> Option<TargetId> {
+    let cgroup = &named.cgroup;
+    let Some(target) = set.add_cgroup(named.name.clone(), proc_path(cgroup), cgroup.id, named.workload.clone()) else {
         tracing::warn!(cgroup = %cgroup.path.display(), "--max-targets reached; the cgroup is not observed");
         return None;
     };

@@ -3,7 +3,8 @@
 //! the request checked at start (`request`), the owner of the set and the maps (`handle`),
 //! putting existing processes into targets (`members`), cgroups (`cgroup/`), the one
 //! thread that follows cgroups and expires removed targets (`watcher`), and a reload's new
-//! targets, checked and then applied by that thread (`retarget`).
+//! targets, checked and then applied by that thread (`retarget`); what a cgroup's workload is
+//! called (`workload/`).
 //!
 //! The set and the kernel maps live under one lock: a target id in a map key means something
 //! only together with the set that names it, so whoever reads aggregates (a scrape) holds
@@ -22,6 +23,7 @@ mod retarget;
 pub mod set;
 pub mod spec;
 mod watcher;
+pub mod workload;
 
 pub use self::{
     error::TargetError,

@@ -1,11 +1,14 @@
 //! What the target lifecycle reads from /proc: a process's identity (PID and start time),
 //! thread count, state and cgroup v2 path, and the host's process list. A process that
 //! vanishes while being read is simply not there; nothing here fails for that.
-use std::fs;
+use std::{fs, sync::OnceLock};
 
 use procfs::process::Process;
 
-use super::error::TargetError;
+use super::{
+    cgroup::{fs::CgroupFs, walk::containing},
+    error::TargetError,
+};
 
 /// When the process started (clock ticks since boot): with the PID, its identity.
 pub fn start_time(pid: u32) -> Option<u64> {
@@ -71,11 +74,65 @@ pub fn look_at(pids: impl IntoIterator<Item = u32>) -> Vec<Seen> {
         .collect()
 }
 
-/// The v2 cgroup path of `pid` (relative to its cgroup namespace root, e.g.
-/// `/system.slice/nginx.service`), or `None` when the process is gone or has none.
+/// The v2 cgroup path of `pid` in the host's hierarchy (e.g. `/system.slice/nginx.service`),
+/// or `None` when the process is gone or has none.
+///
+/// /proc shows it relative to the reader's cgroup namespace (cgroup_namespaces(7)): in a
+/// container with a namespace of its own (containerd's and CRI-O's default on cgroup v2),
+/// the host's paths read `/../../kubepods.slice/...`. Those are put back under the
+/// namespace's root ([`namespace_root`]), so they compare with the targets' paths.
 pub fn v2_path_of(pid: u32) -> Option<String> {
+    let path = own_namespace_path(pid)?;
+    match namespace_root() {
+        Some(root) => rebase(&path, root),
+        None => Some(path),
+    }
+}
+
+fn own_namespace_path(pid: u32) -> Option<String> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     v2_path_in(&text).map(str::to_owned)
+}
+
+/// Where the agent's cgroup namespace has its root in the host's hierarchy, when that is not
+/// the host's root; found once. Only a namespace of its own shows the host's init (PID 1,
+/// with the host's PIDs) above its root. Then the agent's own cgroup, found in the host's
+/// tree by its PID, less its path in the namespace, is the root.
+pub fn namespace_root() -> Option<&'static str> {
+    static ROOT: OnceLock<Option<String>> = OnceLock::new();
+    ROOT.get_or_init(|| {
+        let init = own_namespace_path(1)?;
+        if !init.starts_with("/..") {
+            return None;
+        }
+        let me = std::process::id();
+        let inside = own_namespace_path(me)?;
+        let fs = CgroupFs::discover().ok()?;
+        let here = containing(fs.mount(), me)?;
+        let here = format!("/{}", here.strip_prefix(fs.mount()).ok()?.to_string_lossy());
+        let root = here.strip_suffix(inside.trim_end_matches('/')).map(str::to_owned);
+        let root = root.map(|r| if r.is_empty() { "/".to_owned() } else { r });
+        tracing::info!(
+            root = ?root,
+            "the agent has a cgroup namespace of its own; /proc's cgroup paths are read as under this host cgroup"
+        );
+        root
+    })
+    .as_deref()
+}
+
+/// `path`, relative to the namespace whose root is at `root` in the host's hierarchy, as a
+/// host path: each `..` goes up from the root.
+fn rebase(path: &str, root: &str) -> Option<String> {
+    let mut parts: Vec<&str> = root.split('/').filter(|s| !s.is_empty()).collect();
+    for segment in path.split('/').filter(|s| !s.is_empty()) {
+        if segment == ".." {
+            parts.pop()?;
+        } else {
+            parts.push(segment);
+        }
+    }
+    Some(format!("/{}", parts.join("/")))
 }
 
 /// The path of the `0::` line of a `/proc/PID/cgroup` text (cgroups(7)). `None` for a cgroup
@@ -107,6 +164,27 @@ mod tests {
         let has_v2 = fs::read_to_string("/proc/self/cgroup").unwrap().contains("0::");
         assert_eq!(own.is_some(), has_v2);
         assert_eq!(v2_path_of(u32::MAX), None);
+    }
+
+    #[test]
+    fn a_path_relative_to_a_namespace_is_put_back_under_its_root() {
+        let root = "/kubepods.slice/kubepods-pod1.slice/cri-containerd-a.scope";
+        for (path, want) in [
+            ("/", Some(root.to_owned())),
+            ("/sub", Some(format!("{root}/sub"))),
+            (
+                "/../../../system.slice/nginx.service",
+                Some("/system.slice/nginx.service".to_owned()),
+            ),
+            (
+                "/../cri-containerd-b.scope",
+                Some("/kubepods.slice/kubepods-pod1.slice/cri-containerd-b.scope".to_owned()),
+            ),
+            ("/../../../..", None),
+        ] {
+            assert_eq!(rebase(path, root), want, "{path}");
+        }
+        assert_eq!(rebase("/a/b", "/").as_deref(), Some("/a/b"));
     }
 
     #[test]

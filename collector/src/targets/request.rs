@@ -7,6 +7,7 @@ use super::{
     proc,
     set::TargetSet,
     spec::{CgroupSpec, PidSpec},
+    workload::naming::Naming,
 };
 
 /// What the user asked to observe.
@@ -16,6 +17,8 @@ pub struct Request<'a> {
     pub cgroups: &'a [CgroupSpec],
     pub patterns: &'a [String],
     pub max_targets: usize,
+    /// How pattern targets are named.
+    pub naming: &'a Naming,
 }
 
 /// A request checked against the host, before anything is loaded: the named PIDs run (with
@@ -34,7 +37,7 @@ impl Checked {
             .iter()
             .map(|&(pid, _)| proc::check_named(pid).map(|start| (pid, start)))
             .collect::<Result<_, _>>()?;
-        let cgroups = cgroup::resolve(request.cgroups, request.patterns)?;
+        let cgroups = cgroup::resolve(request.cgroups, request.patterns, request.naming)?;
         Ok(Checked { set, started, cgroups })
     }
 }

@@ -77,7 +77,7 @@ impl Retargeter {
                 Ok((pid, name, started))
             })
             .collect::<Result<_, TargetError>>()?;
-        let cgroups = cgroup::resolve(request.cgroups, request.patterns)?;
+        let cgroups = cgroup::resolve(request.cgroups, request.patterns, request.naming)?;
         Ok(Plan { pids, cgroups })
     }
 
@@ -146,7 +146,7 @@ pub(super) fn apply(targets: &Targets, plan: Plan, watched: &mut Option<Watched>
     // joins them from here on (the fork and attach probes read it); then their processes,
     // read without the lock (the ring-buffer reader and scrapes wait on it), move on.
     let going: Vec<(u64, String)> = cgroup_targets(set)
-        .filter(|&(name, _, id)| !cgroups.initial.iter().any(|(n, c)| c.id == id && n == name))
+        .filter(|&(name, _, id)| !cgroups.initial.iter().any(|n| n.cgroup.id == id && n.name == name))
         .map(|(_, path, id)| (id, path.to_owned()))
         .collect();
     for (id, _) in &going {
@@ -174,16 +174,17 @@ pub(super) fn apply(targets: &Targets, plan: Plan, watched: &mut Option<Watched>
     let new: Vec<_> = cgroups
         .initial
         .iter()
-        .filter(|(name, c)| !cgroup_targets(set).any(|(n, _, id)| id == c.id && n == name.as_str()))
+        .filter(|new| !cgroup_targets(set).any(|(n, _, id)| id == new.cgroup.id && n == new.name))
         .cloned()
         .collect();
     drop(state);
-    for (name, cgroup) in new {
-        if targets.add_cgroup(&name, &cgroup) {
-            changed.added.push(name);
+    for named in new {
+        if targets.add_cgroup(&named) {
+            changed.added.push(named.name);
         } else {
             changed.errors.push(format!(
-                "cgroup {name} is not observed (--max-targets, or the kernel map refused it)"
+                "cgroup {} is not observed (--max-targets, or the kernel map refused it)",
+                named.name
             ));
         }
     }
@@ -194,7 +195,7 @@ pub(super) fn apply(targets: &Targets, plan: Plan, watched: &mut Option<Watched>
 /// (name, /proc path, id) of each live cgroup target.
 fn cgroup_targets(set: &TargetSet) -> impl Iterator<Item = (&str, &str, u64)> {
     set.live().filter_map(|(_, t)| match &t.kind {
-        TargetKind::Cgroup { path, id } => Some((t.name.as_str(), path.as_str(), *id)),
+        TargetKind::Cgroup { path, id, .. } => Some((t.name.as_str(), path.as_str(), *id)),
         TargetKind::Pid => None,
     })
 }

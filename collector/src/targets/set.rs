@@ -10,13 +10,15 @@ use std::{
 
 use collector_common::{TargetId, events::TargetCounts, maps::MAX_TARGETS};
 
-use super::{error::TargetError, spec::PidSpec};
+use super::{error::TargetError, spec::PidSpec, workload::Workload};
 
 /// The deepest cgroup level the kernel matches targets at (it walks ancestors 31..=0).
 pub const MAX_CGROUP_LEVEL: usize = 31;
 
 /// What a target is.
 #[derive(Clone, Debug, PartialEq, Eq)]
+// A cgroup's workload names make it the bigger variant; there are at most --max-targets.
+#[allow(clippy::large_enum_variant)]
 pub enum TargetKind {
     /// `--pid`: named processes and their descendants.
     Pid,
@@ -26,6 +28,8 @@ pub enum TargetKind {
         path: String,
         /// The cgroup id (its directory's inode number), the `CGROUP_TARGETS` key.
         id: u64,
+        /// What its path and the host's files say it holds (`workload/`).
+        workload: Workload,
     },
 }
 
@@ -48,6 +52,16 @@ pub struct Target {
     pub kind: TargetKind,
     pub initial: TargetCounts,
     pub removed_at: Option<Instant>,
+}
+
+impl Target {
+    /// A cgroup target's workload; none for a PID target.
+    pub fn workload(&self) -> Option<&Workload> {
+        match &self.kind {
+            TargetKind::Cgroup { workload, .. } => Some(workload),
+            TargetKind::Pid => None,
+        }
+    }
 }
 
 /// The targets of a run, indexed by [`TargetId`]; cgroup targets come and go while running.
@@ -107,12 +121,14 @@ impl TargetSet {
     }
 
     /// Makes `cgroup` a target named `name`, or returns its target when it is one already.
-    /// `None` when --max-targets are taken: the refusal is counted.
-    pub fn add_cgroup(&mut self, name: String, path: String, id: u64) -> Option<TargetId> {
+    /// A name a live target has already (a `--target-name` that two cgroups render alike)
+    /// gets `#<cgroup id>`. `None` when --max-targets are taken: the refusal is counted.
+    pub fn add_cgroup(&mut self, name: String, path: String, id: u64, workload: Workload) -> Option<TargetId> {
         if let Some(existing) = self.cgroup_target(id) {
             return Some(existing);
         }
-        let placed = self.place(name, TargetKind::Cgroup { path, id });
+        let name = self.unique(name, id);
+        let placed = self.place(name, TargetKind::Cgroup { path, id, workload });
         if placed.is_none() {
             self.rejected += 1;
         }
@@ -176,6 +192,37 @@ impl TargetSet {
         }
         self.slots.push(Some(target));
         Some(TargetId(self.slots.len() as u32 - 1))
+    }
+
+    /// `name`, or `name#<cgroup id>` when a live target other than cgroup `id`'s has it.
+    fn unique(&self, name: String, id: u64) -> String {
+        let taken = self
+            .live()
+            .any(|(_, t)| t.name == name && !matches!(t.kind, TargetKind::Cgroup { id: own, .. } if own == id));
+        if taken { format!("{name}#{id}") } else { name }
+    }
+
+    /// A removed target named `name`, whose series a live target about to take that name
+    /// would collide with.
+    pub fn removed_named(&self, name: &str) -> Option<TargetId> {
+        self.all()
+            .find(|(_, t)| t.removed_at.is_some() && t.name == name)
+            .map(|(id, _)| id)
+    }
+
+    /// Gives the cgroup target `id` what its workload is now known to be, and the name that
+    /// makes (made unique as at [`TargetSet::add_cgroup`]). Returns the name it had.
+    pub fn rename_cgroup(&mut self, id: TargetId, name: String, new: Workload) -> Option<String> {
+        let cgroup = match &self.get(id)?.kind {
+            TargetKind::Cgroup { id, .. } => *id,
+            TargetKind::Pid => return None,
+        };
+        let name = self.unique(name, cgroup);
+        let target = self.slots.get_mut(id.0 as usize)?.as_mut()?;
+        if let TargetKind::Cgroup { workload, .. } = &mut target.kind {
+            *workload = new;
+        }
+        Some(std::mem::replace(&mut target.name, name))
     }
 
     /// The live target of cgroup `id`.
@@ -345,12 +392,47 @@ mod tests {
     }
 
     #[test]
+    fn a_name_two_live_cgroups_would_share_is_made_unique_and_a_rename_keeps_it_so() {
+        let mut set = TargetSet::from_specs(&[], 10).unwrap();
+        let first = set
+            .add_cgroup("shop/cart".into(), "/k/a".into(), 1, Workload::default())
+            .unwrap();
+        let second = set
+            .add_cgroup("shop/cart".into(), "/k/b".into(), 2, Workload::default())
+            .unwrap();
+        assert_eq!(set.name(first), Some("shop/cart"));
+        assert_eq!(set.name(second), Some("shop/cart#2"));
+        let late = set
+            .add_cgroup("k/c".into(), "/k/c".into(), 3, Workload::default())
+            .unwrap();
+        let named = Workload {
+            pod: Some("cart".into()),
+            ..Workload::default()
+        };
+        assert_eq!(
+            set.rename_cgroup(late, "shop/cart".into(), named.clone()),
+            Some("k/c".into())
+        );
+        assert_eq!(set.name(late), Some("shop/cart#3"));
+        assert_eq!(set.get(late).unwrap().workload(), Some(&named));
+        set.remove_cgroup(1, Instant::now());
+        assert_eq!(set.removed_named("shop/cart"), Some(first));
+    }
+
+    #[test]
     fn the_deepest_cgroup_target_wins_and_max_targets_refuses_and_counts() {
         let mut t = TargetSet::from_specs(&[spec("web=10")], 3).unwrap();
-        let app = t.add_cgroup("app".into(), "/a/app".into(), 100).unwrap();
-        let deep = t.add_cgroup("a/app/deep".into(), "/a/app/deep".into(), 101).unwrap();
-        assert_eq!(t.add_cgroup("again".into(), "/a/app".into(), 100), Some(app));
-        assert_eq!(t.add_cgroup("x".into(), "/x".into(), 102), None);
+        let app = t
+            .add_cgroup("app".into(), "/a/app".into(), 100, Workload::default())
+            .unwrap();
+        let deep = t
+            .add_cgroup("a/app/deep".into(), "/a/app/deep".into(), 101, Workload::default())
+            .unwrap();
+        assert_eq!(
+            t.add_cgroup("again".into(), "/a/app".into(), 100, Workload::default()),
+            Some(app)
+        );
+        assert_eq!(t.add_cgroup("x".into(), "/x".into(), 102, Workload::default()), None);
         assert_eq!(t.rejected(), 1);
         assert_eq!(t.deepest_cgroup_target("/a/app"), Some(app));
         assert_eq!(t.deepest_cgroup_target("/a/app/other/x"), Some(app));
@@ -368,10 +450,16 @@ mod tests {
             vec![(deep, "a/app/deep".to_owned())]
         );
         t.free(deep);
-        assert_eq!(t.add_cgroup("y".into(), "/y".into(), 103), Some(deep));
+        assert_eq!(
+            t.add_cgroup("y".into(), "/y".into(), 103, Workload::default()),
+            Some(deep)
+        );
         // Made anew under the same name before its series expired: the same target again.
         t.remove_cgroup(100, later);
-        assert_eq!(t.add_cgroup("app".into(), "/a/app".into(), 200), Some(app));
+        assert_eq!(
+            t.add_cgroup("app".into(), "/a/app".into(), 200, Workload::default()),
+            Some(app)
+        );
         assert_eq!(t.cgroup_target(200), Some(app));
         assert_eq!(t.deepest_cgroup_target("/a/app/x"), Some(app));
     }

@@ -1,9 +1,10 @@
 //! The one thread that keeps targets current while running: a new cgroup match becomes a
 //! target at once, with the processes already in it; a removed cgroup leaves
-//! `CGROUP_TARGETS` at once and its series after the TTL; a reload's targets
-//! (`retarget.rs`) are applied here too, so that one thread alone changes the watch. It
-//! sleeps in the cgroup watch until a cgroup may have changed, the next removed target is
-//! due to expire, a reload comes, or shutdown.
+//! `CGROUP_TARGETS` at once and its series after the TTL; a target whose workload the
+//! host's files had no name for yet is renamed once they do (checked every second); a
+//! reload's targets (`retarget.rs`) are applied here too, so that one thread alone changes
+//! the watch. It sleeps in the cgroup watch until a cgroup may have changed, its next
+//! rescan, the next removed target is due to expire, a reload comes, or shutdown.
 use std::{
     io::Read as _,
     os::fd::{AsFd as _, BorrowedFd},
@@ -16,26 +17,34 @@ use nix::{
     poll::{PollFd, PollFlags, PollTimeout, poll},
 };
 
+use collector_common::TargetId;
+
 use super::{
     cgroup::{Watched, watch::CgroupChange},
     error::TargetError,
     handle::{Following, State, Targets},
     retarget::{self, Retargeter},
+    set::TargetKind,
+    workload::{Workload, host::Index},
 };
 use crate::shutdown::{Shutdown, poll_timeout};
 
 /// How soon an expiry that failed (a kernel map refused a delete) is tried again.
 const RETRY: Duration = Duration::from_secs(1);
 
+/// How often targets whose workload has no name yet are looked up again.
+const NAMING: Duration = Duration::from_secs(1);
+
 /// Starts the thread that adds and removes cgroup targets as their cgroups come and go,
-/// applies reloaded targets, and expires removed targets after `ttl`, calling `on_expired`
-/// with each expired target's name once its kernel state is gone.
+/// names them as the host's files name their workloads, applies reloaded targets, and
+/// expires removed targets after `ttl`, calling `on_forgotten` with each name whose series
+/// are gone (an expired target's, once its kernel state is gone; a renamed target's old one).
 pub fn spawn_watcher(
     targets: &Targets,
     following: Following,
     ttl: Duration,
     stop: Shutdown,
-    on_expired: impl Fn(&str) + Send + 'static,
+    on_forgotten: impl Fn(&str) + Send + 'static,
 ) -> Result<(JoinHandle<()>, Retargeter), TargetError> {
     let Following(mut watched) = following;
     let (mut woken, wake) = std::io::pipe().map_err(TargetError::Pipe)?;
@@ -49,6 +58,7 @@ pub fn spawn_watcher(
         .spawn(move || {
             let _kept = kept;
             let mut retry = None;
+            let mut next_naming = Instant::now();
             loop {
                 let next_expiry = targets.read().set().next_expiry(ttl);
                 let until = retry.or(next_expiry);
@@ -60,8 +70,18 @@ pub fn spawn_watcher(
                     return;
                 };
                 if let Some(w) = &watched {
+                    let added = changes.iter().any(|c| matches!(c, CgroupChange::Added(_)));
+                    let index = if added {
+                        w.naming.files.index()
+                    } else {
+                        Index::default()
+                    };
                     for change in changes {
-                        apply(&targets, change, w);
+                        apply(&targets, change, w, &index);
+                    }
+                    if Instant::now() >= next_naming {
+                        next_naming = Instant::now() + NAMING;
+                        name_workloads(&targets, w, &on_forgotten);
                     }
                 }
                 while let Ok((plan, reply)) = inbox.try_recv() {
@@ -70,7 +90,7 @@ pub fn spawn_watcher(
                     let _ = woken.read_exact(&mut [0]);
                     let _ = reply.send(retarget::apply(&targets, plan, &mut watched));
                 }
-                let failed = expire(&targets, ttl, &on_expired);
+                let failed = expire(&targets, ttl, &on_forgotten);
                 retry = failed.then(|| Instant::now() + RETRY);
             }
         });
@@ -94,12 +114,12 @@ fn sleep(stop: &Shutdown, wake: BorrowedFd<'_>, until: Option<Instant>) -> bool 
     !stop.is_triggered()
 }
 
-fn apply(targets: &Targets, change: CgroupChange, watched: &Watched) {
+fn apply(targets: &Targets, change: CgroupChange, watched: &Watched, index: &Index) {
     match change {
         CgroupChange::Added(cgroup) => {
-            let name = watched.name_of(&cgroup);
-            if targets.add_cgroup(&name, &cgroup) {
-                tracing::info!(target = %name, "cgroup target added");
+            let named = watched.name_of(&cgroup, index);
+            if targets.add_cgroup(&named) {
+                tracing::info!(target = %named.name, cgroup = %cgroup.name, "cgroup target added");
             }
         }
         CgroupChange::Removed(cgroup) => {
@@ -138,4 +158,56 @@ fn expire(targets: &Targets, ttl: Duration, on_expired: &impl Fn(&str)) -> bool 
         tracing::debug!(target = %name, "series of the removed target expired");
     }
     failed
+}
+
+/// Looks up the names of live cgroup targets whose workload the host's files did not name
+/// yet (a kubelet writes a container's log link after starting it), and renames those that
+/// have one now. A removed target that had the new name (the container before a restart)
+/// is forgotten first: its series continue under the new cgroup, from its counts.
+fn name_workloads(targets: &Targets, watched: &Watched, on_forgotten: &impl Fn(&str)) {
+    let unresolved: Vec<(TargetId, String, Workload)> = targets
+        .read()
+        .set()
+        .live()
+        .filter_map(|(id, t)| match &t.kind {
+            TargetKind::Cgroup { path, workload, .. } if workload.unresolved() => {
+                Some((id, path.clone(), workload.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    if unresolved.is_empty() {
+        return;
+    }
+    let index = watched.naming.files.index();
+    for (id, path, before) in unresolved {
+        let (name, workload) = watched.describe(path.trim_start_matches('/'), &index);
+        if workload == before {
+            continue;
+        }
+        let mut forgotten = Vec::new();
+        let mut state = targets.write();
+        let State { set, maps } = &mut *state;
+        if set.name(id) != Some(name.as_str())
+            && let Some(old) = set.removed_named(&name)
+        {
+            if let Err(e) = maps.forget_target(old) {
+                tracing::warn!(target = %name, "cannot delete a removed target's kernel state: {e}");
+                continue;
+            }
+            set.free(old);
+            forgotten.push(name.clone());
+        }
+        if let Some(was) = set.rename_cgroup(id, name, workload) {
+            let now = set.name(id).unwrap_or_default();
+            if was != now {
+                tracing::info!(target = %now, was = %was, "cgroup target renamed: its workload's names are known now");
+                forgotten.push(was);
+            }
+        }
+        drop(state);
+        for name in &forgotten {
+            on_forgotten(name);
+        }
+    }
 }

@@ -41,12 +41,35 @@ impl EventSpec {
 }
 
 /// `cgroup` is the v2 path of the event's process (for `process.count`, the target's).
-const PROCESS: &[&str] = &["target", "pid", "comm", "ppid", "exe", "cgroup"];
+/// `namespace` to `unit`: what is known of a cgroup target's workload (README, Workload
+/// names; `targets/workload/`), on every event of its processes.
+const PROCESS: &[&str] = &[
+    "target",
+    "pid",
+    "comm",
+    "ppid",
+    "exe",
+    "cgroup",
+    "namespace",
+    "pod",
+    "container",
+    "container_id",
+    "pod_uid",
+    "qos",
+    "unit",
+];
 const TCP: &[&str] = &[
     "target",
     "pid",
     "comm",
     "cgroup",
+    "namespace",
+    "pod",
+    "container",
+    "container_id",
+    "pod_uid",
+    "qos",
+    "unit",
     "family",
     "direction",
     "local_address",
@@ -88,7 +111,17 @@ pub const EVENTS: &[EventSpec] = &[
         name: "process.count",
         measurements: &[("processes", Unit::Dimensionless), ("threads", Unit::Dimensionless)],
         shared: &[],
-        own: &["target", "cgroup"],
+        own: &[
+            "target",
+            "cgroup",
+            "namespace",
+            "pod",
+            "container",
+            "container_id",
+            "pod_uid",
+            "qos",
+            "unit",
+        ],
     },
     // every --poll-interval: the agent itself
     EventSpec {
@@ -154,7 +187,19 @@ pub const EVENTS: &[EventSpec] = &[
     EventSpec {
         name: "syscall.slow",
         measurements: &[("duration", Unit::Second)],
-        shared: &["target", "pid", "comm", "cgroup"],
+        shared: &[
+            "target",
+            "pid",
+            "comm",
+            "cgroup",
+            "namespace",
+            "pod",
+            "container",
+            "container_id",
+            "pod_uid",
+            "qos",
+            "unit",
+        ],
         own: &["tid", "syscall", "errno"],
     },
 ];

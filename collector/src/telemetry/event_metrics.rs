@@ -159,6 +159,8 @@ pub struct EventMetrics {
     /// The label sets made for each target name, with the definition that made each, so a
     /// removed target's series can be dropped.
     by_target: Mutex<HashMap<String, HashSet<(String, Labels)>>>,
+    /// `--target-labels`: tags added to every definition tagged by `target`.
+    target_labels: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for EventMetrics {
@@ -171,11 +173,14 @@ impl std::fmt::Debug for EventMetrics {
 }
 
 impl EventMetrics {
-    pub fn new(defs: Vec<MetricDef>) -> EventMetrics {
+    /// The metrics of `defs`; a definition tagged by `target` is also tagged by each of
+    /// `target_labels` it does not have (`--target-labels`; events carry them as metadata).
+    pub fn new(defs: Vec<MetricDef>, target_labels: &[&'static str]) -> EventMetrics {
         let metrics = EventMetrics {
             loaded: RwLock::default(),
             uses_proc: AtomicBool::new(false),
             by_target: Mutex::default(),
+            target_labels: target_labels.to_vec(),
         };
         metrics.replace(defs);
         metrics
@@ -191,7 +196,14 @@ impl EventMetrics {
         let mut loaded = self.loaded.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut old = std::mem::take(&mut loaded.defined);
         let mut replaced = Replaced::default();
-        for def in defs {
+        for mut def in defs {
+            if def.tags.iter().any(|t| t == "target") {
+                for label in &self.target_labels {
+                    if !def.tags.iter().any(|t| t == label) {
+                        def.tags.push((*label).to_owned());
+                    }
+                }
+            }
             let defined = match old.iter().position(|d| d.def == def) {
                 Some(i) => {
                     replaced.kept.push(def.name);
@@ -369,16 +381,19 @@ mod tests {
 
     #[test]
     fn each_kind_of_definition_measures_its_events() {
-        let metrics = Arc::new(EventMetrics::new(vec![
-            def("t_exits_total", Kind::Counter, &["target", "outcome"]),
-            def("t_busy_milliseconds_total", Kind::Sum(measured(1e3)), &["target"]),
-            def("t_last", Kind::LastValue(measured(1.0)), &[]),
-            def(
-                "t_seconds",
-                Kind::Distribution(measured(1.0), vec![1.0, 10.0]),
-                &["missing"],
-            ),
-        ]));
+        let metrics = Arc::new(EventMetrics::new(
+            vec![
+                def("t_exits_total", Kind::Counter, &["target", "outcome"]),
+                def("t_busy_milliseconds_total", Kind::Sum(measured(1e3)), &["target"]),
+                def("t_last", Kind::LastValue(measured(1.0)), &[]),
+                def(
+                    "t_seconds",
+                    Kind::Distribution(measured(1.0), vec![1.0, 10.0]),
+                    &["missing"],
+                ),
+            ],
+            &[],
+        ));
         metrics.handle(&exit("a", "success", 2.0));
         metrics.handle(&exit("a", "signal", 0.5));
         metrics.handle(&Event::new("other", SystemTime::now()).meta("target", "a"));
@@ -398,10 +413,31 @@ mod tests {
     }
 
     #[test]
+    fn target_labels_tag_every_definition_tagged_by_target() {
+        let metrics = Arc::new(EventMetrics::new(
+            vec![
+                def("t_exits_total", Kind::Counter, &["target", "outcome"]),
+                def("t_all_total", Kind::Counter, &[]),
+            ],
+            &["namespace", "pod"],
+        ));
+        metrics.handle(&exit("a", "success", 1.0).meta("namespace", "shop").meta("pod", "cart"));
+        metrics.handle(&exit("b", "success", 1.0));
+        let out = text(&metrics);
+        for line in [
+            "t_exits_total{target=\"a\",outcome=\"success\",namespace=\"shop\",pod=\"cart\"} 1",
+            "t_exits_total{target=\"b\",outcome=\"success\",namespace=\"\",pod=\"\"} 1",
+            "t_all_total{} 2",
+        ] {
+            assert!(out.contains(line), "missing {line:?} in\n{out}");
+        }
+    }
+
+    #[test]
     fn a_definition_holds_at_max_series_and_counts_the_rest() {
         let mut limited = def("t_exits_total", Kind::Counter, &["target"]);
         limited.max_series = 2;
-        let metrics = Arc::new(EventMetrics::new(vec![limited]));
+        let metrics = Arc::new(EventMetrics::new(vec![limited], &[]));
         for target in ["a", "b", "c", "a", "d"] {
             metrics.handle(&exit(target, "success", 1.0));
         }
@@ -421,10 +457,10 @@ mod tests {
     #[test]
     fn a_reload_keeps_unchanged_definitions_with_their_values() {
         let counter = def("t_exits_total", Kind::Counter, &["target"]);
-        let metrics = Arc::new(EventMetrics::new(vec![
-            counter.clone(),
-            def("t_last", Kind::LastValue(measured(1.0)), &[]),
-        ]));
+        let metrics = Arc::new(EventMetrics::new(
+            vec![counter.clone(), def("t_last", Kind::LastValue(measured(1.0)), &[])],
+            &[],
+        ));
         metrics.handle(&exit("a", "success", 3.0));
         let replaced = metrics.replace(vec![counter, def("t_new_total", Kind::Counter, &[])]);
         assert_eq!(
@@ -444,11 +480,10 @@ mod tests {
 
     #[test]
     fn a_forgotten_target_loses_its_series_and_others_keep_theirs() {
-        let metrics = Arc::new(EventMetrics::new(vec![def(
-            "t_exits_total",
-            Kind::Counter,
-            &["target", "outcome"],
-        )]));
+        let metrics = Arc::new(EventMetrics::new(
+            vec![def("t_exits_total", Kind::Counter, &["target", "outcome"])],
+            &[],
+        ));
         metrics.handle(&exit("a", "success", 1.0));
         metrics.handle(&exit("a", "failure", 1.0));
         metrics.handle(&exit("b", "success", 1.0));

@@ -83,7 +83,7 @@ pub fn to_event(
         .meta("comm", kernel_str(comm));
     let target = TargetId::from_slot(header.target).and_then(|id| targets.get(id));
     let event = match target {
-        Some(target) => event.meta("target", target.name.as_str()),
+        Some(target) => with_workload(event.meta("target", target.name.as_str()), target),
         None => event.meta("target", "unknown"),
     };
     let event = match record {
@@ -246,9 +246,22 @@ fn tcp_event(event: Event, kind: EventKind, t: &TcpRecord) -> Event {
     }
 }
 
-/// Adds a target's metadata to `event`: `target`, and `cgroup` for a cgroup target.
+/// Adds a target's metadata to `event`: `target`, and for a cgroup target `cgroup` and
+/// what is known of its workload.
 pub fn describe(event: Event, target: &Target) -> Event {
-    with_target_cgroup(event.meta("target", target.name.as_str()), Some(target))
+    let event = with_workload(event.meta("target", target.name.as_str()), target);
+    with_target_cgroup(event, Some(target))
+}
+
+/// A cgroup target's workload fields (`namespace`, `pod`, ...: `targets/workload/`), those
+/// known.
+fn with_workload(mut event: Event, target: &Target) -> Event {
+    if let TargetKind::Cgroup { workload, .. } = &target.kind {
+        for (field, value) in workload.known() {
+            event = event.meta(field, value);
+        }
+    }
+    event
 }
 
 fn with_target_cgroup(event: Event, target: Option<&Target>) -> Event {
@@ -440,7 +453,8 @@ pub(crate) mod tests {
             // of a name have (exit_code or signal) and a cgroup a PID target lacks.
             for key in spec.metadata() {
                 // (and a path the kernel could not keep)
-                let optional = ["exit_code", "signal", "cgroup", "path", "errno", "parent_target"].contains(&key);
+                let optional = ["exit_code", "signal", "cgroup", "path", "errno", "parent_target"].contains(&key)
+                    || crate::targets::workload::FIELDS.contains(&key);
                 assert!(optional || event.metadata(key).is_some(), "{} lacks {key}", event.name);
             }
         }

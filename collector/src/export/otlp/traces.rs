@@ -23,6 +23,17 @@ use crate::telemetry::{Event, Value};
 /// The events spans are made of.
 pub const EVENTS: &[&str] = &["process.*", "tcp.*", "http.request", "syscall.slow"];
 
+/// A cgroup target's workload fields (event metadata) and the semantic conventions'
+/// attributes each becomes on every span (`k8s.*`, `container.id`); `qos` and `unit` have
+/// none and stay on the log records only.
+const WORKLOAD_ATTRIBUTES: &[(&str, &str)] = &[
+    ("namespace", "k8s.namespace.name"),
+    ("pod", "k8s.pod.name"),
+    ("pod_uid", "k8s.pod.uid"),
+    ("container", "k8s.container.name"),
+    ("container_id", "container.id"),
+];
+
 /// Most processes, and most connections, whose span is open at once (`insert`).
 const MAX_OPEN: usize = 65_536;
 
@@ -194,6 +205,11 @@ impl Traces {
         ];
         if let Some(Value::Str(comm)) = event.metadata("comm") {
             attributes.push(KeyValue::new("process.executable.name", comm.clone()));
+        }
+        for (key, attribute) in WORKLOAD_ATTRIBUTES {
+            if let Some(Value::Str(value)) = event.metadata(key) {
+                attributes.push(KeyValue::new(*attribute, value.clone()));
+            }
         }
         SpanData {
             span_context: SpanContext::new(open.trace, open.span, TraceFlags::SAMPLED, false, TraceState::default()),

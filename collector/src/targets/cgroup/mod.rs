@@ -17,41 +17,69 @@ use self::{
     pattern::CgroupPattern,
     watch::CgroupWatch,
 };
-use super::{error::TargetError, spec::CgroupSpec};
+use super::{
+    error::TargetError,
+    spec::CgroupSpec,
+    workload::{Workload, host::Index, naming::Naming, path},
+};
 
 /// How often the watched tree is rescanned in case inotify missed something.
 const RESCAN: Duration = Duration::from_secs(1);
 
 /// The cgroup side of the command line, resolved.
 pub struct Resolved {
-    /// `--cgroup` targets (name, cgroup) and the current matches of the patterns.
-    pub initial: Vec<(String, Cgroup)>,
+    /// `--cgroup` targets and the current matches of the patterns.
+    pub initial: Vec<Named>,
     /// What follows the watched cgroups after `initial`; `None` when nothing is watched.
     pub watched: Option<Watched>,
 }
 
-/// The watch on the `--cgroup` paths and patterns, and the names `--cgroup NAME=PATH` gave
-/// (by path relative to the mount), for cgroups that come back.
+/// A cgroup to make a target: the name it gets and what it holds.
+#[derive(Clone, Debug)]
+pub struct Named {
+    pub name: String,
+    pub workload: Workload,
+    pub cgroup: Cgroup,
+}
+
+/// The watch on the `--cgroup` paths and patterns, the names `--cgroup NAME=PATH` gave (by
+/// path relative to the mount), for cgroups that come back, and how the others are named.
 pub struct Watched {
     pub watch: CgroupWatch,
     pub names: HashMap<String, String>,
+    pub naming: Naming,
 }
 
 impl Watched {
-    /// The target name of a watched cgroup: its `--cgroup` NAME, or its path.
-    pub fn name_of(&self, cgroup: &Cgroup) -> String {
-        self.names
-            .get(&cgroup.name)
-            .cloned()
-            .unwrap_or_else(|| cgroup.name.clone())
+    /// A watched cgroup named: its `--cgroup` NAME (or path), else by `--target-name` and
+    /// its workload (`workload/naming.rs`).
+    pub fn name_of(&self, cgroup: &Cgroup, index: &Index) -> Named {
+        let (name, workload) = self.describe(&cgroup.name, index);
+        Named {
+            name,
+            workload,
+            cgroup: cgroup.clone(),
+        }
+    }
+
+    /// (name, workload) of the cgroup at `relative` (to the mount).
+    pub fn describe(&self, relative: &str, index: &Index) -> (String, Workload) {
+        match self.names.get(relative) {
+            Some(name) => {
+                let mut workload = path::parse(relative);
+                index.resolve(&mut workload);
+                (name.clone(), workload)
+            }
+            None => self.naming.describe(relative, index),
+        }
     }
 }
 
 /// Resolves `--cgroup` and `--cgroup-pattern` and starts watching both: a `--cgroup` path is
 /// watched as a pattern matching just itself, so a service whose cgroup is removed and made
 /// anew (a restart) stays observed. A bad path or pattern is a usage error; a pattern that
-/// matches nothing only warns.
-pub fn resolve(specs: &[CgroupSpec], patterns: &[String]) -> Result<Resolved, TargetError> {
+/// matches nothing only warns. Pattern matches are named by `naming`.
+pub fn resolve(specs: &[CgroupSpec], patterns: &[String], naming: &Naming) -> Result<Resolved, TargetError> {
     if specs.is_empty() && patterns.is_empty() {
         return Ok(Resolved {
             initial: Vec::new(),
@@ -63,6 +91,7 @@ pub fn resolve(specs: &[CgroupSpec], patterns: &[String]) -> Result<Resolved, Ta
         let arg = arg.to_owned();
         move |source| TargetError::Cgroup { flag, arg, source }
     };
+    let index = naming.files.index();
     let mut initial = Vec::new();
     let mut names = HashMap::new();
     let mut watched = Vec::new();
@@ -76,7 +105,9 @@ pub fn resolve(specs: &[CgroupSpec], patterns: &[String]) -> Result<Resolved, Ta
             watched.push(literal);
             names.insert(cgroup.name.clone(), name.clone());
         }
-        initial.push((name, cgroup));
+        let mut workload = path::parse(&cgroup.name);
+        index.resolve(&mut workload);
+        initial.push(Named { name, workload, cgroup });
     }
     for p in patterns {
         watched.push(CgroupPattern::parse(p, &fs).map_err(usage("--cgroup-pattern", p))?);
@@ -85,17 +116,25 @@ pub fn resolve(specs: &[CgroupSpec], patterns: &[String]) -> Result<Resolved, Ta
         return Ok(Resolved { initial, watched: None });
     }
     let (watch, matched) = CgroupWatch::start(fs, watched, RESCAN);
-    let from_patterns: Vec<Cgroup> = matched.into_iter().filter(|c| !names.contains_key(&c.name)).collect();
+    let watched = Watched {
+        watch,
+        names,
+        naming: naming.clone(),
+    };
+    let from_patterns: Vec<Cgroup> = matched
+        .into_iter()
+        .filter(|c| !watched.names.contains_key(&c.name))
+        .collect();
     if !patterns.is_empty() && from_patterns.is_empty() {
         tracing::warn!(
             patterns = patterns.join(", "),
             "no cgroup matches --cgroup-pattern yet; cgroups created later are picked up"
         );
     }
-    initial.extend(from_patterns.into_iter().map(|c| (c.name.clone(), c)));
+    initial.extend(from_patterns.iter().map(|c| watched.name_of(c, &index)));
     Ok(Resolved {
         initial,
-        watched: Some(Watched { watch, names }),
+        watched: Some(watched),
     })
 }
 

@@ -60,6 +60,28 @@ pub(super) fn walk(fs: &CgroupFs, patterns: &[CgroupPattern], mut enter: impl Fn
     found
 }
 
+/// The cgroup under `dir` (inclusive) whose `cgroup.procs` lists `pid`, if any: one walk of
+/// the tree (`proc::namespace_root` does it once).
+pub fn containing(dir: &Path, pid: u32) -> Option<std::path::PathBuf> {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(cgroup) = stack.pop() {
+        let listed = fs::read_to_string(cgroup.join("cgroup.procs"))
+            .is_ok_and(|text| text.lines().any(|l| l.trim().parse::<u32>() == Ok(pid)));
+        if listed {
+            return Some(cgroup);
+        }
+        if let Ok(entries) = fs::read_dir(&cgroup) {
+            stack.extend(
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.path()),
+            );
+        }
+    }
+    None
+}
+
 /// Every pid in `cgroup.procs` of `dir` and of all cgroups below it, sorted. A cgroup below
 /// `dir` that is removed during the walk is skipped; `dir` itself must be readable.
 pub fn procs_recursive(dir: &Path) -> io::Result<Vec<u32>> {
