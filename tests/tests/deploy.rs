@@ -157,6 +157,9 @@ fn every_call_the_agent_makes_passes_the_units_system_call_filter() {
     });
     let agent = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", strace.0.id())).unwrap();
     let agent: i32 = agent.trim().parse().unwrap();
+    // strace detaches from the agent when killed: an assert failing below must not leave
+    // it running.
+    let mut guard = KillOnDrop(Some(agent));
     w.run("getppid 1000");
     let (_, body) = http_get(&addr, "/metrics").unwrap();
     let counted = value(
@@ -172,6 +175,7 @@ fn every_call_the_agent_makes_passes_the_units_system_call_filter() {
     });
     unsafe { libc::kill(agent, libc::SIGTERM) };
     let status = strace.0.wait().unwrap();
+    guard.0 = None; // exited: its PID may be another process's now
     assert!(status.success(), "the agent under strace: {status}");
     let summary = std::fs::read_to_string(&trace).unwrap();
     // `strace -c`: a table whose last column is the call; its header and total are not calls.
@@ -196,6 +200,17 @@ fn every_call_the_agent_makes_passes_the_units_system_call_filter() {
     );
     assert!(refused.is_empty(), "the unit's SystemCallFilter refuses {refused:?}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Kills a process (not a child of ours) when the test ends, unless it was seen exit.
+struct KillOnDrop(Option<i32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0 {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
 }
 
 /// The calls the unit's `SystemCallFilter=` lines allow: each group (`@system-service`)
@@ -350,8 +365,8 @@ fn the_kubernetes_manifests_validate_against_the_api_schemas() {
         .collect();
     assert_eq!(
         files.len(),
-        4,
-        "namespace, service account, config map, daemon set: {files:?}"
+        5,
+        "namespace, service account, config map, daemon set, network policy: {files:?}"
     );
     for file in &files {
         for version in KUBERNETES {
@@ -434,11 +449,22 @@ fn the_daemonset_gives_the_agent_what_it_needs() {
         .unwrap();
     check_config(toml);
 
-    // One port: the one the config listens on, probed, annotated and scraped.
+    // The kubelet's log directories, under the config's host_root, from the host.
+    let settings: toml::Value = toml::from_str(toml).unwrap();
+    let host_root = settings["host_root"].as_str().unwrap();
+    for dir in ["/var/log/pods", "/var/log/containers"] {
+        assert_eq!(host_path(&format!("{host_root}{dir}"))["hostPath"]["path"], dir);
+    }
+
+    // One port: the one the config listens on (on every address of the pod), probed,
+    // annotated, scraped and let through.
     let port = &container["ports"][0];
-    let listen: toml::Value = toml::from_str(toml).unwrap();
-    let listen: std::net::SocketAddr = listen["listen"].as_str().unwrap().parse().unwrap();
+    let listen: std::net::SocketAddr = settings["listen"].as_str().unwrap().parse().unwrap();
+    assert!(listen.ip().is_unspecified(), "{listen}: the pod's IP must reach it");
     assert_eq!(port["containerPort"], listen.port());
+    let policy = kind(&manifests, "NetworkPolicy");
+    assert_eq!(policy["spec"]["podSelector"]["matchLabels"], pod["metadata"]["labels"]);
+    assert_eq!(policy["spec"]["ingress"][0]["ports"][0]["port"], port["name"]);
     for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
         assert_eq!(container[probe]["httpGet"]["path"], "/health", "{probe}");
         assert_eq!(container[probe]["httpGet"]["port"], port["name"], "{probe}");

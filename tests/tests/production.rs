@@ -339,6 +339,63 @@ fn tls_and_basic_auth_guard_every_endpoint_and_prometheus_scrapes_through_them()
     assert!(agent.0.wait().unwrap().success());
 }
 
+/// `min_version: TLS13` refuses TLS 1.2; `VerifyClientCertIfGiven` serves a client without
+/// a certificate and refuses one whose certificate no CA in `client_ca_file` signed; and
+/// basic auth guards every path, those that do not exist included.
+#[test]
+fn tls13_only_an_optional_client_certificate_and_auth_on_every_path() {
+    if !web_tools() {
+        return;
+    }
+    let Some(hash) = bcrypt_hash("s3cret") else { return };
+    let pki = Pki::make("tls13");
+    let other = Pki::make("tls13-other");
+    let web = pki.dir.join("web.yml");
+    std::fs::write(
+        &web,
+        format!(
+            "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  \
+             client_auth_type: VerifyClientCertIfGiven\n  client_ca_file: ca.crt\n  min_version: TLS13\n\
+             basic_auth_users:\n  prometheus: {hash}\n"
+        ),
+    )
+    .unwrap();
+    let w = Workload::spawn();
+    let addr = tests::free_port().to_string();
+    let agent = std::process::Command::new(tests::collector_bin())
+        .args(["--pid", &format!("app={}", w.pid), "--listen", &addr])
+        .args(["--web.config.file", &web.display().to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _agent = Stopped(agent);
+    let ca = pki.path("ca.crt");
+    let url = |path: &str| format!("https://{addr}{path}");
+    let auth = ["--cacert", ca.as_str(), "-u", "prometheus:s3cret"];
+    eventually("the agent serving over TLS", Duration::from_secs(60), || {
+        curl(&url("/health"), &auth).0.is_some()
+    });
+    let (code, _) = curl(&url("/metrics"), &auth);
+    assert_eq!(code, Some(200), "no client certificate: optional");
+    let (code, _) = curl(&url("/metrics"), &[&auth[..], &["--tls-max", "1.2"]].concat());
+    assert_eq!(code, None, "TLS 1.2 under min_version TLS13");
+    let foreign = [other.path("client.crt"), other.path("client.key")];
+    let (code, _) = curl(
+        &url("/metrics"),
+        &[&auth[..], &["--cert", &foreign[0], "--key", &foreign[1]]].concat(),
+    );
+    assert_eq!(code, None, "a certificate no CA of client_ca_file signed");
+    for path in ["/events", "/-/reload", "/nothing-here"] {
+        let method: &[&str] = if path == "/-/reload" { &["-X", "POST"] } else { &[] };
+        let (code, head) = curl(
+            &url(path),
+            &[&["--cacert", ca.as_str(), "--max-time", "2"], method].concat(),
+        );
+        println!("{path} without credentials: {code:?}");
+        assert_eq!(code, Some(401), "{path}: {head}");
+    }
+}
+
 /// Each bad web config stops the start in one line (exit 2) before anything loads.
 #[test]
 fn a_bad_web_config_is_a_one_line_error_before_anything_loads() {
@@ -350,7 +407,11 @@ fn a_bad_web_config_is_a_one_line_error_before_anything_loads() {
     let w = Workload::spawn();
     let tls = |cert: &str, key: &str| format!("tls_server_config:\n  cert_file: {cert}\n  key_file: {key}\n");
     let cases = [
-        (tls("missing.crt", "server.key"), "cert_file missing.crt"),
+        (tls("missing.crt", "server.key"), "/missing.crt: "),
+        (
+            tls("server.crt", "server.key") + "  client_ca_file: ca.crt\n",
+            "client_ca_file without client_auth_type",
+        ),
         (tls("server.crt", "client.key"), "cert_file and key_file"),
         (
             "basic_auth_users:\n  alice: $2b$06$notahash\n".to_owned(),
@@ -376,6 +437,8 @@ fn a_bad_web_config_is_a_one_line_error_before_anything_loads() {
             .args([
                 "--pid",
                 &w.pid.to_string(),
+                "--listen",
+                &tests::free_port().to_string(),
                 "--web.config.file",
                 &path.display().to_string(),
             ])

@@ -14,9 +14,10 @@ use crate::run;
 
 /// Where each file goes, relative to the root, and whether an existing one is replaced.
 const FILES: &[(&str, &str, u32, bool)] = &[
+    // Where local packages put units: /etc/systemd/system stays the admin's (`systemctl edit`).
     (
         "deploy/systemd/collector.service",
-        "etc/systemd/system/collector.service",
+        "usr/local/lib/systemd/system/collector.service",
         0o644,
         true,
     ),
@@ -47,7 +48,15 @@ pub fn install(workspace: &Path, bin: &Path, root: &Path) -> anyhow::Result<()> 
     }
     if root == Path::new("/") && Path::new("/run/systemd/system").is_dir() {
         run(Command::new("systemctl").arg("daemon-reload"))?;
-        eprintln!("install: done; start it with `systemctl enable --now collector`");
+        let active = Command::new("systemctl")
+            .args(["is-active", "--quiet", "collector"])
+            .status()
+            .is_ok_and(|s| s.success());
+        if active {
+            eprintln!("install: done; the running collector has the old binary: `systemctl restart collector`");
+        } else {
+            eprintln!("install: done; start it with `systemctl enable --now collector`");
+        }
     } else {
         eprintln!("install: done under {}; systemd is not running here", root.display());
     }

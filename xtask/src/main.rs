@@ -48,7 +48,7 @@ enum Task {
         baseline: Option<PathBuf>,
     },
     /// Build, then install the binary, the systemd unit and a first config (as root):
-    /// /usr/local/bin/collector, /etc/systemd/system/collector.service,
+    /// /usr/local/bin/collector, /usr/local/lib/systemd/system/collector.service,
     /// /etc/collector/collector.toml and /etc/default/collector (those two only if absent).
     Install {
         /// Install under this directory instead of / (for a package or an image).

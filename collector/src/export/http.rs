@@ -57,7 +57,11 @@ pub async fn serve(
             events,
         });
     if let Some(users) = web.users {
-        app = app.layer(middleware::from_fn_with_state(users, authenticate));
+        let gate = Gate {
+            users,
+            checks: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_CHECKS)),
+        };
+        app = app.layer(middleware::from_fn_with_state(gate, authenticate));
     }
     let Some(tls) = web.tls else {
         let listener = tokio::net::TcpListener::from_std(listener)?;
@@ -77,16 +81,38 @@ pub async fn serve(
         .await
 }
 
+/// The users, and how many bcrypt checks may run at once: each costs tens of ms of CPU on
+/// purpose, so a flood of wrong passwords queues here rather than taking every CPU from
+/// the ring-buffer reader and the scrapes.
+#[derive(Clone)]
+struct Gate {
+    users: Arc<Users>,
+    checks: Arc<tokio::sync::Semaphore>,
+}
+
+/// bcrypt checks at once (one per CPU of these 2-CPU machines at most).
+const CONCURRENT_CHECKS: usize = 2;
+
 /// Basic auth on every request: 401 with a challenge unless the credentials are right.
-async fn authenticate(State(users): State<Arc<Users>>, request: Request, next: Next) -> Response {
+async fn authenticate(State(gate): State<Gate>, request: Request, next: Next) -> Response {
     let authorization = request
         .headers()
         .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes().to_vec());
-    // bcrypt is slow on purpose: off the async workers.
-    let allowed = tokio::task::spawn_blocking(move || users.allow(authorization.as_deref()))
-        .await
-        .unwrap_or(false);
+        .map(axum::http::HeaderValue::as_bytes);
+    let allowed = match Users::credentials(authorization) {
+        // No user named: nothing to check, and nothing learnt about users by its speed.
+        None => false,
+        Some((user, password)) => {
+            let Ok(_permit) = gate.checks.acquire().await else {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            };
+            let users = gate.users.clone();
+            // bcrypt is slow on purpose: off the async workers.
+            tokio::task::spawn_blocking(move || users.allow(&user, &password))
+                .await
+                .unwrap_or(false)
+        }
+    };
     if allowed {
         next.run(request).await
     } else {

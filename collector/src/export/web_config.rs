@@ -106,15 +106,27 @@ impl WebConfig {
 }
 
 fn server_config(tls: &TlsFile, dir: &Path) -> Result<Arc<ServerConfig>, String> {
+    // A CA and no policy: whoever wrote it meant clients to be verified (exporter-toolkit
+    // refuses this too).
+    if tls.client_auth_type == "NoClientCert" && tls.client_ca_file.is_some() {
+        return Err(
+            "client_ca_file without client_auth_type: client certificates would not be checked; set \
+             client_auth_type RequireAndVerifyClientCert (or VerifyClientCertIfGiven), or remove client_ca_file"
+                .into(),
+        );
+    }
     let at = |p: &Path| dir.join(p);
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(at(&tls.cert_file))
         .and_then(Iterator::collect)
-        .map_err(|e| format!("cert_file {}: {e}", tls.cert_file.display()))?;
+        .map_err(|e| format!("cert_file {}: {e}", at(&tls.cert_file).display()))?;
     if certs.is_empty() {
-        return Err(format!("cert_file {}: no certificate in it", tls.cert_file.display()));
+        return Err(format!(
+            "cert_file {}: no certificate in it",
+            at(&tls.cert_file).display()
+        ));
     }
     let key = PrivateKeyDer::from_pem_file(at(&tls.key_file))
-        .map_err(|e| format!("key_file {}: {e}", tls.key_file.display()))?;
+        .map_err(|e| format!("key_file {}: {e}", at(&tls.key_file).display()))?;
     let versions: &[&rustls::SupportedProtocolVersion] = match tls.min_version.as_str() {
         "TLS12" => &[&TLS13, &TLS12],
         "TLS13" => &[&TLS13],
@@ -136,9 +148,10 @@ fn server_config(tls: &TlsFile, dir: &Path) -> Result<Arc<ServerConfig>, String>
             .client_ca_file
             .as_ref()
             .ok_or_else(|| format!("client_auth_type {} needs client_ca_file", tls.client_auth_type))?;
+        let path = at(path);
         let mut roots = RootCertStore::empty();
         for cert in
-            CertificateDer::pem_file_iter(at(path)).map_err(|e| format!("client_ca_file {}: {e}", path.display()))?
+            CertificateDer::pem_file_iter(&path).map_err(|e| format!("client_ca_file {}: {e}", path.display()))?
         {
             let cert = cert.map_err(|e| format!("client_ca_file {}: {e}", path.display()))?;
             roots
@@ -176,7 +189,7 @@ fn server_config(tls: &TlsFile, dir: &Path) -> Result<Arc<ServerConfig>, String>
     let mut config = builder
         .with_single_cert(certs, key)
         .map_err(|e| format!("cert_file and key_file: {e}"))?;
-    // The endpoints speak HTTP/1.1 only.
+    // Offered in ALPN: what scrapers and curl speak to an exporter.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
@@ -197,18 +210,21 @@ fn users(hashes: BTreeMap<String, String>) -> Result<Users, String> {
 }
 
 impl Users {
-    /// Whether an `Authorization` header names a user and the right password. As slow for an
-    /// unknown user (checked against a hash of the same cost) as for a known one: timing
-    /// says nothing of who exists. bcrypt is meant to be slow: call it off the async workers.
-    pub fn allow(&self, authorization: Option<&[u8]>) -> bool {
-        let credentials = authorization
+    /// The user and password of an `Authorization: Basic` header; `None` without one (no
+    /// bcrypt is spent on a request that names no user: that says nothing of who exists).
+    pub fn credentials(authorization: Option<&[u8]>) -> Option<(String, String)> {
+        let decoded = authorization
             .and_then(|h| h.strip_prefix(b"Basic "))
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            .and_then(|d| String::from_utf8(d).ok());
-        let (user, password) = credentials
-            .as_deref()
-            .and_then(|c| c.split_once(':'))
-            .unwrap_or(("", ""));
+            .and_then(|d| String::from_utf8(d).ok())?;
+        let (user, password) = decoded.split_once(':')?;
+        Some((user.to_owned(), password.to_owned()))
+    }
+
+    /// Whether `password` is `user`'s. As slow for an unknown user (checked against a hash of
+    /// the highest cost in the file) as for a known one of that cost: timing says nothing of
+    /// who exists. bcrypt is meant to be slow: call it off the async workers.
+    pub fn allow(&self, user: &str, password: &str) -> bool {
         let known = self.hashes.get(user);
         let hash = known.unwrap_or(&self.dummy);
         bcrypt::verify(password, hash).unwrap_or(false) && known.is_some()
@@ -233,10 +249,16 @@ mod tests {
         let config = WebConfig::load(&path).unwrap();
         let users = config.users.unwrap();
         let header = |c: &str| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(c));
-        assert!(users.allow(Some(header("alice:secret").as_bytes())));
-        assert!(!users.allow(Some(header("alice:wrong").as_bytes())));
-        assert!(!users.allow(Some(header("bob:secret").as_bytes())));
-        assert!(!users.allow(None));
+        let pair = |u: &str, p: &str| Some((u.to_owned(), p.to_owned()));
+        assert_eq!(
+            Users::credentials(Some(header("alice:se:cret").as_bytes())),
+            pair("alice", "se:cret")
+        );
+        assert_eq!(Users::credentials(Some(b"Bearer x")), None);
+        assert_eq!(Users::credentials(None), None);
+        assert!(users.allow("alice", "secret"));
+        assert!(!users.allow("alice", "wrong"));
+        assert!(!users.allow("bob", "secret"));
         assert!(config.tls.is_none());
     }
 
@@ -249,7 +271,11 @@ mod tests {
             ),
             (
                 "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n",
-                "cert_file a.crt",
+                "/a.crt: ",
+            ),
+            (
+                "tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n  client_ca_file: ca.crt\n",
+                "client_ca_file without client_auth_type",
             ),
             ("colour: red\n", "unknown field `colour`"),
             (
