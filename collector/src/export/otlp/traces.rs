@@ -510,6 +510,30 @@ mod tests {
     }
 
     #[test]
+    fn a_cgroup_targets_workload_names_are_the_semantic_conventions_attributes() {
+        let mut traces = Traces::default();
+        let exit = event("process.exit", 9, 12)
+            .meta("namespace", "shop")
+            .meta("pod", "cart-1")
+            .meta("pod_uid", "3f1c")
+            .meta("container", "app")
+            .meta("container_id", "ab12")
+            .meta("qos", "burstable")
+            .measure("duration", 1.0);
+        let span = traces.on_event(&exit).unwrap();
+        for (key, want) in [
+            ("k8s.namespace.name", "shop"),
+            ("k8s.pod.name", "cart-1"),
+            ("k8s.pod.uid", "3f1c"),
+            ("k8s.container.name", "app"),
+            ("container.id", "ab12"),
+        ] {
+            assert_eq!(attribute(&span, key), Some(want.to_owned().into()), "{key}");
+        }
+        assert_eq!(attribute(&span, "qos"), None, "no semantic convention: log records only");
+    }
+
+    #[test]
     fn a_process_whose_creator_is_no_target_begins_a_trace_of_its_own() {
         let mut traces = Traces::default();
         // systemd (pid 1, no target) starting a service into a target cgroup.
