@@ -22,6 +22,15 @@ impl Held {
     }
 }
 
+impl Held {
+    /// Leaves the signals blocked for the rest of the process: when start-up stops because
+    /// one is pending, unblocking them would deliver it with its default action, and the
+    /// agent would die of the SIGTERM it was about to obey, not exit with 0.
+    pub fn until_exit(self) {
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for Held {
     fn drop(&mut self) {
         let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
