@@ -272,6 +272,13 @@ impl Cli {
         {
             return Err(format!("--http-route {} is given twice", self.http_routes[twice]));
         }
+        let labels = &self.target_labels;
+        if let Some(twice) = (1..labels.len()).find(|&i| labels[..i].contains(&labels[i])) {
+            return Err(format!(
+                "--target-labels names {} twice; give each field once",
+                labels[twice]
+            ));
+        }
         Ok(())
     }
 
@@ -496,6 +503,23 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(needle), "{buckets}: {e}");
+        }
+    }
+
+    #[test]
+    fn flags_given_twice_are_refused_together() {
+        for (args, needle) in [
+            (
+                &["--pid", "1", "--http-route", "/a", "--http-route", "/a"][..],
+                "--http-route /a is given twice",
+            ),
+            (
+                &["--pid", "1", "--target-labels", "namespace,pod,namespace"][..],
+                "--target-labels names namespace twice",
+            ),
+        ] {
+            let err = parse(args).unwrap().check().unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err}");
         }
     }
 

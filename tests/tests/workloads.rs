@@ -59,7 +59,8 @@ fn getppid(metrics: &tests::Metrics, labels: &[(&str, &str)]) -> f64 {
 /// and sidecar, and "web/front-2" (Guaranteed) whose container's log link comes only after
 /// its cgroup. Each container is named namespace/pod/container, its series carry those
 /// labels and count its processes exactly, its events carry them; the late one is renamed
-/// once its link is there, its counts kept; a removed pod's series expire.
+/// once its link is there, its counts kept; a removed pod's series expire; a restarted
+/// container takes its name over with counts of its own.
 #[test]
 fn kubepods_containers_are_named_by_the_kubelets_files_and_counted_exactly() {
     if !privileged() {
@@ -197,6 +198,26 @@ fn kubepods_containers_are_named_by_the_kubelets_files_and_counted_exactly() {
             .iter()
             .any(|s| label(s, "target") == Some("web/front-2/nginx"))
     });
+
+    // The app container restarted: a new cgroup, whose log link the kubelet writes after
+    // its start. Until then it is its path; then it takes the name with counts of its own,
+    // never the removed one's, whose last counts went as `<name>#<cgroup id>` (or expired).
+    let restarted = format!("{pod_a}/cri-containerd-{}.scope", id(4));
+    tree.mkdir(&restarted);
+    tree.move_in(in_app.pid, &restarted);
+    tree.rmdir(&app);
+    in_app.run("getppid 700");
+    host.container("shop", "cart-1", "app", &id(4));
+    eventually("the restarted app renamed", Duration::from_secs(10), || {
+        getppid(&c.metrics(), &[("target", "shop/cart-1/app")]) == 700.0
+    });
+    eventually("the app before the restart expired", Duration::from_secs(15), || {
+        !c.metrics()
+            .0
+            .iter()
+            .any(|s| label(s, "target").is_some_and(|t| t.starts_with("shop/cart-1/app#")))
+    });
+    assert_eq!(getppid(&c.metrics(), &[("target", "shop/cart-1/app")]), 700.0);
     let _ = std::fs::remove_file(&events);
 }
 

@@ -47,6 +47,9 @@ impl Loaded {
 
 /// Steps 1 to 5; `None` when a SIGINT or SIGTERM came first.
 pub fn load(cli: &Cli) -> Result<Option<Loaded>, Failure> {
+    // Found (and said in the log) before the first /proc cgroup path is read, not when a
+    // process is first looked at.
+    crate::targets::proc::namespace_root();
     let checked = Checked::check(&Request {
         pids: &cli.pids,
         cgroups: &cli.cgroups,

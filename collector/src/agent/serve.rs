@@ -185,8 +185,13 @@ fn start(cli: &Cli, file: Option<&FileConfig>, loaded: Loaded, started: Instant)
         let event_metrics = event_metrics.clone();
         move |name: &str| event_metrics.forget_target(name)
     };
-    let (watcher, retargeter) =
-        targets::spawn_watcher(&targets, following, cli.series_ttl.into(), workers.stop.clone(), forget)?;
+    let (watcher, retargeter) = targets::spawn_watcher(
+        &targets,
+        following,
+        (cli.series_ttl.into(), cli.target_labels.clone()),
+        workers.stop.clone(),
+        forget,
+    )?;
     workers.threads.push(watcher);
     let reloader = file.map(|file| {
         let limits = (cli.max_targets as usize, cgroups_off);

@@ -65,8 +65,10 @@ impl ReloadStats {
     }
 }
 
-/// The file keys a reload applies to the running targets rather than at the next start.
-const TARGET_KEYS: &[&str] = &["pid", "cgroup", "cgroup_pattern"];
+/// The file keys a reload applies to the running targets rather than at the next start
+/// (the names of cgroup targets are looked up again with the reloaded `target_name` and
+/// `host_root`; `target_labels` are the label set of every series, fixed at start).
+const TARGET_KEYS: &[&str] = &["pid", "cgroup", "cgroup_pattern", "target_name", "host_root"];
 
 /// Reloads one config file into the running metrics and targets.
 #[derive(Debug)]

@@ -106,16 +106,28 @@ pub fn namespace_root() -> Option<&'static str> {
             return None;
         }
         let me = std::process::id();
-        let inside = own_namespace_path(me)?;
-        let fs = CgroupFs::discover().ok()?;
-        let here = containing(fs.mount(), me)?;
-        let here = format!("/{}", here.strip_prefix(fs.mount()).ok()?.to_string_lossy());
-        let root = here.strip_suffix(inside.trim_end_matches('/')).map(str::to_owned);
-        let root = root.map(|r| if r.is_empty() { "/".to_owned() } else { r });
-        tracing::info!(
-            root = ?root,
-            "the agent has a cgroup namespace of its own; /proc's cgroup paths are read as under this host cgroup"
-        );
+        let root = own_namespace_path(me).and_then(|inside| {
+            let fs = CgroupFs::discover().ok()?;
+            let here = containing(fs.mount(), me)?;
+            let here = format!("/{}", here.strip_prefix(fs.mount()).ok()?.to_string_lossy());
+            let root = here.strip_suffix(inside.trim_end_matches('/'))?;
+            Some(if root.is_empty() {
+                "/".to_owned()
+            } else {
+                root.to_owned()
+            })
+        });
+        match &root {
+            Some(root) => tracing::info!(
+                root,
+                "the agent has a cgroup namespace of its own; /proc's cgroup paths are read as under this host cgroup"
+            ),
+            None => tracing::warn!(
+                "the agent has a cgroup namespace of its own and its root was not found in the host's \
+                 hierarchy: processes' cgroups may be misread; run it in the host's cgroup namespace \
+                 (hostPID / --cgroupns=host)"
+            ),
+        }
         root
     })
     .as_deref()

@@ -120,6 +120,13 @@ pub(super) fn apply(targets: &Targets, plan: Plan, watched: &mut Option<Watched>
     let mut new_roots = Vec::new();
     for (pid, name, started) in &pids {
         let Some(started) = started else { continue };
+        if cgroup_targets(set).any(|(live, ..)| live == name) {
+            // A pattern's target named by its workload since the plan was checked.
+            changed.errors.push(format!(
+                "PID {pid}: the cgroup target {name} has that name; give the PID another"
+            ));
+            continue;
+        }
         let Some(t) = set.add_pid(*pid, name.clone()) else {
             changed
                 .errors
@@ -146,7 +153,12 @@ pub(super) fn apply(targets: &Targets, plan: Plan, watched: &mut Option<Watched>
     // joins them from here on (the fork and attach probes read it); then their processes,
     // read without the lock (the ring-buffer reader and scrapes wait on it), move on.
     let going: Vec<(u64, String)> = cgroup_targets(set)
-        .filter(|&(name, _, id)| !cgroups.initial.iter().any(|n| n.cgroup.id == id && n.name == name))
+        .filter(|&(name, _, id)| {
+            !cgroups
+                .initial
+                .iter()
+                .any(|n| n.cgroup.id == id && named_as(name, &n.name, id))
+        })
         .map(|(_, path, id)| (id, path.to_owned()))
         .collect();
     for (id, _) in &going {
@@ -174,7 +186,7 @@ pub(super) fn apply(targets: &Targets, plan: Plan, watched: &mut Option<Watched>
     let new: Vec<_> = cgroups
         .initial
         .iter()
-        .filter(|new| !cgroup_targets(set).any(|(n, _, id)| id == new.cgroup.id && n == new.name))
+        .filter(|new| !cgroup_targets(set).any(|(n, _, id)| id == new.cgroup.id && named_as(n, &new.name, id)))
         .cloned()
         .collect();
     drop(state);
@@ -190,6 +202,13 @@ pub(super) fn apply(targets: &Targets, plan: Plan, watched: &mut Option<Watched>
     }
     *watched = cgroups.watched;
     changed
+}
+
+/// Whether a live cgroup target named `live` has the name a plan gives cgroup `id`: also
+/// when it is `planned#<id>`, the name it was given because another target had `planned`
+/// (so that a reload does not remove and add it again each time).
+fn named_as(live: &str, planned: &str, id: u64) -> bool {
+    live == planned || live.strip_prefix(planned).and_then(|rest| rest.strip_prefix('#')) == Some(&id.to_string())
 }
 
 /// (name, /proc path, id) of each live cgroup target.

@@ -6,6 +6,7 @@
 //! the watch. It sleeps in the cgroup watch until a cgroup may have changed, its next
 //! rescan, the next removed target is due to expire, a reload comes, or shutdown.
 use std::{
+    collections::HashMap,
     io::Read as _,
     os::fd::{AsFd as _, BorrowedFd},
     thread::JoinHandle,
@@ -38,11 +39,12 @@ const NAMING: Duration = Duration::from_secs(1);
 /// Starts the thread that adds and removes cgroup targets as their cgroups come and go,
 /// names them as the host's files name their workloads, applies reloaded targets, and
 /// expires removed targets after `ttl`, calling `on_forgotten` with each name whose series
-/// are gone (an expired target's, once its kernel state is gone; a renamed target's old one).
+/// are gone (an expired target's, once its kernel state is gone; a renamed target's old one,
+/// or its name when a field of `labels` (`--target-labels`) changed).
 pub fn spawn_watcher(
     targets: &Targets,
     following: Following,
-    ttl: Duration,
+    (ttl, labels): (Duration, Vec<&'static str>),
     stop: Shutdown,
     on_forgotten: impl Fn(&str) + Send + 'static,
 ) -> Result<(JoinHandle<()>, Retargeter), TargetError> {
@@ -59,6 +61,7 @@ pub fn spawn_watcher(
             let _kept = kept;
             let mut retry = None;
             let mut next_naming = Instant::now();
+            let mut lookups = Lookups::default();
             loop {
                 let next_expiry = targets.read().set().next_expiry(ttl);
                 let until = retry.or(next_expiry);
@@ -81,7 +84,7 @@ pub fn spawn_watcher(
                     }
                     if Instant::now() >= next_naming {
                         next_naming = Instant::now() + NAMING;
-                        name_workloads(&targets, w, &on_forgotten);
+                        name_workloads(&targets, w, &mut lookups, &labels, &on_forgotten);
                     }
                 }
                 while let Ok((plan, reply)) = inbox.try_recv() {
@@ -160,52 +163,97 @@ fn expire(targets: &Targets, ttl: Duration, on_expired: &impl Fn(&str)) -> bool 
     failed
 }
 
+/// When each live cgroup target that may still be named is looked up next: every second at
+/// first, then less often (a pause container never gets a log link, a Docker config may be
+/// unreadable), at most once a minute.
+#[derive(Default)]
+struct Lookups(HashMap<TargetId, (u32, Instant)>);
+
+impl Lookups {
+    fn due(&self, id: TargetId, now: Instant) -> bool {
+        self.0.get(&id).is_none_or(|&(_, next)| now >= next)
+    }
+
+    fn missed(&mut self, id: TargetId, now: Instant) {
+        let tries = self.0.get(&id).map_or(0, |&(tries, _)| tries + 1);
+        let wait = Duration::from_secs(1 << tries.min(6)).min(Duration::from_secs(60));
+        self.0.insert(id, (tries, now + wait));
+    }
+}
+
 /// Looks up the names of live cgroup targets whose workload the host's files did not name
-/// yet (a kubelet writes a container's log link after starting it), and renames those that
-/// have one now. A removed target that had the new name (the container before a restart)
-/// is forgotten first: its series continue under the new cgroup, from its counts.
-fn name_workloads(targets: &Targets, watched: &Watched, on_forgotten: &impl Fn(&str)) {
-    let unresolved: Vec<(TargetId, String, Workload)> = targets
+/// yet (a kubelet writes a container's log link after starting it), and of those named
+/// `#<cgroup id>` (their name was taken), and renames those that have a better name now.
+/// A removed target that had the new name (the container before a restart) keeps its
+/// kernel series until they expire, as `<name>#<its cgroup id>`; event-defined series are
+/// kept by name, so those of a name that passes to another target are forgotten, as are a
+/// renamed target's under its old name, and its own when a `--target-labels` field changes.
+fn name_workloads(
+    targets: &Targets,
+    watched: &Watched,
+    lookups: &mut Lookups,
+    labels: &[&'static str],
+    on_forgotten: &impl Fn(&str),
+) {
+    let now = Instant::now();
+    let candidates: Vec<(TargetId, String, Workload)> = targets
         .read()
         .set()
         .live()
         .filter_map(|(id, t)| match &t.kind {
-            TargetKind::Cgroup { path, workload, .. } if workload.unresolved() => {
+            TargetKind::Cgroup {
+                path,
+                workload,
+                id: cgroup,
+            } if (workload.unresolved() || t.name.ends_with(&format!("#{cgroup}"))) && lookups.due(id, now) => {
                 Some((id, path.clone(), workload.clone()))
             }
             _ => None,
         })
         .collect();
-    if unresolved.is_empty() {
+    lookups
+        .0
+        .retain(|id, _| targets.read().set().get(*id).is_some_and(|t| t.removed_at.is_none()));
+    if candidates.is_empty() {
         return;
     }
     let index = watched.naming.files.index();
-    for (id, path, before) in unresolved {
+    for (id, path, before) in candidates {
         let (name, workload) = watched.describe(path.trim_start_matches('/'), &index);
-        if workload == before {
+        let mut state = targets.write();
+        let State { set, .. } = &mut *state;
+        if set.name(id) == Some(name.as_str()) && workload == before {
+            lookups.missed(id, now);
             continue;
         }
         let mut forgotten = Vec::new();
-        let mut state = targets.write();
-        let State { set, maps } = &mut *state;
         if set.name(id) != Some(name.as_str())
             && let Some(old) = set.removed_named(&name)
+            && let Some(TargetKind::Cgroup {
+                id: cgroup, workload, ..
+            }) = set.get(old).map(|t| t.kind.clone())
         {
-            if let Err(e) = maps.forget_target(old) {
-                tracing::warn!(target = %name, "cannot delete a removed target's kernel state: {e}");
-                continue;
-            }
-            set.free(old);
+            set.rename_cgroup(old, format!("{name}#{cgroup}"), workload);
             forgotten.push(name.clone());
         }
-        if let Some(was) = set.rename_cgroup(id, name, workload) {
-            let now = set.name(id).unwrap_or_default();
-            if was != now {
-                tracing::info!(target = %now, was = %was, "cgroup target renamed: its workload's names are known now");
-                forgotten.push(was);
-            }
-        }
+        let labels_changed = labels.iter().any(|f| before.field(f) != workload.field(f));
+        let resolved = !workload.unresolved();
+        let Some(was) = set.rename_cgroup(id, name, workload) else {
+            continue;
+        };
+        let now_named = set.name(id).unwrap_or_default().to_owned();
         drop(state);
+        if resolved && !now_named.contains('#') {
+            lookups.0.remove(&id);
+        } else {
+            lookups.missed(id, now);
+        }
+        if was != now_named {
+            tracing::info!(target = %now_named, was = %was, "cgroup target renamed: its workload's names are known now");
+        }
+        if was != now_named || labels_changed {
+            forgotten.push(was);
+        }
         for name in &forgotten {
             on_forgotten(name);
         }

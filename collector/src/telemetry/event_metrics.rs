@@ -7,6 +7,7 @@ use std::{
         Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
+    time::{Duration, SystemTime},
 };
 
 use prometheus_client::{
@@ -161,7 +162,16 @@ pub struct EventMetrics {
     by_target: Mutex<HashMap<String, HashSet<(String, Labels)>>>,
     /// `--target-labels`: tags added to every definition tagged by `target`.
     target_labels: Vec<&'static str>,
+    /// Target names forgotten in the last [`FORGOTTEN_FOR`], and when: an event of that
+    /// name made before (queued when its series went) must not bring them back.
+    forgotten: Mutex<Vec<(String, SystemTime)>>,
+    /// Whether `forgotten` has any, so that `handle` locks it only then.
+    any_forgotten: AtomicBool,
 }
+
+/// How long events made before a target's series were forgotten are still refused: far
+/// longer than an event waits in the handler's queue.
+const FORGOTTEN_FOR: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for EventMetrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -181,6 +191,8 @@ impl EventMetrics {
             uses_proc: AtomicBool::new(false),
             by_target: Mutex::default(),
             target_labels: target_labels.to_vec(),
+            forgotten: Mutex::default(),
+            any_forgotten: AtomicBool::new(false),
         };
         metrics.replace(defs);
         metrics
@@ -242,6 +254,9 @@ impl EventMetrics {
 
     /// Updates every metric defined on `event`'s name.
     pub fn handle(&self, event: &Event) {
+        if self.made_before_forgotten(event) {
+            return;
+        }
         let loaded = self.read();
         for &i in loaded.by_event.get(event.name).into_iter().flatten() {
             let defined = &loaded.defined[i];
@@ -283,8 +298,30 @@ impl EventMetrics {
         }
     }
 
-    /// Drops every series labelled `target="<name>"` (a target that is gone for good).
+    /// Whether `event` is of a target whose series were forgotten after it was made.
+    fn made_before_forgotten(&self, event: &Event) -> bool {
+        if !self.any_forgotten.load(Ordering::Relaxed) {
+            return false;
+        }
+        let mut forgotten = lock(&self.forgotten);
+        let now = SystemTime::now();
+        forgotten.retain(|(_, at)| now.duration_since(*at).unwrap_or_default() < FORGOTTEN_FOR);
+        self.any_forgotten.store(!forgotten.is_empty(), Ordering::Relaxed);
+        let Some(target) = event.metadata("target").map(super::Value::to_label) else {
+            return false;
+        };
+        forgotten.iter().any(|(name, at)| *name == target && event.time <= *at)
+    }
+
+    /// Drops every series labelled `target="<name>"` (a target that is gone for good, or
+    /// renamed, or whose `--target-labels` fields changed). Events of `name` made before
+    /// this are not measured any more: one still queued would bring back a stale series.
     pub fn forget_target(&self, name: &str) {
+        {
+            let mut forgotten = lock(&self.forgotten);
+            forgotten.push((name.to_owned(), SystemTime::now()));
+            self.any_forgotten.store(true, Ordering::Relaxed);
+        }
         // Written, not read: no event may be measured between finding a series and
         // counting it (`handle`), or a series could come back uncounted and unindexed.
         let loaded = self.loaded.write().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -487,12 +524,18 @@ mod tests {
         metrics.handle(&exit("a", "success", 1.0));
         metrics.handle(&exit("a", "failure", 1.0));
         metrics.handle(&exit("b", "success", 1.0));
+        let queued = exit("a", "success", 1.0);
         metrics.forget_target("a");
+        // An event made before, still in the queue then, does not bring the series back;
+        // one made after (a new target of that name) does.
+        metrics.handle(&queued);
         let out = text(&metrics);
         assert!(!out.contains("target=\"a\""), "{out}");
         assert!(
             out.contains("t_exits_total{target=\"b\",outcome=\"success\"} 1"),
             "{out}"
         );
+        metrics.handle(&exit("a", "success", 1.0));
+        assert!(text(&metrics).contains("t_exits_total{target=\"a\",outcome=\"success\"} 1"));
     }
 }

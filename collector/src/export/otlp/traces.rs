@@ -530,7 +530,11 @@ mod tests {
         ] {
             assert_eq!(attribute(&span, key), Some(want.to_owned().into()), "{key}");
         }
-        assert_eq!(attribute(&span, "qos"), None, "no semantic convention: log records only");
+        assert_eq!(
+            attribute(&span, "qos"),
+            None,
+            "no semantic convention: log records only"
+        );
     }
 
     #[test]

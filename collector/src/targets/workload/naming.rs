@@ -52,7 +52,14 @@ impl Template {
                     literal.push('}');
                 }
                 '{' => {
-                    let name: String = chars.by_ref().take_while(|&c| c != '}').collect();
+                    let mut name = String::new();
+                    loop {
+                        match chars.next() {
+                            Some('}') => break,
+                            Some(c) => name.push(c),
+                            None => return Err(format!("{{{name} is not closed (write {{{{ for a brace)")),
+                        }
+                    }
                     let field = FIELDS.iter().chain(&["cgroup"]).find(|f| **f == name).ok_or_else(|| {
                         format!("{{{name}}} is no field; use {{{}}} or {{cgroup}}", FIELDS.join("}, {"))
                     })?;
@@ -154,6 +161,7 @@ mod tests {
             ("{podname}", "{podname} is no field"),
             ("plain", "no {field}"),
             ("{pod}}", "a lone }"),
+            ("{namespace}/{pod", "{pod is not closed"),
         ] {
             let err = Template::parse(text).unwrap_err();
             assert!(err.contains(says), "{text}: {err}");

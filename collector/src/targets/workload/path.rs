@@ -49,9 +49,9 @@ pub fn parse(path: &str) -> Workload {
         } else if name.starts_with("crio-conmon-") {
             w.runtime = Some("cri-o");
         }
-        if segment == "kubepods" || segment == "kubepods.slice" {
-            // A kubelet's hierarchy (inside a container's, for Docker in Docker): what was
-            // read above it was the outer workload's.
+        if segment == "kubepods" || kubepods_root(segment) {
+            // A kubelet's hierarchy (inside a container's, for Docker in Docker or kind):
+            // what was read above it was the outer workload's.
             w = Workload {
                 unit: w.unit,
                 ..Workload::default()
@@ -82,6 +82,14 @@ fn kubepods_slice(slice: &str, w: &mut Workload) {
             w.pod_uid = Some(uid.replace('_', "-"));
         }
     }
+}
+
+/// The root slice of a kubelet's hierarchy with the systemd driver: `kubepods.slice`, or
+/// under a prefix of its parents (kind's `kubelet-kubepods.slice`).
+fn kubepods_root(segment: &str) -> bool {
+    segment
+        .strip_suffix(".slice")
+        .is_some_and(|slice| slice == "kubepods" || slice.ends_with("-kubepods"))
 }
 
 /// A kubelet directory with the cgroupfs driver, right under `kubepods` or its QoS level.
@@ -118,14 +126,13 @@ fn is_container_id(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-/// A Kubernetes uid: an RFC 4122 UUID in its 8-4-4-4-12 hex form.
+/// A pod's uid: an RFC 4122 UUID in its 8-4-4-4-12 hex form (what the API server gives), or
+/// 32 hex digits, the hash a kubelet gives a static pod from its manifest file
+/// (kubernetes `pkg/kubelet/config/common.go`, `generatePodName`/`applyDefaults`).
 fn is_uid(s: &str) -> bool {
+    let hex = |g: &str, n: usize| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit());
     let groups: Vec<&str> = s.split('-').collect();
-    groups.len() == 5
-        && groups
-            .iter()
-            .zip([8, 4, 4, 4, 12])
-            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()))
+    hex(s, 32) || (groups.len() == 5 && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| hex(g, n)))
 }
 
 #[cfg(test)]
@@ -134,6 +141,7 @@ mod tests {
 
     const ID: &str = "9a2b5f3c1d4e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7f8";
     const UID: &str = "3f1c2d4e-5a6b-4c7d-8e9f-0a1b2c3d4e5f";
+    const HASH: &str = "4b1e3c2a9d8f7e6a5b4c3d2e1f0a9b8c";
 
     /// Paths as each runtime makes them (`<id>`: a container id, `<uid>`: a pod uid, `<uid_>`
     /// as the systemd driver escapes it) and what they say: unit, container id, runtime, pod
@@ -284,6 +292,24 @@ mod tests {
             "<uid>",
             "besteffort",
         ),
+        // kind's node in a Docker scope: the pod's slice is not the node container's
+        (
+            "system.slice/docker-<id>.scope/kubelet.slice/kubelet-kubepods.slice/kubelet-kubepods-besteffort.slice/kubelet-kubepods-besteffort-pod<uid_>.slice",
+            "kubelet-kubepods-besteffort-pod<uid_>.slice",
+            "",
+            "",
+            "<uid>",
+            "besteffort",
+        ),
+        // a static pod: its uid is a hash of its manifest
+        (
+            "kubepods/burstable/pod<hash>/<id>",
+            "",
+            "<id>",
+            "",
+            "<hash>",
+            "burstable",
+        ),
         // look-alikes: not a uid, not an id, not the kubelet's
         (
             "kubepods.slice/kubepods-podnotauid.slice",
@@ -310,6 +336,7 @@ mod tests {
             .replace("<id>", ID)
             .replace("<uid_>", &UID.replace('-', "_"))
             .replace("<uid>", UID)
+            .replace("<hash>", HASH)
     }
 
     #[test]
