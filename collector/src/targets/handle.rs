@@ -106,14 +106,21 @@ impl Targets {
     /// Makes a cgroup a target with the processes already in it; false when it is not
     /// (--max-targets are taken, or the kernel map refused it).
     pub(super) fn add_cgroup(&self, named: &Named) -> bool {
-        // /proc is read before the lock: the ring-buffer reader and scrapes wait on it.
-        // Processes moved in between mkdir and now were not seen by the kernel hook.
+        // Into the kernel's CGROUP_TARGETS first: from then on its attach hook puts a process
+        // moved in into the target. Those moved in before (since mkdir) are read after that,
+        // and not under the lock (the ring-buffer reader and scrapes wait on it). Read
+        // before the insert, a process moved in between the two was in neither: seen in a
+        // Linux 6.12 guest, a process moved in right after mkdir never counted.
+        {
+            let mut state = self.write();
+            let State { set, maps } = &mut *state;
+            if members::add_cgroup(set, maps, named).is_none() {
+                return false;
+            }
+        }
         let seen = proc::look_at(procs_recursive(&named.cgroup.path).unwrap_or_default());
         let mut state = self.write();
         let State { set, maps } = &mut *state;
-        if members::add_cgroup(set, maps, named).is_none() {
-            return false;
-        }
         if let Err(e) = members::join(set, maps, &seen) {
             tracing::warn!(target = %named.name, "cannot add the cgroup's processes: {e}");
         }
