@@ -1,7 +1,7 @@
 //! Workload names end to end: a kubepods-shaped cgroup tree under the real v2 mount, the
 //! kubelet's log directories in a temporary `--host-root`, processes in the containers'
 //! cgroups; and the agent in a cgroup namespace of its own, as in a pod.
-use std::{path::PathBuf, time::Duration};
+use std::{os::unix::fs::MetadataExt as _, path::PathBuf, time::Duration};
 
 use tests::{CgroupTree, Collector, Workload, eventually, privileged, sink_events, sink_path, value};
 
@@ -59,8 +59,7 @@ fn getppid(metrics: &tests::Metrics, labels: &[(&str, &str)]) -> f64 {
 /// and sidecar, and "web/front-2" (Guaranteed) whose container's log link comes only after
 /// its cgroup. Each container is named namespace/pod/container, its series carry those
 /// labels and count its processes exactly, its events carry them; the late one is renamed
-/// once its link is there, its counts kept; a removed pod's series expire; a restarted
-/// container takes its name over with counts of its own.
+/// once its link is there, its counts kept; a removed pod's series expire.
 #[test]
 fn kubepods_containers_are_named_by_the_kubelets_files_and_counted_exactly() {
     if !privileged() {
@@ -155,7 +154,8 @@ fn kubepods_containers_are_named_by_the_kubelets_files_and_counted_exactly() {
     );
     assert_eq!(label(&front_info, "container"), None);
 
-    // The kubelet writes the link: renamed within a second or two, its counts kept.
+    // The kubelet writes the link: renamed at the next lookup (the directory changed), its
+    // counts kept.
     host.container("web", "front-2", "nginx", &id(3));
     eventually("front renamed", Duration::from_secs(10), || {
         getppid(&c.metrics(), &[("target", "web/front-2/nginx"), ("container", "nginx")]) == 3000.0
@@ -199,26 +199,72 @@ fn kubepods_containers_are_named_by_the_kubelets_files_and_counted_exactly() {
             .any(|s| label(s, "target") == Some("web/front-2/nginx"))
     });
 
-    // The app container restarted: a new cgroup, whose log link the kubelet writes after
-    // its start. Until then it is its path; then it takes the name with counts of its own,
-    // never the removed one's, whose last counts went as `<name>#<cgroup id>` (or expired).
-    let restarted = format!("{pod_a}/cri-containerd-{}.scope", id(4));
-    tree.mkdir(&restarted);
-    tree.move_in(in_app.pid, &restarted);
-    tree.rmdir(&app);
-    in_app.run("getppid 700");
-    host.container("shop", "cart-1", "app", &id(4));
-    eventually("the restarted app renamed", Duration::from_secs(10), || {
-        getppid(&c.metrics(), &[("target", "shop/cart-1/app")]) == 700.0
-    });
-    eventually("the app before the restart expired", Duration::from_secs(15), || {
-        !c.metrics()
-            .0
-            .iter()
-            .any(|s| label(s, "target").is_some_and(|t| t.starts_with("shop/cart-1/app#")))
-    });
-    assert_eq!(getppid(&c.metrics(), &[("target", "shop/cart-1/app")]), 700.0);
     let _ = std::fs::remove_file(&events);
+}
+
+/// A container restarted whose new log link comes after its cgroup: the new container is
+/// its path until then, then takes the name with counts of its own, while the one before
+/// keeps its last counts as `<name>#<its cgroup id>` until `--series-ttl`.
+#[test]
+fn a_restarted_container_takes_its_name_over_and_the_one_before_keeps_its_counts() {
+    if !privileged() {
+        return;
+    }
+    let Some(tree) = CgroupTree::for_test("restart") else {
+        return;
+    };
+    let host = HostRoot::new("restart");
+    let pod = format!("kubepods.slice/kubepods-pod{}.slice", UID_A.replace('-', "_"));
+    let (before, after) = (
+        format!("{pod}/cri-containerd-{}.scope", id(1)),
+        format!("{pod}/cri-containerd-{}.scope", id(2)),
+    );
+    tree.mkdir(&before);
+    host.pod("shop", "cart-1", UID_A);
+    host.container("shop", "cart-1", "app", &id(1));
+    let mut app = Workload::spawn();
+    tree.move_in(app.pid, &before);
+    let pattern = format!("{}/kubepods.slice/**/cri-containerd-*.scope", tree.relative(""));
+    let c = Collector::start(&[
+        "--cgroup-pattern",
+        &pattern,
+        "--host-root",
+        host.0.to_str().unwrap(),
+        "--series-ttl",
+        "10m",
+    ]);
+    app.run("getppid 300");
+    assert_eq!(getppid(&c.metrics(), &[("target", "shop/cart-1/app")]), 300.0);
+
+    let before_id = std::fs::metadata(tree.root.join(&before)).unwrap().ino();
+    tree.mkdir(&after);
+    let unnamed = tree.relative(&after);
+    eventually(
+        "the new container's cgroup is a target",
+        Duration::from_secs(10),
+        || {
+            c.metrics()
+                .0
+                .iter()
+                .any(|s| s.name == "collector_target_info" && label(s, "target") == Some(unnamed.as_str()))
+        },
+    );
+    tree.move_in(app.pid, &after);
+    tree.rmdir(&before);
+    app.run("getppid 200");
+    assert_eq!(getppid(&c.metrics(), &[("target", &unnamed)]), 200.0);
+
+    host.container("shop", "cart-1", "app", &id(2));
+    let kept = format!("shop/cart-1/app#{before_id}");
+    eventually("the new container named", Duration::from_secs(10), || {
+        getppid(&c.metrics(), &[("target", "shop/cart-1/app")]) == 200.0
+    });
+    let m = c.metrics();
+    assert_eq!(getppid(&m, &[("target", &kept)]), 300.0, "the one before, renamed");
+    assert!(
+        !m.0.iter().any(|s| label(s, "target") == Some(unnamed.as_str())),
+        "the path's series are gone"
+    );
 }
 
 /// As in a pod: the agent in a cgroup namespace of its own, rooted at its own cgroup, sees

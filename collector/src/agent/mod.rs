@@ -47,14 +47,12 @@ pub fn run(cli: Cli, file: Option<FileConfig>) -> Result<(), Failure> {
         Ok(Some(loaded)) => loaded,
         Ok(None) => {
             tracing::info!("stopped during start-up; nothing is left loaded");
-            held.until_exit();
             return Ok(());
         }
         // A step that failed after a signal came: the user asked to stop, and nothing is
         // left loaded either way.
         Err(e) if signals::stop_requested() => {
             tracing::info!(error = ?e, "stopped during start-up; nothing is left loaded");
-            held.until_exit();
             return Ok(());
         }
         Err(e) => return Err(e),

@@ -57,7 +57,7 @@ pub async fn serve(
     catch_signals(&signalled)?;
     let hangups = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
     // Delivered from here to this thread: one that came during start-up is handled now.
-    drop(held);
+    held.release();
     let agent = match start(&cli, file.as_ref(), loaded, started) {
         Ok(agent) => agent,
         Err(_) if signalled.is_triggered() => return Ok(()),
@@ -183,7 +183,7 @@ fn start(cli: &Cli, file: Option<&FileConfig>, loaded: Loaded, started: Instant)
     workers.threads.push(poll.context("cannot start the poller")?);
     let forget = {
         let event_metrics = event_metrics.clone();
-        move |name: &str| event_metrics.forget_target(name)
+        move |name: &str, naming: u64| event_metrics.forget_target(name, naming)
     };
     let (watcher, retargeter) = targets::spawn_watcher(
         &targets,

@@ -7,7 +7,10 @@
 //! future once the runtime's handlers for them are in place, so they are delivered there.
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, pthread_sigmask};
 
-/// The three signals blocked in this thread until dropped.
+/// The three signals blocked in this thread until [`Held::release`]. Dropped without it
+/// (start-up stopped or failed), they stay blocked for the rest of the process: unblocking
+/// them then would deliver a pending one with its default action, and the agent would die
+/// of the SIGTERM it was obeying (or exit by a signal before printing its error).
 pub struct Held(SigSet);
 
 impl Held {
@@ -23,16 +26,8 @@ impl Held {
 }
 
 impl Held {
-    /// Leaves the signals blocked for the rest of the process: when start-up stops because
-    /// one is pending, unblocking them would deliver it with its default action, and the
-    /// agent would die of the SIGTERM it was about to obey, not exit with 0.
-    pub fn until_exit(self) {
-        std::mem::forget(self);
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
+    /// Unblocks them (once their handlers are in place): one that came is delivered now.
+    pub fn release(self) {
         let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&self.0), None);
     }
 }

@@ -73,6 +73,10 @@ pub struct TargetSet {
     pids: Vec<(u32, TargetId)>,
     max: usize,
     rejected: u64,
+    /// Bumped whenever a name stops naming the target it named (a rename, an expiry): an
+    /// event named before carries an older value (`Event::naming`), so it cannot bring
+    /// back the series of a name forgotten since.
+    naming: u64,
 }
 
 impl TargetSet {
@@ -84,6 +88,7 @@ impl TargetSet {
             pids: Vec::new(),
             max,
             rejected: 0,
+            naming: 0,
         };
         let mut named: HashMap<u32, String> = HashMap::new();
         for spec in specs {
@@ -218,6 +223,7 @@ impl TargetSet {
             TargetKind::Pid => return None,
         };
         let name = self.unique(name, cgroup);
+        self.naming += 1;
         let target = self.slots.get_mut(id.0 as usize)?.as_mut()?;
         if let TargetKind::Cgroup { workload, .. } = &mut target.kind {
             *workload = new;
@@ -280,7 +286,14 @@ impl TargetSet {
     pub fn free(&mut self, id: TargetId) {
         if let Some(slot) = self.slots.get_mut(id.0 as usize) {
             *slot = None;
+            self.naming += 1;
         }
+    }
+
+    /// The naming generation, bumped whenever a name stops naming the target it named
+    /// (`Event::naming`).
+    pub fn naming(&self) -> u64 {
+        self.naming
     }
 
     pub fn get(&self, id: TargetId) -> Option<&Target> {

@@ -10,7 +10,7 @@ use std::{
     io::Read as _,
     os::fd::{AsFd as _, BorrowedFd},
     thread::JoinHandle,
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use nix::{
@@ -40,13 +40,14 @@ const NAMING: Duration = Duration::from_secs(1);
 /// names them as the host's files name their workloads, applies reloaded targets, and
 /// expires removed targets after `ttl`, calling `on_forgotten` with each name whose series
 /// are gone (an expired target's, once its kernel state is gone; a renamed target's old one,
-/// or its name when a field of `labels` (`--target-labels`) changed).
+/// or its name when a field of `labels` (`--target-labels`) changed) and the target set's
+/// naming generation from then on (`TargetSet::naming`).
 pub fn spawn_watcher(
     targets: &Targets,
     following: Following,
     (ttl, labels): (Duration, Vec<&'static str>),
     stop: Shutdown,
-    on_forgotten: impl Fn(&str) + Send + 'static,
+    on_forgotten: impl Fn(&str, u64) + Send + 'static,
 ) -> Result<(JoinHandle<()>, Retargeter), TargetError> {
     let Following(mut watched) = following;
     let (mut woken, wake) = std::io::pipe().map_err(TargetError::Pipe)?;
@@ -141,7 +142,7 @@ fn apply(targets: &Targets, change: CgroupChange, watched: &Watched, index: &Ind
 /// Deletes what the kernel aggregated for targets removed at least `ttl` ago, frees their
 /// ids, and then tells `on_expired` (which drops their event-defined series). Returns
 /// whether one could not be deleted (it stays expired, to be tried again).
-fn expire(targets: &Targets, ttl: Duration, on_expired: &impl Fn(&str)) -> bool {
+fn expire(targets: &Targets, ttl: Duration, on_expired: &impl Fn(&str, u64)) -> bool {
     let expired = targets.read().set().expired(ttl, Instant::now());
     if expired.is_empty() {
         return false;
@@ -156,8 +157,9 @@ fn expire(targets: &Targets, ttl: Duration, on_expired: &impl Fn(&str)) -> bool 
             continue;
         }
         set.free(id);
+        let naming = set.naming();
         drop(state);
-        on_expired(&name);
+        on_expired(&name, naming);
         tracing::debug!(target = %name, "series of the removed target expired");
     }
     failed
@@ -165,19 +167,30 @@ fn expire(targets: &Targets, ttl: Duration, on_expired: &impl Fn(&str)) -> bool 
 
 /// When each live cgroup target that may still be named is looked up next: every second at
 /// first, then less often (a pause container never gets a log link, a Docker config may be
-/// unreadable), at most once a minute.
+/// unreadable), at most once a minute; and at once for all when the host's directories
+/// that name workloads changed (`HostFiles::stamp`).
 #[derive(Default)]
-struct Lookups(HashMap<TargetId, (u32, Instant)>);
+struct Lookups {
+    /// By target: its cgroup id (a freed id may be given to another target), the lookups
+    /// that found nothing new, and when the next is due.
+    next: HashMap<TargetId, (u64, u32, Instant)>,
+    stamp: Vec<Option<SystemTime>>,
+}
 
 impl Lookups {
-    fn due(&self, id: TargetId, now: Instant) -> bool {
-        self.0.get(&id).is_none_or(|&(_, next)| now >= next)
+    fn due(&self, id: TargetId, cgroup: u64, now: Instant) -> bool {
+        self.next
+            .get(&id)
+            .is_none_or(|&(of, _, next)| of != cgroup || now >= next)
     }
 
-    fn missed(&mut self, id: TargetId, now: Instant) {
-        let tries = self.0.get(&id).map_or(0, |&(tries, _)| tries + 1);
+    fn missed(&mut self, id: TargetId, cgroup: u64, now: Instant) {
+        let tries = match self.next.get(&id) {
+            Some(&(of, tries, _)) if of == cgroup => tries + 1,
+            _ => 0,
+        };
         let wait = Duration::from_secs(1 << tries.min(6)).min(Duration::from_secs(60));
-        self.0.insert(id, (tries, now + wait));
+        self.next.insert(id, (cgroup, tries, now + wait));
     }
 }
 
@@ -185,55 +198,73 @@ impl Lookups {
 /// yet (a kubelet writes a container's log link after starting it), and of those named
 /// `#<cgroup id>` (their name was taken), and renames those that have a better name now.
 /// A removed target that had the new name (the container before a restart) keeps its
-/// kernel series until they expire, as `<name>#<its cgroup id>`; event-defined series are
-/// kept by name, so those of a name that passes to another target are forgotten, as are a
-/// renamed target's under its old name, and its own when a `--target-labels` field changes.
+/// kernel series until they expire, as `<name>#<its cgroup id>` (a removed PID target's
+/// are deleted); event-defined series are kept by name, so those of a name that passes to
+/// another target are forgotten, as are a renamed target's under its old name, and its own
+/// when a `--target-labels` field changes. `on_forgotten` gets each such name with the
+/// naming generation after the change.
 fn name_workloads(
     targets: &Targets,
     watched: &Watched,
     lookups: &mut Lookups,
     labels: &[&'static str],
-    on_forgotten: &impl Fn(&str),
+    on_forgotten: &impl Fn(&str, u64),
 ) {
     let now = Instant::now();
-    let candidates: Vec<(TargetId, String, Workload)> = targets
-        .read()
-        .set()
-        .live()
-        .filter_map(|(id, t)| match &t.kind {
-            TargetKind::Cgroup {
-                path,
-                workload,
-                id: cgroup,
-            } if (workload.unresolved() || t.name.ends_with(&format!("#{cgroup}"))) && lookups.due(id, now) => {
-                Some((id, path.clone(), workload.clone()))
-            }
-            _ => None,
-        })
-        .collect();
-    lookups
-        .0
-        .retain(|id, _| targets.read().set().get(*id).is_some_and(|t| t.removed_at.is_none()));
+    let stamp = watched.naming.files.stamp();
+    if stamp != lookups.stamp {
+        lookups.next.clear();
+        lookups.stamp = stamp;
+    }
+    let candidates: Vec<(TargetId, u64, String, Workload)> = {
+        let view = targets.read();
+        let set = view.set();
+        lookups
+            .next
+            .retain(|id, _| set.get(*id).is_some_and(|t| t.removed_at.is_none()));
+        set.live()
+            .filter_map(|(id, t)| match &t.kind {
+                TargetKind::Cgroup {
+                    path,
+                    workload,
+                    id: cgroup,
+                } if (workload.unresolved() || t.name.ends_with(&format!("#{cgroup}")))
+                    && lookups.due(id, *cgroup, now) =>
+                {
+                    Some((id, *cgroup, path.clone(), workload.clone()))
+                }
+                _ => None,
+            })
+            .collect()
+    };
     if candidates.is_empty() {
         return;
     }
     let index = watched.naming.files.index();
-    for (id, path, before) in candidates {
+    for (id, cgroup, path, before) in candidates {
         let (name, workload) = watched.describe(path.trim_start_matches('/'), &index);
-        let mut state = targets.write();
-        let State { set, .. } = &mut *state;
-        if set.name(id) == Some(name.as_str()) && workload == before {
-            lookups.missed(id, now);
+        if targets.read().set().name(id) == Some(name.as_str()) && workload == before {
+            lookups.missed(id, cgroup, now);
             continue;
         }
+        let mut state = targets.write();
+        let State { set, maps } = &mut *state;
         let mut forgotten = Vec::new();
         if set.name(id) != Some(name.as_str())
             && let Some(old) = set.removed_named(&name)
-            && let Some(TargetKind::Cgroup {
-                id: cgroup, workload, ..
-            }) = set.get(old).map(|t| t.kind.clone())
         {
-            set.rename_cgroup(old, format!("{name}#{cgroup}"), workload);
+            match set.get(old).map(|t| t.kind.clone()) {
+                Some(TargetKind::Cgroup { id: of, workload, .. }) => {
+                    set.rename_cgroup(old, format!("{name}#{of}"), workload);
+                }
+                _ => {
+                    if let Err(e) = maps.forget_target(old) {
+                        tracing::warn!(target = %name, "cannot delete a removed target's kernel state: {e}");
+                        continue;
+                    }
+                    set.free(old);
+                }
+            }
             forgotten.push(name.clone());
         }
         let labels_changed = labels.iter().any(|f| before.field(f) != workload.field(f));
@@ -242,11 +273,12 @@ fn name_workloads(
             continue;
         };
         let now_named = set.name(id).unwrap_or_default().to_owned();
+        let naming = set.naming();
         drop(state);
         if resolved && !now_named.contains('#') {
-            lookups.0.remove(&id);
+            lookups.next.remove(&id);
         } else {
-            lookups.missed(id, now);
+            lookups.missed(id, cgroup, now);
         }
         if was != now_named {
             tracing::info!(target = %now_named, was = %was, "cgroup target renamed: its workload's names are known now");
@@ -255,7 +287,7 @@ fn name_workloads(
             forgotten.push(was);
         }
         for name in &forgotten {
-            on_forgotten(name);
+            on_forgotten(name, naming);
         }
     }
 }

@@ -50,6 +50,9 @@ pub struct Event {
     pub time: SystemTime,
     pub measurements: Vec<(&'static str, f64)>,
     pub metadata: Vec<(&'static str, Value)>,
+    /// The target set's naming generation (`TargetSet::naming`) when its `target` was
+    /// named; 0 when not named from the set.
+    pub naming: u64,
 }
 
 impl Event {
@@ -59,7 +62,15 @@ impl Event {
             time,
             measurements: Vec::new(),
             metadata: Vec::new(),
+            naming: 0,
         }
+    }
+
+    /// The event, its target named at the set's naming generation `naming`.
+    #[must_use]
+    pub fn named_at(mut self, naming: u64) -> Event {
+        self.naming = naming;
+        self
     }
 
     #[must_use]

@@ -7,7 +7,7 @@ use std::{
         Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    time::{Duration, SystemTime},
+    time::{Duration, Instant},
 };
 
 use prometheus_client::{
@@ -61,6 +61,11 @@ struct Defined {
 }
 
 impl Defined {
+    /// Whether its series are labelled by target (and so forgotten with one).
+    fn tagged_by_target(&self) -> bool {
+        self.def.tags.iter().any(|t| t == "target")
+    }
+
     fn new(def: MetricDef) -> Defined {
         let instrument = match &def.kind {
             Kind::Counter => Instrument::Counter(Family::default()),
@@ -162,15 +167,16 @@ pub struct EventMetrics {
     by_target: Mutex<HashMap<String, HashSet<(String, Labels)>>>,
     /// `--target-labels`: tags added to every definition tagged by `target`.
     target_labels: Vec<&'static str>,
-    /// Target names forgotten in the last [`FORGOTTEN_FOR`], and when: an event of that
-    /// name made before (queued when its series went) must not bring them back.
-    forgotten: Mutex<Vec<(String, SystemTime)>>,
+    /// Target names whose series were forgotten in the last [`FORGOTTEN_FOR`], with the
+    /// naming generation that forgot them (`Event::naming`) and when: an event named before
+    /// (queued as they went) must not bring them back.
+    forgotten: Mutex<HashMap<String, (u64, Instant)>>,
     /// Whether `forgotten` has any, so that `handle` locks it only then.
     any_forgotten: AtomicBool,
 }
 
-/// How long events made before a target's series were forgotten are still refused: far
-/// longer than an event waits in the handler's queue.
+/// How long an event named before its target's series were forgotten is still looked for:
+/// far longer than an event waits in the handler's queue.
 const FORGOTTEN_FOR: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for EventMetrics {
@@ -254,13 +260,12 @@ impl EventMetrics {
 
     /// Updates every metric defined on `event`'s name.
     pub fn handle(&self, event: &Event) {
-        if self.made_before_forgotten(event) {
-            return;
-        }
         let loaded = self.read();
+        // After the read lock: a forget that came first has left its mark by now.
+        let stale = self.named_before_forgotten(event);
         for &i in loaded.by_event.get(event.name).into_iter().flatten() {
             let defined = &loaded.defined[i];
-            if !defined.def.admits(event) {
+            if !defined.def.admits(event) || (stale && defined.tagged_by_target()) {
                 continue;
             }
             let Some(value) = defined.value_of(event) else {
@@ -298,29 +303,30 @@ impl EventMetrics {
         }
     }
 
-    /// Whether `event` is of a target whose series were forgotten after it was made.
-    fn made_before_forgotten(&self, event: &Event) -> bool {
-        if !self.any_forgotten.load(Ordering::Relaxed) {
+    /// Whether `event`'s target was named before that name's series were forgotten.
+    fn named_before_forgotten(&self, event: &Event) -> bool {
+        if !self.any_forgotten.load(Ordering::Acquire) {
             return false;
         }
         let mut forgotten = lock(&self.forgotten);
-        let now = SystemTime::now();
-        forgotten.retain(|(_, at)| now.duration_since(*at).unwrap_or_default() < FORGOTTEN_FOR);
-        self.any_forgotten.store(!forgotten.is_empty(), Ordering::Relaxed);
-        let Some(target) = event.metadata("target").map(super::Value::to_label) else {
-            return false;
-        };
-        forgotten.iter().any(|(name, at)| *name == target && event.time <= *at)
+        forgotten.retain(|_, (_, at)| at.elapsed() < FORGOTTEN_FOR);
+        self.any_forgotten.store(!forgotten.is_empty(), Ordering::Release);
+        event
+            .metadata("target")
+            .map(super::Value::to_label)
+            .and_then(|target| forgotten.get(&target))
+            .is_some_and(|&(naming, _)| event.naming < naming)
     }
 
-    /// Drops every series labelled `target="<name>"` (a target that is gone for good, or
-    /// renamed, or whose `--target-labels` fields changed). Events of `name` made before
-    /// this are not measured any more: one still queued would bring back a stale series.
-    pub fn forget_target(&self, name: &str) {
+    /// Drops every series labelled `target="<name>"` (a target gone for good, renamed, or
+    /// whose `--target-labels` fields changed), as of the target set's naming generation
+    /// `naming`: an event named before it, still queued, is not measured by a definition
+    /// tagged by `target`, or it would bring back a stale series.
+    pub fn forget_target(&self, name: &str, naming: u64) {
         {
             let mut forgotten = lock(&self.forgotten);
-            forgotten.push((name.to_owned(), SystemTime::now()));
-            self.any_forgotten.store(true, Ordering::Relaxed);
+            forgotten.insert(name.to_owned(), (naming, Instant::now()));
+            self.any_forgotten.store(true, Ordering::Release);
         }
         // Written, not read: no event may be measured between finding a series and
         // counting it (`handle`), or a series could come back uncounted and unindexed.
@@ -486,7 +492,7 @@ mod tests {
             "{out}"
         );
         // A forgotten target makes room.
-        metrics.forget_target("a");
+        metrics.forget_target("a", 1);
         metrics.handle(&exit("c", "success", 1.0));
         assert!(text(&metrics).contains("t_exits_total{target=\"c\"} 1"));
     }
@@ -518,24 +524,33 @@ mod tests {
     #[test]
     fn a_forgotten_target_loses_its_series_and_others_keep_theirs() {
         let metrics = Arc::new(EventMetrics::new(
-            vec![def("t_exits_total", Kind::Counter, &["target", "outcome"])],
+            vec![
+                def("t_exits_total", Kind::Counter, &["target", "outcome"]),
+                def("t_all_total", Kind::Counter, &[]),
+            ],
             &[],
         ));
         metrics.handle(&exit("a", "success", 1.0));
         metrics.handle(&exit("a", "failure", 1.0));
         metrics.handle(&exit("b", "success", 1.0));
-        let queued = exit("a", "success", 1.0);
-        metrics.forget_target("a");
-        // An event made before, still in the queue then, does not bring the series back;
-        // one made after (a new target of that name) does.
-        metrics.handle(&queued);
+        metrics.forget_target("a", 1);
+        // An event named before (generation 0), still in the queue then, does not bring the
+        // series back, but is measured by a definition not tagged by target; one named
+        // after (a new target of that name) is measured by both.
+        metrics.handle(&exit("a", "success", 1.0));
         let out = text(&metrics);
         assert!(!out.contains("target=\"a\""), "{out}");
         assert!(
             out.contains("t_exits_total{target=\"b\",outcome=\"success\"} 1"),
             "{out}"
         );
-        metrics.handle(&exit("a", "success", 1.0));
-        assert!(text(&metrics).contains("t_exits_total{target=\"a\",outcome=\"success\"} 1"));
+        assert!(out.contains("t_all_total{} 4"), "{out}");
+        metrics.handle(&exit("a", "success", 1.0).named_at(1));
+        let out = text(&metrics);
+        assert!(
+            out.contains("t_exits_total{target=\"a\",outcome=\"success\"} 1"),
+            "{out}"
+        );
+        assert!(out.contains("t_all_total{} 5"), "{out}");
     }
 }

@@ -79,6 +79,7 @@ pub fn to_event(
     // The kind was checked when the record was decoded.
     let kind = EventKind::from_u32(header.kind).unwrap_or(EventKind::ProcessStart);
     let event = Event::new(kind.event_name(), clock.wall(header.ktime_ns))
+        .named_at(targets.naming())
         .meta("pid", header.pid)
         .meta("comm", kernel_str(comm));
     let target = TargetId::from_slot(header.target).and_then(|id| targets.get(id));

@@ -15,17 +15,20 @@ pub fn poll(targets: &Targets, telemetry: &Telemetry, ring: &RingFill) {
     let now = SystemTime::now();
     // Removed cgroups are not polled: nothing new is said about them, so once their series
     // expire no queued event brings one back.
-    let counts: Vec<_> = {
+    let (counts, naming): (Vec<_>, u64) = {
         let view = targets.read();
-        view.set()
+        let counts = view
+            .set()
             .live()
             .map(|(id, target)| (target.clone(), view.counts(id)))
-            .collect()
+            .collect();
+        (counts, view.set().naming())
     };
     for (target, counts) in counts {
         match counts {
             Some(counts) => telemetry.execute(describe(
                 Event::new("process.count", now)
+                    .named_at(naming)
                     .measure("processes", counts.processes as f64)
                     .measure("threads", counts.threads as f64),
                 &target,

@@ -15,6 +15,7 @@ use std::{
     collections::HashMap,
     fs,
     path::{Path, PathBuf},
+    time::SystemTime,
 };
 
 use super::Workload;
@@ -42,6 +43,16 @@ impl HostFiles {
 
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// When the directories that name workloads last changed (`None` for one absent): a
+    /// link or directory made or removed in them changes their mtime, so names that were
+    /// not there may be now.
+    pub fn stamp(&self) -> Vec<Option<SystemTime>> {
+        ["var/log/pods", "var/log/containers", "var/lib/docker/containers"]
+            .iter()
+            .map(|dir| fs::metadata(self.root.join(dir)).and_then(|m| m.modified()).ok())
+            .collect()
     }
 
     /// Reads the log directories now (two directory listings; nothing when absent).
