@@ -258,26 +258,47 @@ pub enum Command {
     },
 }
 
+/// Values of one flag that its parser accepted one by one but not together.
+#[derive(Debug)]
+pub struct Conflict {
+    /// The flag's long name.
+    pub flag: &'static str,
+    pub message: String,
+}
+
+impl std::fmt::Display for Conflict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
 impl Cli {
-    /// What one flag's parser cannot see: the flags together.
-    pub fn check(&self) -> Result<(), String> {
+    /// What one flag's parser cannot see: all the values a flag was given.
+    pub fn check(&self) -> Result<(), Conflict> {
+        let conflict = |flag, message| Err(Conflict { flag, message });
         if self.http_routes.len() > http::MAX_ROUTES {
-            return Err(format!(
-                "{} --http-route patterns: at most {} (the kernel's route table is that big)",
-                self.http_routes.len(),
-                http::MAX_ROUTES
-            ));
+            return conflict(
+                "http-route",
+                format!(
+                    "{} --http-route patterns: at most {} (the kernel's route table is that big)",
+                    self.http_routes.len(),
+                    http::MAX_ROUTES
+                ),
+            );
         }
         if let Some(twice) = (1..self.http_routes.len()).find(|&i| self.http_routes[..i].contains(&self.http_routes[i]))
         {
-            return Err(format!("--http-route {} is given twice", self.http_routes[twice]));
+            return conflict(
+                "http-route",
+                format!("--http-route {} is given twice", self.http_routes[twice]),
+            );
         }
         let labels = &self.target_labels;
         if let Some(twice) = (1..labels.len()).find(|&i| labels[..i].contains(&labels[i])) {
-            return Err(format!(
-                "--target-labels names {} twice; give each field once",
-                labels[twice]
-            ));
+            return conflict(
+                "target-labels",
+                format!("--target-labels names {} twice; give each field once", labels[twice]),
+            );
         }
         Ok(())
     }
@@ -518,7 +539,7 @@ mod tests {
                 "--target-labels names namespace twice",
             ),
         ] {
-            let err = parse(args).unwrap().check().unwrap_err();
+            let err = parse(args).unwrap().check().unwrap_err().message;
             assert!(err.contains(needle), "{args:?}: {err}");
         }
     }

@@ -466,6 +466,17 @@ fn a_definition_holds_at_its_max_series_and_counts_the_overflow() {
 /// Each bad file, the place of its (first) problem, and what the message says.
 const BAD_FILES: &[(&str, &str, &str)] = &[
     ("listen = \n", "1:10", "string values must be quoted"),
+    // Each value good, not together: as the flags would be at start.
+    (
+        "listen = \"127.0.0.1:9999\"\nhttp_route = [\"/a\", \"/b\", \"/a\"]\n",
+        "2:1",
+        "--http-route /a is given twice",
+    ),
+    (
+        "target_labels = [\"namespace\", \"pod\", \"namespace\"]\n",
+        "1:1",
+        "--target-labels names namespace twice",
+    ),
     ("bogus = 1\n", "1:1", "unknown key \"bogus\""),
     (
         "listen = \"nowhere\"\n",

@@ -19,8 +19,15 @@ pub struct Setting {
     args: Vec<OsString>,
 }
 
+impl Setting {
+    /// The command-line arguments it stands for.
+    pub fn args(&self) -> &[OsString] {
+        &self.args
+    }
+}
+
 /// The key a file uses for a flag.
-fn key_of(long: &str) -> String {
+pub fn key_of(long: &str) -> String {
     long.replace(['-', '.'], "_")
 }
 

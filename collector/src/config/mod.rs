@@ -23,7 +23,7 @@ use self::{
     source::{Problems, Source},
 };
 use crate::{
-    cli::{Cli, Command},
+    cli::{Cli, Command, Conflict},
     export,
     telemetry::definitions::MetricDef,
 };
@@ -79,6 +79,7 @@ fn parse(source: &Source, cmd: &clap::Command, taken: &[String]) -> Result<FileC
         metrics: Vec::new(),
     };
     let mut names: Vec<(String, Range<usize>)> = Vec::new();
+    let mut keys: Vec<(String, Range<usize>)> = Vec::new();
     for (key, value) in table.into_inner() {
         match key.get_ref().as_ref() {
             "metric" => {
@@ -104,7 +105,10 @@ fn parse(source: &Source, cmd: &clap::Command, taken: &[String]) -> Result<FileC
                 _ => problems.push(source.at(Some(value.span()), "builtin_metrics is true or false")),
             },
             _ => match flags::setting(cmd, &key, &value) {
-                Ok(setting) => file.settings.push(setting),
+                Ok(setting) => {
+                    keys.push((setting.key.clone(), key.span()));
+                    file.settings.push(setting);
+                }
                 Err((span, message)) => problems.push(source.at(Some(span), message)),
             },
         }
@@ -125,11 +129,34 @@ fn parse(source: &Source, cmd: &clap::Command, taken: &[String]) -> Result<FileC
             ));
         }
     }
+    if problems.is_empty()
+        && let Some(conflict) = conflict(cmd, &file.settings)
+    {
+        let key = flags::key_of(conflict.flag);
+        let span = keys.iter().find(|(k, _)| *k == key).map(|(_, span)| span.clone());
+        problems.push(source.at(span, conflict.message));
+    }
     if problems.is_empty() {
         Ok(file)
     } else {
         Err(Problems::in_file_order(problems, source))
     }
+}
+
+/// What [`Cli::check`] finds in the file's settings alone, so that `check-config` and a
+/// reload refuse what a start would. A file need not name a target (the command line may),
+/// but the parse wants one: a placeholder `--pid 1` stands in, which the check never reads.
+fn conflict(cmd: &clap::Command, settings: &[Setting]) -> Option<Conflict> {
+    let mut args = vec![OsString::from("collector")];
+    args.extend(settings.iter().flat_map(Setting::args).cloned());
+    if !settings
+        .iter()
+        .any(|s| ["pid", "cgroup", "cgroup_pattern"].contains(&s.key.as_str()))
+    {
+        args.extend(["--pid", "1"].map(OsString::from));
+    }
+    let matches = cmd.clone().try_get_matches_from(args).ok()?;
+    Cli::from_arg_matches(&matches).ok()?.check().err()
 }
 
 /// What a name is in the exposition with its suffixes off: two metrics with one stem would
@@ -167,14 +194,14 @@ pub fn from_args(args: &[OsString]) -> Result<Invocation, StartError> {
         return Ok(Invocation::Check(file));
     }
     let Some(path) = cli.config.clone() else {
-        cli.check().map_err(StartError::Usage)?;
+        cli.check().map_err(|c| StartError::Usage(c.message))?;
         return Ok(Invocation::Run(Box::new(cli), None));
     };
     let file = load(&path).map_err(StartError::Config)?;
     let merged = flags::merge(args, &matches, &file.settings);
     let matches = cmd.try_get_matches_from(merged).map_err(StartError::Flags)?;
     let cli = Cli::from_arg_matches(&matches).map_err(StartError::Flags)?;
-    cli.check().map_err(StartError::Usage)?;
+    cli.check().map_err(|c| StartError::Usage(c.message))?;
     if cli.pids.is_empty() && cli.cgroups.is_empty() && cli.cgroup_patterns.is_empty() {
         return Err(StartError::Usage(format!(
             "no target: {} sets none of pid, cgroup and cgroup_pattern; add one there or give --pid, --cgroup or --cgroup-pattern",
