@@ -228,7 +228,8 @@ fn name_workloads(
                     path,
                     workload,
                     id: cgroup,
-                } if (workload.unresolved() || t.name.ends_with(&format!("#{cgroup}")))
+                } if (workload.unresolved()
+                    || t.name.rsplit_once('#').is_some_and(|(_, id)| id.parse() == Ok(*cgroup)))
                     && lookups.due(id, *cgroup, now) =>
                 {
                     Some((id, *cgroup, path.clone(), workload.clone()))

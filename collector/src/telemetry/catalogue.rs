@@ -2,6 +2,7 @@
 //! A metric definition may name only what is here (checked when a config is loaded), and the
 //! README's event table is this one (a unit test in `kernel_events.rs` checks that the events
 //! built from kernel records carry exactly these keys).
+use crate::targets::workload::FIELDS;
 
 /// The unit a measurement is in, which a definition's `unit` converts from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,9 +31,13 @@ impl EventSpec {
             .map(|(_, unit)| *unit)
     }
 
-    /// Its metadata keys.
+    /// Its metadata keys: an event of a target also has what is known of a cgroup
+    /// target's workload (`namespace` to `unit`: README, Workload names;
+    /// `targets/workload/`), so no list here repeats them.
     pub fn metadata(&self) -> impl Iterator<Item = &'static str> {
-        self.shared.iter().chain(self.own).copied()
+        let of_target = self.shared.iter().chain(self.own).any(|&k| k == "target");
+        let workload: &[&str] = if of_target { FIELDS } else { &[] };
+        self.shared.iter().chain(self.own).chain(workload).copied()
     }
 
     pub fn carries(&self, key: &str) -> bool {
@@ -41,35 +46,12 @@ impl EventSpec {
 }
 
 /// `cgroup` is the v2 path of the event's process (for `process.count`, the target's).
-/// `namespace` to `unit`: what is known of a cgroup target's workload (README, Workload
-/// names; `targets/workload/`), on every event of its processes.
-const PROCESS: &[&str] = &[
-    "target",
-    "pid",
-    "comm",
-    "ppid",
-    "exe",
-    "cgroup",
-    "namespace",
-    "pod",
-    "container",
-    "container_id",
-    "pod_uid",
-    "qos",
-    "unit",
-];
+const PROCESS: &[&str] = &["target", "pid", "comm", "ppid", "exe", "cgroup"];
 const TCP: &[&str] = &[
     "target",
     "pid",
     "comm",
     "cgroup",
-    "namespace",
-    "pod",
-    "container",
-    "container_id",
-    "pod_uid",
-    "qos",
-    "unit",
     "family",
     "direction",
     "local_address",
@@ -111,17 +93,7 @@ pub const EVENTS: &[EventSpec] = &[
         name: "process.count",
         measurements: &[("processes", Unit::Dimensionless), ("threads", Unit::Dimensionless)],
         shared: &[],
-        own: &[
-            "target",
-            "cgroup",
-            "namespace",
-            "pod",
-            "container",
-            "container_id",
-            "pod_uid",
-            "qos",
-            "unit",
-        ],
+        own: &["target", "cgroup"],
     },
     // every --poll-interval: the agent itself
     EventSpec {
@@ -187,19 +159,7 @@ pub const EVENTS: &[EventSpec] = &[
     EventSpec {
         name: "syscall.slow",
         measurements: &[("duration", Unit::Second)],
-        shared: &[
-            "target",
-            "pid",
-            "comm",
-            "cgroup",
-            "namespace",
-            "pod",
-            "container",
-            "container_id",
-            "pod_uid",
-            "qos",
-            "unit",
-        ],
+        shared: &["target", "pid", "comm", "cgroup"],
         own: &["tid", "syscall", "errno"],
     },
 ];
