@@ -7,6 +7,7 @@
 pub mod events;
 pub mod histogram;
 pub mod http;
+pub mod sched;
 pub mod sockets;
 
 /// Target ids as stored in the kernel: `0` means "not a target", so a zeroed map slot is
@@ -71,6 +72,10 @@ pub struct CurrentTask {
     /// The thread's index in `ENTRY`, [`NO_ENTRY`] when it has none. A thread of a process
     /// that left its target ([`LEFT_TARGET`]) may have one with target 0.
     pub entry: u32,
+    /// The thread's id: `sched_switch` takes the target of the thread leaving the CPU from
+    /// here, when this entry is that thread's (`collector-ebpf/src/sched.rs`).
+    pub tid: u32,
+    pub _pad: u32,
 }
 
 /// [`CurrentTask::entry`] of a thread that is no target, or found no free `ENTRY` slot.
@@ -196,6 +201,16 @@ pub struct KernelOffsets {
     /// task->signal->live: the threads a process takes along when it changes target.
     pub task_signal: u32,
     pub signal_live: u32,
+    /// What the scheduler and the fault handler count per thread (`sched::ThreadSched`),
+    /// and the thread's state (`__state`, `state` before 5.14).
+    pub task_state: u32,
+    pub task_sum_exec_runtime: u32,
+    pub task_run_delay: u32,
+    pub task_pcount: u32,
+    pub task_nvcsw: u32,
+    pub task_nivcsw: u32,
+    pub task_min_flt: u32,
+    pub task_maj_flt: u32,
 }
 
 /// Facts about the running kernel that are not struct offsets.
@@ -232,10 +247,13 @@ pub enum MapErrorSite {
     /// A request's path was evicted before its response (more requests waited than
     /// `HTTP_PATHS` holds): its `http.request` event has no path.
     HttpPaths = 8,
+    /// A target thread's scheduler counters did not fit: until it fits, its switches,
+    /// faults and CPU time are not counted.
+    SchedThreads = 9,
 }
 
 impl MapErrorSite {
-    pub const ALL: [MapErrorSite; 9] = [
+    pub const ALL: [MapErrorSite; 10] = [
         MapErrorSite::SyscallStats,
         MapErrorSite::SyscallErrors,
         MapErrorSite::TargetOf,
@@ -245,6 +263,7 @@ impl MapErrorSite {
         MapErrorSite::HttpConns,
         MapErrorSite::HttpStats,
         MapErrorSite::HttpPaths,
+        MapErrorSite::SchedThreads,
     ];
 
     /// The map's name, as used in the `map` label of `collector_bpf_map_errors_total`.
@@ -259,6 +278,7 @@ impl MapErrorSite {
             MapErrorSite::HttpConns => "HTTP_CONNS",
             MapErrorSite::HttpStats => "HTTP_STATS",
             MapErrorSite::HttpPaths => "HTTP_PATHS",
+            MapErrorSite::SchedThreads => "SCHED_THREADS",
         }
     }
 }
@@ -296,6 +316,9 @@ pub mod maps {
     pub const HTTP_ROUTES: &str = "HTTP_ROUTES";
     pub const HTTP_PATHS: &str = "HTTP_PATHS";
     pub const EVENTS_WANTED: &str = "EVENTS_WANTED";
+    pub const SCHED_THREADS: &str = "SCHED_THREADS";
+    pub const SCHED_STATS: &str = "SCHED_STATS";
+    pub const FD_BYTES: &str = "FD_BYTES";
     /// Paths of requests waiting for their responses, kept while `http.request` events are
     /// wanted: least recently used evicted.
     pub const HTTP_PATHS_ENTRIES: u32 = 2048;
@@ -312,8 +335,14 @@ pub mod maps {
     /// Set when `--http-route` gave routes (`HTTP_ROUTES`): only then does the http family
     /// read a request's path.
     pub const SWITCH_HTTP_ROUTES: u32 = 3;
+    /// Set once the sched family is on: only then does `sched_switch` read the counters of
+    /// target threads, and a target's fork note its child's.
+    pub const SWITCH_SCHED: u32 = 4;
+    /// Set once the fd_bytes family is on: only then does `sys_exit` count the bytes of
+    /// reads and writes of files, pipes and other fds.
+    pub const SWITCH_FD_BYTES: u32 = 5;
     /// Entries of `SWITCHES`.
-    pub const SWITCHES_ENTRIES: u32 = 4;
+    pub const SWITCHES_ENTRIES: u32 = 8;
 
     // Sizes the kernel crate declares its maps with. The agent sets the real sizes at load
     // (`collector/src/kernel/probes.rs`, `MapSizes`), from its flags, whose defaults these are.
@@ -360,7 +389,10 @@ pub mod globals {
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::{EntrySlot, ErrorKey, ExitClaim, KernelFeatures, KernelOffsets, SeriesRow, SyscallKey, SyscallStats};
+    use super::{
+        EntrySlot, ErrorKey, ExitClaim, KernelFeatures, KernelOffsets, SeriesRow, SyscallKey, SyscallStats,
+        sched::{FdBytes, SchedStats},
+    };
     unsafe impl aya::Pod for EntrySlot {}
     unsafe impl aya::Pod for SeriesRow {}
     unsafe impl aya::Pod for SyscallKey {}
@@ -369,4 +401,6 @@ mod pod {
     unsafe impl aya::Pod for ExitClaim {}
     unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for KernelFeatures {}
+    unsafe impl aya::Pod for SchedStats {}
+    unsafe impl aya::Pod for FdBytes {}
 }

@@ -1,5 +1,5 @@
-//! From a file descriptor of the current task to its file and socket, for the syscall exit
-//! path (accept's returned fd, the fds of send and receive calls).
+//! From a file descriptor of the current task to its file, what it is, and its socket, for
+//! the syscall exit path (accept's returned fd, the fds of reads, writes, sends and receives).
 //!
 //! Path (include/linux/sched.h task_struct.files; include/linux/fdtable.h files_struct.fdt,
 //! fdtable.{max_fds, fd}; include/linux/fs.h file.{f_inode, private_data}, inode.i_mode;
@@ -9,12 +9,9 @@
 //! The syscall has returned, so another thread may have closed or replaced the fd since:
 //! the reads are probe reads, and a stale answer costs one miscounted call at worst.
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use collector_common::sched::FdType;
 
 use crate::globals::{offset, read_field};
-
-/// include/uapi/linux/stat.h
-const S_IFMT: u16 = 0o170000;
-const S_IFSOCK: u16 = 0o140000;
 
 /// current->files->fdt->fd[fd], or `None` past the table or for an empty slot.
 #[inline(always)]
@@ -31,15 +28,27 @@ pub fn file_of_fd(fd: u64) -> Option<*const u8> {
     (!file.is_null()).then_some(file)
 }
 
-/// The `struct sock` behind `fd`, when `fd` is a socket.
+/// The file behind `fd` and what it is.
 #[inline(always)]
-pub fn socket_of_fd(fd: u64) -> Option<*const u8> {
+pub fn typed_file_of_fd(fd: u64) -> Option<(*const u8, FdType)> {
     let file = file_of_fd(fd)?;
     let inode: *const u8 = read_field(file, offset!(file_inode)).ok()?;
     let mode: u16 = read_field(inode, offset!(inode_mode)).ok()?;
-    if mode & S_IFMT != S_IFSOCK {
-        return None;
+    Some((file, FdType::of_mode(mode)))
+}
+
+/// The `struct sock` behind `fd`, when `fd` is a socket.
+#[inline(always)]
+pub fn socket_of_fd(fd: u64) -> Option<*const u8> {
+    match typed_file_of_fd(fd)? {
+        (file, FdType::Socket) => socket_of_file(file),
+        _ => None,
     }
+}
+
+/// The `struct sock` of a socket's file.
+#[inline(always)]
+pub fn socket_of_file(file: *const u8) -> Option<*const u8> {
     let socket: *const u8 = read_field(file, offset!(file_private_data)).ok()?;
     let sk: *const u8 = read_field(socket, offset!(socket_sk)).ok()?;
     (!sk.is_null()).then_some(sk)

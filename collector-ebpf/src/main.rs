@@ -18,6 +18,7 @@ mod globals;
 mod http;
 mod maps;
 mod processes;
+mod sched;
 mod socket_bytes;
 mod sockets;
 mod syscalls;

@@ -176,6 +176,7 @@ pub fn syscall_target(regs: u64, at_entry: bool) -> Caller {
     slot.regs = regs;
     slot.target = target;
     slot.entry = entry;
+    slot.tid = tid;
     Caller::of(slot)
 }
 
@@ -209,6 +210,22 @@ pub fn forget_current_task() {
     if let Some(slot) = CURRENT.get_ptr_mut(0) {
         unsafe { (*slot).regs = 0 };
     }
+}
+
+/// The target slot of thread `tid`, which is running on this CPU (of process `tgid`): this
+/// CPU's [`CURRENT`] entry when it names the thread and is of the generation now (the
+/// thread made a syscall since it came to this CPU, and no target changed since), else a
+/// `TARGET_OF` lookup.
+#[inline(always)]
+pub fn target_of_running(tid: u32, tgid: u32) -> u32 {
+    if let Some(cached) = CURRENT.get(0)
+        && cached.regs != 0
+        && cached.tid == tid
+        && cached.generation == targets_generation()
+    {
+        return cached.target;
+    }
+    target_slot(target_value(tgid))
 }
 
 /// The current process's target slot and id, if it is a target: one helper call and a

@@ -11,7 +11,8 @@
 //!   sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
 //!                unsigned int prev_state)
 //!     called from kernel/sched/core.c:__schedule() on the CPU switching to `next`, before
-//!     `next` runs. It clears the CPU's cached syscall target (`maps.rs`, `CURRENT`), which
+//!     `next` runs. It hands the leaving thread to the sched family (`sched.rs`), then clears
+//!     the CPU's cached syscall target (`maps.rs`, `CURRENT`), which
 //!     is keyed by the thread's pt_regs, so an entry never outlives the thread it was made
 //!     for even when a new thread reuses the stack.
 //!   sched_process_fork(struct task_struct *parent, struct task_struct *child)
@@ -49,10 +50,13 @@ use crate::{
         add_counts, count_map_error, forget_current_task, release_entry_of, rename_entry_of, set_target_value,
         target_of_current, target_value,
     },
+    sched,
 };
 
 #[raw_tracepoint(tracepoint = "sched_switch")]
-pub fn collector_sched_switch(_ctx: RawTracePointContext) -> i32 {
+pub fn collector_sched_switch(ctx: RawTracePointContext) -> i32 {
+    // First: it takes the leaving thread's target from the cache this clears.
+    sched::switched_out(&ctx);
     forget_current_task();
     0
 }
@@ -92,6 +96,7 @@ pub fn collector_fork(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     add_counts(target_id, is_process as i64, 1);
+    sched::born(child, pid as u32, target_slot(value));
     if is_process {
         let p = Process {
             target: target_slot(value),
@@ -173,6 +178,9 @@ fn on_exit(ctx: &RawTracePointContext, group_dead: impl Fn(&RawTracePointContext
     release_entry_of(ctx.pid());
     let tgid = ctx.tgid();
     let value = target_value(tgid);
+    if target_slot(value) == 0 {
+        sched::forget(ctx.pid());
+    }
     if value == 0 {
         return 0;
     }

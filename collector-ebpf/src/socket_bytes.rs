@@ -1,22 +1,25 @@
-//! Socket bytes of target processes, from the return values of their send and receive
-//! syscalls on the `sys_exit` path that already runs for target threads (`syscalls.rs`).
-//! Non-targets pay nothing for it: no program runs per send or receive.
+//! Bytes target processes read and wrote, by what the fd is (file, socket, pipe, other),
+//! and on sockets by family and protocol, from the return values of their read, write,
+//! send and receive syscalls on the `sys_exit` path that already runs for target threads
+//! (`syscalls.rs`). Non-targets pay nothing for it: no program runs per read or write.
 //!
 //! Which syscalls move bytes, and through which argument, is the `SyscallIo` table the
 //! agent fills by this architecture's syscall numbers (`KernelFeatures::syscall_io`). The
 //! arguments are read back from the caller's `struct pt_regs` (arch/x86/include/asm/
 //! syscall_wrapper.h: di, si, dx, r10 are arguments 0-3; the kernel writes only ax, the
 //! return value, before sys_exit). What each returns (man 2; net/socket.c):
-//! - write/writev/sendto/sendmsg(fd, ...) and read/readv/recvfrom/recvmsg(fd, ...): bytes
-//!   moved. recvfrom's flags are argument 3, recvmsg's argument 2: with MSG_PEEK the data
+//! - write/writev/pwrite64/pwritev/pwritev2/sendto/sendmsg(fd, ...) and
+//!   read/readv/pread64/preadv/preadv2/recvfrom/recvmsg(fd, ...): bytes moved. recvfrom's flags are argument 3, recvmsg's argument 2: with MSG_PEEK the data
 //!   stays queued and is counted when it is read.
 //! - sendmmsg/recvmmsg(fd, struct mmsghdr *msgvec, vlen, flags, ...): how many messages
 //!   went; each `mmsghdr.msg_len` (include/linux/socket.h) holds that message's bytes. The
 //!   kernel caps vlen at UIO_MAXIOV (1024), and so does the loop here.
-//! - sendfile(out_fd, in_fd, ...) and splice(fd_in, off_in, fd_out, ...): bytes moved,
-//!   sent when the out fd is a socket, received when the in fd is one.
-//! An fd that is not a socket (fds.rs checks S_IFSOCK) counts nothing, nor does a 32-bit
-//! process's syscall (other numbers, other registers). A receive is counted as it returns:
+//! - sendfile(out_fd, in_fd, ...), splice(fd_in, off_in, fd_out, ...) and
+//!   copy_file_range(fd_in, off_in, fd_out, ...): bytes moved, read from the in fd and
+//!   written to the out fd (sent when it is a socket, received when the in fd is one).
+//! Every fd counts under its type (`FD_BYTES`, from the inode's mode); a socket's also under
+//! its family and protocol (`SOCKET_BYTES`) and on its connection. A 32-bit process's
+//! syscall counts nothing (other numbers, other registers). A receive is counted as it returns:
 //! with MSG_TRUNC that is a datagram's whole length.
 //!
 //! This code runs inside the core `sys_exit` program: a kernel whose verifier refused it
@@ -26,15 +29,20 @@
 //!
 //! Not seen: bytes moved by io_uring (no syscall returns them), and by a syscall that began
 //! before the collector attached (it has no entry, as for the syscall counts).
-use aya_ebpf::{helpers::bpf_probe_read_user, macros::map, maps::PerCpuHashMap};
+use aya_ebpf::{
+    helpers::bpf_probe_read_user,
+    macros::map,
+    maps::{PerCpuArray, PerCpuHashMap},
+};
 use collector_common::{
-    MapErrorSite,
-    maps::SOCKET_BYTES_ENTRIES,
+    MapErrorSite, TargetId,
+    maps::{MAX_TARGETS, SOCKET_BYTES_ENTRIES},
+    sched::{FD_TYPES, FdBytes, FdType},
     sockets::{Family, Protocol, SocketBytes, SocketBytesKey, SyscallIo},
 };
 
 use crate::{
-    fds::socket_of_fd,
+    fds::{socket_of_fd, socket_of_file, typed_file_of_fd},
     globals::{offset, read_field},
     maps::get_or_insert,
     sockets::SOCKETS,
@@ -55,6 +63,10 @@ const MMSGHDR_MSG_LEN: u64 = 56;
 #[map]
 pub static SOCKET_BYTES: PerCpuHashMap<SocketBytesKey, SocketBytes> =
     PerCpuHashMap::with_max_entries(SOCKET_BYTES_ENTRIES, 0);
+
+/// By target id * `FD_TYPES` + [`FdType`]: bytes read and written through fds of that type.
+#[map]
+pub static FD_BYTES: PerCpuArray<FdBytes> = PerCpuArray::with_max_entries(MAX_TARGETS * FD_TYPES, 0);
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Moved {
@@ -136,13 +148,34 @@ fn messages(fd: u64, msgvec: u64, sent: i64, moved: Moved, target: u32) {
         let at = msgvec + u64::from(i) * MMSGHDR_SIZE + MMSGHDR_MSG_LEN;
         bytes += u64::from(unsafe { bpf_probe_read_user(at as *const u32) }.unwrap_or(0));
     }
+    add_typed(FdType::Socket, moved, bytes, target);
     add(sk, moved, bytes, target);
 }
 
-/// `bytes` moved through `fd`, if it is a socket; the connection, if followed.
+/// `bytes` moved through `fd`; the connection, if it is one the tcp family follows.
 #[inline(always)]
 fn count(fd: u64, moved: Moved, bytes: u64, target: u32) -> Option<Followed> {
-    add(socket_of_fd(fd)?, moved, bytes, target)
+    let (file, fd_type) = typed_file_of_fd(fd)?;
+    add_typed(fd_type, moved, bytes, target);
+    if fd_type != FdType::Socket {
+        return None;
+    }
+    add(socket_of_file(file)?, moved, bytes, target)
+}
+
+/// Per (target, fd type).
+#[inline(always)]
+fn add_typed(fd_type: FdType, moved: Moved, bytes: u64, target: u32) {
+    let Some(id) = TargetId::from_slot(target) else {
+        return;
+    };
+    if let Some(total) = FD_BYTES.get_ptr_mut(id.0 * FD_TYPES + fd_type as u32) {
+        let total = unsafe { &mut *total };
+        match moved {
+            Moved::Sent => total.written += bytes,
+            Moved::Received => total.read += bytes,
+        }
+    }
 }
 
 /// Per (target, family, protocol), and on the connection when it is one the tcp family

@@ -50,7 +50,7 @@ impl Workload {
     /// Runs one command and waits until it is done; returns what followed `done` (the
     /// wall time in ns for the `time_*` commands, empty otherwise).
     pub fn run(&mut self, command: &str) -> String {
-        writeln!(self.stdin.as_mut().unwrap(), "{command}").unwrap();
+        self.send(command);
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
         let rest = line
@@ -63,13 +63,24 @@ impl Workload {
     /// Sends a command and waits for the line it prints first, which must be `line`: the
     /// command runs on, and [`Workload::wait_done`] waits for its end.
     pub fn start(&mut self, command: &str, line: &str) {
-        writeln!(self.stdin.as_mut().unwrap(), "{command}").unwrap();
+        self.send(command);
         let mut got = String::new();
         self.stdout.read_line(&mut got).unwrap();
         assert_eq!(got.trim(), line, "workload command {command:?}");
     }
 
-    /// Waits for the `done` of a command begun with [`Workload::start`].
+    /// Sends a command and returns at once: [`Workload::wait_done`] waits for its end.
+    /// One write of the whole line, so that the workload reads it whole (tests count the
+    /// bytes of its reads).
+    pub fn send(&mut self, command: &str) {
+        self.stdin
+            .as_mut()
+            .unwrap()
+            .write_all(format!("{command}\n").as_bytes())
+            .unwrap();
+    }
+
+    /// Waits for the `done` of a command begun with [`Workload::start`] or [`Workload::send`].
     pub fn wait_done(&mut self) {
         let mut line = String::new();
         self.stdout.read_line(&mut line).unwrap();
@@ -79,7 +90,7 @@ impl Workload {
     /// Sends a command that never answers (one that execs away the workload) and waits for
     /// the process to end; returns its exit code.
     pub fn run_to_exit(mut self, command: &str) -> Option<i32> {
-        writeln!(self.stdin.as_mut().unwrap(), "{command}").unwrap();
+        self.send(command);
         self.child.wait().unwrap().code()
     }
 

@@ -25,6 +25,13 @@ pub enum Source {
     MapErrors,
     /// `HTTP_STATS`: (target, side, method, status) -> duration histogram and bytes.
     HttpStats,
+    /// `SCHED_STATS`: target -> on-CPU time, context switches, page faults, run-queue waits.
+    SchedStats,
+    /// `FD_BYTES`: (target, fd type) -> bytes read and written.
+    FdBytes,
+    /// Not a map: each target's resident memory, read from its cgroup or /proc at scrape
+    /// (`targets/memory.rs`).
+    Resident,
 }
 
 /// A label decoded from a field of the map's key.
@@ -52,6 +59,8 @@ pub enum Key {
     Route,
     /// Why a row counts no completed request: `unmatched_response`, `in_flight_full`.
     Untracked,
+    /// `file`, `socket`, `pipe` or `other`.
+    FdType,
 }
 
 /// The number a sample shows, from the map's value.
@@ -81,6 +90,17 @@ pub enum Value {
     HttpResponseBytes(u8),
     /// Rows that are no completed request and no abort.
     HttpUntracked,
+    /// Time on a CPU, in seconds.
+    CpuSeconds,
+    VoluntarySwitches,
+    InvoluntarySwitches,
+    MinorFaults,
+    MajorFaults,
+    /// The run-queue wait histogram, in seconds.
+    RunqueueLatency,
+    BytesRead,
+    BytesWritten,
+    ResidentBytes,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -276,6 +296,68 @@ pub const KERNEL_METRICS: &[KernelMetric] = &[
         samples: &[(None, Value::HttpUntracked)],
     },
     KernelMetric {
+        name: "collector_cpu_seconds_total",
+        help: "Time target threads spent on a CPU (the scheduler's sum_exec_runtime), counted each time a thread leaves its CPU.",
+        kind: Type::Counter,
+        source: Source::SchedStats,
+        labels: &[TARGET],
+        samples: &[(None, Value::CpuSeconds)],
+    },
+    KernelMetric {
+        name: "collector_runqueue_latency_seconds",
+        help: "Time target threads waited runnable for a CPU, from wakeup or preemption to running (as runqlat measures), in log2 buckets.",
+        kind: Type::Histogram,
+        source: Source::SchedStats,
+        labels: &[TARGET],
+        samples: &[(None, Value::RunqueueLatency)],
+    },
+    KernelMetric {
+        name: "collector_context_switches_total",
+        help: "Context switches of target threads: voluntary (it blocked) or involuntary (preempted while runnable).",
+        kind: Type::Counter,
+        source: Source::SchedStats,
+        labels: &[TARGET],
+        samples: &[
+            (Some(("kind", "voluntary")), Value::VoluntarySwitches),
+            (Some(("kind", "involuntary")), Value::InvoluntarySwitches),
+        ],
+    },
+    KernelMetric {
+        name: "collector_page_faults_total",
+        help: "Page faults of target threads: minor (served from memory) or major (needed I/O).",
+        kind: Type::Counter,
+        source: Source::SchedStats,
+        labels: &[TARGET],
+        samples: &[
+            (Some(("kind", "minor")), Value::MinorFaults),
+            (Some(("kind", "major")), Value::MajorFaults),
+        ],
+    },
+    KernelMetric {
+        name: "collector_read_bytes_total",
+        help: "Bytes target processes read through read, receive, sendfile, splice and copy_file_range calls, by what the fd is.",
+        kind: Type::Counter,
+        source: Source::FdBytes,
+        labels: &[TARGET, ("fd_type", Key::FdType)],
+        samples: &[(None, Value::BytesRead)],
+    },
+    KernelMetric {
+        name: "collector_written_bytes_total",
+        help: "Bytes target processes wrote through write, send, sendfile, splice and copy_file_range calls, by what the fd is.",
+        kind: Type::Counter,
+        source: Source::FdBytes,
+        labels: &[TARGET, ("fd_type", Key::FdType)],
+        samples: &[(None, Value::BytesWritten)],
+    },
+    KernelMetric {
+        name: "collector_resident_memory_bytes",
+        help: "Memory of each target now: its cgroup's memory.current, or for a PID target (or a cgroup without the memory controller) the resident set of its processes summed from /proc.",
+        kind: Type::Gauge,
+        source: Source::Resident,
+        labels: &[TARGET],
+        samples: &[(None, Value::ResidentBytes)],
+    },
+    KernelMetric {
         name: "collector_bpf_map_errors_total",
         help: "Map updates that failed in the kernel (map full, or a read of kernel memory failed).",
         kind: Type::Counter,
@@ -292,7 +374,8 @@ impl Source {
             Source::SyscallStats => &[Key::Target, Key::Syscall],
             Source::SyscallErrors => &[Key::Target, Key::Syscall, Key::Errno],
             Source::SocketBytes => &[Key::Target, Key::Family, Key::Protocol],
-            Source::TcpCounts | Source::TargetCounts => &[Key::Target],
+            Source::TcpCounts | Source::TargetCounts | Source::SchedStats | Source::Resident => &[Key::Target],
+            Source::FdBytes => &[Key::Target, Key::FdType],
             Source::MapErrors => &[Key::Map],
             Source::HttpStats => &[
                 Key::Target,
@@ -319,6 +402,16 @@ impl Source {
                 Value::ResetsReceived,
             ],
             Source::TargetCounts => &[Value::Processes, Value::Threads],
+            Source::SchedStats => &[
+                Value::CpuSeconds,
+                Value::VoluntarySwitches,
+                Value::InvoluntarySwitches,
+                Value::MinorFaults,
+                Value::MajorFaults,
+                Value::RunqueueLatency,
+            ],
+            Source::FdBytes => &[Value::BytesRead, Value::BytesWritten],
+            Source::Resident => &[Value::ResidentBytes],
             Source::HttpStats => &[
                 Value::HttpDuration(http::SERVER),
                 Value::HttpDuration(http::CLIENT),
@@ -346,7 +439,7 @@ mod tests {
             }
             for (_, value) in m.samples {
                 assert!(m.source.values().contains(value), "{}: {value:?}", m.name);
-                let histogram = matches!(value, Value::Latency | Value::HttpDuration(_));
+                let histogram = matches!(value, Value::Latency | Value::HttpDuration(_) | Value::RunqueueLatency);
                 assert_eq!(histogram, m.kind == Type::Histogram, "{}", m.name);
             }
             assert!(m.name.starts_with("collector_"), "{}", m.name);

@@ -16,6 +16,7 @@ use collector_common::{
     events::TargetCounts,
     histogram,
     http::{self, HttpKey, HttpStats, Method},
+    sched::{FdBytes, FdType, SchedStats},
     sockets::{Family, Protocol, SocketBytes, SocketBytesKey, TcpCounts},
 };
 use prometheus_client::{
@@ -34,7 +35,7 @@ use crate::{
         http_routes,
         names::{errno_name, syscall_name},
     },
-    targets::{Targets, View},
+    targets::{Targets, View, memory::resident_bytes},
     telemetry::exposition_text::LabelValue,
 };
 
@@ -48,11 +49,16 @@ enum Row {
     Counts(TargetId, TargetCounts),
     MapError(MapErrorSite, u64),
     Http(HttpKey, HttpStats),
+    Sched(TargetId, SchedStats),
+    Fd(TargetId, FdType, FdBytes),
+    Resident(TargetId, u64),
 }
 
 /// What one sample shows.
 enum Sample {
     Counter(u64),
+    /// A counter of seconds.
+    Seconds(f64),
     Gauge(i64),
     /// (sum in seconds, count, per-bucket counts with upper bounds in seconds; `f64::MAX`
     /// marks `+Inf` for the encoder).
@@ -97,6 +103,26 @@ fn read(source: Source, view: &View<'_>) -> (Vec<Row>, u64) {
         Source::HttpStats => tag(maps.http_stats(), |(k, v)| Row::Http(k, v)),
         Source::TcpCounts => per_target(&|id| maps.tcp_counts(id).ok().map(|c| Row::Tcp(id, c))),
         Source::TargetCounts => per_target(&|id| view.counts(id).map(|c| Row::Counts(id, c))),
+        Source::SchedStats => per_target(&|id| maps.sched_stats(id).ok().map(|s| Row::Sched(id, s))),
+        Source::FdBytes => {
+            let (mut rows, mut failed) = (Vec::new(), 0);
+            for (id, _) in view.set().ids() {
+                for fd_type in FdType::ALL {
+                    match maps.fd_bytes(id, fd_type) {
+                        Ok(bytes) => rows.push(Row::Fd(id, fd_type, bytes)),
+                        Err(_) => failed += 1,
+                    }
+                }
+            }
+            (rows, failed)
+        }
+        Source::Resident => (
+            resident_bytes(view)
+                .into_iter()
+                .map(|(id, bytes)| Row::Resident(id, bytes))
+                .collect(),
+            0,
+        ),
         Source::MapErrors => match maps.map_errors() {
             Ok(all) => (all.into_iter().map(|(site, n)| Row::MapError(site, n)).collect(), 0),
             Err(_) => (Vec::new(), 1),
@@ -123,7 +149,11 @@ impl Key {
                 http::STATUS_IN_FLIGHT_FULL => "in_flight_full",
                 _ => "none",
             }),
-            (Key::Target, Row::Tcp(id, _) | Row::Counts(id, _)) => target(id.slot()),
+            (
+                Key::Target,
+                Row::Tcp(id, _) | Row::Counts(id, _) | Row::Sched(id, _) | Row::Fd(id, ..) | Row::Resident(id, _),
+            ) => target(id.slot()),
+            (Key::FdType, Row::Fd(_, fd_type, _)) => Cow::Borrowed(fd_type.label()),
             (Key::Syscall, Row::Syscall(SyscallKey { nr, .. }, _) | Row::Error(ErrorKey { nr, .. }, _)) => {
                 syscall_name(*nr)
             }
@@ -146,9 +176,21 @@ impl Value {
         Some(match (self, row) {
             (Value::Calls, Row::Syscall(_, s)) => Sample::Counter(s.buckets.iter().sum()),
             (Value::Latency, Row::Syscall(_, s)) => {
-                let (sum, count, buckets) = histogram_in_seconds(s);
+                let (sum, count, buckets) = histogram_in_seconds(s.sum_ns, &s.buckets);
                 Sample::Histogram(sum, count, buckets)
             }
+            (Value::RunqueueLatency, Row::Sched(_, s)) => {
+                let (sum, count, buckets) = histogram_in_seconds(s.runqueue_sum_ns, &s.runqueue_buckets);
+                Sample::Histogram(sum, count, buckets)
+            }
+            (Value::CpuSeconds, Row::Sched(_, s)) => Sample::Seconds(s.cpu_ns as f64 / 1e9),
+            (Value::VoluntarySwitches, Row::Sched(_, s)) => Sample::Counter(s.voluntary),
+            (Value::InvoluntarySwitches, Row::Sched(_, s)) => Sample::Counter(s.involuntary),
+            (Value::MinorFaults, Row::Sched(_, s)) => Sample::Counter(s.minor_faults),
+            (Value::MajorFaults, Row::Sched(_, s)) => Sample::Counter(s.major_faults),
+            (Value::BytesRead, Row::Fd(_, _, b)) => Sample::Counter(b.read),
+            (Value::BytesWritten, Row::Fd(_, _, b)) => Sample::Counter(b.written),
+            (Value::ResidentBytes, Row::Resident(_, bytes)) => Sample::Gauge(*bytes as i64),
             (Value::HttpDuration(side), Row::Http(k, s)) if completed(*k, side) => {
                 let (sum, count, buckets) = http_in_seconds(s, http_bounds);
                 Sample::Histogram(sum, count, buckets)
@@ -267,6 +309,7 @@ impl Collector for KernelCollector {
                     let mut sample_encoder = family.encode_family(&labels)?;
                     match sample {
                         Sample::Counter(n) => counter(sample_encoder, &n)?,
+                        Sample::Seconds(s) => counter(sample_encoder, &s)?,
                         Sample::Gauge(n) => sample_encoder.encode_gauge(&n)?,
                         Sample::Histogram(sum, count, buckets) => {
                             sample_encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
@@ -283,16 +326,16 @@ fn label_of(labels: &[(Key, Cow<'static, str>)], key: Key) -> Option<Cow<'static
     labels.iter().find(|(k, _)| *k == key).map(|(_, v)| v.clone())
 }
 
-/// (sum in seconds, count, per-bucket counts with upper bounds in seconds; `f64::MAX` marks
-/// `+Inf` for the encoder).
-fn histogram_in_seconds(s: &SyscallStats) -> (f64, u64, Vec<(f64, u64)>) {
-    let buckets = s
-        .buckets
+/// The kernel's log2 buckets (`collector_common::histogram`) and their sum in ns as (sum in
+/// seconds, count, per-bucket counts with upper bounds in seconds; `f64::MAX` marks `+Inf`
+/// for the encoder).
+fn histogram_in_seconds(sum_ns: u64, counts: &[u64; histogram::BUCKETS]) -> (f64, u64, Vec<(f64, u64)>) {
+    let buckets = counts
         .iter()
         .enumerate()
         .map(|(b, &n)| (histogram::upper_bound_ns(b).map_or(f64::MAX, |ns| ns as f64 / 1e9), n))
         .collect();
-    (s.sum_ns as f64 / 1e9, s.buckets.iter().sum(), buckets)
+    (sum_ns as f64 / 1e9, counts.iter().sum(), buckets)
 }
 
 /// The same for an HTTP aggregate, whose buckets end at `bounds` (then +Inf).
@@ -350,7 +393,7 @@ mod tests {
         s.buckets[histogram::bucket_of(50_000_000)] = 1; // one 50 ms call
         s.buckets[0] = 3;
         s.sum_ns = 50_000_600;
-        let (sum, count, buckets) = histogram_in_seconds(&s);
+        let (sum, count, buckets) = histogram_in_seconds(s.sum_ns, &s.buckets);
         assert_eq!(count, 4);
         assert!((sum - 0.0500006).abs() < 1e-12);
         assert_eq!(buckets.len(), histogram::BUCKETS);

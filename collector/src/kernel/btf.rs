@@ -119,8 +119,10 @@ impl KernelLayout {
     }
 }
 
-/// What each of this architecture's syscalls moves through sockets, by number
-/// (`collector-ebpf/src/socket_bytes.rs` reads it at each target syscall's return).
+/// What each of this architecture's syscalls moves through the fds it is given, by number
+/// (`collector-ebpf/src/socket_bytes.rs` reads it at each target syscall's return). The
+/// positional reads and writes and copy_file_range() take no socket (ESPIPE, EINVAL), but
+/// move file and pipe bytes with the fds where read/write/splice have theirs.
 fn syscall_io_table() -> [u8; SYSCALL_IO_ENTRIES] {
     let mut table = [SyscallIo::None as u8; SYSCALL_IO_ENTRIES];
     let kinds = [
@@ -136,6 +138,13 @@ fn syscall_io_table() -> [u8; SYSCALL_IO_ENTRIES] {
         (Sysno::recvmmsg, SyscallIo::ReceiveMessages),
         (Sysno::sendfile, SyscallIo::SendFile),
         (Sysno::splice, SyscallIo::Splice),
+        (Sysno::pwrite64, SyscallIo::Send),
+        (Sysno::pwritev, SyscallIo::SendVector),
+        (Sysno::pwritev2, SyscallIo::SendVector),
+        (Sysno::pread64, SyscallIo::Receive),
+        (Sysno::preadv, SyscallIo::ReceiveVector),
+        (Sysno::preadv2, SyscallIo::ReceiveVector),
+        (Sysno::copy_file_range, SyscallIo::Splice),
         (Sysno::accept, SyscallIo::Accept),
         (Sysno::accept4, SyscallIo::Accept),
     ];

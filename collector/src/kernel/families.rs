@@ -169,6 +169,9 @@ pub const PROCESSES: Family = Family {
         "collector_process_lifetime_seconds",
         "collector_processes",
         "collector_threads",
+        // Read at scrape from the target's cgroup or its processes (`targets/memory.rs`),
+        // which this family keeps in `TARGET_OF`.
+        "collector_resident_memory_bytes",
     ],
     switch: None,
     needs: &[],
@@ -296,17 +299,18 @@ pub const HTTP: Family = Family {
     needs: &["tcp", "socket_bytes"],
 };
 
-/// Socket bytes (`collector-ebpf/src/socket_bytes.rs`): counted by the syscalls family's
-/// `sys_exit` from the returns of target send and receive calls, so it has no probe of its
-/// own; its switch turns it on. Without it, bytes are not counted (also not the
-/// per-connection bytes of `tcp.close`).
+/// Bytes read and written (`collector-ebpf/src/socket_bytes.rs`), by fd type and on
+/// sockets by family and protocol: counted by the syscalls family's `sys_exit` from the
+/// returns of target reads, writes, sends and receives, so it has no probe of its own; its
+/// switch turns it on. Without it, bytes are not counted (also not the per-connection bytes
+/// of `tcp.close`). Named for what it first counted.
 pub const SOCKET_BYTES: Family = Family {
     name: "socket_bytes",
-    what: "socket bytes (also the bytes of tcp.close events)",
+    what: "bytes read and written, and socket bytes (also the bytes of tcp.close events)",
     core: false,
     stage: Stage::Measure,
     probes: &[],
-    maps: &[maps::SOCKET_BYTES, maps::SOCKETS],
+    maps: &[maps::SOCKET_BYTES, maps::SOCKETS, maps::FD_BYTES],
     fields: with_fd_path![
         field!(sock_family: "sock"."__sk_common.skc_family"),
         field!(sock_protocol: "sock"."sk_protocol"),
@@ -321,8 +325,44 @@ pub const SOCKET_BYTES: Family = Family {
     metrics: &[
         "collector_socket_sent_bytes_total",
         "collector_socket_received_bytes_total",
+        "collector_read_bytes_total",
+        "collector_written_bytes_total",
     ],
     switch: Some(maps::SWITCH_SOCKET_BYTES),
+    needs: &[],
+};
+
+/// On-CPU time, run-queue latency, context switches and page faults of target threads
+/// (`collector-ebpf/src/sched.rs`): the counters the kernel keeps in each task, read by the
+/// processes family's `sched_switch` program as a target thread leaves a CPU (and by its
+/// fork program for a target's new thread), so it has no probe of its own; its switch
+/// turns it on. Needs CONFIG_SCHED_INFO for `sched_info`.
+pub const SCHED: Family = Family {
+    name: "sched",
+    what: "on-CPU time, run-queue latency, context switches and page faults",
+    core: false,
+    stage: Stage::Measure,
+    probes: &[],
+    maps: &[maps::SCHED_THREADS, maps::SCHED_STATS, maps::MAP_ERRORS],
+    fields: &[
+        // `state` became `__state` in Linux 5.14 (and from long to unsigned int: the low
+        // 32 bits hold the state on a little-endian machine either way).
+        field!(task_state: "task_struct"."__state" | "state"),
+        field!(task_sum_exec_runtime: "task_struct"."se.sum_exec_runtime"),
+        field!(task_run_delay: "task_struct"."sched_info.run_delay"),
+        field!(task_pcount: "task_struct"."sched_info.pcount"),
+        field!(task_nvcsw: "task_struct"."nvcsw"),
+        field!(task_nivcsw: "task_struct"."nivcsw"),
+        field!(task_min_flt: "task_struct"."min_flt"),
+        field!(task_maj_flt: "task_struct"."maj_flt"),
+    ],
+    metrics: &[
+        "collector_cpu_seconds_total",
+        "collector_runqueue_latency_seconds",
+        "collector_context_switches_total",
+        "collector_page_faults_total",
+    ],
+    switch: Some(maps::SWITCH_SCHED),
     needs: &[],
 };
 
@@ -363,7 +403,7 @@ pub const SYSCALLS: Family = Family {
 };
 
 /// Every family, in attach order within each stage.
-pub const FAMILIES: [Family; 6] = [PROCESSES, CGROUPS, TCP, SOCKET_BYTES, HTTP, SYSCALLS];
+pub const FAMILIES: [Family; 7] = [PROCESSES, CGROUPS, TCP, SOCKET_BYTES, HTTP, SCHED, SYSCALLS];
 
 /// Every probe of every family.
 pub fn all_probes() -> impl Iterator<Item = &'static Probe> {

@@ -11,6 +11,7 @@ use collector_common::{
     events::{EventKind, TargetCounts},
     http::{HttpConn, HttpKey, HttpStats},
     maps,
+    sched::{FD_TYPES, FdBytes, FdType, SchedStats},
     sockets::{Connection, SocketBytes, SocketBytesKey, TcpCounts},
 };
 
@@ -52,6 +53,8 @@ pub struct KernelMaps {
     sockets: HashMap<MapData, u64, Connection>,
     http_conns: HashMap<MapData, u64, HttpConn>,
     http_stats: PerCpuHashMap<MapData, HttpKey, HttpStats>,
+    sched_stats: PerCpuArray<MapData, SchedStats>,
+    fd_bytes: PerCpuArray<MapData, FdBytes>,
     generation: TargetsGeneration,
 }
 
@@ -138,6 +141,8 @@ impl KernelMaps {
             sockets: take(ebpf, maps::SOCKETS)?,
             http_conns: take(ebpf, maps::HTTP_CONNS)?,
             http_stats: take(ebpf, maps::HTTP_STATS)?,
+            sched_stats: take(ebpf, maps::SCHED_STATS)?,
+            fd_bytes: take(ebpf, maps::FD_BYTES)?,
             generation: take_generation(ebpf)?,
         })
     }
@@ -194,15 +199,19 @@ impl KernelMaps {
     /// The processes the kernel has in `target` now, and how: read from `TARGET_OF` itself,
     /// so that a member /proc no longer shows as a descendant (reparented to init) is there.
     pub fn members(&self, target: TargetId) -> Vec<(u32, Membership)> {
-        // One pass over entries, not a lookup per key.
+        self.processes()
+            .filter(|&(_, t, _)| t == target)
+            .map(|(pid, _, how)| (pid, how))
+            .collect()
+    }
+
+    /// Every process the kernel has in a target, with its target: one pass over
+    /// `TARGET_OF`'s entries, not a lookup per key.
+    pub fn processes(&self) -> impl Iterator<Item = (u32, TargetId, Membership)> + '_ {
         self.target_of
             .iter()
             .flatten()
-            .filter_map(|(pid, value)| match membership(value) {
-                Some((t, how)) if t == target => Some((pid, how)),
-                _ => None,
-            })
-            .collect()
+            .filter_map(|(pid, value)| membership(value).map(|(t, how)| (pid, t, how)))
     }
 
     /// Deletes everything the kernel holds for `target`, so its id can be reused: its
@@ -224,7 +233,16 @@ impl KernelMaps {
             .map_err(err(maps::TARGET_COUNTS))?;
         self.tcp_counts
             .set(target.0, per_cpu(TcpCounts::default())?, 0)
-            .map_err(err(maps::TCP_COUNTS))
+            .map_err(err(maps::TCP_COUNTS))?;
+        self.sched_stats
+            .set(target.0, per_cpu(SchedStats::ZERO)?, 0)
+            .map_err(err(maps::SCHED_STATS))?;
+        for fd_type in FdType::ALL {
+            self.fd_bytes
+                .set(fd_bytes_index(target, fd_type), per_cpu(FdBytes::default())?, 0)
+                .map_err(err(maps::FD_BYTES))?;
+        }
+        Ok(())
     }
 
     /// Gives `target`'s `SYSCALL_STATS` slots back, zeroed. Its pairs leave `SYSCALL_SERIES`
@@ -356,6 +374,36 @@ impl KernelMaps {
         }))
     }
 
+    /// `target`'s scheduler and fault counters, summed over CPUs.
+    pub fn sched_stats(&self, target: TargetId) -> Result<SchedStats, KernelMapError> {
+        let values = self.sched_stats.get(&target.0, 0).map_err(err(maps::SCHED_STATS))?;
+        let mut total = SchedStats::ZERO;
+        for v in values.iter() {
+            total.cpu_ns += v.cpu_ns;
+            total.voluntary += v.voluntary;
+            total.involuntary += v.involuntary;
+            total.minor_faults += v.minor_faults;
+            total.major_faults += v.major_faults;
+            total.runqueue_sum_ns += v.runqueue_sum_ns;
+            for (a, b) in total.runqueue_buckets.iter_mut().zip(v.runqueue_buckets) {
+                *a += b;
+            }
+        }
+        Ok(total)
+    }
+
+    /// The bytes `target` read and wrote through fds of `fd_type`, summed over CPUs.
+    pub fn fd_bytes(&self, target: TargetId, fd_type: FdType) -> Result<FdBytes, KernelMapError> {
+        let values = self
+            .fd_bytes
+            .get(&fd_bytes_index(target, fd_type), 0)
+            .map_err(err(maps::FD_BYTES))?;
+        Ok(values.iter().fold(FdBytes::default(), |acc, b| FdBytes {
+            read: acc.read + b.read,
+            written: acc.written + b.written,
+        }))
+    }
+
     /// Failed map updates in the kernel, per map.
     pub fn map_errors(&self) -> Result<Vec<(MapErrorSite, u64)>, KernelMapError> {
         MapErrorSite::ALL
@@ -366,6 +414,11 @@ impl KernelMaps {
             })
             .collect()
     }
+}
+
+/// `FD_BYTES`' index of (`target`, `fd_type`), as `collector-ebpf/src/socket_bytes.rs` has it.
+fn fd_bytes_index(target: TargetId, fd_type: FdType) -> u32 {
+    target.0 * FD_TYPES + fd_type as u32
 }
 
 /// What a `TARGET_OF` value says: the target (none for `LEFT_TARGET`) and why.

@@ -35,12 +35,12 @@ pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), 
 pub struct MapSizes {
     /// `TARGET_OF`: target processes followed at once.
     pub target_processes: u32,
-    /// `ENTRY`, `THREAD_SLOTS` and `FREE_SLOTS`: target threads timed at once.
+    /// `ENTRY`, `THREAD_SLOTS`, `FREE_SLOTS` and `SCHED_THREADS`: target threads followed at once.
     pub target_threads: u32,
     /// `EVENTS`, in bytes (a power of two).
     pub ring_buffer_bytes: u32,
-    /// `CGROUP_TARGETS`, `TARGET_COUNTS`, `TCP_COUNTS` and `SERIES_ROWS`, which hold one entry
-    /// per target.
+    /// `CGROUP_TARGETS`, `TARGET_COUNTS`, `TCP_COUNTS`, `SERIES_ROWS` and `SCHED_STATS`, which
+    /// hold one entry per target (`FD_BYTES` one per target and fd type).
     pub targets: u32,
     /// `SYSCALL_STATS`, `SYSCALL_SERIES` and `FREE_SERIES`: (target, syscall) pairs.
     pub syscall_stats: u32,
@@ -54,7 +54,7 @@ pub struct MapSizes {
 }
 
 impl MapSizes {
-    fn each(&self) -> [(&'static str, u32); 17] {
+    fn each(&self) -> [(&'static str, u32); 20] {
         [
             (maps::TARGET_OF, self.target_processes),
             (maps::ENTRY, self.target_threads),
@@ -73,6 +73,9 @@ impl MapSizes {
             (maps::SOCKET_BYTES, self.socket_bytes),
             (maps::HTTP_CONNS, self.http_connections),
             (maps::HTTP_STATS, self.http_series),
+            (maps::SCHED_THREADS, self.target_threads),
+            (maps::SCHED_STATS, self.targets),
+            (maps::FD_BYTES, self.targets * collector_common::sched::FD_TYPES),
         ]
     }
 }

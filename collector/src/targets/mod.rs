@@ -2,7 +2,8 @@
 //! what the user named (`spec`), the target set (`set`), what is read from /proc (`proc`),
 //! the request checked at start (`request`), the owner of the set and the maps (`handle`),
 //! putting existing processes into targets (`members`), cgroups (`cgroup/`), the one
-//! thread that follows cgroups and expires removed targets (`watcher`), and a reload's new
+//! thread that follows cgroups and expires removed targets (`watcher`), each target's memory
+//! read at scrape (`memory`), and a reload's new
 //! targets, checked and then applied by that thread (`retarget`); what a cgroup's workload is
 //! called (`workload/`).
 //!
@@ -17,6 +18,7 @@ pub mod cgroup;
 pub mod error;
 mod handle;
 mod members;
+pub mod memory;
 pub mod proc;
 mod request;
 mod retarget;

@@ -37,9 +37,13 @@
 //!                      peer sent, which makes the kernel send a reset
 //!   udp_send ADDR PORT U D  U datagrams of D bytes to ADDR:PORT
 //!   socket_io S K D    every kind of send and receive call (socket_io.rs)
+//!   touch_pages, spin, sleeps, file_io, alloc_forever: scheduler, memory and file work
+//!                      (sched_mem.rs)
+//!   fork_touch_pages K fork a child that does `touch_pages K` and exits; wait for it
 //!
 //! Raw syscalls (`libc::syscall`) are used where libc might substitute another syscall
 //! (glibc's nanosleep() calls clock_nanosleep, for instance).
+mod sched_mem;
 mod socket_io;
 
 use std::{
@@ -446,6 +450,12 @@ fn main() {
             "tcp_accept_reset" => tcp_accept_reset(listener.as_ref().expect("tcp_listen first"), n),
             "udp_send" => udp_send(addr.unwrap(), args[0] as u16, args[1], args[2]),
             "socket_io" => socket_io::socket_io(n as usize, args[1] as usize, args[2] as usize),
+            "touch_pages" => sched_mem::touch_pages(n),
+            "fork_touch_pages" => wait_all(&[fork(|| sched_mem::touch_pages(n))]),
+            "spin" => sched_mem::spin(n),
+            "sleeps" => sched_mem::sleeps(n),
+            "file_io" => sched_mem::file_io(words[0], args[0]),
+            "alloc_forever" => sched_mem::alloc_forever(n),
             other => panic!("unknown command {other}"),
         }
         writeln!(stdout.lock(), "done{result}").unwrap();

@@ -1,0 +1,93 @@
+//! Commands that make exact amounts of scheduler, memory and file work, for the sched and
+//! fd-bytes tests:
+//!
+//!   touch_pages K      map K fresh anonymous pages (no huge pages), write one byte to each
+//!                      (K minor faults), unmap them
+//!   spin MS            spin on a CPU for MS milliseconds of wall time, making no syscall
+//!   sleeps N           N nanosleep() calls of 1 ms: N voluntary context switches
+//!   file_io PATH B     write B bytes to a new file PATH, read them back, remove it
+//!   alloc_forever MB   touch MB MiB of anonymous memory every second, forever (to be
+//!                      OOM-killed in a cgroup whose memory.max is lower)
+use std::{
+    fs::File,
+    io::{Read as _, Seek as _, Write as _},
+    time::{Duration, Instant},
+};
+
+const PAGE: usize = 4096;
+
+pub fn touch_pages(k: u64) {
+    if k == 0 {
+        return;
+    }
+    let len = k as usize * PAGE;
+    let map = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    assert_ne!(map, libc::MAP_FAILED, "mmap {len} bytes");
+    // A huge page would serve 512 pages with one fault.
+    unsafe { libc::madvise(map, len, libc::MADV_NOHUGEPAGE) };
+    for page in 0..k as usize {
+        unsafe { std::ptr::write_volatile(map.cast::<u8>().add(page * PAGE), 1) };
+    }
+    unsafe { libc::munmap(map, len) };
+}
+
+pub fn spin(ms: u64) {
+    let until = Instant::now() + Duration::from_millis(ms);
+    while Instant::now() < until {
+        std::hint::spin_loop();
+    }
+}
+
+pub fn sleeps(n: u64) {
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 1_000_000,
+    };
+    for _ in 0..n {
+        unsafe {
+            libc::syscall(
+                libc::SYS_nanosleep,
+                &raw const ts,
+                std::ptr::null_mut::<libc::timespec>(),
+            )
+        };
+    }
+}
+
+pub fn file_io(path: &str, bytes: u64) {
+    let mut file = File::options()
+        .create_new(true)
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("create {path}: {e}"));
+    let chunk = vec![b'f'; 65536];
+    let mut left = bytes as usize;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        file.write_all(&chunk[..n]).unwrap();
+        left -= n;
+    }
+    file.rewind().unwrap();
+    let mut back = Vec::with_capacity(bytes as usize);
+    file.read_to_end(&mut back).unwrap();
+    assert_eq!(back.len() as u64, bytes);
+    std::fs::remove_file(path).unwrap();
+}
+
+pub fn alloc_forever(mib: u64) -> ! {
+    let mut kept: Vec<Vec<u8>> = Vec::new();
+    loop {
+        kept.push(vec![1u8; (mib as usize) << 20]);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
