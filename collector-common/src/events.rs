@@ -22,10 +22,11 @@ pub enum EventKind {
     TcpClose = 7,
     HttpRequest = 8,
     SyscallSlow = 9,
+    ProcessOomKill = 10,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 10] = [
         EventKind::ProcessStart,
         EventKind::ProcessExec,
         EventKind::ProcessExit,
@@ -35,6 +36,7 @@ impl EventKind {
         EventKind::TcpClose,
         EventKind::HttpRequest,
         EventKind::SyscallSlow,
+        EventKind::ProcessOomKill,
     ];
 
     pub const fn from_u32(v: u32) -> Option<EventKind> {
@@ -57,6 +59,7 @@ impl EventKind {
             EventKind::TcpClose => "tcp.close",
             EventKind::HttpRequest => "http.request",
             EventKind::SyscallSlow => "syscall.slow",
+            EventKind::ProcessOomKill => "process.oom_kill",
         }
     }
 
@@ -144,6 +147,24 @@ pub struct SyscallRecord {
     pub nr: u32,
     pub comm: [u8; COMM_LEN],
 }
+
+/// `process.oom_kill`: the OOM killer chose a target process (`header.pid`) and sent it
+/// SIGKILL.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OomRecord {
+    pub header: EventHeader,
+    /// Its resident pages (anonymous, file and shmem, as the kernel's own OOM report counts
+    /// them), [`PAGES_UNKNOWN`] when its task could not be read.
+    pub pages: u64,
+    /// The thread the OOM killer marked.
+    pub tid: u32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+/// [`OomRecord::pages`] of a victim whose memory could not be read.
+pub const PAGES_UNKNOWN: u64 = u64::MAX;
 
 /// Bytes of a request's path (its request target) an `http.request` event carries; a longer
 /// one is cut.

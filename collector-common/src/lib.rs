@@ -211,6 +211,18 @@ pub struct KernelOffsets {
     pub task_nivcsw: u32,
     pub task_min_flt: u32,
     pub task_maj_flt: u32,
+    /// An OOM victim's name and resident pages: task->comm, task->mm, and mm->rss_stat's
+    /// file, anon and shmem counters (an array of percpu_counter since 6.2, of atomic_long_t
+    /// in `struct mm_rss_stat` before).
+    pub task_comm: u32,
+    pub task_mm: u32,
+    pub mm_rss_file: u32,
+    pub mm_rss_anon: u32,
+    pub mm_rss_shmem: u32,
+    /// A block request's first bio, its operation and flags, and its bytes left.
+    pub request_bio: u32,
+    pub request_cmd_flags: u32,
+    pub request_data_len: u32,
 }
 
 /// Facts about the running kernel that are not struct offsets.
@@ -319,6 +331,9 @@ pub mod maps {
     pub const SCHED_THREADS: &str = "SCHED_THREADS";
     pub const SCHED_STATS: &str = "SCHED_STATS";
     pub const FD_BYTES: &str = "FD_BYTES";
+    pub const BIO_OWNERS: &str = "BIO_OWNERS";
+    pub const BLOCK_REQUESTS: &str = "BLOCK_REQUESTS";
+    pub const BLOCK_STATS: &str = "BLOCK_STATS";
     /// Paths of requests waiting for their responses, kept while `http.request` events are
     /// wanted: least recently used evicted.
     pub const HTTP_PATHS_ENTRIES: u32 = 2048;
@@ -338,9 +353,6 @@ pub mod maps {
     /// Set once the sched family is on: only then does `sched_switch` read the counters of
     /// target threads, and a target's fork note its child's.
     pub const SWITCH_SCHED: u32 = 4;
-    /// Set once the fd_bytes family is on: only then does `sys_exit` count the bytes of
-    /// reads and writes of files, pipes and other fds.
-    pub const SWITCH_FD_BYTES: u32 = 5;
     /// Entries of `SWITCHES`.
     pub const SWITCHES_ENTRIES: u32 = 8;
 
@@ -391,7 +403,7 @@ pub mod globals {
 mod pod {
     use super::{
         EntrySlot, ErrorKey, ExitClaim, KernelFeatures, KernelOffsets, SeriesRow, SyscallKey, SyscallStats,
-        sched::{FdBytes, SchedStats},
+        sched::{BlockStats, FdBytes, SchedStats},
     };
     unsafe impl aya::Pod for EntrySlot {}
     unsafe impl aya::Pod for SeriesRow {}
@@ -403,4 +415,5 @@ mod pod {
     unsafe impl aya::Pod for KernelFeatures {}
     unsafe impl aya::Pod for SchedStats {}
     unsafe impl aya::Pod for FdBytes {}
+    unsafe impl aya::Pod for BlockStats {}
 }

@@ -1,5 +1,7 @@
 //! What the scheduler and the memory manager count for each target thread, and the
-//! per-target aggregates the kernel keeps of it (`collector-ebpf/src/sched.rs`).
+//! per-target aggregates the kernel keeps of it (`collector-ebpf/src/sched.rs`); the bytes
+//! of reads and writes by fd type (`socket_bytes.rs`) and the block requests of targets
+//! (`block.rs`).
 use crate::histogram;
 
 /// A target thread's counters as last read at one of its context switches (or at its
@@ -69,18 +71,38 @@ pub enum FdType {
 
 pub const FD_TYPES: u32 = 4;
 
+/// [`FdType`] by the file-type bits of an inode's mode (`mode >> 12`, 16 values): the
+/// kernel looks a type up here rather than branching on it (`collector-ebpf/src/fds.rs`).
+pub const FD_TYPE_OF_MODE: [u8; 16] = {
+    let mut table = [0u8; 16];
+    let mut nibble = 0;
+    while nibble < 16 {
+        table[nibble] = FdType::of_mode((nibble as u16) << 12) as u8;
+        nibble += 1;
+    }
+    table
+};
+
 impl FdType {
     pub const ALL: [FdType; FD_TYPES as usize] = [FdType::File, FdType::Socket, FdType::Pipe, FdType::Other];
 
     /// The type of an inode of mode `mode`.
-    #[allow(clippy::inline_always)] // on the kernel's syscall exit path
-    #[inline(always)]
-    pub fn of_mode(mode: u16) -> FdType {
+    pub const fn of_mode(mode: u16) -> FdType {
         const S_IFMT: u16 = 0o170000;
         match mode & S_IFMT {
             0o100000 => FdType::File,
             0o140000 => FdType::Socket,
             0o010000 => FdType::Pipe,
+            _ => FdType::Other,
+        }
+    }
+
+    /// From a `u32` the kernel computed (`FD_TYPE_OF_MODE`); `Other` for anything else.
+    pub const fn from_u32(v: u32) -> FdType {
+        match v {
+            0 => FdType::File,
+            1 => FdType::Socket,
+            2 => FdType::Pipe,
             _ => FdType::Other,
         }
     }
@@ -102,4 +124,41 @@ impl FdType {
 pub struct FdBytes {
     pub read: u64,
     pub written: u64,
+}
+
+/// A block request's direction (include/linux/blk_types.h: REQ_OP_READ 0, REQ_OP_WRITE 1;
+/// flushes, discards and the rest are not counted).
+pub const BLOCK_OPS: u32 = 2;
+
+/// The `op` label of a block request direction.
+pub const fn block_op_label(op: u32) -> &'static str {
+    if op == 0 { "read" } else { "write" }
+}
+
+/// Block requests of one target and direction on one CPU (`BLOCK_STATS`, by target id *
+/// [`BLOCK_OPS`] + op): issue-to-completion time in log2 buckets, and bytes completed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockStats {
+    pub bytes: u64,
+    pub sum_ns: u64,
+    pub buckets: [u64; histogram::BUCKETS],
+}
+
+impl BlockStats {
+    pub const ZERO: BlockStats = BlockStats {
+        bytes: 0,
+        sum_ns: 0,
+        buckets: [0; histogram::BUCKETS],
+    };
+}
+
+/// A request issued for a target (`BLOCK_REQUESTS`, by `struct request` address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BlockRequest {
+    pub issued_ns: u64,
+    /// [`crate::TargetId::slot`].
+    pub target: u32,
+    pub op: u32,
 }

@@ -9,9 +9,16 @@
 //! The syscall has returned, so another thread may have closed or replaced the fd since:
 //! the reads are probe reads, and a stale answer costs one miscounted call at worst.
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
-use collector_common::sched::FdType;
+use collector_common::sched::{FD_TYPE_OF_MODE, FdType};
 
 use crate::globals::{offset, read_field};
+
+/// [`FD_TYPE_OF_MODE`] as data (`.data`, read volatile): the type is one load whose value
+/// the verifier does not know, so it walks what follows once for every type, where a
+/// `match` on the mode made it walk each of `sys_exit`'s paths once per type (Linux 5.10's
+/// verifier stops at a million instructions, and `sys_exit` comes close).
+#[unsafe(no_mangle)]
+static mut FD_TYPE_OF_INODE_MODE: [u8; 16] = FD_TYPE_OF_MODE;
 
 /// current->files->fdt->fd[fd], or `None` past the table or for an empty slot.
 #[inline(always)]
@@ -28,20 +35,22 @@ pub fn file_of_fd(fd: u64) -> Option<*const u8> {
     (!file.is_null()).then_some(file)
 }
 
-/// The file behind `fd` and what it is.
+/// The file behind `fd` and what it is, an [`FdType`] as a number below `FD_TYPES`.
 #[inline(always)]
-pub fn typed_file_of_fd(fd: u64) -> Option<(*const u8, FdType)> {
+pub fn typed_file_of_fd(fd: u64) -> Option<(*const u8, u32)> {
     let file = file_of_fd(fd)?;
     let inode: *const u8 = read_field(file, offset!(file_inode)).ok()?;
     let mode: u16 = read_field(inode, offset!(inode_mode)).ok()?;
-    Some((file, FdType::of_mode(mode)))
+    let table = (&raw const FD_TYPE_OF_INODE_MODE).cast::<u8>();
+    let fd_type = unsafe { core::ptr::read_volatile(table.add(usize::from(mode >> 12) & 15)) };
+    Some((file, u32::from(fd_type)))
 }
 
 /// The `struct sock` behind `fd`, when `fd` is a socket.
 #[inline(always)]
 pub fn socket_of_fd(fd: u64) -> Option<*const u8> {
     match typed_file_of_fd(fd)? {
-        (file, FdType::Socket) => socket_of_file(file),
+        (file, t) if t == FdType::Socket as u32 => socket_of_file(file),
         _ => None,
     }
 }

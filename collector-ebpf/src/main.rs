@@ -11,12 +11,14 @@
 #![allow(internal_features)]
 
 mod bench;
+mod block;
 mod cgroups;
 mod events;
 mod fds;
 mod globals;
 mod http;
 mod maps;
+mod oom;
 mod processes;
 mod sched;
 mod socket_bytes;

@@ -35,7 +35,7 @@ use aya_ebpf::{
     maps::{PerCpuArray, PerCpuHashMap},
 };
 use collector_common::{
-    MapErrorSite, TargetId,
+    MapErrorSite,
     maps::{MAX_TARGETS, SOCKET_BYTES_ENTRIES},
     sched::{FD_TYPES, FdBytes, FdType},
     sockets::{Family, Protocol, SocketBytes, SocketBytesKey, SyscallIo},
@@ -68,10 +68,11 @@ pub static SOCKET_BYTES: PerCpuHashMap<SocketBytesKey, SocketBytes> =
 #[map]
 pub static FD_BYTES: PerCpuArray<FdBytes> = PerCpuArray::with_max_entries(MAX_TARGETS * FD_TYPES, 0);
 
+/// Also which `FdBytes` field (`read`, `written`) the bytes go to.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Moved {
-    Sent,
-    Received,
+    Received = 0,
+    Sent = 1,
 }
 
 /// A TCP connection the tcp family follows: its `struct sock` address and `SOCKETS`
@@ -148,7 +149,7 @@ fn messages(fd: u64, msgvec: u64, sent: i64, moved: Moved, target: u32) {
         let at = msgvec + u64::from(i) * MMSGHDR_SIZE + MMSGHDR_MSG_LEN;
         bytes += u64::from(unsafe { bpf_probe_read_user(at as *const u32) }.unwrap_or(0));
     }
-    add_typed(FdType::Socket, moved, bytes, target);
+    add_typed(FdType::Socket as u32, moved, bytes, target);
     add(sk, moved, bytes, target);
 }
 
@@ -157,24 +158,23 @@ fn messages(fd: u64, msgvec: u64, sent: i64, moved: Moved, target: u32) {
 fn count(fd: u64, moved: Moved, bytes: u64, target: u32) -> Option<Followed> {
     let (file, fd_type) = typed_file_of_fd(fd)?;
     add_typed(fd_type, moved, bytes, target);
-    if fd_type != FdType::Socket {
+    if fd_type != FdType::Socket as u32 {
         return None;
     }
     add(socket_of_file(file)?, moved, bytes, target)
 }
 
-/// Per (target, fd type).
+/// Per (target, fd type): one lookup and one add, without a branch on the type or the
+/// direction (each would be walked again for every path of `sys_exit` reaching it). A
+/// target slot of 0 wraps past the array, whose lookup then fails.
 #[inline(always)]
-fn add_typed(fd_type: FdType, moved: Moved, bytes: u64, target: u32) {
-    let Some(id) = TargetId::from_slot(target) else {
-        return;
-    };
-    if let Some(total) = FD_BYTES.get_ptr_mut(id.0 * FD_TYPES + fd_type as u32) {
-        let total = unsafe { &mut *total };
-        match moved {
-            Moved::Sent => total.written += bytes,
-            Moved::Received => total.read += bytes,
-        }
+fn add_typed(fd_type: u32, moved: Moved, bytes: u64, target: u32) {
+    let index = target
+        .wrapping_sub(1)
+        .wrapping_mul(FD_TYPES)
+        .wrapping_add(fd_type & (FD_TYPES - 1));
+    if let Some(total) = FD_BYTES.get_ptr_mut(index) {
+        unsafe { *total.cast::<u64>().add(moved as usize) += bytes };
     }
 }
 

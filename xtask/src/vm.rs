@@ -45,7 +45,7 @@ pub const MATRIX: &[Kernel] = &[
 /// (every start verifies all programs under TCG: 37 s on 5.10 on an AMD EPYC host), which
 /// the whole command's 90 minutes cannot give on the slower CPU kind. Run it in a guest by
 /// hand with `COLLECTOR_VM_SUITES` (tests/tests/kernels.rs) when the http programs change.
-pub const GUEST_SUITES: &[&str] = &["syscalls", "process_events", "cgroups", "sockets", "sched"];
+pub const GUEST_SUITES: &[&str] = &["syscalls", "process_events", "cgroups", "sockets", "resources"];
 
 /// The tools that boot a guest: QEMU, depmod and busybox (virtme-ng builds the guest's
 /// module list and its initramfs with them), and virtme-ng from PyPI (Debian has none).

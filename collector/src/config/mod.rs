@@ -269,6 +269,7 @@ mod tests {
                 "collector_process_execs_total",
                 "collector_process_exits_total",
                 "collector_process_lifetime_seconds",
+                "collector_oom_kills_total",
                 "collector_tcp_connections_opened_total",
                 "collector_tcp_connect_errors_total",
                 "collector_tcp_connect_duration_seconds",

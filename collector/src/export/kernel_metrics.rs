@@ -29,6 +29,8 @@ pub enum Source {
     SchedStats,
     /// `FD_BYTES`: (target, fd type) -> bytes read and written.
     FdBytes,
+    /// `BLOCK_STATS`: (target, op) -> block request latency histogram and bytes.
+    BlockStats,
     /// Not a map: each target's resident memory, read from its cgroup or /proc at scrape
     /// (`targets/memory.rs`).
     Resident,
@@ -61,6 +63,8 @@ pub enum Key {
     Untracked,
     /// `file`, `socket`, `pipe` or `other`.
     FdType,
+    /// A block request's direction: `read` or `write`.
+    Op,
 }
 
 /// The number a sample shows, from the map's value.
@@ -101,6 +105,9 @@ pub enum Value {
     BytesRead,
     BytesWritten,
     ResidentBytes,
+    /// Block requests' issue-to-completion histogram, in seconds.
+    BlockLatency,
+    BlockBytes,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -350,6 +357,22 @@ pub const KERNEL_METRICS: &[KernelMetric] = &[
         samples: &[(None, Value::BytesWritten)],
     },
     KernelMetric {
+        name: "collector_block_io_duration_seconds",
+        help: "Block I/O requests a target's own bios started (not writeback of its page cache), from issue to the device to completion, in log2 buckets.",
+        kind: Type::Histogram,
+        source: Source::BlockStats,
+        labels: &[TARGET, ("op", Key::Op)],
+        samples: &[(None, Value::BlockLatency)],
+    },
+    KernelMetric {
+        name: "collector_block_io_bytes_total",
+        help: "Bytes of the block I/O requests a target's own bios started, as completed.",
+        kind: Type::Counter,
+        source: Source::BlockStats,
+        labels: &[TARGET, ("op", Key::Op)],
+        samples: &[(None, Value::BlockBytes)],
+    },
+    KernelMetric {
         name: "collector_resident_memory_bytes",
         help: "Memory of each target now: its cgroup's memory.current, or for a PID target (or a cgroup without the memory controller) the resident set of its processes summed from /proc.",
         kind: Type::Gauge,
@@ -376,6 +399,7 @@ impl Source {
             Source::SocketBytes => &[Key::Target, Key::Family, Key::Protocol],
             Source::TcpCounts | Source::TargetCounts | Source::SchedStats | Source::Resident => &[Key::Target],
             Source::FdBytes => &[Key::Target, Key::FdType],
+            Source::BlockStats => &[Key::Target, Key::Op],
             Source::MapErrors => &[Key::Map],
             Source::HttpStats => &[
                 Key::Target,
@@ -412,6 +436,7 @@ impl Source {
             ],
             Source::FdBytes => &[Value::BytesRead, Value::BytesWritten],
             Source::Resident => &[Value::ResidentBytes],
+            Source::BlockStats => &[Value::BlockLatency, Value::BlockBytes],
             Source::HttpStats => &[
                 Value::HttpDuration(http::SERVER),
                 Value::HttpDuration(http::CLIENT),
@@ -439,7 +464,10 @@ mod tests {
             }
             for (_, value) in m.samples {
                 assert!(m.source.values().contains(value), "{}: {value:?}", m.name);
-                let histogram = matches!(value, Value::Latency | Value::HttpDuration(_) | Value::RunqueueLatency);
+                let histogram = matches!(
+                    value,
+                    Value::Latency | Value::HttpDuration(_) | Value::RunqueueLatency | Value::BlockLatency
+                );
                 assert_eq!(histogram, m.kind == Type::Histogram, "{}", m.name);
             }
             assert!(m.name.starts_with("collector_"), "{}", m.name);

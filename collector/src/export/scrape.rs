@@ -16,7 +16,7 @@ use collector_common::{
     events::TargetCounts,
     histogram,
     http::{self, HttpKey, HttpStats, Method},
-    sched::{FdBytes, FdType, SchedStats},
+    sched::{BLOCK_OPS, BlockStats, FdBytes, FdType, SchedStats, block_op_label},
     sockets::{Family, Protocol, SocketBytes, SocketBytesKey, TcpCounts},
 };
 use prometheus_client::{
@@ -51,6 +51,7 @@ enum Row {
     Http(HttpKey, HttpStats),
     Sched(TargetId, SchedStats),
     Fd(TargetId, FdType, FdBytes),
+    Block(TargetId, u32, BlockStats),
     Resident(TargetId, u64),
 }
 
@@ -116,6 +117,18 @@ fn read(source: Source, view: &View<'_>) -> (Vec<Row>, u64) {
             }
             (rows, failed)
         }
+        Source::BlockStats => {
+            let (mut rows, mut failed) = (Vec::new(), 0);
+            for (id, _) in view.set().ids() {
+                for op in 0..BLOCK_OPS {
+                    match maps.block_stats(id, op) {
+                        Ok(stats) => rows.push(Row::Block(id, op, stats)),
+                        Err(_) => failed += 1,
+                    }
+                }
+            }
+            (rows, failed)
+        }
         Source::Resident => (
             resident_bytes(view)
                 .into_iter()
@@ -151,8 +164,14 @@ impl Key {
             }),
             (
                 Key::Target,
-                Row::Tcp(id, _) | Row::Counts(id, _) | Row::Sched(id, _) | Row::Fd(id, ..) | Row::Resident(id, _),
+                Row::Tcp(id, _)
+                | Row::Counts(id, _)
+                | Row::Sched(id, _)
+                | Row::Fd(id, ..)
+                | Row::Block(id, ..)
+                | Row::Resident(id, _),
             ) => target(id.slot()),
+            (Key::Op, Row::Block(_, op, _)) => Cow::Borrowed(block_op_label(*op)),
             (Key::FdType, Row::Fd(_, fd_type, _)) => Cow::Borrowed(fd_type.label()),
             (Key::Syscall, Row::Syscall(SyscallKey { nr, .. }, _) | Row::Error(ErrorKey { nr, .. }, _)) => {
                 syscall_name(*nr)
@@ -188,6 +207,11 @@ impl Value {
             (Value::InvoluntarySwitches, Row::Sched(_, s)) => Sample::Counter(s.involuntary),
             (Value::MinorFaults, Row::Sched(_, s)) => Sample::Counter(s.minor_faults),
             (Value::MajorFaults, Row::Sched(_, s)) => Sample::Counter(s.major_faults),
+            (Value::BlockLatency, Row::Block(_, _, s)) => {
+                let (sum, count, buckets) = histogram_in_seconds(s.sum_ns, &s.buckets);
+                Sample::Histogram(sum, count, buckets)
+            }
+            (Value::BlockBytes, Row::Block(_, _, s)) => Sample::Counter(s.bytes),
             (Value::BytesRead, Row::Fd(_, _, b)) => Sample::Counter(b.read),
             (Value::BytesWritten, Row::Fd(_, _, b)) => Sample::Counter(b.written),
             (Value::ResidentBytes, Row::Resident(_, bytes)) => Sample::Gauge(*bytes as i64),

@@ -402,8 +402,80 @@ pub const SYSCALLS: Family = Family {
     needs: &[],
 };
 
+/// OOM kills of target processes (`collector-ebpf/src/oom.rs`): a `process.oom_kill`
+/// event each, on which `collector_oom_kills_total` is defined.
+pub const OOM: Family = Family {
+    name: "oom",
+    what: "OOM kills",
+    core: false,
+    stage: Stage::Measure,
+    probes: &[Probe {
+        name: "mark_victim",
+        program: "collector_oom_victim",
+        tracepoint: "mark_victim",
+        // `(task, uid)` since 6.8 and in later stable releases; `(int pid)` before.
+        older: Some(Older {
+            below_args: 2,
+            program: "collector_oom_victim_pid",
+        }),
+        via: Via::Attach,
+    }],
+    maps: &[maps::TARGET_OF, maps::EVENTS, maps::EVENT_DROPS],
+    fields: &[
+        field!(task_pid: "task_struct"."pid"),
+        field!(task_tgid: "task_struct"."tgid"),
+        field!(task_comm: "task_struct"."comm"),
+        field!(task_mm: "task_struct"."mm"),
+        // include/linux/mm_types_task.h: MM_FILEPAGES 0, MM_ANONPAGES 1, MM_SHMEMPAGES 3.
+        field!(mm_rss_file: "mm_struct"."rss_stat[0].count" | "rss_stat.count[0]"),
+        field!(mm_rss_anon: "mm_struct"."rss_stat[1].count" | "rss_stat.count[1]"),
+        field!(mm_rss_shmem: "mm_struct"."rss_stat[3].count" | "rss_stat.count[3]"),
+    ],
+    metrics: &["collector_oom_kills_total"],
+    switch: None,
+    needs: &[],
+};
+
+/// Block I/O of targets (`collector-ebpf/src/block.rs`): requests a target's bios started,
+/// from issue to completion, and their bytes.
+pub const BLOCK: Family = Family {
+    name: "block",
+    what: "block I/O latency and bytes",
+    core: false,
+    stage: Stage::Measure,
+    probes: &[
+        Probe {
+            name: "block_bio_queue",
+            program: "collector_bio_queue_q",
+            tracepoint: "block_bio_queue",
+            // `(q, bio)` before 5.11, `(bio)` since: the program reading only its first.
+            older: Some(Older {
+                below_args: 2,
+                program: "collector_bio_queue",
+            }),
+            via: Via::Attach,
+        },
+        probe!("block_rq_issue" => "collector_rq_issue"),
+        probe!("block_rq_complete" => "collector_rq_complete"),
+    ],
+    maps: &[
+        maps::TARGET_OF,
+        maps::BIO_OWNERS,
+        maps::BLOCK_REQUESTS,
+        maps::BLOCK_STATS,
+    ],
+    fields: &[
+        field!(request_bio: "request"."bio"),
+        field!(request_cmd_flags: "request"."cmd_flags"),
+        field!(request_data_len: "request"."__data_len"),
+    ],
+    metrics: &["collector_block_io_duration_seconds", "collector_block_io_bytes_total"],
+    switch: None,
+    needs: &[],
+};
+
 /// Every family, in attach order within each stage.
-pub const FAMILIES: [Family; 7] = [PROCESSES, CGROUPS, TCP, SOCKET_BYTES, HTTP, SCHED, SYSCALLS];
+pub const FAMILIES: [Family; 9] = [PROCESSES, CGROUPS, TCP, SOCKET_BYTES, HTTP, SCHED, OOM, BLOCK, SYSCALLS];
 
 /// Every probe of every family.
 pub fn all_probes() -> impl Iterator<Item = &'static Probe> {

@@ -11,7 +11,7 @@ use collector_common::{
     events::{EventKind, TargetCounts},
     http::{HttpConn, HttpKey, HttpStats},
     maps,
-    sched::{FD_TYPES, FdBytes, FdType, SchedStats},
+    sched::{BLOCK_OPS, BlockStats, FD_TYPES, FdBytes, FdType, SchedStats},
     sockets::{Connection, SocketBytes, SocketBytesKey, TcpCounts},
 };
 
@@ -55,6 +55,7 @@ pub struct KernelMaps {
     http_stats: PerCpuHashMap<MapData, HttpKey, HttpStats>,
     sched_stats: PerCpuArray<MapData, SchedStats>,
     fd_bytes: PerCpuArray<MapData, FdBytes>,
+    block_stats: PerCpuArray<MapData, BlockStats>,
     generation: TargetsGeneration,
 }
 
@@ -143,6 +144,7 @@ impl KernelMaps {
             http_stats: take(ebpf, maps::HTTP_STATS)?,
             sched_stats: take(ebpf, maps::SCHED_STATS)?,
             fd_bytes: take(ebpf, maps::FD_BYTES)?,
+            block_stats: take(ebpf, maps::BLOCK_STATS)?,
             generation: take_generation(ebpf)?,
         })
     }
@@ -241,6 +243,11 @@ impl KernelMaps {
             self.fd_bytes
                 .set(fd_bytes_index(target, fd_type), per_cpu(FdBytes::default())?, 0)
                 .map_err(err(maps::FD_BYTES))?;
+        }
+        for op in 0..BLOCK_OPS {
+            self.block_stats
+                .set(target.0 * BLOCK_OPS + op, per_cpu(BlockStats::ZERO)?, 0)
+                .map_err(err(maps::BLOCK_STATS))?;
         }
         Ok(())
     }
@@ -402,6 +409,23 @@ impl KernelMaps {
             read: acc.read + b.read,
             written: acc.written + b.written,
         }))
+    }
+
+    /// `target`'s block requests of direction `op` (`BLOCK_OPS`), summed over CPUs.
+    pub fn block_stats(&self, target: TargetId, op: u32) -> Result<BlockStats, KernelMapError> {
+        let values = self
+            .block_stats
+            .get(&(target.0 * BLOCK_OPS + op), 0)
+            .map_err(err(maps::BLOCK_STATS))?;
+        let mut total = BlockStats::ZERO;
+        for v in values.iter() {
+            total.bytes += v.bytes;
+            total.sum_ns += v.sum_ns;
+            for (a, b) in total.buckets.iter_mut().zip(v.buckets) {
+                *a += b;
+            }
+        }
+        Ok(total)
     }
 
     /// Failed map updates in the kernel, per map.

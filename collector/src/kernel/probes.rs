@@ -54,7 +54,7 @@ pub struct MapSizes {
 }
 
 impl MapSizes {
-    fn each(&self) -> [(&'static str, u32); 20] {
+    fn each(&self) -> [(&'static str, u32); 21] {
         [
             (maps::TARGET_OF, self.target_processes),
             (maps::ENTRY, self.target_threads),
@@ -76,6 +76,7 @@ impl MapSizes {
             (maps::SCHED_THREADS, self.target_threads),
             (maps::SCHED_STATS, self.targets),
             (maps::FD_BYTES, self.targets * collector_common::sched::FD_TYPES),
+            (maps::BLOCK_STATS, self.targets * collector_common::sched::BLOCK_OPS),
         ]
     }
 }

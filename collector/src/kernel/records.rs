@@ -2,7 +2,7 @@
 //! with an `EventHeader` naming its kind and size, which are checked before the bytes are
 //! read as that kind.
 use collector_common::events::{
-    EventHeader, EventKind, ExecRecord, HttpRecord, ProcessRecord, SyscallRecord, TcpRecord,
+    EventHeader, EventKind, ExecRecord, HttpRecord, OomRecord, ProcessRecord, SyscallRecord, TcpRecord,
 };
 
 /// A decoded ring-buffer record.
@@ -14,6 +14,7 @@ pub enum Record {
     Tcp(TcpRecord),
     Http(HttpRecord),
     Syscall(SyscallRecord),
+    OomKill(OomRecord),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -48,6 +49,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         }
         EventKind::HttpRequest => size_of::<HttpRecord>(),
         EventKind::SyscallSlow => size_of::<SyscallRecord>(),
+        EventKind::ProcessOomKill => size_of::<OomRecord>(),
     };
     if bytes.len() < want || header.size as usize != want {
         return Err(DecodeError::Size {
@@ -62,6 +64,7 @@ pub fn decode(bytes: &[u8]) -> Result<Record, DecodeError> {
         EventKind::ProcessExit => Record::Exit(read(bytes)),
         EventKind::HttpRequest => Record::Http(read(bytes)),
         EventKind::SyscallSlow => Record::Syscall(read(bytes)),
+        EventKind::ProcessOomKill => Record::OomKill(read(bytes)),
         EventKind::TcpConnect | EventKind::TcpAccept | EventKind::TcpConnectError | EventKind::TcpClose => {
             Record::Tcp(read(bytes))
         }

@@ -154,6 +154,15 @@ pub const EVENTS: &[EventSpec] = &[
         shared: HTTP,
         own: &["method", "path", "status_code", "route"],
     },
+    // the OOM killer chose a target process and sent it SIGKILL (`pages`: its resident
+    // pages, absent where the kernel passes only its pid and it was not the task that ran
+    // out; `tid`: the thread marked)
+    EventSpec {
+        name: "process.oom_kill",
+        measurements: &[("pages", Unit::Dimensionless)],
+        shared: &["target", "pid", "comm", "cgroup"],
+        own: &["tid"],
+    },
     // a target's syscall took longer than --slow-syscall (sent only with that flag; `errno`
     // when it failed)
     EventSpec {

@@ -7,7 +7,7 @@ use std::{
 
 use collector_common::{
     TargetId,
-    events::{Endpoints, EventKind, HttpRecord, SyscallRecord, TcpRecord},
+    events::{Endpoints, EventKind, HttpRecord, OomRecord, PAGES_UNKNOWN, SyscallRecord, TcpRecord},
     http::{self, Method},
     sockets::{AF_INET6, close_reason, connect_error_reason, direction_label},
 };
@@ -75,6 +75,7 @@ pub fn to_event(
         Record::Tcp(t) => (&t.header, &t.comm),
         Record::Http(h) => (&h.header, &h.comm),
         Record::Syscall(c) => (&c.header, &c.comm),
+        Record::OomKill(o) => (&o.header, &o.comm),
     };
     // The kind was checked when the record was decoded.
     let kind = EventKind::from_u32(header.kind).unwrap_or(EventKind::ProcessStart);
@@ -91,6 +92,7 @@ pub fn to_event(
         Record::Tcp(t) => tcp_event(event, kind, t),
         Record::Http(h) => http_event(event, h, routes),
         Record::Syscall(c) => syscall_event(event, c),
+        Record::OomKill(o) => oom_event(event, o),
         Record::Start(p) => {
             // The kernel gives the parent's target in the start record (`exit_code`).
             let parent = TargetId::from_slot(p.exit_code).and_then(|id| targets.get(id));
@@ -132,7 +134,9 @@ fn process_event(
             processes.forget(p.header.pid);
             ProcessInfo::default()
         }
-        (Record::Exec(_) | Record::Tcp(_) | Record::Http(_) | Record::Syscall(_), _) => ProcessInfo::default(),
+        (Record::Exec(_) | Record::Tcp(_) | Record::Http(_) | Record::Syscall(_) | Record::OomKill(_), _) => {
+            ProcessInfo::default()
+        }
     };
     let event = describe_process(event, process, target);
     match record {
@@ -146,7 +150,7 @@ fn process_event(
                 Err(signal) => event.meta("signal", signal),
             }
         }
-        Record::Start(_) | Record::Tcp(_) | Record::Http(_) | Record::Syscall(_) => event,
+        Record::Start(_) | Record::Tcp(_) | Record::Http(_) | Record::Syscall(_) | Record::OomKill(_) => event,
     }
 }
 
@@ -218,6 +222,16 @@ fn syscall_event(event: Event, c: &SyscallRecord) -> Event {
         // include/linux/err.h: MAX_ERRNO
         -4095..=-1 => event.meta("errno", errno_name((-c.ret) as u32).into_owned()),
         _ => event,
+    }
+}
+
+/// A `process.oom_kill` event: the thread the OOM killer marked, and the victim's resident
+/// pages when its task could be read.
+fn oom_event(event: Event, o: &OomRecord) -> Event {
+    let event = event.meta("tid", o.tid);
+    match o.pages {
+        PAGES_UNKNOWN => event,
+        pages => event.measure("pages", pages as f64),
     }
 }
 

@@ -24,6 +24,8 @@
 //!                      its first byte is not 0, then make N getppid() calls
 //!   time_getppid N     N getppid() calls; prints `done NS` with the loop's wall time
 //!   time_pread N       N 4 KiB pread() from a file on tmpfs (/dev/shm); prints `done NS`
+//!   time_faults N      N page faults: fresh pages touched 1024 at a time (sched_mem.rs);
+//!                      prints `done NS`
 //!   time_udp_send N    N sendto() of 64 bytes to a UDP socket of its own on 127.0.0.1 (never
 //!                      read: the kernel drops what does not fit); prints `done NS`
 //!   tcp_connect ADDR PORT C S   C times: connect to ADDR:PORT, send S bytes, shut down the
@@ -37,9 +39,10 @@
 //!                      peer sent, which makes the kernel send a reset
 //!   udp_send ADDR PORT U D  U datagrams of D bytes to ADDR:PORT
 //!   socket_io S K D    every kind of send and receive call (socket_io.rs)
-//!   touch_pages, spin, sleeps, file_io, alloc_forever: scheduler, memory and file work
+//!   touch_pages, spin, sleeps, file_io, direct_io, alloc_forever: scheduler, memory and I/O work
 //!                      (sched_mem.rs)
-//!   fork_touch_pages K fork a child that does `touch_pages K` and exits; wait for it
+//!   fork_touch_pages CGROUP K  fork a child that moves itself into the cgroup directory
+//!                      CGROUP, sleeps 1 ms, does `touch_pages K` and exits; wait for it
 //!
 //! Raw syscalls (`libc::syscall`) are used where libc might substitute another syscall
 //! (glibc's nanosleep() calls clock_nanosleep, for instance).
@@ -438,6 +441,7 @@ fn main() {
             "time_pread" => result = timed(|| pread_tmpfs(n)),
             "time_udp_send" => result = timed(udp_send_loopback(n)),
             "time_pingpong" => result = timed(pipe_pingpong(n)),
+            "time_faults" => result = timed(|| sched_mem::fault_loop(n)),
             "tcp_connect" => result = tcp_connect(addr.unwrap(), args[0] as u16, args[1], args[2]),
             "tcp_listen" => {
                 let l = TcpListener::bind((addr.unwrap(), 0)).expect("listen");
@@ -451,10 +455,11 @@ fn main() {
             "udp_send" => udp_send(addr.unwrap(), args[0] as u16, args[1], args[2]),
             "socket_io" => socket_io::socket_io(n as usize, args[1] as usize, args[2] as usize),
             "touch_pages" => sched_mem::touch_pages(n),
-            "fork_touch_pages" => wait_all(&[fork(|| sched_mem::touch_pages(n))]),
+            "fork_touch_pages" => wait_all(&[fork(|| sched_mem::touch_pages_alone(words[0], args[0]))]),
             "spin" => sched_mem::spin(n),
             "sleeps" => sched_mem::sleeps(n),
             "file_io" => sched_mem::file_io(words[0], args[0]),
+            "direct_io" => sched_mem::direct_io(words[0], args[0]),
             "alloc_forever" => sched_mem::alloc_forever(n),
             other => panic!("unknown command {other}"),
         }

@@ -6,8 +6,10 @@
 //!   spin MS            spin on a CPU for MS milliseconds of wall time, making no syscall
 //!   sleeps N           N nanosleep() calls of 1 ms: N voluntary context switches
 //!   file_io PATH B     write B bytes to a new file PATH, read them back, remove it
-//!   alloc_forever MB   touch MB MiB of anonymous memory every second, forever (to be
-//!                      OOM-killed in a cgroup whose memory.max is lower)
+//!   direct_io PATH B   write B bytes (a multiple of 4096) at the start of the block device
+//!                      PATH with O_DIRECT, 64 KiB at a time, then read them back so
+//!   alloc_forever MB   touch MB MiB more of anonymous memory, again and again, keeping it
+//!                      all (to be OOM-killed in a cgroup whose memory limit is lower)
 use std::{
     fs::File,
     io::{Read as _, Seek as _, Write as _},
@@ -38,6 +40,23 @@ pub fn touch_pages(k: u64) {
         unsafe { std::ptr::write_volatile(map.cast::<u8>().add(page * PAGE), 1) };
     }
     unsafe { libc::munmap(map, len) };
+}
+
+/// `n` minor faults, in mappings of 1024 pages (the bench's fault loop).
+pub fn fault_loop(n: u64) {
+    for _ in 0..n / 1024 {
+        touch_pages(1024);
+    }
+    touch_pages(n % 1024);
+}
+
+/// In a fresh child: into `cgroup` (a target of its own), one sleep (so the collector has
+/// seen it leave a CPU as a target), then `touch_pages(k)`.
+pub fn touch_pages_alone(cgroup: &str, k: u64) {
+    std::fs::write(format!("{cgroup}/cgroup.procs"), std::process::id().to_string())
+        .unwrap_or_else(|e| panic!("cannot join {cgroup}: {e}"));
+    sleeps(1);
+    touch_pages(k);
 }
 
 pub fn spin(ms: u64) {
@@ -84,10 +103,33 @@ pub fn file_io(path: &str, bytes: u64) {
     std::fs::remove_file(path).unwrap();
 }
 
+pub fn direct_io(path: &str, bytes: u64) {
+    use std::os::unix::fs::{FileExt as _, OpenOptionsExt as _};
+    let device = File::options()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open {path}: {e}"));
+    const CHUNK: usize = 65536;
+    // O_DIRECT wants a buffer aligned to the device's logical block: a page is.
+    let layout = std::alloc::Layout::from_size_align(CHUNK, PAGE).unwrap();
+    let buffer = unsafe { std::slice::from_raw_parts_mut(std::alloc::alloc_zeroed(layout), CHUNK) };
+    let mut chunks = |f: &mut dyn FnMut(&mut [u8], u64)| {
+        let mut at = 0;
+        while at < bytes {
+            let n = (bytes - at).min(CHUNK as u64) as usize;
+            f(&mut buffer[..n], at);
+            at += n as u64;
+        }
+    };
+    chunks(&mut |b, at| device.write_all_at(b, at).unwrap());
+    chunks(&mut |b, at| device.read_exact_at(b, at).unwrap());
+}
+
 pub fn alloc_forever(mib: u64) -> ! {
     let mut kept: Vec<Vec<u8>> = Vec::new();
     loop {
         kept.push(vec![1u8; (mib as usize) << 20]);
-        std::thread::sleep(Duration::from_secs(1));
     }
 }

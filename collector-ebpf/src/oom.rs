@@ -1,0 +1,110 @@
+//! OOM kills of target processes: one `process.oom_kill` record each, with the victim's pid,
+//! name and resident pages; `collector_oom_kills_total` is defined on the event.
+//!
+//! Hook: oom:mark_victim (include/trace/events/oom.h), from mm/oom_kill.c:mark_oom_victim(),
+//! which __oom_kill_process() calls right after sending the victim SIGKILL, in the task
+//! whose allocation failed (the victim only when it ran out itself). Its arguments changed
+//! within stable releases: TP_PROTO(int pid) at first, TP_PROTO(struct task_struct *task,
+//! uid_t uid) since 6.8 and in the stable kernels that took that change (5.10.265, 6.1.166
+//! and 6.12.19 have it); the agent loads the program that fits the BTF's
+//! `btf_trace_mark_victim`, as for sched_process_exit. It fires for every victim the OOM
+//! killer marks, for a cgroup's limit (memory.max) or the whole machine's; the kernel's
+//! oom_reaper frees the victim's memory after it.
+//!
+//! Resident pages: mm->rss_stat's MM_FILEPAGES, MM_ANONPAGES and MM_SHMEMPAGES
+//! (include/linux/mm_types_task.h), summed as the kernel's "Killed process" line sums them;
+//! percpu_counter's `count` (6.2+) is the counter without the per-CPU batches not yet folded
+//! in, as the kernel's own report reads it (get_mm_counter()).
+use aya_ebpf::{
+    EbpfContext as _,
+    helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
+};
+use collector_common::{
+    events::{COMM_LEN, EventHeader, EventKind, OomRecord, PAGES_UNKNOWN},
+    target_slot,
+};
+
+use crate::{
+    events::submit,
+    globals::{offset, read_field},
+    maps::target_value,
+};
+
+/// The task the OOM killer marked.
+#[raw_tracepoint(tracepoint = "mark_victim")]
+pub fn collector_oom_victim(ctx: RawTracePointContext) -> i32 {
+    let task: *const u8 = ctx.arg(0);
+    let (Ok(tid), Ok(tgid)) = (
+        read_field::<i32>(task, offset!(task_pid)),
+        read_field::<i32>(task, offset!(task_tgid)),
+    ) else {
+        return 0;
+    };
+    let comm = read_field::<[u8; COMM_LEN]>(task, offset!(task_comm)).unwrap_or_default();
+    emit(tgid as u32, tid as u32, comm, resident_pages(task));
+    0
+}
+
+/// Kernels that pass only the victim's pid: its task is at hand only when it is the task
+/// that ran out of memory (current; a process alone in its memory-limited cgroup is);
+/// otherwise the record has no name or pages (no helper finds a task by pid without kfuncs,
+/// which Linux 6.2 brought), and the victim is looked up by that pid, a thread group's when
+/// the OOM killer chose its leader, as it does unless the leader has exited.
+#[raw_tracepoint(tracepoint = "mark_victim")]
+pub fn collector_oom_victim_pid(ctx: RawTracePointContext) -> i32 {
+    let pid = ctx.arg::<u64>(0) as u32;
+    if ctx.pid() == pid {
+        let task = unsafe { bpf_get_current_task() } as *const u8;
+        emit(
+            ctx.tgid(),
+            pid,
+            bpf_get_current_comm().unwrap_or_default(),
+            resident_pages(task),
+        );
+    } else {
+        emit(pid, pid, [0; COMM_LEN], PAGES_UNKNOWN);
+    }
+    0
+}
+
+#[inline(always)]
+fn emit(tgid: u32, tid: u32, comm: [u8; COMM_LEN], pages: u64) {
+    let target = target_slot(target_value(tgid));
+    if target == 0 {
+        return;
+    }
+    let record = OomRecord {
+        header: EventHeader {
+            kind: EventKind::ProcessOomKill as u32,
+            size: size_of::<OomRecord>() as u32,
+            ktime_ns: unsafe { bpf_ktime_get_ns() },
+            target,
+            pid: tgid,
+        },
+        pages,
+        tid,
+        _pad: 0,
+        comm,
+    };
+    submit(EventKind::ProcessOomKill, &record);
+}
+
+/// `task`'s resident pages, [`PAGES_UNKNOWN`] when they cannot be read (no mm: a kernel
+/// thread, or one past exit_mm()).
+#[inline(always)]
+fn resident_pages(task: *const u8) -> u64 {
+    let Ok(mm) = read_field::<*const u8>(task, offset!(task_mm)) else {
+        return PAGES_UNKNOWN;
+    };
+    if mm.is_null() {
+        return PAGES_UNKNOWN;
+    }
+    let counter = |at: u32| {
+        unsafe { bpf_probe_read_kernel(mm.add(at as usize) as *const i64) }
+            .unwrap_or(0)
+            .max(0)
+    };
+    (counter(offset!(mm_rss_file)) + counter(offset!(mm_rss_anon)) + counter(offset!(mm_rss_shmem))) as u64
+}
