@@ -135,7 +135,7 @@ pub const fn block_op_label(op: u32) -> &'static str {
     if op == 0 { "read" } else { "write" }
 }
 
-/// Block requests of one target and direction on one CPU (`BLOCK_STATS`, by target id *
+/// Block requests of one target and direction (`BLOCK_STATS`, by target id *
 /// [`BLOCK_OPS`] + op): issue-to-completion time in log2 buckets, and bytes completed.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

@@ -21,10 +21,12 @@
 //! into a request another process's bio started (the request is its first bio's). A target's
 //! own page-cache misses, O_DIRECT and synchronous I/O are its own. Non-targets pay a
 //! `TARGET_OF` lookup per bio, and a lookup per issued request.
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
 use aya_ebpf::{
     helpers::bpf_ktime_get_ns,
     macros::{map, raw_tracepoint},
-    maps::{LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap},
     programs::RawTracePointContext,
 };
 use collector_common::{
@@ -51,8 +53,18 @@ static BIO_OWNERS: LruHashMap<u64, u32> = LruHashMap::with_max_entries(16384, 0)
 #[map]
 static BLOCK_REQUESTS: LruHashMap<u64, BlockRequest> = LruHashMap::with_max_entries(16384, 0);
 
+/// Not per-CPU: a request completes at most some hundred thousand times a second, in
+/// interrupt context on any CPU, and a per-CPU copy of a histogram per target and direction
+/// would take half a MiB of kernel memory per CPU; atomic adds instead (`BPF_XADD`, which
+/// Linux 5.10 has).
 #[map]
-pub static BLOCK_STATS: PerCpuArray<BlockStats> = PerCpuArray::with_max_entries(MAX_TARGETS * BLOCK_OPS, 0);
+pub static BLOCK_STATS: Array<BlockStats> = Array::with_max_entries(MAX_TARGETS * BLOCK_OPS, 0);
+
+/// `*counter += n` for every CPU at once; the result unused, so the plain `BPF_XADD`.
+#[inline(always)]
+fn add(counter: &mut u64, n: u64) {
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(counter, n) };
+}
 
 /// Linux 5.11+: `block_bio_queue(struct bio *bio)`.
 #[raw_tracepoint(tracepoint = "block_bio_queue")]
@@ -111,16 +123,16 @@ pub fn collector_rq_complete(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let stats = unsafe { &mut *stats };
-    stats.bytes += bytes;
+    add(&mut stats.bytes, bytes);
     let left = u64::from(read_field::<u32>(rq, offset!(request_data_len)).unwrap_or(0));
     if bytes < left {
         return 0; // a partial completion: the request goes on
     }
     let _ = BLOCK_REQUESTS.remove(&(rq as u64));
     let took = unsafe { bpf_ktime_get_ns() }.saturating_sub(request.issued_ns);
-    stats.sum_ns += took;
+    add(&mut stats.sum_ns, took);
     if let Some(n) = stats.buckets.get_mut(histogram::bucket_of(took)) {
-        *n += 1;
+        add(n, 1);
     }
     0
 }

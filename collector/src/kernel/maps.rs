@@ -55,7 +55,7 @@ pub struct KernelMaps {
     http_stats: PerCpuHashMap<MapData, HttpKey, HttpStats>,
     sched_stats: PerCpuArray<MapData, SchedStats>,
     fd_bytes: PerCpuArray<MapData, FdBytes>,
-    block_stats: PerCpuArray<MapData, BlockStats>,
+    block_stats: Array<MapData, BlockStats>,
     generation: TargetsGeneration,
 }
 
@@ -246,7 +246,7 @@ impl KernelMaps {
         }
         for op in 0..BLOCK_OPS {
             self.block_stats
-                .set(target.0 * BLOCK_OPS + op, per_cpu(BlockStats::ZERO)?, 0)
+                .set(target.0 * BLOCK_OPS + op, BlockStats::ZERO, 0)
                 .map_err(err(maps::BLOCK_STATS))?;
         }
         Ok(())
@@ -411,21 +411,11 @@ impl KernelMaps {
         }))
     }
 
-    /// `target`'s block requests of direction `op` (`BLOCK_OPS`), summed over CPUs.
+    /// `target`'s block requests of direction `op` (`BLOCK_OPS`).
     pub fn block_stats(&self, target: TargetId, op: u32) -> Result<BlockStats, KernelMapError> {
-        let values = self
-            .block_stats
+        self.block_stats
             .get(&(target.0 * BLOCK_OPS + op), 0)
-            .map_err(err(maps::BLOCK_STATS))?;
-        let mut total = BlockStats::ZERO;
-        for v in values.iter() {
-            total.bytes += v.bytes;
-            total.sum_ns += v.sum_ns;
-            for (a, b) in total.buckets.iter_mut().zip(v.buckets) {
-                *a += b;
-            }
-        }
-        Ok(total)
+            .map_err(err(maps::BLOCK_STATS))
     }
 
     /// Failed map updates in the kernel, per map.

@@ -422,6 +422,19 @@ pub(crate) mod tests {
                 nr: 35,
                 comm: comm("sleeper"),
             }),
+            Record::OomKill(OomRecord {
+                header: collector_common::events::EventHeader {
+                    kind: EventKind::ProcessOomKill as u32,
+                    size: 0,
+                    ktime_ns: 1,
+                    target: 1,
+                    pid: me,
+                },
+                pages: 16384,
+                tid: me,
+                _pad: 0,
+                comm: comm("hog"),
+            }),
         ]
     }
 
@@ -450,6 +463,10 @@ pub(crate) mod tests {
                 assert_eq!(event.metadata("syscall"), Some(&"nanosleep".into()));
                 assert_eq!(event.metadata("errno"), Some(&"EINTR".into()));
                 assert_eq!(event.measurement("duration"), Some(0.15));
+            }
+            if event.name == "process.oom_kill" {
+                assert_eq!(event.metadata("comm"), Some(&"hog".into()));
+                assert_eq!(event.measurement("pages"), Some(16384.0));
             }
             if event.name == "tcp.close" {
                 assert_eq!(event.metadata("close_reason"), Some(&"closed".into()));
