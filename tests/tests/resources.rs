@@ -160,9 +160,10 @@ fn a_fresh_process_counts_exactly_the_pages_it_touches_and_a_pinned_spinner_its_
     ]);
     w.run("sleeps 1");
     // A fresh child alone in a target of its own, counted from its first switch there (a
-    // sleep) to its exit: between them it touches its pages and nothing else new. The
-    // first child after the start may take one fault more (a page of the parent's first
-    // touched after that fork): it is the warm-up, not asserted.
+    // sleep) to its exit: its pages, plus a start-up baseline measured in the same run by a
+    // child that touches none (0 faults on 6.18, 1 on 5.10: its exit's first write to a
+    // page it shares with the parent). The first child after the start may take one fault
+    // more (a page of the parent's first touched after that fork): it is the warm-up.
     let fresh = |c: &Collector| {
         value(
             &c.metrics(),
@@ -175,10 +176,11 @@ fn a_fresh_process_counts_exactly_the_pages_it_touches_and_a_pinned_spinner_its_
         w.run(&format!("fork_touch_pages {} {k}", tree.root.display()));
         fresh(&c) - before
     };
-    let warm_up = faults(&mut parent, 1);
-    let (one, many) = (faults(&mut parent, 1), faults(&mut parent, 3000));
-    println!("fork_touch_pages: warm-up 1 page -> {warm_up}, then 1 page -> {one}, 3000 pages -> {many} minor faults");
-    assert_eq!((one, many), (1.0, 3000.0));
+    let warm_up = faults(&mut parent, 0);
+    let (base, many) = (faults(&mut parent, 0), faults(&mut parent, 3000));
+    println!("fork_touch_pages: warm-up -> {warm_up}, then 0 pages -> {base}, 3000 pages -> {many} minor faults");
+    assert!(base <= 1.0, "a start-up baseline of {base} faults");
+    assert_eq!(many - base, 3000.0);
 
     // A spinner alone on its CPU: on-CPU time within 5% of the wall time it spun.
     w.run("pin 1");
@@ -431,6 +433,8 @@ struct LoopDevice {
 
 impl LoopDevice {
     fn create(bytes: u64) -> Option<LoopDevice> {
+        // A guest of the kernel matrix has the driver as a module, not loaded.
+        let _ = Command::new("modprobe").arg("loop").status();
         let file = std::env::temp_dir().join(format!("collector-test-block-{}", std::process::id()));
         std::fs::File::create(&file).unwrap().set_len(bytes).unwrap();
         let out = Command::new("losetup")
