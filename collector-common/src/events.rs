@@ -148,8 +148,8 @@ pub struct SyscallRecord {
     pub comm: [u8; COMM_LEN],
 }
 
-/// `process.oom_kill`: the OOM killer chose a target process (`header.pid`) and sent it
-/// SIGKILL.
+/// `process.oom_kill`: the OOM killer marked a target process (`header.pid`) as its victim
+/// (sent it SIGKILL, or found it exiting).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct OomRecord {

@@ -332,6 +332,7 @@ pub mod maps {
     pub const SCHED_STATS: &str = "SCHED_STATS";
     pub const FD_BYTES: &str = "FD_BYTES";
     pub const BIO_OWNERS: &str = "BIO_OWNERS";
+    pub const OOM_CLAIMS: &str = "OOM_CLAIMS";
     pub const BLOCK_REQUESTS: &str = "BLOCK_REQUESTS";
     pub const BLOCK_STATS: &str = "BLOCK_STATS";
     /// Paths of requests waiting for their responses, kept while `http.request` events are
@@ -403,7 +404,7 @@ pub mod globals {
 mod pod {
     use super::{
         EntrySlot, ErrorKey, ExitClaim, KernelFeatures, KernelOffsets, SeriesRow, SyscallKey, SyscallStats,
-        sched::{BlockStats, FdBytes, SchedStats},
+        sched::{BlockStats, FdBytes, SchedStats, ThreadSched},
     };
     unsafe impl aya::Pod for EntrySlot {}
     unsafe impl aya::Pod for SeriesRow {}
@@ -416,4 +417,5 @@ mod pod {
     unsafe impl aya::Pod for SchedStats {}
     unsafe impl aya::Pod for FdBytes {}
     unsafe impl aya::Pod for BlockStats {}
+    unsafe impl aya::Pod for ThreadSched {}
 }

@@ -97,16 +97,6 @@ impl FdType {
         }
     }
 
-    /// From a `u32` the kernel computed (`FD_TYPE_OF_MODE`); `Other` for anything else.
-    pub const fn from_u32(v: u32) -> FdType {
-        match v {
-            0 => FdType::File,
-            1 => FdType::Socket,
-            2 => FdType::Pipe,
-            _ => FdType::Other,
-        }
-    }
-
     /// The `fd_type` label.
     pub const fn label(self) -> &'static str {
         match self {

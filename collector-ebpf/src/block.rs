@@ -7,8 +7,17 @@
 //! So (include/trace/events/block.h, block/blk-core.c, block/blk-mq.c):
 //!   block_bio_queue(struct bio *bio)   submit_bio_noacct_nocheck(), in the submitting task
 //!                                      (before 5.11: (struct request_queue *q, struct bio
-//!                                      *bio); the agent loads the program that fits):
-//!                                      a target's bio -> BIO_OWNERS[bio] = its target;
+//!                                      *bio); the agent loads the program that fits), once
+//!                                      per bio (BIO_TRACE_COMPLETION): a target's bio ->
+//!                                      BIO_OWNERS[bio] = its target; another's bio takes
+//!                                      out an entry left at its address by a target's bio
+//!                                      that was merged or stacked and never issued first;
+//!   block_split(struct bio *split, unsigned int new_sector)
+//!                                      block/blk-merge.c, in the submitting task: the front
+//!                                      part of a bio too large for the queue, a new bio that
+//!                                      block_bio_queue never sees (the rest keeps the
+//!                                      original's address and entry): it gets the entry too
+//!                                      (before 5.11: (q, split, new_sector));
 //!   block_rq_issue(struct request *rq) blk_mq_start_request(): the request's first bio
 //!                                      (rq->bio) names its owner -> BLOCK_REQUESTS[rq];
 //!   block_rq_complete(struct request *rq, blk_status_t error, unsigned int nr_bytes)
@@ -17,10 +26,11 @@
 //!                                      rq->__data_len) ends the request's time.
 //! What cannot be attributed, and is not counted: writeback of dirty page cache (submitted by
 //! the flusher threads, long after the target's write(), which the fd bytes count), journal
-//! and metadata I/O of filesystems, readahead a kernel thread issues, and the bios merged
-//! into a request another process's bio started (the request is its first bio's). A target's
-//! own page-cache misses, O_DIRECT and synchronous I/O are its own. Non-targets pay a
-//! `TARGET_OF` lookup per bio, and a lookup per issued request.
+//! and metadata I/O of filesystems, readahead a kernel thread issues, I/O a stacking driver
+//! (dm, md) resubmits from its own threads, and the bios merged into a request another
+//! process's bio started (the request is its first bio's). A target's own page-cache
+//! misses, O_DIRECT and synchronous I/O are its own. Non-targets pay a `TARGET_OF` lookup
+//! and a `BIO_OWNERS` lookup per bio, and a `BLOCK_REQUESTS` lookup per issued request.
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
@@ -69,21 +79,43 @@ fn add(counter: &mut u64, n: u64) {
 /// Linux 5.11+: `block_bio_queue(struct bio *bio)`.
 #[raw_tracepoint(tracepoint = "block_bio_queue")]
 pub fn collector_bio_queue(ctx: RawTracePointContext) -> i32 {
-    queued(ctx.arg(0));
+    submitted(ctx.arg(0));
     0
 }
 
 /// Before 5.11: `block_bio_queue(struct request_queue *q, struct bio *bio)`.
 #[raw_tracepoint(tracepoint = "block_bio_queue")]
 pub fn collector_bio_queue_q(ctx: RawTracePointContext) -> i32 {
-    queued(ctx.arg(1));
+    submitted(ctx.arg(1));
     0
 }
 
+/// Linux 5.11+: `block_split(struct bio *split, unsigned int new_sector)`.
+#[raw_tracepoint(tracepoint = "block_split")]
+pub fn collector_bio_split(ctx: RawTracePointContext) -> i32 {
+    submitted(ctx.arg(0));
+    0
+}
+
+/// Before 5.11: `block_split(struct request_queue *q, struct bio *split, unsigned int new_sector)`.
+#[raw_tracepoint(tracepoint = "block_split")]
+pub fn collector_bio_split_q(ctx: RawTracePointContext) -> i32 {
+    submitted(ctx.arg(1));
+    0
+}
+
+/// The current task submits `bio`: a target's is noted; any other's clears a stale note at
+/// its address (bios come from a slab, and an address is reused at once).
 #[inline(always)]
-fn queued(bio: u64) {
-    if let Some((target, _)) = target_of_current() {
-        let _ = BIO_OWNERS.insert(&bio, &target, 0);
+fn submitted(bio: u64) {
+    match target_of_current() {
+        Some((target, _)) => {
+            let _ = BIO_OWNERS.insert(&bio, &target, 0);
+        }
+        None if unsafe { BIO_OWNERS.get(&bio) }.is_some() => {
+            let _ = BIO_OWNERS.remove(&bio);
+        }
+        None => {}
     }
 }
 
@@ -94,6 +126,11 @@ pub fn collector_rq_issue(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let Some(&target) = (unsafe { BIO_OWNERS.get(&bio) }) else {
+        // Not a target's: a note left at this address by a target's request that never
+        // completed (requeued and freed) must not pass to this one.
+        if unsafe { BLOCK_REQUESTS.get(&(rq as u64)) }.is_some() {
+            let _ = BLOCK_REQUESTS.remove(&(rq as u64));
+        }
         return 0;
     };
     let _ = BIO_OWNERS.remove(&bio);

@@ -1,5 +1,6 @@
-//! OOM kills of target processes: one `process.oom_kill` record each, with the victim's pid,
-//! name and resident pages; `collector_oom_kills_total` is defined on the event.
+//! OOM kills of target processes: one `process.oom_kill` record per process the OOM killer
+//! chose, with its pid, name and resident pages; `collector_oom_kills_total` is defined on
+//! the event.
 //!
 //! Hook: oom:mark_victim (include/trace/events/oom.h), from mm/oom_kill.c:mark_oom_victim(),
 //! which __oom_kill_process() calls right after sending the victim SIGKILL, in the task
@@ -7,9 +8,12 @@
 //! within stable releases: TP_PROTO(int pid) at first, TP_PROTO(struct task_struct *task,
 //! uid_t uid) since 6.8 and in the stable kernels that took that change (5.10.265, 6.1.166
 //! and 6.12.19 have it); the agent loads the program that fits the BTF's
-//! `btf_trace_mark_victim`, as for sched_process_exit. It fires for every victim the OOM
-//! killer marks, for a cgroup's limit (memory.max) or the whole machine's; the kernel's
-//! oom_reaper frees the victim's memory after it.
+//! `btf_trace_mark_victim`, as for sched_process_exit. It fires for each thread the OOM
+//! killer marks (TIF_MEMDIE), for a cgroup's limit (memory.max) or the whole machine's:
+//! the victim it sent SIGKILL, other processes sharing its memory, and a task it found
+//! already exiting (which it marks instead of choosing another); each thread of a dying
+//! victim that allocates again is marked too. So a process is reported once
+//! (`OOM_CLAIMS`, by its identity), whichever of its threads is marked first.
 //!
 //! Resident pages: mm->rss_stat's MM_FILEPAGES, MM_ANONPAGES and MM_SHMEMPAGES
 //! (include/linux/mm_types_task.h), summed as the kernel's "Killed process" line sums them;
@@ -17,11 +21,14 @@
 //! in, as the kernel's own report reads it (get_mm_counter()).
 use aya_ebpf::{
     EbpfContext as _,
+    bindings::BPF_NOEXIST,
     helpers::{bpf_get_current_comm, bpf_get_current_task, bpf_ktime_get_ns, bpf_probe_read_kernel},
-    macros::raw_tracepoint,
+    macros::{map, raw_tracepoint},
+    maps::LruHashMap,
     programs::RawTracePointContext,
 };
 use collector_common::{
+    ExitClaim,
     events::{COMM_LEN, EventHeader, EventKind, OomRecord, PAGES_UNKNOWN},
     target_slot,
 };
@@ -31,6 +38,11 @@ use crate::{
     globals::{offset, read_field},
     maps::target_value,
 };
+
+/// Processes reported, by tgid and their leader's start time (a recycled pid is another
+/// process); least recently used evicted: a claim matters while its process dies.
+#[map]
+static OOM_CLAIMS: LruHashMap<ExitClaim, u8> = LruHashMap::with_max_entries(1024, 0);
 
 /// The task the OOM killer marked.
 #[raw_tracepoint(tracepoint = "mark_victim")]
@@ -43,7 +55,7 @@ pub fn collector_oom_victim(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let comm = read_field::<[u8; COMM_LEN]>(task, offset!(task_comm)).unwrap_or_default();
-    emit(tgid as u32, tid as u32, comm, resident_pages(task));
+    emit(task, tgid as u32, tid as u32, comm);
     0
 }
 
@@ -57,23 +69,28 @@ pub fn collector_oom_victim_pid(ctx: RawTracePointContext) -> i32 {
     let pid = ctx.arg::<u64>(0) as u32;
     if ctx.pid() == pid {
         let task = unsafe { bpf_get_current_task() } as *const u8;
-        emit(
-            ctx.tgid(),
-            pid,
-            bpf_get_current_comm().unwrap_or_default(),
-            resident_pages(task),
-        );
+        emit(task, ctx.tgid(), pid, bpf_get_current_comm().unwrap_or_default());
     } else {
-        emit(pid, pid, [0; COMM_LEN], PAGES_UNKNOWN);
+        emit(core::ptr::null(), pid, pid, [0; COMM_LEN]);
     }
     0
 }
 
+/// Reports process `tgid` once; `task` (null when unknown) gives its pages and identity.
 #[inline(always)]
-fn emit(tgid: u32, tid: u32, comm: [u8; COMM_LEN], pages: u64) {
+fn emit(task: *const u8, tgid: u32, tid: u32, comm: [u8; COMM_LEN]) {
     let target = target_slot(target_value(tgid));
     if target == 0 {
         return;
+    }
+    let leader = read_field::<*const u8>(task, offset!(task_group_leader)).unwrap_or(core::ptr::null());
+    let claim = ExitClaim {
+        tgid,
+        _pad: 0,
+        start_ns: read_field::<u64>(leader, offset!(task_start_time)).unwrap_or(0),
+    };
+    if OOM_CLAIMS.insert(&claim, &0, u64::from(BPF_NOEXIST)).is_err() {
+        return; // reported already
     }
     let record = OomRecord {
         header: EventHeader {
@@ -83,7 +100,7 @@ fn emit(tgid: u32, tid: u32, comm: [u8; COMM_LEN], pages: u64) {
             target,
             pid: tgid,
         },
-        pages,
+        pages: resident_pages(task),
         tid,
         _pad: 0,
         comm,
@@ -91,8 +108,8 @@ fn emit(tgid: u32, tid: u32, comm: [u8; COMM_LEN], pages: u64) {
     submit(EventKind::ProcessOomKill, &record);
 }
 
-/// `task`'s resident pages, [`PAGES_UNKNOWN`] when they cannot be read (no mm: a kernel
-/// thread, or one past exit_mm()).
+/// `task`'s resident pages, [`PAGES_UNKNOWN`] when they cannot be read (no task, or no mm:
+/// a kernel thread, or one past exit_mm()).
 #[inline(always)]
 fn resident_pages(task: *const u8) -> u64 {
     let Ok(mm) = read_field::<*const u8>(task, offset!(task_mm)) else {

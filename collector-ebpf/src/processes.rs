@@ -120,6 +120,7 @@ pub fn collector_exec(ctx: RawTracePointContext) -> i32 {
         // its execve() entry, must be found under the new one (whatever its target now, so
         // that the slot still goes back at its exit).
         rename_entry_of(old_pid as u32, pid);
+        sched::renamed(old_pid as u32, pid);
     }
     let Some((target, _)) = target_of_current() else {
         return 0;
@@ -178,9 +179,9 @@ fn on_exit(ctx: &RawTracePointContext, group_dead: impl Fn(&RawTracePointContext
     release_entry_of(ctx.pid());
     let tgid = ctx.tgid();
     let value = target_value(tgid);
-    if target_slot(value) == 0 {
-        sched::forget(ctx.pid());
-    }
+    // Before the group's exit takes its TARGET_OF entry, with which the thread's last
+    // switch would find its counters.
+    sched::exited(ctx.arg(0), ctx.pid(), target_slot(value));
     if value == 0 {
         return 0;
     }

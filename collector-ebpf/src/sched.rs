@@ -32,10 +32,14 @@
 //!
 //! Hook: sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next, ...)
 //! (include/trace/events/sched.h), from __schedule() before context_switch(): `prev` is still
-//! `current`. A dying thread's last switch has `prev` in TASK_DEAD (kernel/exit.c:
-//! do_task_dead()): after everything it did, so its counts end there, and so does its
-//! `SCHED_THREADS` entry. Called by `processes.rs`'s program (one program per switch, not
-//! two), behind `SWITCH_SCHED`.
+//! `current`. Called by `processes.rs`'s program (one program per switch, not two), behind
+//! `SWITCH_SCHED`. A thread's counts end at `sched_process_exit` (kernel/exit.c: do_exit()),
+//! which adds what they grew by since its last switch and deletes its `SCHED_THREADS`
+//! entry, whatever its target then: its last switch (TASK_DEAD, in do_task_dead()) comes
+//! after the group's exit deleted its `TARGET_OF` entry, so that switch could not find the
+//! entry of a thread whose process had left (or whose switch missed the cache). What the
+//! thread does between the two (exit_mm(), exit_files(), the last switch) is not counted:
+//! microseconds, a switch, no fault.
 //!
 //! A thread's first switch-out as a target only takes its counters as the starting point,
 //! unless it was forked by a target (`born`), whose starting point is its counters at fork:
@@ -87,20 +91,16 @@ pub fn switched_out(ctx: &RawTracePointContext) {
     let Some(now) = read(prev, target) else {
         return;
     };
-    let dead = read_field::<u32>(prev, offset!(task_state)).is_ok_and(|s| s & TASK_DEAD != 0);
     match SCHED_THREADS.get_ptr_mut(&tid) {
         Some(last) => {
             let last = unsafe { &mut *last };
             if last.target == target {
                 add(target, last, &now);
             }
-            if dead {
-                let _ = SCHED_THREADS.remove(&tid);
-            } else {
-                *last = now;
-            }
+            *last = now;
         }
-        None if !dead => keep(tid, &now),
+        // Not the last switch of a thread whose exit took its entry.
+        None if read_field::<u32>(prev, offset!(task_state)).is_ok_and(|s| s & TASK_DEAD == 0) => keep(tid, &now),
         None => {}
     }
 }
@@ -117,12 +117,32 @@ pub fn born(child: *const u8, tid: u32, target: u32) {
     }
 }
 
-/// Thread `tid` of a process that is no target exits: an entry it kept from when it was one
-/// goes (a target thread's goes at its last switch, which comes after this).
+/// Thread `tid` (`task`, current) exits, its process now in `target` (0: none): what its
+/// counters grew by since its last switch goes to its target if it is still the one it was
+/// read under, and its entry goes. One lookup for every thread that exits on the host.
 #[inline(always)]
-pub fn forget(tid: u32) {
-    if switched_on(SWITCH_SCHED) && unsafe { SCHED_THREADS.get(&tid) }.is_some() {
-        let _ = SCHED_THREADS.remove(&tid);
+pub fn exited(task: *const u8, tid: u32, target: u32) {
+    let Some(last) = (unsafe { SCHED_THREADS.get(&tid) }) else {
+        return;
+    };
+    if target != 0
+        && last.target == target
+        && let Some(now) = read(task, target)
+    {
+        add(target, last, &now);
+    }
+    let _ = SCHED_THREADS.remove(&tid);
+}
+
+/// A non-leader thread exec'd and took the leader's pid (`old_tid` -> `tid`): its counters
+/// go on under the new one (the leader's entry went at its exit).
+#[inline(always)]
+pub fn renamed(old_tid: u32, tid: u32) {
+    let Some(&last) = (unsafe { SCHED_THREADS.get(&old_tid) }) else {
+        return;
+    };
+    if SCHED_THREADS.remove(&old_tid).is_ok() {
+        keep(tid, &last);
     }
 }
 
@@ -161,12 +181,14 @@ fn add(target: u32, last: &ThreadSched, now: &ThreadSched) {
     stats.involuntary += now.involuntary.wrapping_sub(last.involuntary);
     stats.minor_faults += now.minor_faults.wrapping_sub(last.minor_faults);
     stats.major_faults += now.major_faults.wrapping_sub(last.major_faults);
+    // The total always (a wait cut short by a dequeue adds to run_delay without ending in an
+    // arrival: kernel/sched/stats.h sched_info_dequeue()), so that the sum is /proc's.
+    let waited = now.run_delay_ns.wrapping_sub(last.run_delay_ns);
+    stats.runqueue_sum_ns += waited;
     let waits = now.arrivals.wrapping_sub(last.arrivals);
     if waits == 0 {
         return;
     }
-    let waited = now.run_delay_ns.wrapping_sub(last.run_delay_ns);
-    stats.runqueue_sum_ns += waited;
     // One wait per switch-out; several only when switches went unseen (then their mean).
     let bucket = histogram::bucket_of(waited / waits);
     if let Some(n) = stats.runqueue_buckets.get_mut(bucket) {

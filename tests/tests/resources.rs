@@ -10,6 +10,7 @@ use std::{
     io::{BufRead as _, BufReader},
     path::PathBuf,
     process::{Command, Stdio},
+    sync::{Mutex, MutexGuard, PoisonError},
     time::Duration,
 };
 
@@ -17,6 +18,13 @@ use tests::{
     CgroupTree, Collector, Metrics, Workload, cgroup2_mount, eventually, have_tool, move_to_cgroup, privileged,
     sink_events, sink_path, skip, value,
 };
+
+/// The tests here pin spinners to CPU 1 and time them, so they run one at a time (libtest
+/// runs a file's tests on parallel threads).
+fn one_at_a_time() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// A single-threaded process's counters, as /proc shows them.
 #[derive(Debug, Clone, Copy)]
@@ -111,6 +119,7 @@ fn counted(c: &Collector, w: &mut Workload, target: &str, commands: &[&str]) -> 
 
 #[test]
 fn switches_faults_cpu_time_and_waits_equal_the_kernels_own_counts() {
+    let _serial = one_at_a_time();
     if !privileged() {
         return;
     }
@@ -143,6 +152,7 @@ fn switches_faults_cpu_time_and_waits_equal_the_kernels_own_counts() {
 
 #[test]
 fn a_fresh_process_counts_exactly_the_pages_it_touches_and_a_pinned_spinner_its_time() {
+    let _serial = one_at_a_time();
     if !privileged() {
         return;
     }
@@ -159,11 +169,11 @@ fn a_fresh_process_counts_exactly_the_pages_it_touches_and_a_pinned_spinner_its_
         &format!("fresh={}", tree.root.display()),
     ]);
     w.run("sleeps 1");
-    // A fresh child alone in a target of its own, counted from its first switch there (a
-    // sleep) to its exit: its pages, plus a start-up baseline measured in the same run by a
-    // child that touches none (0 faults on 6.18, 1 on 5.10: its exit's first write to a
-    // page it shares with the parent). The first child after the start may take one fault
-    // more (a page of the parent's first touched after that fork): it is the warm-up.
+    // A fresh child alone in a target of its own, counted from its first switch there to
+    // its exit: its pages, plus a start-up baseline measured in the same run by a child
+    // that touches none (the pages it first writes after that switch; 0 here). The first
+    // child after the start may take a fault more (a page of the parent's first touched
+    // after that fork): it is the warm-up.
     let fresh = |c: &Collector| {
         value(
             &c.metrics(),
@@ -221,6 +231,7 @@ fn median_index(counts: &[u64]) -> usize {
 
 #[test]
 fn runqueue_latency_agrees_with_runqlat() {
+    let _serial = one_at_a_time();
     if !privileged() || !have_tool("runqlat", "libbpf-tools") {
         return;
     }
@@ -290,6 +301,7 @@ fn runqueue_latency_agrees_with_runqlat() {
 
 #[test]
 fn file_bytes_are_counted_exactly_and_socket_bytes_under_socket() {
+    let _serial = one_at_a_time();
     if !privileged() {
         return;
     }
@@ -381,6 +393,7 @@ impl Drop for MemoryLimited {
 
 #[test]
 fn a_target_past_its_cgroups_memory_limit_is_one_oom_kill_naming_it() {
+    let _serial = one_at_a_time();
     if !privileged() {
         return;
     }
@@ -464,6 +477,7 @@ impl Drop for LoopDevice {
 
 #[test]
 fn direct_block_io_of_a_target_counts_its_bytes_exactly() {
+    let _serial = one_at_a_time();
     if !privileged() || !have_tool("losetup", "mount") {
         return;
     }

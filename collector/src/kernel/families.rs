@@ -420,12 +420,14 @@ pub const OOM: Family = Family {
         }),
         via: Via::Attach,
     }],
-    maps: &[maps::TARGET_OF, maps::EVENTS, maps::EVENT_DROPS],
+    maps: &[maps::TARGET_OF, maps::EVENTS, maps::EVENT_DROPS, maps::OOM_CLAIMS],
     fields: &[
         field!(task_pid: "task_struct"."pid"),
         field!(task_tgid: "task_struct"."tgid"),
         field!(task_comm: "task_struct"."comm"),
         field!(task_mm: "task_struct"."mm"),
+        field!(task_group_leader: "task_struct"."group_leader"),
+        field!(task_start_time: "task_struct"."start_time"),
         // include/linux/mm_types_task.h: MM_FILEPAGES 0, MM_ANONPAGES 1, MM_SHMEMPAGES 3.
         field!(mm_rss_file: "mm_struct"."rss_stat[0].count" | "rss_stat.count[0]"),
         field!(mm_rss_anon: "mm_struct"."rss_stat[1].count" | "rss_stat.count[1]"),
@@ -448,10 +450,22 @@ pub const BLOCK: Family = Family {
             name: "block_bio_queue",
             program: "collector_bio_queue_q",
             tracepoint: "block_bio_queue",
-            // `(q, bio)` before 5.11, `(bio)` since: the program reading only its first.
+            // `(q, bio)` before 5.11, `(bio)` since: there the program reading its first
+            // (`older` picks by fewer arguments, whichever release came first).
             older: Some(Older {
                 below_args: 2,
                 program: "collector_bio_queue",
+            }),
+            via: Via::Attach,
+        },
+        Probe {
+            name: "block_split",
+            program: "collector_bio_split_q",
+            tracepoint: "block_split",
+            // `(q, split, new_sector)` before 5.11, `(split, new_sector)` since.
+            older: Some(Older {
+                below_args: 3,
+                program: "collector_bio_split",
             }),
             via: Via::Attach,
         },

@@ -11,7 +11,7 @@ use collector_common::{
     events::{EventKind, TargetCounts},
     http::{HttpConn, HttpKey, HttpStats},
     maps,
-    sched::{BLOCK_OPS, BlockStats, FD_TYPES, FdBytes, FdType, SchedStats},
+    sched::{BLOCK_OPS, BlockStats, FD_TYPES, FdBytes, FdType, SchedStats, ThreadSched},
     sockets::{Connection, SocketBytes, SocketBytesKey, TcpCounts},
 };
 
@@ -54,6 +54,7 @@ pub struct KernelMaps {
     http_conns: HashMap<MapData, u64, HttpConn>,
     http_stats: PerCpuHashMap<MapData, HttpKey, HttpStats>,
     sched_stats: PerCpuArray<MapData, SchedStats>,
+    sched_threads: HashMap<MapData, u32, ThreadSched>,
     fd_bytes: PerCpuArray<MapData, FdBytes>,
     block_stats: Array<MapData, BlockStats>,
     generation: TargetsGeneration,
@@ -143,6 +144,7 @@ impl KernelMaps {
             http_conns: take(ebpf, maps::HTTP_CONNS)?,
             http_stats: take(ebpf, maps::HTTP_STATS)?,
             sched_stats: take(ebpf, maps::SCHED_STATS)?,
+            sched_threads: take(ebpf, maps::SCHED_THREADS)?,
             fd_bytes: take(ebpf, maps::FD_BYTES)?,
             block_stats: take(ebpf, maps::BLOCK_STATS)?,
             generation: take_generation(ebpf)?,
@@ -224,8 +226,11 @@ impl KernelMaps {
         for (pid, _) in self.members(target) {
             self.set_target(pid, None)?;
         }
-        remove_connections(&mut self.sockets, |c| c.target == slot);
-        remove_connections(&mut self.http_conns, |c| c.target == slot);
+        remove_values_where(&mut self.sockets, |c| c.target == slot);
+        remove_values_where(&mut self.http_conns, |c| c.target == slot);
+        // Threads still alive under the id (moved out, not yet exited) must not add to the
+        // target that reuses it.
+        remove_values_where(&mut self.sched_threads, |t| t.target == slot);
         self.forget_syscall_series(target)?;
         remove_where(&mut self.syscall_errors, |k| k.target == slot);
         remove_where(&mut self.socket_bytes, |k| k.target == slot);
@@ -445,17 +450,17 @@ fn membership(value: u32) -> Option<(TargetId, Membership)> {
     TargetId::from_slot(collector_common::target_slot(value)).map(|t| (t, how))
 }
 
-/// Deletes the connections (keyed by `struct sock` address) whose value matches, as
-/// `remove_where` does.
-fn remove_connections<V: aya::Pod>(map: &mut HashMap<MapData, u64, V>, matches: impl Fn(&V) -> bool) {
-    let keys: Vec<u64> = map
+/// Deletes the entries of a hash keyed by address or tid (connections, threads) whose
+/// value matches, as `remove_where` does.
+fn remove_values_where<K: aya::Pod, V: aya::Pod>(map: &mut HashMap<MapData, K, V>, matches: impl Fn(&V) -> bool) {
+    let keys: Vec<K> = map
         .iter()
         .flatten()
         .filter(|(_, v)| matches(v))
-        .map(|(sk, _)| sk)
+        .map(|(k, _)| k)
         .collect();
-    for sk in keys {
-        let _ = map.remove(&sk);
+    for k in keys {
+        let _ = map.remove(&k);
     }
 }
 

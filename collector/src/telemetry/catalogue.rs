@@ -154,7 +154,7 @@ pub const EVENTS: &[EventSpec] = &[
         shared: HTTP,
         own: &["method", "path", "status_code", "route"],
     },
-    // the OOM killer chose a target process and sent it SIGKILL (`pages`: its resident
+    // the OOM killer marked a target process as its victim, once per process (`pages`: its resident
     // pages, absent where the kernel passes only its pid and it was not the task that ran
     // out; `tid`: the thread marked)
     EventSpec {

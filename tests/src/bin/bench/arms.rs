@@ -15,8 +15,12 @@ pub enum Arm {
     Bare,
     /// (b) empty programs on sys_enter and sys_exit
     Floor,
+    /// (bs) empty programs on sys_enter, sys_exit and sched_switch
+    FloorSwitch,
     /// (c) collector running, the looping process not a target
     CollectorOther,
+    /// (cn) as (c), with the sched family disabled
+    OtherNoSched,
     /// (d) collector, the looping process a PID target
     CollectorTarget,
     /// (e) collector, the looping process in a cgroup target
@@ -34,6 +38,8 @@ pub enum Arm {
     Bpftrace,
     /// (g) libbpf-tools syscount -L -p PID
     Syscount,
+    /// (r) libbpf-tools runqlat -p PID
+    Runqlat,
 }
 
 impl Arm {
@@ -53,7 +59,9 @@ impl Arm {
         match self {
             Arm::Bare => "(a) nothing attached",
             Arm::Floor => "(b) floor: empty sys_enter+sys_exit programs",
+            Arm::FloorSwitch => "(bs) floor: empty sys_enter+sys_exit+sched_switch programs",
             Arm::CollectorOther => "(c) collector, process not a target",
+            Arm::OtherNoSched => "(cn) as (c), with --disable-family sched",
             Arm::CollectorTarget => "(d) collector, process a PID target",
             Arm::CollectorCgroup => "(e) collector, process in a cgroup target",
             Arm::TargetSlowSyscall => "(ds) as (d), with --slow-syscall 10ms",
@@ -62,6 +70,7 @@ impl Arm {
             Arm::BaselineTarget => "(d') baseline collector, process a PID target",
             Arm::Bpftrace => "(f) bpftrace latency histogram for the pid",
             Arm::Syscount => "(g) libbpf-tools syscount -L -p PID",
+            Arm::Runqlat => "(r) libbpf-tools runqlat -p PID",
         }
     }
 
@@ -70,6 +79,7 @@ impl Arm {
         matches!(
             self,
             Arm::CollectorOther
+                | Arm::OtherNoSched
                 | Arm::CollectorTarget
                 | Arm::CollectorCgroup
                 | Arm::TargetSlowSyscall
@@ -92,7 +102,9 @@ impl Arm {
         match self {
             Arm::Bare => "a",
             Arm::Floor => "b",
+            Arm::FloorSwitch => "bs",
             Arm::CollectorOther => "c",
+            Arm::OtherNoSched => "cn",
             Arm::CollectorTarget => "d",
             Arm::CollectorCgroup => "e",
             Arm::TargetSlowSyscall => "ds",
@@ -101,6 +113,7 @@ impl Arm {
             Arm::BaselineTarget => "d'",
             Arm::Bpftrace => "f",
             Arm::Syscount => "g",
+            Arm::Runqlat => "r",
         }
     }
 }
@@ -134,8 +147,8 @@ pub fn run_arm(arm: Arm, workload: &str, calls: u64, baseline: Option<&Path>, ac
             counted: None,
             programs: Vec::new(),
         },
-        Arm::Floor => {
-            let _floor = Floor::attach();
+        Arm::Floor | Arm::FloorSwitch => {
+            let _floor = Floor::attach(arm == Arm::FloorSwitch);
             Run {
                 ns_per_call: time(&mut w),
                 counted: None,
@@ -143,6 +156,7 @@ pub fn run_arm(arm: Arm, workload: &str, calls: u64, baseline: Option<&Path>, ac
             }
         }
         Arm::CollectorOther
+        | Arm::OtherNoSched
         | Arm::CollectorTarget
         | Arm::CollectorCgroup
         | Arm::TargetSlowSyscall
@@ -171,6 +185,9 @@ pub fn run_arm(arm: Arm, workload: &str, calls: u64, baseline: Option<&Path>, ac
             };
             let receiver = (arm == Arm::TargetOtlp).then(OtlpReceiver::start);
             let mut args: Vec<String> = target.to_vec();
+            if arm == Arm::OtherNoSched {
+                args.extend(["--disable-family".into(), "sched".into()]);
+            }
             if matches!(arm, Arm::TargetSlowSyscall | Arm::TargetOtlp) {
                 args.extend(["--slow-syscall".into(), "10ms".into()]);
             }
@@ -186,7 +203,8 @@ pub fn run_arm(arm: Arm, workload: &str, calls: u64, baseline: Option<&Path>, ac
             let programs_before = accounting.then(|| Snapshot::of(c.pid()));
             let ns_per_call = timed(&mut w);
             let programs = programs_before.map_or_else(Vec::new, |b| b.per_call(&Snapshot::of(c.pid()), calls));
-            let counted = (!matches!(arm, Arm::CollectorOther | Arm::BaselineOther) && counts_getppid)
+            let counted = (!matches!(arm, Arm::CollectorOther | Arm::OtherNoSched | Arm::BaselineOther)
+                && counts_getppid)
                 .then(|| getppid_count(&c) - before - warmup_calls);
             drop(c);
             drop(cgroup);
@@ -196,11 +214,11 @@ pub fn run_arm(arm: Arm, workload: &str, calls: u64, baseline: Option<&Path>, ac
                 programs,
             }
         }
-        Arm::Bpftrace | Arm::Syscount => {
-            let tool = if arm == Arm::Bpftrace {
-                Tool::Bpftrace
-            } else {
-                Tool::Syscount
+        Arm::Bpftrace | Arm::Syscount | Arm::Runqlat => {
+            let tool = match arm {
+                Arm::Bpftrace => Tool::Bpftrace,
+                Arm::Syscount => Tool::Syscount,
+                _ => Tool::Runqlat,
             };
             let peer = Peer::start(tool, w.pid);
             let ns_per_call = time(&mut w);

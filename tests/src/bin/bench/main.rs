@@ -45,6 +45,7 @@ pub struct Config {
     getppid_calls: u64,
     pread_calls: u64,
     pingpong_round_trips: u64,
+    fault_pages: u64,
 }
 
 impl Config {
@@ -70,6 +71,7 @@ impl Config {
                 getppid_calls: 200_000,
                 pread_calls: 50_000,
                 pingpong_round_trips: 10_000,
+                fault_pages: 20_480,
             }
         } else {
             Config {
@@ -80,6 +82,7 @@ impl Config {
                 getppid_calls: 2_000_000,
                 pread_calls: 500_000,
                 pingpong_round_trips: 100_000,
+                fault_pages: 204_800,
             }
         }
     }
@@ -134,14 +137,33 @@ fn main() {
         &[Arm::Bare, Arm::Floor, Arm::CollectorOther, Arm::CollectorTarget],
         &UDP_SEND_RATIOS,
     );
-    // Context switches: each syscall after one looks its caller's target up (TARGET_OF, and
-    // for a target its ENTRY slot in THREAD_SLOTS), which a loop that never blocks skips.
+    // Context switches (what `perf bench sched pipe` does, in the workload so that an arm
+    // can target it): each syscall after one looks its caller's target up (TARGET_OF, and
+    // for a target its ENTRY slot in THREAD_SLOTS), which a loop that never blocks skips;
+    // each switch runs sched_switch, which reads a target's counters (the sched family).
     let pingpong = syscall_cost(
         &config,
         "pingpong",
         config.pingpong_round_trips,
-        &[Arm::Bare, Arm::Floor, Arm::CollectorOther, Arm::CollectorTarget],
+        &[
+            Arm::Bare,
+            Arm::Floor,
+            Arm::FloorSwitch,
+            Arm::OtherNoSched,
+            Arm::CollectorOther,
+            Arm::CollectorTarget,
+            Arm::Runqlat,
+        ],
         &PINGPONG_RATIOS,
+    );
+    // Page faults: no program of the collector runs on one (the sched family reads the
+    // fault counters at context switches); the loop's mmap/munmap calls are syscalls.
+    let faults = syscall_cost(
+        &config,
+        "faults",
+        config.fault_pages,
+        &[Arm::Bare, Arm::OtherNoSched, Arm::CollectorOther, Arm::CollectorTarget],
+        &[],
     );
     let events = events::event_throughput(&config);
     let scrape = scrape::scrape_cost(&config);
@@ -163,6 +185,7 @@ fn main() {
         pread_cost: pread,
         udp_send_cost: udp,
         pingpong_cost: pingpong,
+        faults_cost: faults,
         events,
         scrape,
         idle,

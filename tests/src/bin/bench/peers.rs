@@ -13,9 +13,14 @@ use crate::process::AGENT_CPU;
 pub struct Floor(#[allow(dead_code)] aya::Ebpf);
 
 impl Floor {
-    pub fn attach() -> Floor {
+    /// On sys_enter and sys_exit, and with `switch` on sched_switch too.
+    pub fn attach(switch: bool) -> Floor {
         let mut ebpf = aya::Ebpf::load(collector::kernel::probes::OBJECT).expect("load the eBPF object");
-        for (name, tp) in [("bench_floor_enter", "sys_enter"), ("bench_floor_exit", "sys_exit")] {
+        let mut programs = vec![("bench_floor_enter", "sys_enter"), ("bench_floor_exit", "sys_exit")];
+        if switch {
+            programs.push(("bench_floor_switch", "sched_switch"));
+        }
+        for (name, tp) in programs {
             let prog: &mut aya::programs::RawTracePoint = ebpf.program_mut(name).unwrap().try_into().unwrap();
             prog.load().unwrap();
             prog.attach(tp).unwrap();
@@ -31,6 +36,9 @@ pub enum Tool {
     Bpftrace,
     /// libbpf-tools `syscount -L -p PID` (per-syscall counts and total latency).
     Syscount,
+    /// libbpf-tools `runqlat -p PID` (a run-queue latency histogram; its programs run on
+    /// every wakeup and context switch of the host).
+    Runqlat,
 }
 
 /// A peer tool, pinned to the agent's CPU, started and waited for until it prints its
@@ -57,6 +65,7 @@ impl Peer {
                 vec!["-L".to_owned(), "-p".to_owned(), pid.to_string()],
                 "Tracing syscalls",
             ),
+            Tool::Runqlat => ("runqlat", vec!["-p".to_owned(), pid.to_string()], "Tracing run queue"),
         };
         // stdbuf: the tools' stdio buffers a pipe, which would hide the ready line.
         let mut child = Command::new("taskset")
@@ -98,6 +107,7 @@ impl Peer {
         match self.tool {
             Tool::Bpftrace => bpftrace_hist_total(&output, &format!("@ns[{}]:", libc::SYS_getppid)),
             Tool::Syscount => last_number_after(&output, "getppid"),
+            Tool::Runqlat => None,
         }
     }
 }

@@ -18,6 +18,7 @@ pub struct Report {
     pub pread_cost: SyscallCost,
     pub udp_send_cost: SyscallCost,
     pub pingpong_cost: SyscallCost,
+    pub faults_cost: SyscallCost,
     pub events: Events,
     pub scrape: Vec<Scrape>,
     pub idle: Idle,
@@ -92,6 +93,10 @@ impl Report {
         md += &syscall_cost(
             "A. Context switches: one-byte pipe round trips with a partner on the same CPU",
             &self.pingpong_cost,
+        );
+        md += &syscall_cost(
+            "A. Page faults: fresh anonymous pages touched in 4 MiB mappings (ns per fault)",
+            &self.faults_cost,
         );
         md += &events(&self.events);
         md += &scrape(&self.scrape);

@@ -51,10 +51,15 @@ pub fn fault_loop(n: u64) {
 }
 
 /// In a fresh child: into `cgroup` (a target of its own), one sleep (so the collector has
-/// seen it leave a CPU as a target), then `touch_pages(k)`.
+/// seen it leave a CPU as a target), then `touch_pages(k)`. The sleep runs once before the
+/// move too: the first switch in the target may come anywhere from the move on, and the
+/// pages the path after it writes (its stack, shared with the parent until then) are then
+/// written already.
 pub fn touch_pages_alone(cgroup: &str, k: u64) {
-    std::fs::write(format!("{cgroup}/cgroup.procs"), std::process::id().to_string())
-        .unwrap_or_else(|e| panic!("cannot join {cgroup}: {e}"));
+    let procs = format!("{cgroup}/cgroup.procs");
+    let pid = std::process::id().to_string();
+    sleeps(1);
+    std::fs::write(&procs, &pid).unwrap_or_else(|e| panic!("cannot join {cgroup}: {e}"));
     sleeps(1);
     touch_pages(k);
 }
