@@ -26,6 +26,8 @@ pub struct ThreadSched {
     /// task->min_flt, task->maj_flt: page faults served without and with I/O.
     pub minor_faults: u64,
     pub major_faults: u64,
+    /// `bpf_ktime_get_ns()` when these were read.
+    pub at_ns: u64,
 }
 
 /// One target's scheduler and fault aggregate on one CPU (`SCHED_STATS`, by target id).
@@ -37,6 +39,9 @@ pub struct SchedStats {
     pub involuntary: u64,
     pub minor_faults: u64,
     pub major_faults: u64,
+    /// Off a CPU and not runnable: the time between two readings neither on a CPU nor
+    /// waiting for one (sleeping, blocked on I/O or a lock).
+    pub blocked_ns: u64,
     /// Run-queue waits: their total, and how many fell in each log2 bucket
     /// ([`histogram::bucket_of`], as the syscall latencies).
     pub runqueue_sum_ns: u64,
@@ -50,6 +55,7 @@ impl SchedStats {
         involuntary: 0,
         minor_faults: 0,
         major_faults: 0,
+        blocked_ns: 0,
         runqueue_sum_ns: 0,
         runqueue_buckets: [0; histogram::BUCKETS],
     };

@@ -212,20 +212,30 @@ pub fn forget_current_task() {
     }
 }
 
-/// The target slot of thread `tid`, which is running on this CPU (of process `tgid`): this
-/// CPU's [`CURRENT`] entry when it names the thread and is of the generation now (the
-/// thread made a syscall since it came to this CPU, and no target changed since), else a
-/// `TARGET_OF` lookup.
+/// The target slot and tid of the thread running on this CPU (leaving it, at a context
+/// switch), `None` when it is no target. This CPU's [`CURRENT`] entry answers when it is of
+/// the generation now: the running thread made a syscall since it came to this CPU and no
+/// target changed since. A cached "no target" is taken without a helper call (the cost
+/// every switch of the host pays); a target is checked against the caller's tid, and
+/// anything else is a `TARGET_OF` lookup. Were the entry another thread's (a switch the
+/// programs did not see), a target thread would be passed over once, which costs nothing
+/// where the caller keeps its readings per thread (`sched.rs`): the next one finds them.
 #[inline(always)]
-pub fn target_of_running(tid: u32, tgid: u32) -> u32 {
-    if let Some(cached) = CURRENT.get(0)
-        && cached.regs != 0
-        && cached.tid == tid
-        && cached.generation == targets_generation()
-    {
-        return cached.target;
+pub fn target_of_running() -> Option<(u32, u32)> {
+    let cached = CURRENT
+        .get(0)
+        .filter(|c| c.regs != 0 && c.generation == targets_generation());
+    if cached.is_some_and(|c| c.target == 0) {
+        return None;
     }
-    target_slot(target_value(tgid))
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let target = match cached {
+        Some(c) if c.tid == tid => c.target,
+        _ => target_slot(target_value((pid_tgid >> 32) as u32)),
+    };
+    // tid 0: the idle task, whose switches are most of an idle host's.
+    (target != 0 && tid != 0).then_some((target, tid))
 }
 
 /// The current process's target slot and id, if it is a target: one helper call and a

@@ -19,7 +19,11 @@
 //!                         mm_account_fault()).
 //! Each switch-out ends exactly one arrival (the one that put the thread on this CPU), so the
 //! run_delay difference is that one wait, which goes into a log2 bucket as the syscall
-//! latencies do. This needs CONFIG_SCHED_INFO (`sched_info` is in BTF only then); before
+//! latencies do. Off-CPU time by reason follows: runnable (waiting for a CPU, after a
+//! wakeup or a preemption) is run_delay; blocked (sleeping, waiting for I/O or a lock) is
+//! the rest of the wall time between two readings, less the time on a CPU and the waits
+//! (so it also holds interrupt and hypervisor steal time where the kernel keeps those out
+//! of sum_exec_runtime: CONFIG_IRQ_TIME_ACCOUNTING, CONFIG_PARAVIRT_TIME_ACCOUNTING). This needs CONFIG_SCHED_INFO (`sched_info` is in BTF only then); before
 //! Linux 5.14 its accounting also needs `sched_info_on()` (CONFIG_SCHEDSTATS, or delay
 //! accounting, which those kernels enable by default).
 //!
@@ -45,7 +49,7 @@
 //! unless it was forked by a target (`born`), whose starting point is its counters at fork:
 //! so a new process is counted from its first instruction.
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
+    helpers::bpf_ktime_get_ns,
     macros::map,
     maps::{HashMap, PerCpuArray},
     programs::RawTracePointContext,
@@ -78,15 +82,9 @@ pub fn switched_out(ctx: &RawTracePointContext) {
     if !switched_on(SWITCH_SCHED) {
         return;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    if tid == 0 {
-        return; // the idle task
-    }
-    let target = target_of_running(tid, (pid_tgid >> 32) as u32);
-    if target == 0 {
+    let Some((target, tid)) = target_of_running() else {
         return;
-    }
+    };
     let prev: *const u8 = ctx.arg(1);
     let Some(now) = read(prev, target) else {
         return;
@@ -166,6 +164,7 @@ fn read(task: *const u8, target: u32) -> Option<ThreadSched> {
         involuntary: read_field(task, offset!(task_nivcsw)).ok()?,
         minor_faults: read_field(task, offset!(task_min_flt)).ok()?,
         major_faults: read_field(task, offset!(task_maj_flt)).ok()?,
+        at_ns: unsafe { bpf_ktime_get_ns() },
     })
 }
 
@@ -185,6 +184,12 @@ fn add(target: u32, last: &ThreadSched, now: &ThreadSched) {
     // arrival: kernel/sched/stats.h sched_info_dequeue()), so that the sum is /proc's.
     let waited = now.run_delay_ns.wrapping_sub(last.run_delay_ns);
     stats.runqueue_sum_ns += waited;
+    // The rest of the time between the readings: off a CPU and not runnable.
+    let ran = now.runtime_ns.wrapping_sub(last.runtime_ns);
+    let between = now.at_ns.wrapping_sub(last.at_ns);
+    if between > ran + waited {
+        stats.blocked_ns += between - ran - waited;
+    }
     let waits = now.arrivals.wrapping_sub(last.arrivals);
     if waits == 0 {
         return;

@@ -36,6 +36,8 @@ struct Counted {
     cpu_seconds: f64,
     runqueue_seconds: f64,
     runqueue_waits: f64,
+    /// Only the collector says it (/proc has no such counter): 0 from /proc.
+    blocked_seconds: f64,
 }
 
 impl Counted {
@@ -64,6 +66,7 @@ impl Counted {
             cpu_seconds: schedstat[0] / 1e9,
             runqueue_seconds: schedstat[1] / 1e9,
             runqueue_waits: schedstat[2],
+            blocked_seconds: 0.0,
         }
     }
 
@@ -77,6 +80,7 @@ impl Counted {
             cpu_seconds: value(m, "collector_cpu_seconds_total", &[t]),
             runqueue_seconds: value(m, "collector_runqueue_latency_seconds_sum", &[t]),
             runqueue_waits: value(m, "collector_runqueue_latency_seconds_count", &[t]),
+            blocked_seconds: value(m, "collector_off_cpu_seconds_total", &[t, ("reason", "blocked")]),
         }
     }
 
@@ -89,6 +93,7 @@ impl Counted {
             cpu_seconds: self.cpu_seconds - o.cpu_seconds,
             runqueue_seconds: self.runqueue_seconds - o.runqueue_seconds,
             runqueue_waits: self.runqueue_waits - o.runqueue_waits,
+            blocked_seconds: self.blocked_seconds - o.blocked_seconds,
         }
     }
 }
@@ -127,8 +132,11 @@ fn switches_faults_cpu_time_and_waits_equal_the_kernels_own_counts() {
     const PAGES: f64 = 5000.0;
     let mut w = Workload::spawn();
     let c = Collector::start(&["--pid", &format!("app={}", w.pid)]);
+    // Before the last reading the counted interval starts from (this command's end).
+    let started = std::time::Instant::now();
     w.run("sleeps 1");
     let (by_proc, by_collector) = counted(&c, &mut w, "app", &["sleeps 200", "touch_pages 5000", "spin 200"]);
+    let wall = started.elapsed().as_secs_f64();
     println!("/proc: {by_proc:?}\ncollector: {by_collector:?}");
     // The same kernel counters: equal, to the ns.
     assert_eq!(by_collector.voluntary, by_proc.voluntary);
@@ -148,6 +156,15 @@ fn switches_faults_cpu_time_and_waits_equal_the_kernels_own_counts() {
     );
     assert!(by_collector.minor >= PAGES, "{} minor faults", by_collector.minor);
     assert!(by_collector.cpu_seconds >= 0.2, "{} s on CPU", by_collector.cpu_seconds);
+    // Off a CPU and not runnable: at least the 200 sleeps of 1 ms; with the time on a CPU
+    // and the waits, no more than the test's own wall time around the commands.
+    let accounted = by_collector.blocked_seconds + by_collector.cpu_seconds + by_collector.runqueue_seconds;
+    println!(
+        "blocked {} s; on CPU, waiting and blocked {accounted} s of {wall} s",
+        by_collector.blocked_seconds
+    );
+    assert!(by_collector.blocked_seconds >= 0.2);
+    assert!(accounted <= wall, "{accounted} s accounted in {wall} s");
 }
 
 #[test]

@@ -100,6 +100,10 @@ pub enum Value {
     InvoluntarySwitches,
     MinorFaults,
     MajorFaults,
+    /// Off a CPU and not runnable, in seconds.
+    BlockedSeconds,
+    /// Runnable and waiting for a CPU (the run-queue waits' sum), in seconds.
+    RunnableSeconds,
     /// The run-queue wait histogram, in seconds.
     RunqueueLatency,
     BytesRead,
@@ -319,6 +323,17 @@ pub const KERNEL_METRICS: &[KernelMetric] = &[
         samples: &[(None, Value::RunqueueLatency)],
     },
     KernelMetric {
+        name: "collector_off_cpu_seconds_total",
+        help: "Time target threads spent off a CPU, counted when they leave one: blocked (sleeping, waiting for I/O or a lock) or runnable (waiting for a CPU after a wakeup or a preemption).",
+        kind: Type::Counter,
+        source: Source::SchedStats,
+        labels: &[TARGET],
+        samples: &[
+            (Some(("reason", "blocked")), Value::BlockedSeconds),
+            (Some(("reason", "runnable")), Value::RunnableSeconds),
+        ],
+    },
+    KernelMetric {
         name: "collector_context_switches_total",
         help: "Context switches of target threads: voluntary (it blocked) or involuntary (preempted while runnable).",
         kind: Type::Counter,
@@ -432,6 +447,8 @@ impl Source {
                 Value::InvoluntarySwitches,
                 Value::MinorFaults,
                 Value::MajorFaults,
+                Value::BlockedSeconds,
+                Value::RunnableSeconds,
                 Value::RunqueueLatency,
             ],
             Source::FdBytes => &[Value::BytesRead, Value::BytesWritten],

@@ -203,6 +203,8 @@ impl Value {
                 Sample::Histogram(sum, count, buckets)
             }
             (Value::CpuSeconds, Row::Sched(_, s)) => Sample::Seconds(s.cpu_ns as f64 / 1e9),
+            (Value::BlockedSeconds, Row::Sched(_, s)) => Sample::Seconds(s.blocked_ns as f64 / 1e9),
+            (Value::RunnableSeconds, Row::Sched(_, s)) => Sample::Seconds(s.runqueue_sum_ns as f64 / 1e9),
             (Value::VoluntarySwitches, Row::Sched(_, s)) => Sample::Counter(s.voluntary),
             (Value::InvoluntarySwitches, Row::Sched(_, s)) => Sample::Counter(s.involuntary),
             (Value::MinorFaults, Row::Sched(_, s)) => Sample::Counter(s.minor_faults),

@@ -358,6 +358,7 @@ pub const SCHED: Family = Family {
     ],
     metrics: &[
         "collector_cpu_seconds_total",
+        "collector_off_cpu_seconds_total",
         "collector_runqueue_latency_seconds",
         "collector_context_switches_total",
         "collector_page_faults_total",

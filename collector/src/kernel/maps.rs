@@ -396,6 +396,7 @@ impl KernelMaps {
             total.involuntary += v.involuntary;
             total.minor_faults += v.minor_faults;
             total.major_faults += v.major_faults;
+            total.blocked_ns += v.blocked_ns;
             total.runqueue_sum_ns += v.runqueue_sum_ns;
             for (a, b) in total.runqueue_buckets.iter_mut().zip(v.runqueue_buckets) {
                 *a += b;
