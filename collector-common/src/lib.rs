@@ -204,6 +204,7 @@ pub struct KernelOffsets {
     /// What the scheduler and the fault handler count per thread (`sched::ThreadSched`),
     /// and the thread's state (`__state`, `state` before 5.14).
     pub task_state: u32,
+    pub task_flags: u32,
     pub task_sum_exec_runtime: u32,
     pub task_run_delay: u32,
     pub task_pcount: u32,

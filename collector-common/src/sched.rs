@@ -26,6 +26,8 @@ pub struct ThreadSched {
     /// task->min_flt, task->maj_flt: page faults served without and with I/O.
     pub minor_faults: u64,
     pub major_faults: u64,
+    /// task->start_time: which thread these are of (a tid is reused).
+    pub start_ns: u64,
     /// `bpf_ktime_get_ns()` when these were read.
     pub at_ns: u64,
 }

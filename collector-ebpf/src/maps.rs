@@ -218,8 +218,10 @@ pub fn forget_current_task() {
 /// target changed since. A cached "no target" is taken without a helper call (the cost
 /// every switch of the host pays); a target is checked against the caller's tid, and
 /// anything else is a `TARGET_OF` lookup. Were the entry another thread's (a switch the
-/// programs did not see), a target thread would be passed over once, which costs nothing
-/// where the caller keeps its readings per thread (`sched.rs`): the next one finds them.
+/// programs did not see: only at start, before this program first cleared it), a target
+/// thread would be passed over once: what `sched.rs` reads per thread is then counted at its
+/// next switch, unless that was its first switch as a target (which only takes a starting
+/// point).
 #[inline(always)]
 pub fn target_of_running() -> Option<(u32, u32)> {
     let cached = CURRENT
@@ -230,12 +232,14 @@ pub fn target_of_running() -> Option<(u32, u32)> {
     }
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
+    if tid == 0 {
+        return None; // the idle task, whose switches are most of an idle host's
+    }
     let target = match cached {
         Some(c) if c.tid == tid => c.target,
         _ => target_slot(target_value((pid_tgid >> 32) as u32)),
     };
-    // tid 0: the idle task, whose switches are most of an idle host's.
-    (target != 0 && tid != 0).then_some((target, tid))
+    (target != 0).then_some((target, tid))
 }
 
 /// The current process's target slot and id, if it is a target: one helper call and a

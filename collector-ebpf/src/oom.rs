@@ -39,10 +39,27 @@ use crate::{
     maps::target_value,
 };
 
-/// Processes reported, by tgid and their leader's start time (a recycled pid is another
-/// process); least recently used evicted: a claim matters while its process dies.
+/// Processes reported, by tgid and their leader's start time (0 on kernels that pass only a
+/// pid, whichever task is at hand), until the process's exit (`forget`); least recently
+/// used evicted.
 #[map]
 static OOM_CLAIMS: LruHashMap<ExitClaim, u8> = LruHashMap::with_max_entries(1024, 0);
+
+/// Target process `tgid`, whose leader started at `start_ns`, has exited: its claims go, so
+/// a process that later has its pid is reported.
+#[inline(always)]
+pub fn forget(tgid: u32, start_ns: u64) {
+    for start_ns in [start_ns, 0] {
+        let claim = ExitClaim {
+            tgid,
+            _pad: 0,
+            start_ns,
+        };
+        if unsafe { OOM_CLAIMS.get(&claim) }.is_some() {
+            let _ = OOM_CLAIMS.remove(&claim);
+        }
+    }
+}
 
 /// The task the OOM killer marked.
 #[raw_tracepoint(tracepoint = "mark_victim")]
@@ -55,7 +72,9 @@ pub fn collector_oom_victim(ctx: RawTracePointContext) -> i32 {
         return 0;
     };
     let comm = read_field::<[u8; COMM_LEN]>(task, offset!(task_comm)).unwrap_or_default();
-    emit(task, tgid as u32, tid as u32, comm);
+    let leader = read_field::<*const u8>(task, offset!(task_group_leader)).unwrap_or(core::ptr::null());
+    let start_ns = read_field::<u64>(leader, offset!(task_start_time)).unwrap_or(0);
+    emit(task, tgid as u32, start_ns, tid as u32, comm);
     0
 }
 
@@ -69,25 +88,25 @@ pub fn collector_oom_victim_pid(ctx: RawTracePointContext) -> i32 {
     let pid = ctx.arg::<u64>(0) as u32;
     if ctx.pid() == pid {
         let task = unsafe { bpf_get_current_task() } as *const u8;
-        emit(task, ctx.tgid(), pid, bpf_get_current_comm().unwrap_or_default());
+        emit(task, ctx.tgid(), 0, pid, bpf_get_current_comm().unwrap_or_default());
     } else {
-        emit(core::ptr::null(), pid, pid, [0; COMM_LEN]);
+        emit(core::ptr::null(), pid, 0, pid, [0; COMM_LEN]);
     }
     0
 }
 
-/// Reports process `tgid` once; `task` (null when unknown) gives its pages and identity.
+/// Reports process `tgid` (its leader started at `start_ns`) once; `task` (null when
+/// unknown) gives its pages.
 #[inline(always)]
-fn emit(task: *const u8, tgid: u32, tid: u32, comm: [u8; COMM_LEN]) {
+fn emit(task: *const u8, tgid: u32, start_ns: u64, tid: u32, comm: [u8; COMM_LEN]) {
     let target = target_slot(target_value(tgid));
     if target == 0 {
         return;
     }
-    let leader = read_field::<*const u8>(task, offset!(task_group_leader)).unwrap_or(core::ptr::null());
     let claim = ExitClaim {
         tgid,
         _pad: 0,
-        start_ns: read_field::<u64>(leader, offset!(task_start_time)).unwrap_or(0),
+        start_ns,
     };
     if OOM_CLAIMS.insert(&claim, &0, u64::from(BPF_NOEXIST)).is_err() {
         return; // reported already

@@ -50,7 +50,7 @@ use crate::{
         add_counts, count_map_error, forget_current_task, release_entry_of, rename_entry_of, set_target_value,
         target_of_current, target_value,
     },
-    sched,
+    oom, sched,
 };
 
 #[raw_tracepoint(tracepoint = "sched_switch")]
@@ -210,5 +210,6 @@ fn on_exit(ctx: &RawTracePointContext, group_dead: impl Fn(&RawTracePointContext
         start_ns: read_field::<u64>(leader, offset!(task_start_time)).unwrap_or(0),
     };
     emit_process(EventKind::ProcessExit, &p);
+    oom::forget(tgid, p.start_ns);
     0
 }

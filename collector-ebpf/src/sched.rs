@@ -65,8 +65,10 @@ use crate::{
     maps::{count_map_error, switched_on, target_of_running},
 };
 
-/// include/linux/sched.h
+/// include/linux/sched.h: the state of a thread's last switch, and the flag exit_signals()
+/// sets at the start of do_exit().
 const TASK_DEAD: u32 = 0x80;
+const PF_EXITING: u32 = 0x4;
 
 /// Each target thread's counters as last read, by tid.
 #[map]
@@ -92,13 +94,15 @@ pub fn switched_out(ctx: &RawTracePointContext) {
     match SCHED_THREADS.get_ptr_mut(&tid) {
         Some(last) => {
             let last = unsafe { &mut *last };
-            if last.target == target {
-                add(target, last, &now);
+            add(target, last, &now, true);
+            if read_field::<u32>(prev, offset!(task_state)).is_ok_and(|s| s & TASK_DEAD != 0) {
+                let _ = SCHED_THREADS.remove(&tid);
+            } else {
+                *last = now;
             }
-            *last = now;
         }
-        // Not the last switch of a thread whose exit took its entry.
-        None if read_field::<u32>(prev, offset!(task_state)).is_ok_and(|s| s & TASK_DEAD == 0) => keep(tid, &now),
+        // An exiting thread starts no entry: its last switch may not find it.
+        None if read_field::<u32>(prev, offset!(task_flags)).is_ok_and(|f| f & PF_EXITING == 0) => keep(tid, &now),
         None => {}
     }
 }
@@ -115,21 +119,33 @@ pub fn born(child: *const u8, tid: u32, target: u32) {
     }
 }
 
-/// Thread `tid` (`task`, current) exits, its process now in `target` (0: none): what its
-/// counters grew by since its last switch goes to its target if it is still the one it was
-/// read under, and its entry goes. One lookup for every thread that exits on the host.
+/// Thread `tid` (`task`, current) exits, its process now in `target` (0: none). One lookup
+/// for every thread that exits on the host. An entry of a thread no longer in a target goes.
+/// A target thread's counters are settled as they are now (its CPU time is as of its last
+/// tick or switch: update_curr() runs at those) and its entry kept for its last switch,
+/// which adds the rest (the exit's last slice of CPU time, and the blocked time over the
+/// whole interval) and deletes it. That switch may not find it (the last thread's group
+/// exit deleted `TARGET_OF`, and a switch during the exit cleared `CURRENT`): then only that
+/// rest is lost, and the entry stays until its target's id is freed; its tid reused by
+/// another thread is told apart by the thread's start time.
 #[inline(always)]
 pub fn exited(task: *const u8, tid: u32, target: u32) {
-    let Some(last) = (unsafe { SCHED_THREADS.get(&tid) }) else {
+    let Some(last) = SCHED_THREADS.get_ptr_mut(&tid) else {
         return;
     };
-    if target != 0
-        && last.target == target
-        && let Some(now) = read(task, target)
-    {
-        add(target, last, &now);
+    if target == 0 {
+        let _ = SCHED_THREADS.remove(&tid);
+        return;
     }
-    let _ = SCHED_THREADS.remove(&tid);
+    let last = unsafe { &mut *last };
+    if let Some(now) = read(task, target) {
+        add(target, last, &now, false);
+        // The blocked time is taken over the whole interval at the last switch.
+        *last = ThreadSched {
+            at_ns: last.at_ns,
+            ..now
+        };
+    }
 }
 
 /// A non-leader thread exec'd and took the leader's pid (`old_tid` -> `tid`): its counters
@@ -164,13 +180,20 @@ fn read(task: *const u8, target: u32) -> Option<ThreadSched> {
         involuntary: read_field(task, offset!(task_nivcsw)).ok()?,
         minor_faults: read_field(task, offset!(task_min_flt)).ok()?,
         major_faults: read_field(task, offset!(task_maj_flt)).ok()?,
+        start_ns: read_field(task, offset!(task_start_time)).ok()?,
         at_ns: unsafe { bpf_ktime_get_ns() },
     })
 }
 
-/// Adds what the counters grew by from `last` to `now` to `target`'s aggregate.
+/// Adds what the counters grew by from `last` to `now` to `target`'s aggregate, if `last`
+/// was read under that target and from the same thread (a tid is reused; its start time
+/// tells the threads apart), and, with `blocked`, the time between them off a CPU and not
+/// runnable.
 #[inline(always)]
-fn add(target: u32, last: &ThreadSched, now: &ThreadSched) {
+fn add(target: u32, last: &ThreadSched, now: &ThreadSched, blocked: bool) {
+    if last.target != target || last.start_ns != now.start_ns {
+        return;
+    }
     let Some(stats) = TargetId::from_slot(target).and_then(|t| SCHED_STATS.get_ptr_mut(t.0)) else {
         return;
     };
@@ -187,7 +210,7 @@ fn add(target: u32, last: &ThreadSched, now: &ThreadSched) {
     // The rest of the time between the readings: off a CPU and not runnable.
     let ran = now.runtime_ns.wrapping_sub(last.runtime_ns);
     let between = now.at_ns.wrapping_sub(last.at_ns);
-    if between > ran + waited {
+    if blocked && between > ran + waited {
         stats.blocked_ns += between - ran - waited;
     }
     let waits = now.arrivals.wrapping_sub(last.arrivals);

@@ -348,6 +348,8 @@ pub const SCHED: Family = Family {
         // `state` became `__state` in Linux 5.14 (and from long to unsigned int: the low
         // 32 bits hold the state on a little-endian machine either way).
         field!(task_state: "task_struct"."__state" | "state"),
+        field!(task_flags: "task_struct"."flags"),
+        field!(task_start_time: "task_struct"."start_time"),
         field!(task_sum_exec_runtime: "task_struct"."se.sum_exec_runtime"),
         field!(task_run_delay: "task_struct"."sched_info.run_delay"),
         field!(task_pcount: "task_struct"."sched_info.pcount"),
