@@ -91,44 +91,32 @@ fn tag<E>((entries, failed): (Vec<E>, u64), row: impl Fn(E) -> Row) -> (Vec<Row>
 /// Reads every entry of `source`; returns them and how many could not be read.
 fn read(source: Source, view: &View<'_>) -> (Vec<Row>, u64) {
     let maps = view.maps();
-    let per_target = |read: &dyn Fn(TargetId) -> Option<Row>| {
-        let ids: Vec<TargetId> = view.set().ids().map(|(id, _)| id).collect();
-        let rows: Vec<Row> = ids.iter().filter_map(|&id| read(id)).collect();
-        let failed = (ids.len() - rows.len()) as u64;
-        (rows, failed)
+    // Each live target's entries of the map (one, or one per fd type or direction), each
+    // a row or `None` where it could not be read.
+    let per_target = |read: &dyn Fn(TargetId) -> Vec<Option<Row>>| {
+        let reads: Vec<Option<Row>> = view.set().ids().flat_map(|(id, _)| read(id)).collect();
+        let failed = reads.iter().filter(|r| r.is_none()).count() as u64;
+        (reads.into_iter().flatten().collect(), failed)
     };
     match source {
         Source::SyscallStats => tag(maps.syscall_stats(), |(k, v)| Row::Syscall(k, v)),
         Source::SyscallErrors => tag(maps.syscall_errors(), |(k, v)| Row::Error(k, v)),
         Source::SocketBytes => tag(maps.socket_bytes(), |(k, v)| Row::Bytes(k, v)),
         Source::HttpStats => tag(maps.http_stats(), |(k, v)| Row::Http(k, v)),
-        Source::TcpCounts => per_target(&|id| maps.tcp_counts(id).ok().map(|c| Row::Tcp(id, c))),
-        Source::TargetCounts => per_target(&|id| view.counts(id).map(|c| Row::Counts(id, c))),
-        Source::SchedStats => per_target(&|id| maps.sched_stats(id).ok().map(|s| Row::Sched(id, s))),
-        Source::FdBytes => {
-            let (mut rows, mut failed) = (Vec::new(), 0);
-            for (id, _) in view.set().ids() {
-                for fd_type in FdType::ALL {
-                    match maps.fd_bytes(id, fd_type) {
-                        Ok(bytes) => rows.push(Row::Fd(id, fd_type, bytes)),
-                        Err(_) => failed += 1,
-                    }
-                }
-            }
-            (rows, failed)
-        }
-        Source::BlockStats => {
-            let (mut rows, mut failed) = (Vec::new(), 0);
-            for (id, _) in view.set().ids() {
-                for op in 0..BLOCK_OPS {
-                    match maps.block_stats(id, op) {
-                        Ok(stats) => rows.push(Row::Block(id, op, stats)),
-                        Err(_) => failed += 1,
-                    }
-                }
-            }
-            (rows, failed)
-        }
+        Source::TcpCounts => per_target(&|id| vec![maps.tcp_counts(id).ok().map(|c| Row::Tcp(id, c))]),
+        Source::TargetCounts => per_target(&|id| vec![view.counts(id).map(|c| Row::Counts(id, c))]),
+        Source::SchedStats => per_target(&|id| vec![maps.sched_stats(id).ok().map(|s| Row::Sched(id, s))]),
+        Source::FdBytes => per_target(&|id| {
+            FdType::ALL
+                .iter()
+                .map(|&t| maps.fd_bytes(id, t).ok().map(|b| Row::Fd(id, t, b)))
+                .collect()
+        }),
+        Source::BlockStats => per_target(&|id| {
+            (0..BLOCK_OPS)
+                .map(|op| maps.block_stats(id, op).ok().map(|s| Row::Block(id, op, s)))
+                .collect()
+        }),
         Source::Resident => (
             resident_bytes(view)
                 .into_iter()

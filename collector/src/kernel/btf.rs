@@ -40,7 +40,7 @@ pub enum BtfError {
 pub struct KernelLayout {
     pub offsets: KernelOffsets,
     pub features: KernelFeatures,
-    /// Probe name -> the program that fits this kernel's tracepoint (see `Probe::older`).
+    /// Probe name -> the program that fits this kernel's tracepoint (see `Probe::fewer_args`).
     pub programs: BTreeMap<&'static str, &'static str>,
     /// Families this kernel cannot give (a tracepoint or field it lacks), with why.
     pub off: BTreeMap<&'static str, String>,
@@ -100,10 +100,10 @@ impl KernelLayout {
         }
         let programs = all_probes()
             .map(|probe| {
-                let older = probe
-                    .older
-                    .filter(|o| tracepoint_arity(&types, probe.tracepoint).is_some_and(|n| n < o.below_args));
-                (probe.name, older.map_or(probe.program, |o| o.program))
+                let fewer = probe
+                    .fewer_args
+                    .filter(|f| tracepoint_arity(&types, probe.tracepoint).is_some_and(|n| n < f.below_args));
+                (probe.name, fewer.map_or(probe.program, |f| f.program))
             })
             .collect();
         Ok(KernelLayout {

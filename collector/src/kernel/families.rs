@@ -15,8 +15,10 @@ pub struct Probe {
     pub program: &'static str,
     pub tracepoint: &'static str,
     /// The program for kernels whose tracepoint passes fewer arguments than `program` reads
-    /// (the kernel refuses to attach a program reading past them).
-    pub older: Option<Older>,
+    /// (the kernel refuses to attach a program reading past them): older kernels where a
+    /// tracepoint gained arguments (sched_process_exit, mark_victim), newer ones where it
+    /// lost one (block_bio_queue and block_split lost their queue in 5.11).
+    pub fewer_args: Option<FewerArgs>,
     pub via: Via,
 }
 
@@ -32,7 +34,7 @@ pub enum Via {
 
 /// A program for kernels whose tracepoint has fewer arguments.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Older {
+pub struct FewerArgs {
     /// Load `program` when the tracepoint passes fewer arguments than this.
     pub below_args: usize,
     pub program: &'static str,
@@ -85,8 +87,17 @@ macro_rules! probe {
             name: $name,
             program: $program,
             tracepoint: $name,
-            older: None,
+            fewer_args: None,
             via: Via::Attach,
+        }
+    };
+    ($name:literal => $program:literal, below $args:literal args => $fewer:literal) => {
+        Probe {
+            fewer_args: Some(FewerArgs {
+                below_args: $args,
+                program: $fewer,
+            }),
+            ..probe!($name => $program)
         }
     };
 }
@@ -131,16 +142,7 @@ pub const PROCESSES: Family = Family {
         probe!("sched_process_fork" => "collector_fork"),
         probe!("sched_process_exec" => "collector_exec"),
         // `group_dead` came with Linux 6.16; before, the program reads signal->live.
-        Probe {
-            name: "sched_process_exit",
-            program: "collector_exit",
-            tracepoint: "sched_process_exit",
-            older: Some(Older {
-                below_args: 2,
-                program: "collector_exit_live",
-            }),
-            via: Via::Attach,
-        },
+        probe!("sched_process_exit" => "collector_exit", below 2 args => "collector_exit_live"),
     ],
     maps: &[
         maps::TARGET_OF,
@@ -255,7 +257,7 @@ pub const HTTP: Family = Family {
             name: "http",
             program: "collector_http",
             tracepoint: "sys_exit",
-            older: None,
+            fewer_args: None,
             via: Via::TailCall {
                 map: maps::HTTP_PROGRAM,
                 index: 0,
@@ -266,7 +268,7 @@ pub const HTTP: Family = Family {
             name: "http_pipelined",
             program: "collector_http_pipelined",
             tracepoint: "sys_exit",
-            older: None,
+            fewer_args: None,
             via: Via::TailCall {
                 map: maps::HTTP_PROGRAM,
                 index: 1,
@@ -412,17 +414,8 @@ pub const OOM: Family = Family {
     what: "OOM kills",
     core: false,
     stage: Stage::Measure,
-    probes: &[Probe {
-        name: "mark_victim",
-        program: "collector_oom_victim",
-        tracepoint: "mark_victim",
-        // `(task, uid)` since 6.8 and in later stable releases; `(int pid)` before.
-        older: Some(Older {
-            below_args: 2,
-            program: "collector_oom_victim_pid",
-        }),
-        via: Via::Attach,
-    }],
+    // `(task, uid)` since 6.8 and in later stable releases; `(int pid)` before.
+    probes: &[probe!("mark_victim" => "collector_oom_victim", below 2 args => "collector_oom_victim_pid")],
     maps: &[maps::TARGET_OF, maps::EVENTS, maps::EVENT_DROPS, maps::OOM_CLAIMS],
     fields: &[
         field!(task_pid: "task_struct"."pid"),
@@ -449,29 +442,10 @@ pub const BLOCK: Family = Family {
     core: false,
     stage: Stage::Measure,
     probes: &[
-        Probe {
-            name: "block_bio_queue",
-            program: "collector_bio_queue_q",
-            tracepoint: "block_bio_queue",
-            // `(q, bio)` before 5.11, `(bio)` since: there the program reading its first
-            // (`older` picks by fewer arguments, whichever release came first).
-            older: Some(Older {
-                below_args: 2,
-                program: "collector_bio_queue",
-            }),
-            via: Via::Attach,
-        },
-        Probe {
-            name: "block_split",
-            program: "collector_bio_split_q",
-            tracepoint: "block_split",
-            // `(q, split, new_sector)` before 5.11, `(split, new_sector)` since.
-            older: Some(Older {
-                below_args: 3,
-                program: "collector_bio_split",
-            }),
-            via: Via::Attach,
-        },
+        // `(q, bio)` before 5.11, `(bio)` since.
+        probe!("block_bio_queue" => "collector_bio_queue_q", below 2 args => "collector_bio_queue"),
+        // `(q, split, new_sector)` before 5.11, `(split, new_sector)` since.
+        probe!("block_split" => "collector_bio_split_q", below 3 args => "collector_bio_split"),
         probe!("block_rq_issue" => "collector_rq_issue"),
         probe!("block_rq_complete" => "collector_rq_complete"),
     ],

@@ -307,7 +307,7 @@ impl Probes {
         Ok(())
     }
 
-    /// The program loaded for `probe` on this kernel (see `Probe::older`).
+    /// The program loaded for `probe` on this kernel (see `Probe::fewer_args`).
     fn program_of(&self, probe: &Probe) -> &'static str {
         self.programs.get(probe.name).copied().unwrap_or(probe.program)
     }

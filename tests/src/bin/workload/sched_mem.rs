@@ -72,18 +72,8 @@ pub fn spin(ms: u64) {
 }
 
 pub fn sleeps(n: u64) {
-    let ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 1_000_000,
-    };
     for _ in 0..n {
-        unsafe {
-            libc::syscall(
-                libc::SYS_nanosleep,
-                &raw const ts,
-                std::ptr::null_mut::<libc::timespec>(),
-            )
-        };
+        super::nanosleep(1);
     }
 }
 
